@@ -1,0 +1,80 @@
+/** What the node probe learned about this host. Serialised as-is by GET /v1/node and GetNodeInfo. */
+
+export interface DeviceInfo {
+  path: string;
+  present: boolean;
+  /** 'char' | 'block' | 'file' | 'missing' | 'other' */
+  kind: string;
+  /** Permission bits as an octal string, e.g. '0660'; '' when missing. */
+  mode: string;
+  uid: number | null;
+  gid: number | null;
+  /** This process can open it read-write (access(2) R_OK|W_OK). */
+  accessible: boolean;
+}
+
+export interface KvmInfo {
+  available: boolean;
+  /** Why KVM is unusable (operator-readable), when available is false. */
+  reason: string | null;
+  /** Stable error code from the open/probe failure, e.g. 'ENOENT', 'EACCES'. */
+  errorCode: string | null;
+  apiVersion: number | null;
+  /** KVM_CHECK_EXTENSION value per capability name (e.g. NR_VCPUS: 2). */
+  capabilities: Record<string, number>;
+  vcpuMmapSize: number | null;
+  /** CPUID feature names KVM can expose to guests. */
+  cpuidFeatures: string[];
+  msrCount: number | null;
+}
+
+export interface CpuInfo {
+  vendor: string;        // 'AuthenticAMD' | 'GenuineIntel' | ...
+  vendorShort: string;   // 'amd' | 'intel' | other lowercased
+  modelName: string;
+  family: number | null;
+  model: number | null;
+  stepping: number | null;
+  flags: string[];
+  logicalCpus: number;
+  sockets: number;
+  coresPerSocket: number;
+  threadsPerCore: number;
+}
+
+export interface NumaNode {
+  id: number;
+  cpus: number[];
+  memTotalBytes: number | null;
+}
+
+export interface HugepagePool {
+  sizeBytes: number;
+  total: number;
+  free: number;
+}
+
+export interface NodeInfo {
+  nodeName: string;
+  probedAt: string;
+  probeDurationMs: number;
+  kernel: { release: string; version: string };
+  cpu: CpuInfo;
+  numa: NumaNode[];
+  memory: { totalBytes: number; availableBytes: number };
+  hugepages: HugepagePool[];
+  thp: { enabled: string; defrag: string };
+  devices: {
+    kvm: DeviceInfo;
+    tun: DeviceInfo;
+    vhostNet: DeviceInfo;
+    vhostVsock: DeviceInfo;
+    userfaultfd: DeviceInfo & { unprivilegedAllowed: boolean | null };
+  };
+  kvm: KvmInfo;
+  schedulable: boolean;
+  /** Why the node is not schedulable (empty when schedulable). */
+  reasons: string[];
+  /** KubeVirt-style node labels. */
+  labels: Record<string, string>;
+}
