@@ -78,3 +78,15 @@ export interface NodeInfo {
   /** KubeVirt-style node labels. */
   labels: Record<string, string>;
 }
+
+/** Inputs of probeNode(); roots are parameters so tests can point them at fixtures. */
+export interface ProbeOptions {
+  nodeName: string;
+  procRoot: string;  // '/proc'
+  sysRoot: string;   // '/sys'
+  devRoot: string;   // '/dev'
+  kvmDevice: string; // '/dev/kvm'
+  /** The loaded addon, or null when it failed to load (then nativeError says why). */
+  native: import('../native/binding').NativeBinding | null;
+  nativeError?: string;
+}

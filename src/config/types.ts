@@ -1,0 +1,34 @@
+/** The daemon's validated, frozen configuration (see src/config/ for loading and README for keys). */
+
+export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+
+export interface Config {
+  /** Kubernetes node name (NODE_NAME from the downward API), defaults to the hostname. */
+  nodeName: string;
+  /** Durable state (per-VMI records later): /var/lib/virt-handler in production. */
+  stateDir: string;
+  /** Sockets and pid-scoped files: /run/virt-handler in production. */
+  runDir: string;
+  log: { level: LogLevel };
+  http: {
+    /** Unix socket path for the status API (mode 0660). */
+    socket: string;
+    /** Loopback TCP listener; null disables it. Binding a non-loopback host requires allowNonLoopback. */
+    tcp: { host: string; port: number } | null;
+    allowNonLoopback: boolean;
+  };
+  grpc: {
+    /** Unix socket path for gRPC (mode 0660). */
+    socket: string;
+  };
+  shutdown: {
+    /** How long to wait for in-flight requests after SIGTERM before forcing close. */
+    drainTimeoutMs: number;
+  };
+  probe: {
+    procRoot: string;
+    sysRoot: string;
+    devRoot: string;
+    kvmDevice: string;
+  };
+}
