@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Idempotent set-up shared by `npm test`, `npm run demo` and .ci/run:
+#   1. Debian packages the tests and the sandbox need (installed when running as root,
+#      otherwise listed with the command to run);
+#   2. npm dependencies (npm ci when node_modules is missing or older than the lockfile);
+#   3. the native addon (node-gyp) and the TypeScript build (tsc -> dist/).
+# Flags: --no-apt skips step 1 (e.g. on a dev box you manage yourself).
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+# Every package a test, a script or the sandbox uses. Keep in step with README "Requirements".
+apt_packages=(
+  build-essential python3          # node-gyp toolchain
+  qemu-system-x86 qemu-system-data # nested-KVM sandbox (TCG + qboot.rom)
+  busybox-static cpio xz-utils     # sandbox initramfs
+  systemd                          # systemd-analyze verify of the unit
+  procps                           # ps/pgrep used by tests
+)
+
+want_apt=1
+for arg in "$@"; do
+  case "$arg" in
+    --no-apt) want_apt=0 ;;
+    *) echo "setup.sh: unknown argument: $arg" >&2; exit 2 ;;
+  esac
+done
+
+log() { printf '[setup] %s\n' "$*" >&2; }
+
+if [[ $want_apt -eq 1 ]]; then
+  missing=()
+  for p in "${apt_packages[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
+      missing+=("$p")
+    fi
+  done
+  if [[ ${#missing[@]} -gt 0 ]]; then
+    if [[ $(id -u) -eq 0 ]]; then
+      log "installing Debian packages: ${missing[*]}"
+      export DEBIAN_FRONTEND=noninteractive
+      # A stale package list makes installs fail with 404s: refresh once, then install.
+      apt-get update -qq
+      apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+      log "missing Debian packages: ${missing[*]}"
+      log "install them with: sudo apt-get install -y ${missing[*]}"
+      exit 1
+    fi
+  fi
+fi
+
+if [[ ! -d node_modules || package-lock.json -nt node_modules/.package-lock.json ]]; then
+  log "installing npm dependencies (npm ci)"
+  # npm ci also builds the addon through the package's install script.
+  npm ci --no-audit --no-fund
+fi
+
+if [[ ! -f build/Release/virt_handler_native.node ]] || [[ -n $(find native binding.gyp -newer build/Release/virt_handler_native.node -print -quit) ]]; then
+  log "building the native addon (node-gyp)"
+  npx --no-install node-gyp rebuild >/dev/null
+fi
+
+log "compiling TypeScript"
+npx --no-install tsc -p tsconfig.json
+log "ready"

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# `npm test`: everything that proves the project, in the order CI runs it.
+#   unit (host) -> native against a real /dev/kvm (host and/or nested sandbox, see
+#   scripts/test-native.sh) -> integration (real daemon processes, real sockets) -> systemd unit.
+set -euo pipefail
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+
+bash scripts/setup.sh ${VH_SETUP_ARGS:-}
+
+section() { printf '\n==== %s ====\n' "$*"; }
+start=$SECONDS
+
+section "unit tests (host)"
+node --test --test-concurrency=2 dist/test/unit/
+
+section "native tests (real /dev/kvm)"
+bash scripts/test-native.sh
+
+section "integration tests (real daemon processes)"
+node --test --test-concurrency=1 dist/test/integration/
+
+section "systemd unit verification"
+bash scripts/verify-systemd.sh
+
+section "all suites passed in $((SECONDS - start)) s"
