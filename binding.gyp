@@ -9,7 +9,6 @@
         "native/cpuid_features.cc",
         "native/sd_notify.cc"
       ],
-      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": [
         "NAPI_VERSION=8",
         "NAPI_CPP_EXCEPTIONS",
@@ -18,7 +17,11 @@
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
       "cflags": ["-Wall", "-Wextra", "-Werror", "-fvisibility=hidden"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Werror", "-Wshadow", "-Wconversion", "-Wno-sign-conversion", "-fvisibility=hidden"]
+      # node-addon-api is a system include so -Wshadow/-Wconversion (errors here) apply to our
+      # code only; exceptions are on by policy: ThrowError() throws Napi::Error as C++.
+      "cflags_cc": [
+        "-isystem", "<!(node -p \"require('path').resolve(require('node-addon-api').include_dir)\")",
+        "-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Werror", "-Wshadow", "-Wconversion", "-Wno-sign-conversion", "-fvisibility=hidden"]
     }
   ]
 }
