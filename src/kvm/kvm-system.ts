@@ -1,0 +1,168 @@
+/**
+ * The typed /dev/kvm handle. Wraps NativeKvmSystem and gives native errno facts their meaning:
+ * every failure leaves here as a VhError with a stable code (KVM_MISSING, KVM_FORBIDDEN,
+ * KVM_UNUSABLE, INVALID_ARGUMENT, INTERNAL) and the raw facts in `details`.
+ */
+import { ErrorCodes, VhError, errnoFacts, type ErrorCode } from '../errors';
+import type { NativeBinding, NativeCpuidEntry, NativeKvmSystem } from '../native/binding';
+import { loadNative } from '../native/loader';
+
+/** Where KVM lives unless configured otherwise. */
+export const DEFAULT_KVM_DEVICE = '/dev/kvm';
+
+/** The only KVM API version the kernel has shipped since 2.6.22; anything else is unusable. */
+export const KVM_API_VERSION = 12;
+
+/** One KVM_GET_SUPPORTED_CPUID entry (struct kvm_cpuid_entry2). */
+export type CpuidEntry = NativeCpuidEntry;
+
+/** Options of KvmSystem.open(). */
+export interface KvmSystemOptions {
+  /** Device to open; defaults to /dev/kvm. */
+  devicePath?: string;
+  /** The addon; defaults to loadNative(). Tests pass a fake. */
+  native?: NativeBinding;
+}
+
+/** What the operator should do about a failed open, by errno code. */
+function openAdvice(code: string, devicePath: string): string {
+  switch (code) {
+    case 'ENOENT':
+      return `${devicePath} missing: load kvm_intel or kvm_amd (is virtualization enabled in firmware?)`;
+    case 'EACCES':
+    case 'EPERM':
+      return `${devicePath} not accessible: run as root or add the user to group kvm`;
+    case 'ENXIO':
+    case 'ENODEV':
+      return `${devicePath} has no KVM behind it: load kvm_intel or kvm_amd (is virtualization enabled in firmware?)`;
+    default:
+      return `${devicePath} unusable`;
+  }
+}
+
+/** The stable code for a native error code ('ENOENT', 'ERR_CLOSED', ...). */
+function codeFor(nativeCode: string): ErrorCode {
+  switch (nativeCode) {
+    case 'ENOENT':
+      return ErrorCodes.KVM_MISSING;
+    case 'EACCES':
+    case 'EPERM':
+      return ErrorCodes.KVM_FORBIDDEN;
+    // Caller mistakes, not a broken host: the transports answer them as bad requests.
+    case 'ERR_UNKNOWN_CAPABILITY':
+    case 'ERR_INVALID_ARG_TYPE':
+    case 'ERR_INVALID_ARG_VALUE':
+      return ErrorCodes.INVALID_ARGUMENT;
+    // Using a closed handle is a bug in this process, not a property of the host.
+    case 'ERR_CLOSED':
+      return ErrorCodes.INTERNAL;
+    default:
+      return ErrorCodes.KVM_UNUSABLE;
+  }
+}
+
+/**
+ * Maps anything the addon threw to a VhError. `details` keeps the errno facts (code, errno,
+ * syscall, path) plus devicePath; the original error is the `cause`.
+ */
+export function toKvmError(e: unknown, devicePath: string): VhError {
+  if (e instanceof VhError) return e;
+  const facts = errnoFacts(e);
+  if (!facts) {
+    return new VhError(ErrorCodes.INTERNAL, `${devicePath}: ${String(e)}`, { devicePath }, { cause: e });
+  }
+  const code = codeFor(facts.code);
+  let message: string;
+  if (facts.syscall === 'open') {
+    message = `${openAdvice(facts.code, devicePath)} (${facts.code})`;
+  } else if (facts.syscall) {
+    message = `${devicePath}: ${facts.syscall} failed with ${facts.code}; is this a KVM device?`;
+  } else {
+    message = (e as Error).message ?? facts.code;
+  }
+  return new VhError(code, message, { devicePath, ...facts }, { cause: e });
+}
+
+/** A /dev/kvm handle: API version, capabilities, supported CPUID and MSRs. Close it when done. */
+export class KvmSystem {
+  /** The device this handle was opened on. */
+  readonly devicePath: string;
+  private readonly native: NativeBinding;
+  private readonly handle: NativeKvmSystem;
+
+  private constructor(native: NativeBinding, handle: NativeKvmSystem, devicePath: string) {
+    this.native = native;
+    this.handle = handle;
+    this.devicePath = devicePath;
+  }
+
+  /** Opens the device O_RDWR|O_CLOEXEC; throws KVM_MISSING, KVM_FORBIDDEN or KVM_UNUSABLE. */
+  static open(opts: KvmSystemOptions = {}): KvmSystem {
+    const devicePath = opts.devicePath ?? DEFAULT_KVM_DEVICE;
+    const native = opts.native ?? loadNative();
+    try {
+      return new KvmSystem(native, new native.KvmSystem(devicePath), devicePath);
+    } catch (e) {
+      throw toKvmError(e, devicePath);
+    }
+  }
+
+  /** KVM_GET_API_VERSION; 12 on every usable kernel (see KVM_API_VERSION). */
+  apiVersion(): number {
+    return this.call(() => this.handle.apiVersion());
+  }
+
+  /** KVM_CHECK_EXTENSION by name (see capabilityNames()); 0 means unsupported. */
+  checkExtension(name: string): number {
+    return this.call(() => this.handle.checkExtension(name));
+  }
+
+  /** KVM_CHECK_EXTENSION for every known capability name. */
+  capabilities(): Record<string, number> {
+    return this.call(() => this.handle.capabilities());
+  }
+
+  /** Names checkExtension() accepts, in table order. */
+  capabilityNames(): string[] {
+    return this.native.capabilityNames();
+  }
+
+  /** Bytes to mmap from a vCPU fd for its kvm_run area (KVM_GET_VCPU_MMAP_SIZE). */
+  vcpuMmapSize(): number {
+    return this.call(() => this.handle.vcpuMmapSize());
+  }
+
+  /** Every CPUID leaf KVM can expose to a guest (KVM_GET_SUPPORTED_CPUID). */
+  supportedCpuid(): CpuidEntry[] {
+    return this.call(() => this.handle.supportedCpuid());
+  }
+
+  /** Feature names of supportedCpuid(), /proc/cpuinfo style, sorted. */
+  cpuidFeatures(): string[] {
+    const entries = this.supportedCpuid();
+    return this.call(() => this.native.decodeCpuidFeatures(entries));
+  }
+
+  /** MSR numbers KVM can save and restore (KVM_GET_MSR_INDEX_LIST). */
+  msrIndexList(): number[] {
+    return this.call(() => this.handle.msrIndexList());
+  }
+
+  /** Closes the fd. Idempotent; afterwards every other method throws INTERNAL (ERR_CLOSED). */
+  close(): void {
+    this.handle.close();
+  }
+
+  /** True once close() ran. */
+  get closed(): boolean {
+    return this.handle.closed;
+  }
+
+  private call<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      throw toKvmError(e, this.devicePath);
+    }
+  }
+}
