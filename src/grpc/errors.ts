@@ -1,0 +1,56 @@
+/**
+ * The ONE place where errors become gRPC statuses. Handlers throw (or pass) VhError; this
+ * module picks the status code, keeps the operator-facing message as `details`, and adds the
+ * stable registry code as the `vh-error-code` trailer so clients can branch without parsing
+ * text.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { ErrorCode, ErrorCodes, isVhError } from '../errors';
+
+/** Trailer key carrying the stable VhError code (e.g. VH_ERR_NOT_READY). */
+export const ERROR_CODE_TRAILER = 'vh-error-code';
+
+/**
+ * Status per registry code. A Record over ErrorCode makes the compiler reject a new code
+ * that nobody mapped. The rule: caller mistakes are INVALID_ARGUMENT/NOT_FOUND, "retry
+ * later" is UNAVAILABLE (clients may retry it blindly), "fix the host first" is
+ * FAILED_PRECONDITION (retrying will not help), everything else is INTERNAL.
+ */
+const STATUS_BY_CODE: Record<ErrorCode, grpc.status> = {
+  [ErrorCodes.INVALID_ARGUMENT]: grpc.status.INVALID_ARGUMENT,
+  [ErrorCodes.FLAG_INVALID]: grpc.status.INVALID_ARGUMENT,
+  [ErrorCodes.NOT_FOUND]: grpc.status.NOT_FOUND,
+  [ErrorCodes.NOT_READY]: grpc.status.UNAVAILABLE,
+  [ErrorCodes.KVM_MISSING]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCodes.KVM_FORBIDDEN]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCodes.KVM_UNUSABLE]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCodes.NATIVE_UNAVAILABLE]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCodes.STATE_DIR_UNWRITABLE]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCodes.SOCKET_IN_USE]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCodes.LISTEN_FAILED]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCodes.CONFIG_INVALID]: grpc.status.INTERNAL,
+  [ErrorCodes.INTERNAL]: grpc.status.INTERNAL,
+};
+
+/** The gRPC status for a registry code. */
+export function grpcStatusFor(code: ErrorCode): grpc.status {
+  return STATUS_BY_CODE[code];
+}
+
+/**
+ * Converts anything thrown by a handler into a status object for a unary callback or a
+ * stream's 'error' event. Non-VhError values are bugs: their text is not sent (it may hold
+ * paths or internals), only a generic INTERNAL; the caller logs the original.
+ */
+export function toGrpcStatus(err: unknown): grpc.ServerErrorResponse {
+  const code: ErrorCode = isVhError(err) ? err.code : ErrorCodes.INTERNAL;
+  const metadata = new grpc.Metadata();
+  metadata.set(ERROR_CODE_TRAILER, code);
+  const details = isVhError(err) ? err.message : 'internal error; see the virt-handler log';
+  return Object.assign(new Error(details), { code: STATUS_BY_CODE[code], details, metadata });
+}
+
+/** A request body that failed to decode (see server.ts); answered with INVALID_ARGUMENT. */
+export class MalformedRequest {
+  constructor(readonly reason: string) {}
+}
