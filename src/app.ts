@@ -1,0 +1,208 @@
+/**
+ * Composition root. Startup order (each step registers its own close hook as soon as it holds a
+ * resource, so a failure at any step closes exactly what was opened, in reverse):
+ *
+ *   1. stateDir, runDir exist and are writable          (STATE_DIR_UNWRITABLE -> exit 3)
+ *   2. logger
+ *   3. native addon (absence is not fatal: KVM is then reported unavailable)
+ *   4. readiness {listeners, probe} + metrics
+ *   5. HTTP (unix socket, then loopback TCP)            (SOCKET_IN_USE / LISTEN_FAILED -> exit 3)
+ *   6. gRPC (unix socket)
+ *   7. node probe, in the background: /readyz says 'probe running' until it resolves
+ *   8. ready: sd_notify READY=1 + STATUS, gRPC health SERVING
+ *
+ * Shutdown reverses it: STOPPING=1, not ready ('draining'), then the close hooks newest-first,
+ * all sharing one drain deadline (shutdown.drainTimeoutMs).
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import type { Config } from './config/types';
+import { ErrorCodes, VhError, errnoFacts } from './errors';
+import { GrpcServer } from './grpc/server';
+import { HttpServer } from './http/server';
+import { Metrics } from './http/metrics';
+import { component, createLogger, type Logger } from './log';
+import type { NativeBinding } from './native/binding';
+import { tryLoadNative } from './native/loader';
+import { probeNodeReport } from './node/probe';
+import type { NodeInfo } from './node/types';
+import { Readiness } from './util/readiness';
+
+/** Inputs of startApp() besides the config. */
+export interface AppOptions {
+  version: string;
+  /** Startup profile, logged for the operator. */
+  profile?: string;
+  /** Where JSON log lines go (stdout when omitted). */
+  logDestination?: Parameters<typeof createLogger>[0]['destination'];
+}
+
+type CloseHook = { name: string; close: (deadlineMs: number) => Promise<void> | void };
+
+const DIR_HINTS: Record<string, string> = {
+  EACCES: 'permission denied; run as root, or use --profile=dev / --state-dir and --run-dir under a writable path',
+  EPERM: 'operation not permitted; check ownership and mount options',
+  EROFS: 'the file system is read-only',
+  ENOTDIR: 'a component of the path is a regular file, not a directory',
+  EEXIST: 'the path exists and is not a directory',
+  ENOSPC: 'no space left on the device',
+};
+
+/** Creates `dir` (0750) and proves it writable by creating and removing a temporary entry. */
+export function ensureWritableDir(key: string, dir: string): void {
+  try {
+    fs.mkdirSync(dir, { recursive: true, mode: 0o750 });
+    // access(W_OK) lies for root on read-only mounts; a real write does not.
+    fs.rmdirSync(fs.mkdtempSync(path.join(dir, '.write-test-')));
+  } catch (e) {
+    const code = errnoFacts(e)?.code ?? 'error';
+    throw new VhError(ErrorCodes.STATE_DIR_UNWRITABLE, `${key} ${dir}: cannot be created or written: ${code}${DIR_HINTS[code] ? ` (${DIR_HINTS[code]})` : ''}`, { key, path: dir, code }, { cause: e });
+  }
+}
+
+/** A running daemon. Created by startApp(); stopped by stop(). */
+export class App {
+  readonly readiness = new Readiness({ listeners: 'listeners not bound', probe: 'probe running' });
+  private nodeInfo: NodeInfo | null = null;
+  private native: NativeBinding | null = null;
+  private nativeError: string | undefined;
+  private readonly closeHooks: CloseHook[] = [];
+  private stopping: Promise<void> | null = null;
+  private notifiedReady = false;
+  private warnedNoNotify = false;
+  private readonly startedAt = performance.now();
+
+  constructor(readonly config: Config, readonly logger: Logger, private readonly opts: AppOptions) {}
+
+  /** Registers a close hook; hooks run newest-first. */
+  onClose(name: string, close: CloseHook['close']): void {
+    this.closeHooks.push({ name, close });
+  }
+
+  /** Steps 3-8 of the startup order. */
+  async start(): Promise<void> {
+    const { config, logger } = this;
+    logger.info({ version: this.opts.version, profile: this.opts.profile, config }, 'virt-handler starting');
+
+    const loaded = tryLoadNative();
+    this.native = loaded.native;
+    this.nativeError = loaded.error ?? undefined;
+    if (!loaded.native) logger.warn({ error: loaded.error }, 'native addon unavailable: KVM will be reported unavailable');
+
+    const metrics = new Metrics({ version: this.opts.version, nodeName: config.nodeName, ready: () => this.readiness.ready, nodeInfo: () => this.nodeInfo });
+
+    const http = new HttpServer({
+      logger: component(logger, 'http'),
+      socketPath: config.http.socket,
+      tcp: config.http.tcp,
+      readiness: this.readiness,
+      nodeInfo: () => this.nodeInfo,
+      metrics,
+    });
+    await http.listen(); // cleans up after itself on failure
+    this.onClose('http', (ms) => http.close(ms));
+
+    const grpc = new GrpcServer({ socketPath: config.grpc.socket, logger: component(logger, 'grpc'), nodeInfo: () => this.nodeInfo });
+    this.onClose('grpc', (ms) => grpc.shutdown(ms)); // registered first: a half-bound server is still closed
+    await grpc.start().catch((e: unknown) => {
+      // Known failures are VhErrors already; a raw fs error (e.g. EACCES on the socket's directory) is still a startup failure.
+      if (e instanceof VhError) throw e;
+      throw new VhError(ErrorCodes.LISTEN_FAILED, `grpc.socket ${config.grpc.socket}: cannot listen: ${(e as Error).message}`, {}, { cause: e });
+    });
+    this.readiness.onChange((ready, reasons) => {
+      grpc.setServing(ready);
+      this.onReadinessChange(ready, reasons);
+      if (ready) setImmediate(() => metrics.init()); // off the startup critical path (see Metrics.init)
+    });
+    this.readiness.ok('listeners');
+
+    void this.probe(); // never rejects; readiness reports its progress
+  }
+
+  private async probe(): Promise<void> {
+    const { config, logger } = this;
+    try {
+      const { info, warnings } = await probeNodeReport({ nodeName: config.nodeName, ...config.probe, native: this.native, nativeError: this.nativeError });
+      if (this.stopping) return;
+      this.nodeInfo = info;
+      if (warnings.length > 0) logger.warn({ warnings }, 'node probe degraded (not blocking)');
+      logger.info({ durationMs: Math.round(info.probeDurationMs), kvm: info.kvm.available, schedulable: info.schedulable, reasons: info.reasons }, 'node probe finished');
+      this.readiness.ok('probe');
+    } catch (e) {
+      // probeNode is documented never to reject; if it does, stay alive but not ready.
+      logger.error({ err: e }, 'node probe failed');
+      this.readiness.block('probe', `probe failed: ${(e as Error).message}`);
+    }
+  }
+
+  private onReadinessChange(ready: boolean, reasons: readonly string[]): void {
+    if (ready) {
+      const info = this.nodeInfo;
+      const status = info && !info.schedulable ? `ready; node not schedulable: ${info.reasons.join('; ')}` : 'ready';
+      this.notify(this.notifiedReady ? `STATUS=${status}` : `READY=1\nSTATUS=${status}`);
+      if (!this.notifiedReady) this.logger.info({ startupMs: Math.round(performance.now() - this.startedAt) }, 'ready');
+      this.notifiedReady = true;
+    } else {
+      this.notify(`STATUS=not ready: ${reasons.join('; ')}`);
+      this.logger.info({ reasons }, 'not ready');
+    }
+  }
+
+  /** sd_notify through the addon; without the addon systemd cannot be told, so say so once. */
+  private notify(message: string): void {
+    if (!this.native) {
+      if (process.env.NOTIFY_SOCKET && !this.warnedNoNotify) {
+        this.warnedNoNotify = true;
+        this.logger.warn('NOTIFY_SOCKET is set but the native addon is unavailable: systemd will not receive READY=1');
+      }
+      return;
+    }
+    try {
+      this.native.sdNotify(message);
+    } catch (e) {
+      this.logger.warn({ err: e, message }, 'sd_notify failed');
+    }
+  }
+
+  /** Drains and closes everything (idempotent; concurrent callers share one shutdown). */
+  stop(reason = 'stop requested'): Promise<void> {
+    this.stopping ??= this.closeAll(reason, this.config.shutdown.drainTimeoutMs);
+    return this.stopping;
+  }
+
+  /** Closes every registered part newest-first within one shared deadline. Never throws. */
+  async closeAll(reason: string, drainTimeoutMs: number): Promise<void> {
+    this.logger.info({ reason, drainTimeoutMs }, 'shutting down');
+    this.notify('STOPPING=1\nSTATUS=draining');
+    this.readiness.block('draining', 'draining');
+    const deadline = Date.now() + drainTimeoutMs;
+    for (const hook of this.closeHooks.splice(0).reverse()) {
+      try {
+        await hook.close(Math.max(0, deadline - Date.now()));
+      } catch (e) {
+        this.logger.error({ err: e, part: hook.name }, 'close failed');
+      }
+    }
+    this.logger.info('stopped');
+  }
+}
+
+/**
+ * Runs the startup order and returns the running App. On failure everything opened so far is
+ * closed (sockets removed) and the error is rethrown for main.ts to map to an exit code.
+ */
+export async function startApp(config: Config, opts: AppOptions): Promise<App> {
+  ensureWritableDir('stateDir', config.stateDir);
+  ensureWritableDir('runDir', config.runDir);
+  const logger = createLogger({ level: config.log.level, nodeName: config.nodeName, destination: opts.logDestination });
+  const app = new App(config, logger, opts);
+  try {
+    await app.start();
+  } catch (e) {
+    logger.fatal({ err: e }, 'startup failed');
+    await app.closeAll('startup failed', 0);
+    throw e;
+  }
+  return app;
+}

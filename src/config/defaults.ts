@@ -1,0 +1,124 @@
+/**
+ * The configuration key table (one row per Config leaf: meaning, kind, default) and the two
+ * default profiles. Env var and flag names are derived from the key so the three spellings
+ * can never drift apart: `http.tcp.port` <-> `VH_HTTP_TCP_PORT` <-> `--http-tcp-port`.
+ */
+import * as os from 'node:os';
+import * as path from 'node:path';
+
+/** Which set of defaults applies: system paths (root/systemd/DaemonSet) or an unprivileged checkout. */
+export type Profile = 'production' | 'dev';
+
+/** How a key's raw value is parsed and checked (see load.ts). */
+export type KeyKind =
+  | { type: 'nodeName' }
+  | { type: 'path'; writable?: boolean }
+  | { type: 'socket' }
+  | { type: 'host' }
+  | { type: 'switch' }
+  | { type: 'bool' }
+  | { type: 'int'; min: number; max: number; hint?: string }
+  | { type: 'enum'; values: readonly string[] };
+
+/** One configuration key. */
+export interface KeySpec {
+  /** Dotted Config path, e.g. 'http.tcp.port'. */
+  key: string;
+  kind: KeyKind;
+  /** One line for --help and the README table. */
+  doc: string;
+  /** Human description of the default (profile-dependent ones say so). */
+  defaultDoc: string;
+}
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/**
+ * Every accepted key. `http.tcp` is a pseudo key (on/off) because Config.http.tcp is nullable:
+ * YAML `tcp: null`, `VH_HTTP_TCP=off` or `--http-tcp=off` disable the TCP listener.
+ */
+export const KEYS: readonly KeySpec[] = [
+  { key: 'nodeName', kind: { type: 'nodeName' }, doc: 'Kubernetes node name', defaultDoc: '$NODE_NAME, else the lower-cased hostname' },
+  { key: 'stateDir', kind: { type: 'path', writable: true }, doc: 'durable state directory (created 0750)', defaultDoc: 'production: $STATE_DIRECTORY or /var/lib/virt-handler; dev: <devRoot>/state' },
+  { key: 'runDir', kind: { type: 'path', writable: true }, doc: 'runtime directory for sockets (created 0750)', defaultDoc: 'production: $RUNTIME_DIRECTORY or /run/virt-handler; dev: <devRoot>/run' },
+  { key: 'log.level', kind: { type: 'enum', values: LOG_LEVELS }, doc: 'fatal|error|warn|info|debug|trace|silent (JSON lines on stdout)', defaultDoc: 'info' },
+  { key: 'http.socket', kind: { type: 'socket' }, doc: 'status API unix socket (mode 0660)', defaultDoc: '<runDir>/http.sock' },
+  { key: 'http.tcp', kind: { type: 'switch' }, doc: 'status API TCP listener on|off', defaultDoc: 'on' },
+  { key: 'http.tcp.host', kind: { type: 'host' }, doc: 'TCP listener address (loopback unless allowNonLoopback)', defaultDoc: '127.0.0.1' },
+  { key: 'http.tcp.port', kind: { type: 'int', min: 0, max: 65535, hint: '0 picks a free port' }, doc: 'TCP listener port', defaultDoc: '8185' },
+  { key: 'http.allowNonLoopback', kind: { type: 'bool' }, doc: 'permit a non-loopback http.tcp.host', defaultDoc: 'false' },
+  { key: 'grpc.socket', kind: { type: 'socket' }, doc: 'gRPC unix socket (mode 0660)', defaultDoc: '<runDir>/grpc.sock' },
+  { key: 'shutdown.drainTimeoutMs', kind: { type: 'int', min: 0, max: 3_600_000 }, doc: 'drain deadline for in-flight requests after SIGTERM', defaultDoc: '10000' },
+  { key: 'probe.procRoot', kind: { type: 'path' }, doc: 'procfs root read by the node probe', defaultDoc: '/proc' },
+  { key: 'probe.sysRoot', kind: { type: 'path' }, doc: 'sysfs root read by the node probe', defaultDoc: '/sys' },
+  { key: 'probe.devRoot', kind: { type: 'path' }, doc: 'device directory inspected by the node probe', defaultDoc: '/dev' },
+  { key: 'probe.kvmDevice', kind: { type: 'path' }, doc: 'KVM device opened by the native addon', defaultDoc: '/dev/kvm' },
+];
+
+/** 'http.tcp.port' -> 'VH_HTTP_TCP_PORT'. */
+export function envName(key: string): string {
+  return 'VH_' + key.split('.').map((p) => p.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase()).join('_');
+}
+
+/** 'http.tcp.port' -> 'http-tcp-port' (without the leading dashes). */
+export function flagName(key: string): string {
+  return key.split('.').map((p) => p.replace(/([a-z0-9])([A-Z])/g, '$1-$2').toLowerCase()).join('-');
+}
+
+/** Facts about the process that decide defaults; a parameter so tests need not mutate process state. */
+export interface DefaultsContext {
+  env: Readonly<Record<string, string | undefined>>;
+  uid: number;
+  hostname: string;
+  tmpdir: string;
+}
+
+/** The real process's context. */
+export function processContext(env: Readonly<Record<string, string | undefined>> = process.env): DefaultsContext {
+  return { env, uid: process.getuid?.() ?? 0, hostname: os.hostname(), tmpdir: os.tmpdir() };
+}
+
+/**
+ * Production when systemd handed us directories ($STATE_DIRECTORY/$RUNTIME_DIRECTORY) or we run
+ * as root (DaemonSet); dev otherwise, so an unprivileged checkout starts without sudo.
+ */
+export function detectProfile(ctx: DefaultsContext): Profile {
+  if (ctx.env.STATE_DIRECTORY || ctx.env.RUNTIME_DIRECTORY) return 'production';
+  return ctx.uid === 0 ? 'production' : 'dev';
+}
+
+/**
+ * Dev root: $XDG_RUNTIME_DIR/virt-handler (per-user, cleaned at logout) when set, else
+ * <tmpdir>/virt-handler-<uid> (per-user so two developers on one box do not collide).
+ */
+export function devRoot(ctx: DefaultsContext): string {
+  const xdg = ctx.env.XDG_RUNTIME_DIR;
+  return xdg && path.isAbsolute(xdg) ? path.join(xdg, 'virt-handler') : path.join(ctx.tmpdir, `virt-handler-${ctx.uid}`);
+}
+
+/**
+ * Default raw value per key for `profile` (strings/numbers/booleans exactly as a config file
+ * would hold them). Socket paths are absent: they derive from the final runDir (load.ts).
+ */
+export function defaultValues(profile: Profile, ctx: DefaultsContext): Record<string, unknown> {
+  // systemd may pass several directories separated by ':'; the first one is ours.
+  const first = (v: string | undefined): string | undefined => (v ? v.split(':')[0] : undefined);
+  const dirs =
+    profile === 'production'
+      ? { stateDir: first(ctx.env.STATE_DIRECTORY) ?? '/var/lib/virt-handler', runDir: first(ctx.env.RUNTIME_DIRECTORY) ?? '/run/virt-handler' }
+      : { stateDir: path.join(devRoot(ctx), 'state'), runDir: path.join(devRoot(ctx), 'run') };
+  return {
+    nodeName: ctx.env.NODE_NAME ?? ctx.hostname.toLowerCase(),
+    ...dirs,
+    'log.level': 'info',
+    'http.tcp': true,
+    'http.tcp.host': '127.0.0.1',
+    'http.tcp.port': 8185,
+    'http.allowNonLoopback': false,
+    'shutdown.drainTimeoutMs': 10_000,
+    'probe.procRoot': '/proc',
+    'probe.sysRoot': '/sys',
+    'probe.devRoot': '/dev',
+    'probe.kvmDevice': '/dev/kvm',
+  };
+}

@@ -1,0 +1,270 @@
+/**
+ * Turns the four sources (defaults < file < env < flags) into one validated, deep-frozen Config.
+ * Every explicitly supplied value is validated where it was read, so the message names the key
+ * AND where the bad value came from; nothing falls back silently to a default.
+ */
+import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as path from 'node:path';
+import type { Config, LogLevel } from './types';
+import { ErrorCodes, VhError } from '../errors';
+import { KEYS, envName, type KeySpec, type DefaultsContext, type Profile, defaultValues } from './defaults';
+
+const MAX_UNIX_PATH = 107; // sun_path is 108 bytes including the NUL
+const KEY_BY_NAME = new Map(KEYS.map((k) => [k.key, k]));
+const KEY_BY_ENV = new Map(KEYS.map((k) => [envName(k.key), k]));
+/** Dotted prefixes that hold mappings in a config file ('http', 'http.tcp', ...). */
+const CONTAINERS = new Set(KEYS.flatMap((k) => k.key.split('.').slice(0, -1).map((_, i, a) => a.slice(0, i + 1).join('.'))));
+
+/** Env vars with the VH_ prefix that are not keys but are understood by index.ts. */
+export const META_ENV = ['VH_CONFIG', 'VH_PROFILE'] as const;
+
+/** A parsed value and where it came from ('default', 'VH_LOG_LEVEL', '--log-level', 'file /etc/x.yaml'). */
+export interface Sourced {
+  value: unknown;
+  origin: string;
+}
+
+/** Values from one source, keyed by dotted key. */
+export type Layer = Map<string, Sourced>;
+
+function invalid(key: string, message: string): VhError {
+  return new VhError(ErrorCodes.CONFIG_INVALID, `${key}: ${message}`, { key });
+}
+
+function show(raw: unknown): string {
+  const s = JSON.stringify(raw) ?? String(raw);
+  return s.length > 80 ? s.slice(0, 77) + '...' : s;
+}
+
+/**
+ * Parses and checks one value. `text` is true for env/flag strings (which need conversion) and
+ * false for file values (which must already have the right YAML type: `port: "80"` is refused).
+ */
+export function parseValue(spec: KeySpec, raw: unknown, text: boolean, origin: string): unknown {
+  const fail = (must: string): never => {
+    throw invalid(spec.key, `${must}, got ${show(raw)} (from ${origin})`);
+  };
+  const k = spec.kind;
+  switch (k.type) {
+    case 'int': {
+      const must = `must be an integer ${k.min}-${k.max}${k.hint ? ` (${k.hint})` : ''}`;
+      let n: number;
+      if (text) {
+        if (typeof raw !== 'string' || !/^[0-9]+$/.test(raw.trim())) return fail(must);
+        n = Number(raw.trim());
+      } else {
+        if (typeof raw !== 'number') return fail(must);
+        n = raw;
+      }
+      if (!Number.isSafeInteger(n) || n < k.min || n > k.max) return fail(must);
+      return n;
+    }
+    case 'bool':
+      if (!text && typeof raw === 'boolean') return raw;
+      if (text && (raw === 'true' || raw === 'false')) return raw === 'true';
+      return fail('must be true or false');
+    case 'switch':
+      if (!text) return fail('must be a mapping or null');
+      if (raw === 'on' || raw === 'true') return true;
+      if (raw === 'off' || raw === 'false') return false;
+      return fail('must be on or off');
+    case 'enum':
+      if (typeof raw !== 'string' || !k.values.includes(raw)) return fail(`must be one of ${k.values.join(', ')}`);
+      return raw;
+    case 'nodeName':
+      if (typeof raw !== 'string' || raw.length > 253 || !/^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$/.test(raw)) {
+        return fail("must be a lower-case RFC 1123 name (a-z, 0-9, '-', '.'; at most 253 characters)");
+      }
+      return raw;
+    case 'path':
+    case 'socket': {
+      const limit = k.type === 'socket' ? ` of at most ${MAX_UNIX_PATH} bytes` : '';
+      if (typeof raw !== 'string' || !path.isAbsolute(raw) || raw.includes('\0')) return fail(`must be an absolute path${limit}`);
+      if (k.type === 'socket' && Buffer.byteLength(raw) > MAX_UNIX_PATH) return fail(`must be an absolute path${limit}`);
+      // Node 20's recursive mkdir spins forever (100% CPU, deaf to SIGTERM) under procfs/sysfs.
+      if ((k.type === 'socket' || k.writable) && /^\/(proc|sys)(\/|$)/.test(path.normalize(raw))) return fail('must not be under /proc or /sys');
+      return path.normalize(raw);
+    }
+    case 'host':
+      if (typeof raw !== 'string' || !(net.isIP(raw) || /^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/.test(raw))) {
+        return fail('must be an IP address or a host name');
+      }
+      return raw;
+  }
+}
+
+/** Suggests the closest known name (edit distance <= 2) for a typo. */
+export function didYouMean(name: string, known: Iterable<string>): string {
+  let best = '';
+  let bestD = 3;
+  for (const cand of known) {
+    const d = editDistance(name.toLowerCase(), cand.toLowerCase());
+    if (d < bestD) [best, bestD] = [cand, d];
+  }
+  return best ? ` (did you mean ${best}?)` : '';
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    const cur = [i];
+    for (let j = 1; j <= b.length; j++) {
+      cur[j] = Math.min((prev[j] ?? 0) + 1, (cur[j - 1] ?? 0) + 1, (prev[j - 1] ?? 0) + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = cur;
+  }
+  return prev[b.length] ?? 0;
+}
+
+const isMapping = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Reads a YAML or JSON file (JSON is YAML) into a layer; unknown keys and duplicate keys are refused. */
+export function readConfigFile(file: string): Layer {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? 'error';
+    throw new VhError(ErrorCodes.CONFIG_INVALID, `config file ${file}: cannot be read (${code})`, { path: file });
+  }
+  // Loaded lazily: most runs (systemd, tests, demo) pass no file and skip the parse cost.
+  const YAML = require('yaml') as typeof import('yaml');
+  let data: unknown;
+  try {
+    data = YAML.parse(text, { uniqueKeys: true, prettyErrors: true });
+  } catch (e) {
+    throw new VhError(ErrorCodes.CONFIG_INVALID, `config file ${file}: ${(e as Error).message.split('\n')[0]}`, { path: file });
+  }
+  return layerFromObject(data ?? {}, `file ${file}`);
+}
+
+/** Flattens a parsed config document into a layer (exported for tests and --print-config round trips). */
+export function layerFromObject(data: unknown, origin: string): Layer {
+  const layer: Layer = new Map();
+  if (!isMapping(data)) throw new VhError(ErrorCodes.CONFIG_INVALID, `${origin}: the top level must be a mapping, got ${show(data)}`);
+  const walk = (obj: Record<string, unknown>, prefix: string): void => {
+    for (const [k, v] of Object.entries(obj)) {
+      const key = prefix ? `${prefix}.${k}` : k;
+      const spec = KEY_BY_NAME.get(key);
+      if (spec && spec.kind.type !== 'switch') {
+        layer.set(key, { value: parseValue(spec, v, false, origin), origin });
+      } else if (CONTAINERS.has(key)) {
+        if (key === 'http.tcp' && v === null) layer.set(key, { value: false, origin });
+        else if (isMapping(v)) walk(v, key);
+        else throw invalid(key, `must be a mapping${key === 'http.tcp' ? ' or null' : ''}, got ${show(v)} (from ${origin})`);
+      } else {
+        throw invalid(key, `unknown key (from ${origin})${didYouMean(key, [...KEY_BY_NAME.keys(), ...CONTAINERS])}`);
+      }
+    }
+  };
+  walk(data, '');
+  return layer;
+}
+
+/** VH_HTTP_, VH_LOG_, ...: every variable under a config section's prefix must be a key. */
+const SECTION_PREFIXES = [...new Set(KEYS.filter((k) => k.key.includes('.')).map((k) => envName(k.key.split('.')[0]!) + '_'))];
+
+/**
+ * Reads VH_* variables into a layer. A variable under a config section's prefix (VH_HTTP_*,
+ * VH_LOG_*, ...) or within two edits of a key's name is an error - almost always a typo. Other
+ * VH_ variables belong to the dev tooling (VH_SANDBOX_*, VH_CACHE_DIR, ...) and are ignored.
+ */
+export function layerFromEnv(env: Readonly<Record<string, string | undefined>>): Layer {
+  const layer: Layer = new Map();
+  const known = [...KEY_BY_ENV.keys(), ...META_ENV];
+  for (const [name, raw] of Object.entries(env)) {
+    if (!name.startsWith('VH_') || raw === undefined || (META_ENV as readonly string[]).includes(name)) continue;
+    const spec = KEY_BY_ENV.get(name);
+    if (!spec) {
+      const suggestion = didYouMean(name, known);
+      if (suggestion || SECTION_PREFIXES.some((p) => name.startsWith(p))) {
+        throw new VhError(ErrorCodes.CONFIG_INVALID, `${name}: unknown environment variable${suggestion}`, { env: name });
+      }
+      continue;
+    }
+    layer.set(spec.key, { value: parseValue(spec, raw, true, name), origin: name });
+  }
+  return layer;
+}
+
+function isLoopback(host: string): boolean {
+  if (host === 'localhost' || host === '::1') return true;
+  const v4 = host.startsWith('::ffff:') ? host.slice(7) : host;
+  return net.isIPv4(v4) && v4.startsWith('127.');
+}
+
+function deepFreeze<T>(o: T): T {
+  if (typeof o === 'object' && o !== null && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}
+
+/** The outcome of resolve(): the frozen config and where each key's value came from. */
+export interface Resolved {
+  config: Config;
+  origins: Readonly<Record<string, string>>;
+}
+
+/**
+ * Merges layers (later wins), validates defaults that won, derives socket paths from runDir,
+ * applies cross-key rules, and returns a deep-frozen Config.
+ */
+export function resolve(profile: Profile, ctx: DefaultsContext, layers: readonly Layer[]): Resolved {
+  const merged = new Map<string, Sourced>();
+  const defaults = defaultValues(profile, ctx);
+  for (const [key, raw] of Object.entries(defaults)) {
+    const origin = key === 'nodeName' ? (ctx.env.NODE_NAME !== undefined ? 'NODE_NAME' : 'hostname; set NODE_NAME or --node-name') : 'default';
+    merged.set(key, { value: raw, origin });
+  }
+  const explicit = new Set<string>();
+  for (const layer of layers) for (const [k, v] of layer) (merged.set(k, v), explicit.add(k));
+
+  // Defaults are checked only when they win (a bad hostname must not matter when --node-name is given).
+  for (const [key, s] of merged) {
+    const spec = KEY_BY_NAME.get(key);
+    if (!explicit.has(key) && spec && spec.kind.type !== 'switch') s.value = parseValue(spec, s.value, false, s.origin);
+  }
+  const runDir = merged.get('runDir')!.value as string;
+  for (const [key, file] of [['http.socket', 'http.sock'], ['grpc.socket', 'grpc.sock']] as const) {
+    if (!merged.has(key)) {
+      const origin = `default ${'<runDir>/' + file}`;
+      merged.set(key, { value: parseValue(KEY_BY_NAME.get(key)!, path.join(runDir, file), false, origin), origin });
+    }
+  }
+  const get = <T>(key: string): T => merged.get(key)!.value as T;
+
+  const tcpOn = get<boolean>('http.tcp');
+  const host = get<string>('http.tcp.host');
+  if (tcpOn && !isLoopback(host) && !get<boolean>('http.allowNonLoopback')) {
+    throw invalid('http.tcp.host', `${show(host)} (from ${merged.get('http.tcp.host')!.origin}) is not a loopback address; ` +
+      'set http.allowNonLoopback=true to expose the status API beyond this host');
+  }
+  if (get<string>('http.socket') === get<string>('grpc.socket')) {
+    throw invalid('grpc.socket', `must differ from http.socket, both are ${show(get('grpc.socket'))}`);
+  }
+
+  const config: Config = {
+    nodeName: get('nodeName'),
+    stateDir: get('stateDir'),
+    runDir,
+    log: { level: get<LogLevel>('log.level') },
+    http: {
+      socket: get('http.socket'),
+      tcp: tcpOn ? { host, port: get('http.tcp.port') } : null,
+      allowNonLoopback: get('http.allowNonLoopback'),
+    },
+    grpc: { socket: get('grpc.socket') },
+    shutdown: { drainTimeoutMs: get('shutdown.drainTimeoutMs') },
+    probe: {
+      procRoot: get('probe.procRoot'),
+      sysRoot: get('probe.sysRoot'),
+      devRoot: get('probe.devRoot'),
+      kvmDevice: get('probe.kvmDevice'),
+    },
+  };
+  const origins = Object.fromEntries([...merged].map(([k, s]) => [k, s.origin]));
+  return { config: deepFreeze(config), origins: Object.freeze(origins) };
+}

@@ -1,0 +1,221 @@
+import { test, describe } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { KEYS, envName, flagName, parseCommandLine, type Command, type DefaultsContext } from '../../src/config';
+import { ErrorCodes, VhError } from '../../src/errors';
+
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vh-config-test-'));
+process.on('exit', () => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function ctx(env: Record<string, string> = {}, uid = 1000): DefaultsContext {
+  return { env, uid, hostname: 'Node-A', tmpdir: '/tmp' };
+}
+
+function run(argv: string[], c: DefaultsContext = ctx()): Extract<Command, { kind: 'run' }> {
+  const cmd = parseCommandLine(argv, c);
+  assert.equal(cmd.kind, 'run');
+  return cmd as Extract<Command, { kind: 'run' }>;
+}
+
+function writeFile(name: string, text: string): string {
+  const p = path.join(tmp, name);
+  fs.writeFileSync(p, text);
+  return p;
+}
+
+function rejects(fn: () => unknown, code: string, pattern: RegExp): void {
+  assert.throws(fn, (e: unknown) => {
+    assert.ok(e instanceof VhError, `expected VhError, got ${String(e)}`);
+    assert.equal(e.code, code);
+    assert.match(e.message, pattern);
+    return true;
+  });
+}
+
+describe('defaults and profiles', () => {
+  test('dev profile for non-root: paths under <tmpdir>/virt-handler-<uid>, sockets under runDir', () => {
+    const { config, profile } = run([]);
+    assert.equal(profile, 'dev');
+    assert.equal(config.stateDir, '/tmp/virt-handler-1000/state');
+    assert.equal(config.runDir, '/tmp/virt-handler-1000/run');
+    assert.equal(config.http.socket, '/tmp/virt-handler-1000/run/http.sock');
+    assert.equal(config.grpc.socket, '/tmp/virt-handler-1000/run/grpc.sock');
+    assert.deepEqual(config.http.tcp, { host: '127.0.0.1', port: 8185 });
+    assert.equal(config.http.allowNonLoopback, false);
+    assert.equal(config.log.level, 'info');
+    assert.equal(config.shutdown.drainTimeoutMs, 10000);
+    assert.deepEqual(config.probe, { procRoot: '/proc', sysRoot: '/sys', devRoot: '/dev', kvmDevice: '/dev/kvm' });
+    assert.equal(config.nodeName, 'node-a', 'hostname lower-cased');
+  });
+
+  test('dev profile prefers $XDG_RUNTIME_DIR', () => {
+    const { config } = run([], ctx({ XDG_RUNTIME_DIR: '/run/user/1000' }));
+    assert.equal(config.runDir, '/run/user/1000/virt-handler/run');
+  });
+
+  test('production for root, and under systemd directories', () => {
+    assert.equal(run([], ctx({}, 0)).config.stateDir, '/var/lib/virt-handler');
+    assert.equal(run([], ctx({}, 0)).config.runDir, '/run/virt-handler');
+    const sd = run([], ctx({ STATE_DIRECTORY: '/var/lib/vh:/var/lib/other', RUNTIME_DIRECTORY: '/run/vh' }));
+    assert.equal(sd.profile, 'production');
+    assert.equal(sd.config.stateDir, '/var/lib/vh');
+    assert.equal(sd.config.http.socket, '/run/vh/http.sock');
+  });
+
+  test('--profile and VH_PROFILE override detection', () => {
+    assert.equal(run(['--profile=production']).config.runDir, '/run/virt-handler');
+    assert.equal(run(['--profile', 'dev'], ctx({}, 0)).config.runDir, '/tmp/virt-handler-0/run');
+    assert.equal(run([], ctx({ VH_PROFILE: 'dev' }, 0)).profile, 'dev');
+    rejects(() => run(['--profile=prod']), ErrorCodes.FLAG_INVALID, /--profile: must be production or dev/);
+    rejects(() => run([], ctx({ VH_PROFILE: 'x' })), ErrorCodes.CONFIG_INVALID, /^VH_PROFILE:/);
+  });
+
+  test('NODE_NAME beats the hostname; a bad hostname only matters when it wins', () => {
+    assert.equal(run([], ctx({ NODE_NAME: 'worker-1' })).config.nodeName, 'worker-1');
+    const bad: DefaultsContext = { ...ctx(), hostname: 'under_score' };
+    rejects(() => run([], bad), ErrorCodes.CONFIG_INVALID, /^nodeName: .*"under_score" \(from hostname; set NODE_NAME/);
+    assert.equal(run(['--node-name', 'ok'], bad).config.nodeName, 'ok');
+  });
+});
+
+describe('precedence: flags > env > file > defaults', () => {
+  test('each layer overrides the one below, key by key', () => {
+    const file = writeFile('p.yaml', 'http:\n  tcp:\n    port: 1001\n    host: "::1"\nlog:\n  level: warn\nnodeName: from-file\n');
+    const c = ctx({ VH_HTTP_TCP_PORT: '1002', VH_LOG_LEVEL: 'error' });
+    const { config, origins } = run(['--config', file, '--http-tcp-port=1003'], c);
+    assert.equal(config.http.tcp?.port, 1003);
+    assert.equal(origins['http.tcp.port'], '--http-tcp-port');
+    assert.equal(config.log.level, 'error');
+    assert.equal(origins['log.level'], 'VH_LOG_LEVEL');
+    assert.equal(config.http.tcp?.host, '::1');
+    assert.equal(config.nodeName, 'from-file');
+    assert.equal(run(['--config', file], c).config.http.tcp?.port, 1002);
+    assert.equal(run(['--config', file]).config.http.tcp?.port, 1001);
+  });
+
+  test('VH_CONFIG names the file; JSON files work too', () => {
+    const file = writeFile('c.json', JSON.stringify({ shutdown: { drainTimeoutMs: 5 }, http: { allowNonLoopback: true } }));
+    const { config } = run([], ctx({ VH_CONFIG: file }));
+    assert.equal(config.shutdown.drainTimeoutMs, 5);
+    assert.equal(config.http.allowNonLoopback, true);
+  });
+
+  test('socket paths follow an overridden runDir unless set themselves', () => {
+    const { config } = run(['--run-dir', '/srv/run', '--grpc-socket', '/srv/g.sock']);
+    assert.equal(config.http.socket, '/srv/run/http.sock');
+    assert.equal(config.grpc.socket, '/srv/g.sock');
+  });
+
+  test('the TCP listener can be switched off from each source', () => {
+    assert.equal(run(['--http-tcp=off']).config.http.tcp, null);
+    assert.equal(run([], ctx({ VH_HTTP_TCP: 'off' })).config.http.tcp, null);
+    assert.equal(run(['--config', writeFile('off.yaml', 'http:\n  tcp: null\n')]).config.http.tcp, null);
+    assert.notEqual(run(['--config', writeFile('off2.yaml', 'http:\n  tcp: null\n'), '--http-tcp', 'on']).config.http.tcp, null);
+  });
+
+  test('boolean flags: bare, =true and =false', () => {
+    assert.equal(run(['--http-allow-non-loopback']).config.http.allowNonLoopback, true);
+    assert.equal(run(['--http-allow-non-loopback=false']).config.http.allowNonLoopback, false);
+  });
+});
+
+describe('every invalid value names its key and its source', () => {
+  const bad: Record<string, unknown> = {
+    nodeName: 'UPPER_case', stateDir: 'relative/dir', runDir: '', 'log.level': 'verbose',
+    'http.socket': '/' + 'x'.repeat(120), 'http.tcp': 'maybe', 'http.tcp.host': 'not a host!', 'http.tcp.port': 'abc',
+    'http.allowNonLoopback': 'yes', 'grpc.socket': 'g.sock', 'shutdown.drainTimeoutMs': '-5',
+    'probe.procRoot': 'proc', 'probe.sysRoot': './sys', 'probe.devRoot': 'dev', 'probe.kvmDevice': 'kvm',
+  };
+  test('the table covers every key', () => assert.deepEqual(Object.keys(bad).sort(), KEYS.map((k) => k.key).sort()));
+
+  for (const spec of KEYS) {
+    const value = String(bad[spec.key]);
+    const key = spec.key.replace(/\./g, '\\.');
+    test(`${spec.key} via flag and env`, () => {
+      rejects(() => run([`--${flagName(spec.key)}=${value}`]), ErrorCodes.CONFIG_INVALID, new RegExp(`^${key}: .*got .*\\(from --${flagName(spec.key)}\\)`));
+      rejects(() => run([], ctx({ [envName(spec.key)]: value })), ErrorCodes.CONFIG_INVALID, new RegExp(`^${key}: .*\\(from ${envName(spec.key)}\\)`));
+    });
+  }
+
+  test('the documented example message', () => {
+    rejects(() => run(['--http-tcp-port', 'abc']), ErrorCodes.CONFIG_INVALID, /^http\.tcp\.port: must be an integer 0-65535 \(0 picks a free port\), got "abc" \(from --http-tcp-port\)$/);
+    rejects(() => run(['--http-tcp-port', '70000']), ErrorCodes.CONFIG_INVALID, /^http\.tcp\.port: .*got "70000"/);
+    rejects(() => run(['--http-tcp-port', '1.5']), ErrorCodes.CONFIG_INVALID, /^http\.tcp\.port:/);
+  });
+
+  test('file values must have the right YAML type (no silent string -> number)', () => {
+    const file = writeFile('t.yaml', 'http:\n  tcp:\n    port: "8080"\n');
+    rejects(() => run(['--config', file]), ErrorCodes.CONFIG_INVALID, new RegExp(`^http\\.tcp\\.port: .*got "8080" \\(from file ${file}\\)`));
+    rejects(() => run(['--config', writeFile('b.yaml', 'http:\n  allowNonLoopback: "true"\n')]), ErrorCodes.CONFIG_INVALID, /^http\.allowNonLoopback: must be true or false/);
+    rejects(() => run(['--config', writeFile('m.yaml', 'http: 5\n')]), ErrorCodes.CONFIG_INVALID, /^http: must be a mapping, got 5/);
+  });
+
+  test('cross-key rules', () => {
+    rejects(() => run(['--http-tcp-host', '0.0.0.0']), ErrorCodes.CONFIG_INVALID, /^http\.tcp\.host: "0\.0\.0\.0" \(from --http-tcp-host\) is not a loopback address; set http\.allowNonLoopback=true/);
+    assert.equal(run(['--http-tcp-host', '0.0.0.0', '--http-allow-non-loopback']).config.http.tcp?.host, '0.0.0.0');
+    assert.equal(run(['--http-tcp-host', '127.0.0.2']).config.http.tcp?.host, '127.0.0.2');
+    assert.equal(run(['--http-tcp-host', '0.0.0.0', '--http-tcp=off']).config.http.tcp, null);
+    rejects(() => run(['--run-dir', '/proc/vh']), ErrorCodes.CONFIG_INVALID, /^runDir: must not be under \/proc or \/sys, got "\/proc\/vh"/);
+    rejects(() => run(['--grpc-socket', '/sys/g.sock']), ErrorCodes.CONFIG_INVALID, /^grpc\.socket: must not be under/);
+    rejects(() => run(['--http-socket', '/a.sock', '--grpc-socket', '/a.sock']), ErrorCodes.CONFIG_INVALID, /^grpc\.socket: must differ from http\.socket/);
+    rejects(() => run(['--run-dir', '/' + 'r'.repeat(100)]), ErrorCodes.CONFIG_INVALID, /^http\.socket: .*at most 107 bytes.*\(from default <runDir>\/http\.sock\)/);
+  });
+});
+
+describe('unknown keys, variables and flags are rejected', () => {
+  test('unknown file key, with a suggestion', () => {
+    const file = writeFile('u.yaml', 'http:\n  tcp:\n    prot: 1\n');
+    rejects(() => run(['--config', file]), ErrorCodes.CONFIG_INVALID, /^http\.tcp\.prot: unknown key .*did you mean http\.tcp\.port\?/);
+    rejects(() => run(['--config', writeFile('u2.yaml', 'colour: red\n')]), ErrorCodes.CONFIG_INVALID, /^colour: unknown key/);
+  });
+  test('duplicate keys and unreadable files', () => {
+    rejects(() => run(['--config', writeFile('d.yaml', 'nodeName: a\nnodeName: b\n')]), ErrorCodes.CONFIG_INVALID, /^config file .*d\.yaml: .*/);
+    rejects(() => run(['--config', path.join(tmp, 'missing.yaml')]), ErrorCodes.CONFIG_INVALID, /cannot be read \(ENOENT\)/);
+    rejects(() => run(['--config', writeFile('l.yaml', '- 1\n- 2\n')]), ErrorCodes.CONFIG_INVALID, /top level must be a mapping/);
+  });
+  test('an empty file means all defaults', () => {
+    assert.equal(run(['--config', writeFile('e.yaml', '')]).config.log.level, 'info');
+  });
+  test('unknown VH_ variable in a config namespace or close to a key; tooling variables ignored', () => {
+    rejects(() => run([], ctx({ VH_HTTP_TCP_PROT: '1' })), ErrorCodes.CONFIG_INVALID, /^VH_HTTP_TCP_PROT: unknown environment variable \(did you mean VH_HTTP_TCP_PORT\?\)/);
+    rejects(() => run([], ctx({ VH_PROBE_EVERYTHING: '1' })), ErrorCodes.CONFIG_INVALID, /^VH_PROBE_EVERYTHING: unknown environment variable$/);
+    rejects(() => run([], ctx({ VH_STAT_DIR: '/x' })), ErrorCodes.CONFIG_INVALID, /^VH_STAT_DIR: .*did you mean VH_STATE_DIR\?/);
+    assert.equal(run([], ctx({ VH_SANDBOX_MEM: '2G', VH_CACHE_DIR: '/c', VH_IN_SANDBOX: '1', VH_NATIVE_TESTS: 'host' })).config.log.level, 'info');
+  });
+  test('unknown flag, stray argument, missing value', () => {
+    rejects(() => run(['--http-tcp-prot', '1']), ErrorCodes.FLAG_INVALID, /^--http-tcp-prot: unknown flag \(did you mean --http-tcp-port\?\); see --help/);
+    rejects(() => run(['serve']), ErrorCodes.FLAG_INVALID, /unexpected argument "serve"/);
+    rejects(() => run(['--state-dir']), ErrorCodes.FLAG_INVALID, /^--state-dir: needs a value/);
+  });
+});
+
+describe('result and meta commands', () => {
+  test('the config is deep-frozen', () => {
+    const { config } = run([]);
+    assert.ok(Object.isFrozen(config) && Object.isFrozen(config.http) && Object.isFrozen(config.http.tcp) && Object.isFrozen(config.probe));
+    assert.throws(() => {
+      (config.http.tcp as { port: number }).port = 1;
+    }, TypeError);
+  });
+
+  test('--help lists every flag and env var; --version prints the version', () => {
+    const help = parseCommandLine(['--help'], ctx());
+    assert.equal(help.kind, 'help');
+    for (const k of KEYS) {
+      assert.ok((help as { text: string }).text.includes(`--${flagName(k.key)}`), k.key);
+      assert.ok((help as { text: string }).text.includes(envName(k.key)), k.key);
+    }
+    const v = parseCommandLine(['--version'], ctx());
+    assert.equal(v.kind, 'version');
+    assert.match((v as { text: string }).text, /^virt-handler \d+\.\d+\.\d+/);
+  });
+
+  test('--print-config output is a config file that round-trips', () => {
+    const printed = parseCommandLine(['--print-config', '--http-tcp-port', '9'], ctx());
+    assert.equal(printed.kind, 'print-config');
+    const file = writeFile('printed.yaml', (printed as { text: string }).text);
+    assert.deepEqual(run(['--config', file]).config, run(['--http-tcp-port', '9']).config);
+  });
+});
