@@ -57,6 +57,8 @@ export function defaultSocket(env: NodeJS.ProcessEnv = process.env, exists: (p: 
   if (env.VH_GRPC_SOCKET) return env.VH_GRPC_SOCKET;
   if (env.VH_RUN_DIR) return path.join(env.VH_RUN_DIR, GRPC_SOCKET_NAME);
   const ctx = processContext(env);
+  // An explicit profile names the daemon the operator means.
+  if (env.VH_PROFILE !== undefined) return path.join(String(defaultValues(detectProfile(ctx), ctx).runDir), GRPC_SOCKET_NAME);
   const production = path.join(String(defaultValues('production', ctx).runDir), GRPC_SOCKET_NAME);
   // A non-root operator in the socket's group talks to the system daemon when there is one.
   if (exists(production)) return production;

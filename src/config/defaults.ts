@@ -5,6 +5,7 @@
  */
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { ErrorCodes, VhError } from '../errors';
 
 /** Which set of defaults applies: system paths (root/systemd/DaemonSet) or an unprivileged checkout. */
 export type Profile = 'production' | 'dev';
@@ -79,10 +80,18 @@ export function processContext(env: Readonly<Record<string, string | undefined>>
 }
 
 /**
- * Production when systemd handed us directories ($STATE_DIRECTORY/$RUNTIME_DIRECTORY) or we run
- * as root (DaemonSet); dev otherwise, so an unprivileged checkout starts without sudo.
+ * $VH_PROFILE when set; else production when systemd handed us directories
+ * ($STATE_DIRECTORY/$RUNTIME_DIRECTORY) or we run as root (DaemonSet); dev otherwise, so an
+ * unprivileged checkout starts without sudo. Shared by the daemon and vhctl so both agree.
  */
 export function detectProfile(ctx: DefaultsContext): Profile {
+  const explicit = ctx.env.VH_PROFILE;
+  if (explicit !== undefined) {
+    if (explicit !== 'production' && explicit !== 'dev') {
+      throw new VhError(ErrorCodes.CONFIG_INVALID, `VH_PROFILE: must be production or dev, got ${JSON.stringify(explicit)}`);
+    }
+    return explicit;
+  }
   if (ctx.env.STATE_DIRECTORY || ctx.env.RUNTIME_DIRECTORY) return 'production';
   return ctx.uid === 0 ? 'production' : 'dev';
 }

@@ -4,7 +4,6 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ErrorCodes, VhError } from '../errors';
 import type { Config } from './types';
 import { detectProfile, processContext, type DefaultsContext, type Profile } from './defaults';
 import { helpText, parseArgv } from './flags';
@@ -45,15 +44,7 @@ export function parseCommandLine(argv: readonly string[], ctx: DefaultsContext =
   if (args.help) return { kind: 'help', text: helpText(version) };
   if (args.version) return { kind: 'version', text: `virt-handler ${version}\n` };
 
-  let profile = args.profile;
-  const envProfile = ctx.env.VH_PROFILE;
-  if (profile === undefined && envProfile !== undefined) {
-    if (envProfile !== 'production' && envProfile !== 'dev') {
-      throw new VhError(ErrorCodes.CONFIG_INVALID, `VH_PROFILE: must be production or dev, got ${JSON.stringify(envProfile)}`);
-    }
-    profile = envProfile;
-  }
-  profile ??= detectProfile(ctx);
+  const profile = args.profile ?? detectProfile(ctx);
 
   const layers: Layer[] = [];
   const file = args.configFile ?? ctx.env.VH_CONFIG;
