@@ -36,12 +36,22 @@ if [[ $want_apt -eq 1 ]]; then
       missing+=("$p")
     fi
   done
+  # The sandbox image build `apt-get download`s the current Debian kernel: it needs package
+  # lists, and lists older than a day may name versions the mirror no longer has (404).
+  lists_fresh=0
+  if [[ -n $(find /var/lib/apt/lists -maxdepth 1 -name '*_Packages*' -mmin -1440 -print -quit 2>/dev/null) ]]; then
+    lists_fresh=1
+  fi
+  if [[ $(id -u) -eq 0 && ( ${#missing[@]} -gt 0 || $lists_fresh -eq 0 ) ]]; then
+    log "refreshing apt package lists"
+    apt-get update -qq
+  elif [[ $lists_fresh -eq 0 ]]; then
+    log "apt package lists are missing or older than a day; run: sudo apt-get update"
+  fi
   if [[ ${#missing[@]} -gt 0 ]]; then
     if [[ $(id -u) -eq 0 ]]; then
       log "installing Debian packages: ${missing[*]}"
       export DEBIAN_FRONTEND=noninteractive
-      # A stale package list makes installs fail with 404s: refresh once, then install.
-      apt-get update -qq
       apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
     else
       log "missing Debian packages: ${missing[*]}"
