@@ -3,7 +3,8 @@
 #   1. Debian packages the tests and the sandbox need (installed when running as root,
 #      otherwise listed with the command to run);
 #   2. npm dependencies (npm ci when node_modules is missing or older than the lockfile);
-#   3. the native addon (node-gyp) and the TypeScript build (tsc -> dist/).
+#   3. the native addon (node-gyp) and the TypeScript build (`npm run build:ts`: tsc -> dist/,
+#      then the gRPC contracts compiled from proto/).
 # Flags: --no-apt skips step 1 (e.g. on a dev box you manage yourself).
 set -euo pipefail
 
@@ -72,6 +73,6 @@ if [[ ! -f build/Release/virt_handler_native.node ]] || [[ -n $(find native bind
   npx --no-install node-gyp rebuild >/dev/null
 fi
 
-log "compiling TypeScript"
-npx --no-install tsc -p tsconfig.json
+log "compiling TypeScript and the gRPC contracts"
+npm run --silent build:ts
 log "ready"

@@ -1,0 +1,79 @@
+/**
+ * The compiled gRPC contracts (scripts/build-protos.ts -> contracts.json, loaded by
+ * src/grpc/proto.ts) against the .proto files read the way they used to be read at runtime,
+ * with @grpc/proto-loader: the JSON must be current, and the service definitions built from it
+ * must put the same bytes on the wire and decode them to the same objects.
+ */
+import { describe, it } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import type * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+import { compileContracts } from '../../scripts/build-protos';
+import { HEALTH_SERVICE, LOADER_OPTIONS, NODE_SERVICE, PROTO_FILES, contractsPath, findProtoDir, loadProtos } from '../../src/grpc/proto';
+import { sampleNodeInfo, unschedulableNodeInfo } from './grpc-fixture';
+
+type Methods = Record<string, grpc.MethodDefinition<object, object>>;
+
+function protoLoaderServices(): Record<string, Methods> {
+  const defs = protoLoader.loadSync(PROTO_FILES.slice(), { ...LOADER_OPTIONS, includeDirs: [findProtoDir()] });
+  return { [NODE_SERVICE]: defs[NODE_SERVICE] as unknown as Methods, [HEALTH_SERVICE]: defs[HEALTH_SERVICE] as unknown as Methods };
+}
+
+function compiledServices(): Record<string, Methods> {
+  const p = loadProtos();
+  return { [NODE_SERVICE]: p.nodeService as unknown as Methods, [HEALTH_SERVICE]: p.healthService as unknown as Methods };
+}
+
+/** A message of every shape each method carries, including the empty one. */
+const SAMPLES: Record<string, { request: object[]; response: object[] }> = {
+  [`/${NODE_SERVICE}/GetNodeInfo`]: {
+    request: [{}],
+    response: [{ node: sampleNodeInfo() }, { node: unschedulableNodeInfo() }, {}],
+  },
+  [`/${HEALTH_SERVICE}/Check`]: { request: [{ service: '' }, { service: NODE_SERVICE }], response: [{ status: 'SERVING' }, { status: 'NOT_SERVING' }, {}] },
+  [`/${HEALTH_SERVICE}/Watch`]: { request: [{ service: NODE_SERVICE }], response: [{ status: 'SERVICE_UNKNOWN' }] },
+};
+
+describe('compiled gRPC contracts', () => {
+  it('are current: contracts.json is what the build generates from proto/ today', () => {
+    const onDisk: unknown = JSON.parse(fs.readFileSync(contractsPath(), 'utf8'));
+    const generated: unknown = JSON.parse(JSON.stringify(compileContracts(findProtoDir())));
+    assert.deepEqual(onDisk, generated, `${contractsPath()} is stale: run \`npm run build:ts\``);
+  });
+
+  it('define the same methods as proto-loader: paths, streaming, client method names', () => {
+    const expected = protoLoaderServices();
+    const actual = compiledServices();
+    for (const service of [NODE_SERVICE, HEALTH_SERVICE]) {
+      const shape = (m: Methods): unknown => Object.fromEntries(Object.entries(m).map(([name, d]) =>
+        [name, { path: d.path, requestStream: d.requestStream, responseStream: d.responseStream, originalName: d.originalName }]));
+      assert.deepEqual(shape(actual[service]!), shape(expected[service]!), service);
+    }
+  });
+
+  it('encode to the same bytes and decode to the same objects as proto-loader', () => {
+    const expected = protoLoaderServices();
+    const actual = compiledServices();
+    let checked = 0;
+    for (const service of [NODE_SERVICE, HEALTH_SERVICE]) {
+      for (const [name, want] of Object.entries(expected[service]!)) {
+        const got = actual[service]![name]!;
+        const samples = SAMPLES[want.path];
+        assert.ok(samples, `no samples for ${want.path}: add some to SAMPLES`);
+        const pairs = [
+          ...samples.request.map((m) => [m, want.requestSerialize, got.requestSerialize, want.requestDeserialize, got.requestDeserialize] as const),
+          ...samples.response.map((m) => [m, want.responseSerialize, got.responseSerialize, want.responseDeserialize, got.responseDeserialize] as const),
+        ];
+        for (const [message, wantEncode, gotEncode, wantDecode, gotDecode] of pairs) {
+          const bytes = wantEncode(message);
+          assert.deepEqual(Buffer.from(gotEncode(message)), Buffer.from(bytes), `${want.path} encodes ${JSON.stringify(message).slice(0, 60)}`);
+          assert.deepEqual(gotDecode(Buffer.from(bytes)), wantDecode(Buffer.from(bytes)), `${want.path} decodes`);
+          checked++;
+        }
+        assert.throws(() => got.requestSerialize([] as unknown as object), /expected object with .* structure, got array instead/);
+      }
+    }
+    assert.equal(checked, 11);
+  });
+});
