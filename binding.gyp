@@ -6,8 +6,12 @@
         "native/addon.cc",
         "native/errors.cc",
         "native/kvm_system.cc",
+        "native/vm.cc",
+        "native/guest_memory.cc",
         "native/cpuid_features.cc",
-        "native/sd_notify.cc"
+        "native/sd_notify.cc",
+        "native/userspace_tracker.cc",
+        "native/dirty_bitmap.cc"
       ],
       "defines": [
         "NAPI_VERSION=8",

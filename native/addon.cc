@@ -6,10 +6,13 @@
 #include <cerrno>
 
 #include "cpuid_features.h"
+#include "dirty_bitmap.h"
 #include "errors.h"
 #include "ioctl_table.h"
 #include "kvm_system.h"
 #include "sd_notify.h"
+#include "vm.h"
+#include "userspace_tracker.h"
 
 namespace vh {
 namespace {
@@ -41,11 +44,15 @@ Napi::Value HostPageSize(const Napi::CallbackInfo& info) {
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   using namespace vh;
   exports.Set("KvmSystem", KvmSystem::DefineClass(env));
+  exports.Set("Vm", Vm::DefineClass(env));  // for instanceof only; KvmSystem.createVm() makes them
   exports.Set("capabilityNames", Napi::Function::New<CapabilityNames>(env, "capabilityNames"));
   exports.Set("decodeCpuidFeatures",
               Napi::Function::New<DecodeCpuidFeaturesJs>(env, "decodeCpuidFeatures"));
   exports.Set("sdNotify", Napi::Function::New<SdNotifyJs>(env, "sdNotify"));
   exports.Set("hostPageSize", Napi::Function::New<HostPageSize>(env, "hostPageSize"));
+  exports.Set("UserspaceDirtyTracker", UserspaceDirtyTracker::DefineClass(env));
+  exports.Set("bitmapToRuns", Napi::Function::New<BitmapToRunsJs>(env, "bitmapToRuns"));
+  exports.Set("bitmapPopcount", Napi::Function::New<BitmapPopcountJs>(env, "bitmapPopcount"));
   return exports;
 }
 

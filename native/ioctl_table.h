@@ -52,6 +52,16 @@ inline constexpr Ioctl kCheckExtension = VH_IOCTL(KVM_CHECK_EXTENSION);
 inline constexpr Ioctl kGetVcpuMmapSize = VH_IOCTL(KVM_GET_VCPU_MMAP_SIZE);
 inline constexpr Ioctl kGetSupportedCpuid = VH_IOCTL(KVM_GET_SUPPORTED_CPUID);
 inline constexpr Ioctl kGetMsrIndexList = VH_IOCTL(KVM_GET_MSR_INDEX_LIST);
+inline constexpr Ioctl kCreateVm = VH_IOCTL(KVM_CREATE_VM);
+
+// VM ioctls (on a VM fd).
+inline constexpr Ioctl kVmCheckExtension = VH_IOCTL(KVM_CHECK_EXTENSION);
+inline constexpr Ioctl kEnableCap = VH_IOCTL(KVM_ENABLE_CAP);
+inline constexpr Ioctl kSetTssAddr = VH_IOCTL(KVM_SET_TSS_ADDR);
+inline constexpr Ioctl kSetIdentityMapAddr = VH_IOCTL(KVM_SET_IDENTITY_MAP_ADDR);
+inline constexpr Ioctl kCreateIrqchip = VH_IOCTL(KVM_CREATE_IRQCHIP);
+inline constexpr Ioctl kCreatePit2 = VH_IOCTL(KVM_CREATE_PIT2);
+inline constexpr Ioctl kSetUserMemoryRegion = VH_IOCTL(KVM_SET_USER_MEMORY_REGION);
 
 #undef VH_IOCTL
 

@@ -11,6 +11,7 @@
 
 #include "errors.h"
 #include "ioctl_table.h"
+#include "vm.h"
 
 namespace vh {
 namespace {
@@ -79,6 +80,7 @@ Napi::Function KvmSystem::DefineClass(Napi::Env env) {
           InstanceMethod<&KvmSystem::VcpuMmapSize>("vcpuMmapSize"),
           InstanceMethod<&KvmSystem::SupportedCpuid>("supportedCpuid"),
           InstanceMethod<&KvmSystem::MsrIndexList>("msrIndexList"),
+          InstanceMethod<&KvmSystem::CreateVm>("createVm"),
           InstanceMethod<&KvmSystem::Close>("close"),
           InstanceAccessor<&KvmSystem::Closed>("closed"),
       });
@@ -200,6 +202,17 @@ Napi::Value KvmSystem::MsrIndexList(const Napi::CallbackInfo& info) {
   }
   ThrowError(env, ErrorFacts::FromErrno(E2BIG, kGetMsrIndexList.name, path_,
                                         "MSR list kept growing while being read"));
+}
+
+Napi::Value KvmSystem::CreateVm(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int r = SysIoctl(Fd(env), kCreateVm, 0UL);
+  if (r < 0) {
+    int err = errno;
+    ThrowError(env, ErrorFacts::FromErrno(err, kCreateVm.name, path_,
+                                          err == EMFILE || err == ENFILE ? "raise the open-file limit" : ""));
+  }
+  return Vm::NewInstance(env, UniqueFd(r), info.Length() > 0 ? info[0] : env.Undefined());
 }
 
 void KvmSystem::Close(const Napi::CallbackInfo&) { fd_.Reset(); }

@@ -33,6 +33,8 @@ class KvmSystem : public Napi::ObjectWrap<KvmSystem> {
   Napi::Value SupportedCpuid(const Napi::CallbackInfo& info);
   // KVM_GET_MSR_INDEX_LIST as an array of MSR numbers.
   Napi::Value MsrIndexList(const Napi::CallbackInfo& info);
+  // KVM_CREATE_VM (type 0), wrapped in a Vm configured by the optional options object.
+  Napi::Value CreateVm(const Napi::CallbackInfo& info);
   // Closes the fd; idempotent.
   void Close(const Napi::CallbackInfo& info);
   // True once Close() ran.

@@ -6,6 +6,7 @@
 import { ErrorCodes, VhError, errnoFacts, type ErrorCode } from '../errors';
 import type { NativeBinding, NativeCpuidEntry, NativeKvmSystem } from '../native/binding';
 import { loadNative } from '../native/loader';
+import { Vm, type VmOptions } from './vm';
 
 /** Where KVM lives unless configured otherwise. */
 export const DEFAULT_KVM_DEVICE = '/dev/kvm';
@@ -52,6 +53,10 @@ function codeFor(nativeCode: string): ErrorCode {
     case 'ERR_UNKNOWN_CAPABILITY':
     case 'ERR_INVALID_ARG_TYPE':
     case 'ERR_INVALID_ARG_VALUE':
+    case 'ERR_INVALID_ARG':
+    case 'ERR_OUT_OF_RANGE':
+    // A guest-physical range that overlaps another memory slot: a conflicting request.
+    case 'EEXIST':
       return ErrorCodes.INVALID_ARGUMENT;
     // Using a closed handle is a bug in this process, not a property of the host.
     case 'ERR_CLOSED':
@@ -63,9 +68,10 @@ function codeFor(nativeCode: string): ErrorCode {
 
 /**
  * Maps anything the addon threw to a VhError. `details` keeps the errno facts (code, errno,
- * syscall, path) plus devicePath; the original error is the `cause`.
+ * syscall, path) plus devicePath; the original error is the `cause`. `context` (e.g. 'vm')
+ * marks errors of an object below the device: their message is the native one, prefixed.
  */
-export function toKvmError(e: unknown, devicePath: string): VhError {
+export function toKvmError(e: unknown, devicePath: string, context?: string): VhError {
   if (e instanceof VhError) return e;
   const facts = errnoFacts(e);
   if (!facts) {
@@ -73,7 +79,9 @@ export function toKvmError(e: unknown, devicePath: string): VhError {
   }
   const code = codeFor(facts.code);
   let message: string;
-  if (facts.syscall === 'open') {
+  if (context !== undefined) {
+    message = `${devicePath} ${context}: ${(e as Error).message ?? facts.code}`;
+  } else if (facts.syscall === 'open') {
     message = `${openAdvice(facts.code, devicePath)} (${facts.code})`;
   } else if (facts.syscall) {
     message = `${devicePath}: ${facts.syscall} failed with ${facts.code}; is this a KVM device?`;
@@ -146,6 +154,15 @@ export class KvmSystem {
   /** MSR numbers KVM can save and restore (KVM_GET_MSR_INDEX_LIST). */
   msrIndexList(): number[] {
     return this.call(() => this.handle.msrIndexList());
+  }
+
+  /** Creates a VM (KVM_CREATE_VM) configured by `options`; close it when done. */
+  createVm(options: VmOptions = {}): Vm {
+    try {
+      return Vm.wrap(this.handle.createVm(options), this.devicePath);
+    } catch (e) {
+      throw toKvmError(e, this.devicePath, 'createVm');
+    }
   }
 
   /** Closes the fd. Idempotent; afterwards every other method throws INTERNAL (ERR_CLOSED). */

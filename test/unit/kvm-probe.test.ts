@@ -29,6 +29,11 @@ function nativeError(code: string, errno: number, syscall: string, p?: string): 
   return Object.assign(new Error(`${code}: fake, ${syscall}`), { code, errno, syscall, ...(p ? { path: p } : {}) });
 }
 
+/** A stand-in for an addon export the probe must never use. */
+function notInProbe<K extends keyof NativeBinding>(name: K): NativeBinding[K] {
+  return (() => { throw new Error(`fake addon: ${String(name)} is not part of the probe`); }) as unknown as NativeBinding[K];
+}
+
 function fakeNative(fault?: Fault): { native: NativeBinding; handles: NativeKvmSystem[] } {
   const handles: NativeKvmSystem[] = [];
   const fail = (at: string): void => {
@@ -59,6 +64,8 @@ function fakeNative(fault?: Fault): { native: NativeBinding; handles: NativeKvmS
     }
     msrIndexList(): number[] { return [0x10, 0x174]; }
     close(): void { this.closed = true; }
+    // The probe never creates VMs; a call here is a bug in the code under test.
+    createVm(): never { throw new Error('FakeKvmSystem: createVm is not part of the probe'); }
   }
   const native: NativeBinding = {
     KvmSystem: FakeKvmSystem,
@@ -66,6 +73,10 @@ function fakeNative(fault?: Fault): { native: NativeBinding; handles: NativeKvmS
     decodeCpuidFeatures: () => ['fpu', 'hypervisor'],
     sdNotify: () => false,
     hostPageSize: () => 4096,
+    // Parts of the addon the probe never touches: calling one is a bug in the code under test.
+    UserspaceDirtyTracker: notInProbe('UserspaceDirtyTracker'),
+    bitmapToRuns: notInProbe('bitmapToRuns'),
+    bitmapPopcount: notInProbe('bitmapPopcount'),
   };
   return { native, handles };
 }

@@ -17,6 +17,11 @@ const CAPS: Record<string, number> = {
 };
 const FEATURES = ['avx2', 'sse4.2', 'tsc_adjust', 'vmx', 'x2apic'];
 
+/** A stand-in for an addon export the probe must never use. */
+function notInProbe<K extends keyof NativeBinding>(name: K): NativeBinding[K] {
+  return (() => { throw new Error(`fake addon: ${String(name)} is not part of the probe`); }) as unknown as NativeBinding[K];
+}
+
 /** A NativeBinding twin: open fails with `openError` (errno facts like the addon's), else a healthy KVM. */
 function fakeNative(openError?: { code: string; errno: number }): NativeBinding {
   class FakeKvmSystem implements NativeKvmSystem {
@@ -35,6 +40,8 @@ function fakeNative(openError?: { code: string; errno: number }): NativeBinding 
     }
     msrIndexList(): number[] { return [0x10, 0x3b, 0x40000002]; }
     close(): void { this.closed = true; }
+    // The probe never creates VMs; a call here is a bug in the code under test.
+    createVm(): never { throw new Error('FakeKvmSystem: createVm is not part of the probe'); }
   }
   return {
     KvmSystem: FakeKvmSystem,
@@ -42,6 +49,10 @@ function fakeNative(openError?: { code: string; errno: number }): NativeBinding 
     decodeCpuidFeatures: () => [...FEATURES],
     sdNotify: () => false,
     hostPageSize: () => 4096,
+    // Parts of the addon the probe never touches: calling one is a bug in the code under test.
+    UserspaceDirtyTracker: notInProbe('UserspaceDirtyTracker'),
+    bitmapToRuns: notInProbe('bitmapToRuns'),
+    bitmapPopcount: notInProbe('bitmapPopcount'),
   };
 }
 

@@ -1,0 +1,354 @@
+#include "vm.h"
+
+#include <sys/ioctl.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+#include "errors.h"
+#include "ioctl_table.h"
+
+namespace vh {
+namespace {
+
+// JS numbers are exact up to 2^53 - 1; larger guest addresses must come as BigInt.
+constexpr double kMaxSafeInteger = 9007199254740991.0;
+
+// The Vm constructor of each env (main thread and every worker load the addon separately).
+std::mutex g_ctor_mutex;
+std::unordered_map<napi_env, std::unique_ptr<Napi::FunctionReference>> g_ctors;
+
+// The fd NewInstance() is handing to the constructor it is about to call; null otherwise, so
+// JS cannot construct a Vm around an fd of its choosing.
+thread_local UniqueFd* g_pending_fd = nullptr;
+
+// Facts for the call that just failed, reading errno before any allocation can clobber it.
+ErrorFacts SyscallError(const char* syscall) {
+  int err = errno;
+  return ErrorFacts::FromErrno(err, syscall);
+}
+
+[[noreturn]] void InvalidArg(Napi::Env env, const std::string& message) {
+  ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG", message));
+}
+
+// A non-negative integer from a Number (exact, <= 2^53 - 1) or a BigInt (lossless u64).
+std::uint64_t ReadU64(Napi::Env env, Napi::Value value, const std::string& field) {
+  if (value.IsBigInt()) {
+    bool lossless = false;
+    std::uint64_t v = value.As<Napi::BigInt>().Uint64Value(&lossless);
+    if (!lossless) InvalidArg(env, field + " must fit in an unsigned 64-bit integer");
+    return v;
+  }
+  if (value.IsNumber()) {
+    double d = value.As<Napi::Number>().DoubleValue();
+    if (!(d >= 0) || d > kMaxSafeInteger || std::floor(d) != d) {
+      InvalidArg(env, field + " must be a non-negative safe integer (use a BigInt above 2^53)");
+    }
+    return static_cast<std::uint64_t>(d);
+  }
+  InvalidArg(env, field + " must be a number or a bigint");
+}
+
+std::uint32_t ReadU32(Napi::Env env, Napi::Value value, const std::string& field) {
+  std::uint64_t v = ReadU64(env, value, field);
+  if (v > UINT32_MAX) InvalidArg(env, field + " must fit in 32 bits");
+  return static_cast<std::uint32_t>(v);
+}
+
+// A boolean option; nullopt when absent or undefined.
+std::optional<bool> ReadOptionalBool(Napi::Env env, Napi::Object obj, const char* field) {
+  Napi::Value v = obj.Get(field);
+  if (v.IsUndefined()) return std::nullopt;
+  if (!v.IsBoolean()) InvalidArg(env, std::string(field) + " must be a boolean");
+  return v.As<Napi::Boolean>().Value();
+}
+
+Napi::Value RequireField(Napi::Env env, Napi::Object obj, const char* field) {
+  Napi::Value v = obj.Get(field);
+  if (v.IsUndefined()) InvalidArg(env, std::string(field) + " is required");
+  return v;
+}
+
+// The kCapabilities entry named by info[0]; throws for a non-string or unknown name.
+const Capability& RequireCapability(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsString()) {
+    ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_TYPE", "capability name must be a string"));
+  }
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  for (const Capability& cap : kCapabilities) {
+    if (name == cap.name) return cap;
+  }
+  ThrowError(env, ErrorFacts::Misuse("ERR_UNKNOWN_CAPABILITY",
+                                     "unknown capability '" + name + "'; see capabilityNames()"));
+}
+
+Napi::Object RegionToJs(Napi::Env env, const Region& region) {
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("slot", region.spec.slot);
+  o.Set("guestPhysAddr", static_cast<double>(region.spec.guest_phys_addr));
+  o.Set("size", static_cast<double>(region.spec.size));
+  o.Set("backing", BackingName(region.spec.backing));
+  o.Set("logDirtyPages", region.spec.log_dirty_pages);
+  o.Set("readonly", region.spec.readonly);
+  if (region.spec.transparent_huge_pages.has_value()) {
+    o.Set("transparentHugePages", *region.spec.transparent_huge_pages);
+  }
+  return o;
+}
+
+void CheckOk(Napi::Env env, const std::optional<ErrorFacts>& error) {
+  if (error) ThrowError(env, *error);
+}
+
+}  // namespace
+
+Napi::Function Vm::DefineClass(Napi::Env env) {
+  Napi::Function fn = ObjectWrap<Vm>::DefineClass(
+      env, "Vm",
+      {
+          InstanceMethod<&Vm::CheckExtension>("checkExtension"),
+          InstanceMethod<&Vm::EnableCap>("enableCap"),
+          InstanceMethod<&Vm::AddMemoryRegion>("addMemoryRegion"),
+          InstanceMethod<&Vm::RemoveMemoryRegion>("removeMemoryRegion"),
+          InstanceMethod<&Vm::SetDirtyLogging>("setDirtyLogging"),
+          InstanceMethod<&Vm::ReadGuest>("readGuest"),
+          InstanceMethod<&Vm::WriteGuest>("writeGuest"),
+          InstanceMethod<&Vm::Regions>("regions"),
+          InstanceMethod<&Vm::EnableManualDirtyProtect>("enableManualDirtyProtect"),
+          InstanceMethod<&Vm::EnableDirtyRing>("enableDirtyRing"),
+          InstanceMethod<&Vm::GetDirtyLog>("getDirtyLog"),
+          InstanceMethod<&Vm::ClearDirtyLog>("clearDirtyLog"),
+          InstanceMethod<&Vm::HarvestDirty>("harvestDirty"),
+          InstanceMethod<&Vm::HarvestDirtyAsync>("harvestDirtyAsync"),
+          InstanceAccessor<&Vm::DirtyLogModeJs>("dirtyLogMode"),
+          InstanceMethod<&Vm::Close>("close"),
+          InstanceAccessor<&Vm::SlotLimit>("slotLimit"),
+          InstanceAccessor<&Vm::Closed>("closed"),
+      });
+  napi_env key = env;
+  {
+    std::lock_guard<std::mutex> lock(g_ctor_mutex);
+    g_ctors[key] = std::make_unique<Napi::FunctionReference>(Napi::Persistent(fn));
+  }
+  env.AddCleanupHook([key] {
+    std::lock_guard<std::mutex> lock(g_ctor_mutex);
+    g_ctors.erase(key);
+  });
+  return fn;
+}
+
+Napi::Object Vm::NewInstance(Napi::Env env, UniqueFd fd, Napi::Value options) {
+  Napi::Function ctor;
+  {
+    std::lock_guard<std::mutex> lock(g_ctor_mutex);
+    auto it = g_ctors.find(env);
+    if (it == g_ctors.end()) {
+      ThrowError(env, ErrorFacts::Misuse("ERR_INTERNAL", "Vm class was not registered for this env"));
+    }
+    ctor = it->second->Value();
+  }
+  g_pending_fd = &fd;
+  Napi::Object obj;
+  try {
+    obj = ctor.New({});
+  } catch (...) {
+    g_pending_fd = nullptr;
+    throw;
+  }
+  g_pending_fd = nullptr;
+  Vm* vm = Unwrap(obj);
+  try {
+    vm->Configure(env, options);
+  } catch (...) {
+    vm->CloseNow();  // the half-configured VM must not wait for the GC to release its fd
+    throw;
+  }
+  return obj;
+}
+
+Vm::Vm(const Napi::CallbackInfo& info) : ObjectWrap<Vm>(info) {
+  Napi::Env env = info.Env();
+  if (g_pending_fd == nullptr) {
+    ThrowError(env, ErrorFacts::Misuse("ERR_ILLEGAL_CONSTRUCTOR", "create a Vm with KvmSystem.createVm()"));
+  }
+  fd_ = std::move(*g_pending_fd);
+  g_pending_fd = nullptr;
+  int slots = ::ioctl(fd_.Get(), kVmCheckExtension.request, KVM_CAP_NR_MEMSLOTS);
+  if (slots < 0) ThrowError(env, SyscallError(kVmCheckExtension.name));
+  memory_ = std::make_unique<GuestMemory>(static_cast<std::uint32_t>(slots));
+}
+
+void Vm::Configure(Napi::Env env, Napi::Value options) {
+  if (options.IsUndefined()) return;
+  if (!options.IsObject()) InvalidArg(env, "options must be an object");
+  Napi::Object opts = options.As<Napi::Object>();
+  int fd = Fd(env);
+
+  if (Napi::Value v = opts.Get("identityMapAddr"); !v.IsUndefined()) {
+    std::uint64_t addr = ReadU64(env, v, "identityMapAddr");
+    if (::ioctl(fd, kSetIdentityMapAddr.request, &addr) != 0) {
+      ThrowError(env, SyscallError(kSetIdentityMapAddr.name));
+    }
+  }
+  if (Napi::Value v = opts.Get("tssAddr"); !v.IsUndefined()) {
+    std::uint64_t addr = ReadU64(env, v, "tssAddr");
+    if (::ioctl(fd, kSetTssAddr.request, static_cast<unsigned long>(addr)) != 0) {
+      ThrowError(env, SyscallError(kSetTssAddr.name));
+    }
+  }
+  if (ReadOptionalBool(env, opts, "irqchip").value_or(false)) {
+    if (::ioctl(fd, kCreateIrqchip.request, 0) != 0) {
+      ThrowError(env, SyscallError(kCreateIrqchip.name));
+    }
+  }
+  if (ReadOptionalBool(env, opts, "pit2").value_or(false)) {
+    // A dummy speaker port, as Firecracker and QEMU's -no-hpet setups use.
+    kvm_pit_config pit{};
+    pit.flags = KVM_PIT_SPEAKER_DUMMY;
+    if (::ioctl(fd, kCreatePit2.request, &pit) != 0) {
+      int err = errno;
+      ThrowError(env, ErrorFacts::FromErrno(err, kCreatePit2.name, {},
+                                            err == ENOENT ? "PIT2 needs irqchip: true" : ""));
+    }
+  }
+}
+
+int Vm::Fd(Napi::Env env) const {
+  if (!fd_.Valid()) ThrowError(env, ErrorFacts::Misuse("ERR_CLOSED", "Vm is closed"));
+  return fd_.Get();
+}
+
+void Vm::CloseNow() noexcept {
+  // The fd first: once KVM has dropped the VM (or its slots) nothing can reach the mappings.
+  fd_.Reset();
+  if (memory_) memory_->Clear();
+}
+
+Napi::Value Vm::CheckExtension(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env);
+  const Capability& cap = RequireCapability(info);
+  int r = ::ioctl(fd, kVmCheckExtension.request, cap.id);
+  if (r < 0) ThrowError(env, SyscallError(kVmCheckExtension.name));
+  return Napi::Number::New(env, r);
+}
+
+void Vm::EnableCap(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env);
+  const Capability& cap = RequireCapability(info);
+  kvm_enable_cap req{};
+  req.cap = static_cast<std::uint32_t>(cap.id);
+  if (info.Length() > 1 && !info[1].IsUndefined()) {
+    if (!info[1].IsArray()) InvalidArg(env, "args must be an array of at most 4 integers");
+    Napi::Array args = info[1].As<Napi::Array>();
+    if (args.Length() > 4) InvalidArg(env, "args must be an array of at most 4 integers");
+    for (std::uint32_t i = 0; i < args.Length(); ++i) {
+      req.args[i] = ReadU64(env, args.Get(i), "args[" + std::to_string(i) + "]");
+    }
+  }
+  if (::ioctl(fd, kEnableCap.request, &req) != 0) {
+    int err = errno;
+    ThrowError(env, ErrorFacts::FromErrno(err, kEnableCap.name, {}, std::string("capability ") + cap.name));
+  }
+}
+
+Napi::Value Vm::AddMemoryRegion(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env);
+  if (info.Length() < 1 || !info[0].IsObject()) InvalidArg(env, "region must be an object");
+  Napi::Object opts = info[0].As<Napi::Object>();
+
+  RegionSpec spec;
+  spec.slot = ReadU32(env, RequireField(env, opts, "slot"), "slot");
+  spec.guest_phys_addr = ReadU64(env, RequireField(env, opts, "guestPhysAddr"), "guestPhysAddr");
+  spec.size = ReadU64(env, RequireField(env, opts, "size"), "size");
+  spec.log_dirty_pages = ReadOptionalBool(env, opts, "logDirtyPages").value_or(false);
+  spec.readonly = ReadOptionalBool(env, opts, "readonly").value_or(false);
+  spec.transparent_huge_pages = ReadOptionalBool(env, opts, "transparentHugePages");
+  if (Napi::Value v = opts.Get("backing"); !v.IsUndefined()) {
+    std::optional<Backing> backing = v.IsString() ? ParseBacking(v.As<Napi::String>().Utf8Value()) : std::nullopt;
+    if (!backing) InvalidArg(env, "backing must be 'anonymous', 'memfd', 'hugetlb2M' or 'hugetlb1G'");
+    spec.backing = *backing;
+  }
+  CheckOk(env, memory_->Add(fd, spec));
+  for (const Region* region : memory_->List()) {
+    if (region->spec.slot == spec.slot) return RegionToJs(env, *region);
+  }
+  return env.Undefined();
+}
+
+void Vm::RemoveMemoryRegion(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env);
+  if (info.Length() < 1) InvalidArg(env, "slot is required");
+  std::uint32_t slot = ReadU32(env, info[0], "slot");
+  CheckOk(env, memory_->Remove(fd, slot));
+  dirty_log_->ForgetSlot(slot);
+}
+
+void Vm::SetDirtyLogging(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env);
+  if (info.Length() < 2 || !info[1].IsBoolean()) InvalidArg(env, "on must be a boolean");
+  CheckOk(env, memory_->SetDirtyLogging(fd, ReadU32(env, info[0], "slot"), info[1].As<Napi::Boolean>()));
+}
+
+Napi::Value Vm::ReadGuest(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Fd(env);
+  if (info.Length() < 2) InvalidArg(env, "readGuest(gpa, length) needs both arguments");
+  std::uint64_t gpa = ReadU64(env, info[0], "gpa");
+  std::uint64_t len = ReadU64(env, info[1], "length");
+  ErrorFacts error;
+  const std::byte* src = memory_->Locate(gpa, len, &error);
+  if (src == nullptr) ThrowError(env, error);
+  return Napi::Buffer<std::uint8_t>::Copy(env, reinterpret_cast<const std::uint8_t*>(src),
+                                          static_cast<std::size_t>(len));
+}
+
+void Vm::WriteGuest(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Fd(env);
+  if (info.Length() < 2) InvalidArg(env, "writeGuest(gpa, data) needs both arguments");
+  std::uint64_t gpa = ReadU64(env, info[0], "gpa");
+  if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    InvalidArg(env, "data must be a Buffer or Uint8Array");
+  }
+  Napi::Uint8Array data = info[1].As<Napi::Uint8Array>();
+  ErrorFacts error;
+  std::byte* dst = memory_->Locate(gpa, data.ByteLength(), &error);
+  if (dst == nullptr) ThrowError(env, error);
+  std::memcpy(dst, data.Data(), data.ByteLength());
+  NoteVmmWrite(gpa, data.ByteLength());  // KVM cannot see writes made through the host mapping
+}
+
+Napi::Value Vm::Regions(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Fd(env);
+  std::vector<const Region*> regions = memory_->List();
+  Napi::Array out = Napi::Array::New(env, regions.size());
+  for (std::size_t i = 0; i < regions.size(); ++i) {
+    out.Set(static_cast<std::uint32_t>(i), RegionToJs(env, *regions[i]));
+  }
+  return out;
+}
+
+Napi::Value Vm::SlotLimit(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), memory_->SlotLimit());
+}
+
+void Vm::Close(const Napi::CallbackInfo&) { CloseNow(); }
+
+Napi::Value Vm::Closed(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), !fd_.Valid());
+}
+
+}  // namespace vh
