@@ -11,14 +11,22 @@ import type { NativeBinding } from './binding';
 /** File name node-gyp gives the addon (target_name in binding.gyp). */
 export const ADDON_FILE = 'virt_handler_native.node';
 
-/** Exports every build of the addon must have; a stale build missing one is refused. */
-const REQUIRED_EXPORTS: ReadonlyArray<keyof NativeBinding> = [
-  'KvmSystem',
-  'capabilityNames',
-  'decodeCpuidFeatures',
-  'sdNotify',
-  'hostPageSize',
-];
+/**
+ * Exports every build of the addon must have; a stale build missing one is refused. Typed as a
+ * record over NativeBinding's keys so a new export cannot be forgotten here.
+ */
+const EXPORT_TABLE: Record<keyof NativeBinding, true> = {
+  KvmSystem: true,
+  capabilityNames: true,
+  decodeCpuidFeatures: true,
+  sdNotify: true,
+  hostPageSize: true,
+  UserspaceDirtyTracker: true,
+  bitmapToRuns: true,
+  bitmapPopcount: true,
+};
+/** Names of every export the loader requires (NativeBinding's keys). */
+export const NATIVE_EXPORTS = Object.keys(EXPORT_TABLE) as ReadonlyArray<keyof NativeBinding>;
 
 /**
  * The package root: the nearest ancestor of this file holding package.json. Works both from
@@ -59,7 +67,7 @@ export function loadNativeFrom(candidates: readonly string[]): NativeBinding {
       tried.push(`${file} (failed to load: ${first})`);
       continue;
     }
-    const missing = REQUIRED_EXPORTS.filter((name) => typeof mod[name] !== 'function');
+    const missing = NATIVE_EXPORTS.filter((name) => typeof mod[name] !== 'function');
     if (missing.length > 0) {
       tried.push(`${file} (stale build, missing ${missing.join(', ')})`);
       continue;
