@@ -11,11 +11,11 @@ bash scripts/setup.sh
 # The dev profile keeps sockets and state under $XDG_RUNTIME_DIR or /tmp, even as root;
 # vhctl resolves the same default from the same variable.
 export VH_PROFILE="${VH_PROFILE:-dev}"
-vhctl=(node dist/src/cli/vhctl.js)
+vhctl=(node dist/vhctl.cjs)
 
 # Own session: a terminal Ctrl-C reaches only this script, which then sends exactly one SIGTERM
 # (the daemon treats a second signal as "exit now, skip the drain").
-setsid node dist/src/main.js &
+setsid node dist/virt-handler.cjs &
 pid=$!
 stop() {
   trap - INT TERM
@@ -41,7 +41,7 @@ if [[ $ready -ne 1 ]]; then
   exit 1
 fi
 
-config=$(node dist/src/main.js --print-config)
+config=$(node dist/virt-handler.cjs --print-config)
 port=$(printf '%s\n' "$config" | sed -n 's/^ *port: *\([0-9]*\)$/\1/p' | head -n1)
 http_sock=$(printf '%s\n' "$config" | awk '/^http:/{h=1} h && /^ *socket:/{print $2; exit}')
 
@@ -53,7 +53,7 @@ echo "  curl http://127.0.0.1:${port:-8185}/readyz"
 echo "  curl http://127.0.0.1:${port:-8185}/v1/node"
 echo "  curl http://127.0.0.1:${port:-8185}/metrics"
 echo "  curl --unix-socket ${http_sock} http://localhost/healthz"
-echo "  VH_PROFILE=dev node dist/src/cli/vhctl.js node -o json"
+echo "  VH_PROFILE=dev node dist/vhctl.cjs node -o json"
 echo "Press Ctrl-C to stop."
 status=0
 wait "$pid" || status=$?

@@ -1,7 +1,7 @@
 /**
  * `npm run bench:startup`: how fast the daemon becomes ready and how much memory it holds idle.
  *
- * For each of RUNS runs: spawn `node dist/src/main.js` (dev profile, temp dirs, TCP port 0) and
+ * For each of RUNS runs: spawn `node dist/virt-handler.cjs` (the bundle production runs; dev profile, temp dirs, TCP port 0) and
  * poll GET /readyz over the unix socket in a tight loop until 200; then read VmRSS from
  * /proc/<pid>/status, SIGTERM it and time the exit. In the same run, spawn a bare `node -e` HTTP
  * server and time its first output: the ratio to that baseline stays meaningful on a noisy or
@@ -18,7 +18,9 @@ import { performance } from 'node:perf_hooks';
 const RUNS = 5;
 const TARGET_READY_MS = 400;
 const TARGET_RSS_MB = 70;
-const MAIN = path.resolve(__dirname, '../../src/main.js');
+const REPO = path.resolve(__dirname, '../../..');
+/** What production runs (systemd, the DaemonSet): package.json's bin, the bundle dist/virt-handler.cjs. */
+const MAIN = path.join(REPO, (JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin['virt-handler']!);
 const BASELINE = "require('http').createServer((q,s)=>s.end('ok')).listen(0,'127.0.0.1',()=>console.log('up'))";
 
 interface Sample { readyMs: number; rssMb: number; stopMs: number; baseMs: number; baseRssMb: number }

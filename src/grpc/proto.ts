@@ -53,8 +53,6 @@ export const LOADER_OPTIONS: protoLoader.Options = {
 
 /** The loaded contracts: service definitions for the server, client constructors for vhctl/tests. */
 export interface Protos {
-  /** The compiled contracts file they were loaded from. */
-  contractsPath: string;
   nodeService: grpc.ServiceDefinition;
   healthService: grpc.ServiceDefinition;
   NodeClient: grpc.ServiceClientConstructor;
@@ -89,7 +87,8 @@ export function loadProtos(): Protos {
   const file = contractsPath();
   let json: protobuf.INamespace;
   try {
-    json = JSON.parse(fs.readFileSync(file, 'utf8')) as protobuf.INamespace;
+    // A literal require, so scripts/build-bundle.ts inlines the file into dist/virt-handler.cjs.
+    json = require('./contracts.json') as protobuf.INamespace;
   } catch (e) {
     throw new VhError(ErrorCodes.INTERNAL, `compiled gRPC contracts ${file} unreadable (${(e as Error).message}); \`npm run build:ts\` generates them from proto/`, { path: file }, { cause: e });
   }
@@ -97,7 +96,7 @@ export function loadProtos(): Protos {
   root.resolveAll();
   const NodeClient = clientFor(root, NODE_SERVICE);
   const HealthClient = clientFor(root, HEALTH_SERVICE);
-  cached = { contractsPath: file, nodeService: NodeClient.service, healthService: HealthClient.service, NodeClient, HealthClient };
+  cached = { nodeService: NodeClient.service, healthService: HealthClient.service, NodeClient, HealthClient };
   return cached;
 }
 

@@ -1,5 +1,6 @@
 /**
- * The real daemon as a process: `node dist/src/main.js` with temp dirs, real sockets, real signals.
+ * The real daemon as a process: `node dist/virt-handler.cjs` (the bundle production runs, the
+ * package.json bin) with temp dirs, real sockets, real signals.
  */
 import { test, describe, after } from 'node:test';
 import * as assert from 'node:assert/strict';
@@ -10,7 +11,9 @@ import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
 
-const MAIN = path.resolve(__dirname, '../../src/main.js');
+const REPO = path.resolve(__dirname, '../../..');
+/** What production runs (systemd, the DaemonSet): package.json's bin, the bundle dist/virt-handler.cjs. */
+const MAIN = path.join(REPO, (JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin['virt-handler']!);
 const ROOT = fs.mkdtempSync(path.join(os.tmpdir(), 'vh-it-'));
 after(() => fs.rmSync(ROOT, { recursive: true, force: true }));
 let seq = 0;

@@ -128,6 +128,7 @@ describe('daemonset manifest', () => {
 
   it('runs the same entry point as package.json and tags the image with its version', () => {
     const pkg = JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { version: string; bin: Record<string, string> };
+    assert.equal(pkg.bin['virt-handler'], 'dist/virt-handler.cjs');
     assert.deepEqual(container.command, ['node', `/opt/virt-handler/${pkg.bin['virt-handler']}`]);
     assert.equal(container.image.split(':').pop(), pkg.version);
   });

@@ -67,8 +67,9 @@ describe('systemd unit', () => {
     assert.equal(service.has('WatchdogSec'), false, 'the daemon does not send WATCHDOG=1');
   });
 
-  it('starts the installed dist/src/main.js (the package.json bin) with NODE_ENV=production', () => {
+  it('starts the installed bundle dist/virt-handler.cjs (the package.json bin) with NODE_ENV=production', () => {
     const pkg = JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { bin: Record<string, string> };
+    assert.equal(pkg.bin['virt-handler'], 'dist/virt-handler.cjs');
     assert.equal(one('ExecStart'), `/usr/bin/node /opt/virt-handler/${pkg.bin['virt-handler']}`);
     assert.equal(one('WorkingDirectory'), '/opt/virt-handler');
     assert.equal(env.get('NODE_ENV'), 'production');

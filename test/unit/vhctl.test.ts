@@ -1,4 +1,4 @@
-/** The compiled vhctl binary against an in-process GrpcServer: output, exit codes, error messages. */
+/** The shipped vhctl binary (package.json bin: the bundle) against an in-process GrpcServer: output, exit codes, error messages. */
 import { after, before, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
@@ -9,7 +9,8 @@ import * as path from 'node:path';
 import { defaultSocket, formatBytes } from '../../src/cli/vhctl';
 import { TestServer, sampleNodeInfo, startTestServer, unschedulableNodeInfo } from './grpc-fixture';
 
-const VHCTL = path.resolve(__dirname, '../../src/cli/vhctl.js');
+const REPO = path.resolve(__dirname, '../../..');
+const VHCTL = path.join(REPO, (JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin.vhctl!);
 
 interface Result {
   code: number;
