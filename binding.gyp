@@ -7,11 +7,17 @@
         "native/errors.cc",
         "native/kvm_system.cc",
         "native/vm.cc",
+        "native/vcpu.cc",
+        "native/vcpu_state.cc",
+        "native/vcpu_thread.cc",
         "native/guest_memory.cc",
         "native/cpuid_features.cc",
         "native/sd_notify.cc",
         "native/userspace_tracker.cc",
-        "native/dirty_bitmap.cc"
+        "native/dirty_bitmap.cc",
+        "native/dirty_log.cc",
+        "native/vm_dirty_log.cc",
+        "native/vm_dirty_ring.cc"
       ],
       "defines": [
         "NAPI_VERSION=8",

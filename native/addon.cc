@@ -11,6 +11,7 @@
 #include "ioctl_table.h"
 #include "kvm_system.h"
 #include "sd_notify.h"
+#include "vcpu.h"
 #include "vm.h"
 #include "userspace_tracker.h"
 
@@ -45,6 +46,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   using namespace vh;
   exports.Set("KvmSystem", KvmSystem::DefineClass(env));
   exports.Set("Vm", Vm::DefineClass(env));  // for instanceof only; KvmSystem.createVm() makes them
+  exports.Set("Vcpu", Vcpu::DefineClass(env));  // for instanceof only; Vm.createVcpu() makes them
   exports.Set("capabilityNames", Napi::Function::New<CapabilityNames>(env, "capabilityNames"));
   exports.Set("decodeCpuidFeatures",
               Napi::Function::New<DecodeCpuidFeaturesJs>(env, "decodeCpuidFeatures"));

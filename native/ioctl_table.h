@@ -23,6 +23,8 @@
 
 static_assert(sizeof(kvm_cpuid2) == 8 && offsetof(kvm_cpuid2, entries) == 8,
               "C++ flex-array layout bug: include ioctl_table.h before <linux/kvm.h>");
+static_assert(sizeof(kvm_msrs) == 8 && offsetof(kvm_msrs, entries) == 8,
+              "C++ flex-array layout bug: include ioctl_table.h before <linux/kvm.h>");
 static_assert(sizeof(kvm_msr_list) == 4 && offsetof(kvm_msr_list, indices) == 4,
               "C++ flex-array layout bug: include ioctl_table.h before <linux/kvm.h>");
 
@@ -62,6 +64,29 @@ inline constexpr Ioctl kSetIdentityMapAddr = VH_IOCTL(KVM_SET_IDENTITY_MAP_ADDR)
 inline constexpr Ioctl kCreateIrqchip = VH_IOCTL(KVM_CREATE_IRQCHIP);
 inline constexpr Ioctl kCreatePit2 = VH_IOCTL(KVM_CREATE_PIT2);
 inline constexpr Ioctl kSetUserMemoryRegion = VH_IOCTL(KVM_SET_USER_MEMORY_REGION);
+// Dirty logging (native/dirty_log.cc).
+inline constexpr Ioctl kGetDirtyLog = VH_IOCTL(KVM_GET_DIRTY_LOG);
+inline constexpr Ioctl kClearDirtyLog = VH_IOCTL(KVM_CLEAR_DIRTY_LOG);
+inline constexpr Ioctl kResetDirtyRings = VH_IOCTL(KVM_RESET_DIRTY_RINGS);
+inline constexpr Ioctl kCreateVcpu = VH_IOCTL(KVM_CREATE_VCPU);
+
+// vCPU ioctls (on a vCPU fd; see native/vcpu.h).
+inline constexpr Ioctl kRun = VH_IOCTL(KVM_RUN);
+inline constexpr Ioctl kGetRegs = VH_IOCTL(KVM_GET_REGS);
+inline constexpr Ioctl kSetRegs = VH_IOCTL(KVM_SET_REGS);
+inline constexpr Ioctl kGetSregs = VH_IOCTL(KVM_GET_SREGS);
+inline constexpr Ioctl kSetSregs = VH_IOCTL(KVM_SET_SREGS);
+inline constexpr Ioctl kGetFpu = VH_IOCTL(KVM_GET_FPU);
+inline constexpr Ioctl kSetFpu = VH_IOCTL(KVM_SET_FPU);
+inline constexpr Ioctl kGetMsrs = VH_IOCTL(KVM_GET_MSRS);
+inline constexpr Ioctl kSetMsrs = VH_IOCTL(KVM_SET_MSRS);
+inline constexpr Ioctl kGetLapic = VH_IOCTL(KVM_GET_LAPIC);
+inline constexpr Ioctl kSetLapic = VH_IOCTL(KVM_SET_LAPIC);
+inline constexpr Ioctl kGetMpState = VH_IOCTL(KVM_GET_MP_STATE);
+inline constexpr Ioctl kSetMpState = VH_IOCTL(KVM_SET_MP_STATE);
+inline constexpr Ioctl kGetVcpuEvents = VH_IOCTL(KVM_GET_VCPU_EVENTS);
+inline constexpr Ioctl kSetVcpuEvents = VH_IOCTL(KVM_SET_VCPU_EVENTS);
+inline constexpr Ioctl kSetCpuid2 = VH_IOCTL(KVM_SET_CPUID2);
 
 #undef VH_IOCTL
 

@@ -2,6 +2,7 @@
 
 #include <sys/ioctl.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstring>
@@ -129,6 +130,7 @@ Napi::Function Vm::DefineClass(Napi::Env env) {
           InstanceMethod<&Vm::HarvestDirtyAsync>("harvestDirtyAsync"),
           InstanceAccessor<&Vm::DirtyLogModeJs>("dirtyLogMode"),
           InstanceMethod<&Vm::Close>("close"),
+          InstanceMethod<&Vm::CreateVcpu>("createVcpu"),
           InstanceAccessor<&Vm::SlotLimit>("slotLimit"),
           InstanceAccessor<&Vm::Closed>("closed"),
       });
@@ -226,8 +228,11 @@ int Vm::Fd(Napi::Env env) const {
 }
 
 void Vm::CloseNow() noexcept {
+  for (auto& vcpu : vcpus_) vcpu->Close();  // joins vCPU threads: none may run on a closed VM
+  vcpus_.clear();
   // The fd first: once KVM has dropped the VM (or its slots) nothing can reach the mappings.
   fd_.Reset();
+  dirty_log_->ReleaseRings();  // ring mappings pin the vCPU files and so the VM
   if (memory_) memory_->Clear();
 }
 
@@ -346,6 +351,20 @@ Napi::Value Vm::SlotLimit(const Napi::CallbackInfo& info) {
 }
 
 void Vm::Close(const Napi::CallbackInfo&) { CloseNow(); }
+
+Vm::~Vm() { CloseNow(); }
+
+Napi::Value Vm::CreateVcpu(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = Fd(env);
+  std::shared_ptr<VcpuCore> core;
+  Napi::Object vcpu = Vcpu::Create(env, Value(), fd, memory_.get(), info.Length() > 0 ? info[0] : env.Undefined(),
+                                   info.Length() > 1 ? info[1] : env.Undefined(), &core);
+  vcpus_.erase(std::remove_if(vcpus_.begin(), vcpus_.end(), [](const auto& c) { return c->closed(); }), vcpus_.end());
+  vcpus_.push_back(std::move(core));
+  AttachDirtyRing(env, *vcpus_.back());  // ring mode: map its ring before the vCPU can run
+  return vcpu;
+}
 
 Napi::Value Vm::Closed(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), !fd_.Valid());

@@ -7,10 +7,12 @@
 
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "dirty_log.h"
 #include "guest_memory.h"
 #include "unique_fd.h"
+#include "vcpu.h"
 
 namespace vh {
 
@@ -25,6 +27,8 @@ class Vm : public Napi::ObjectWrap<Vm> {
 
   // Only reachable through NewInstance(); `new Vm()` from JS throws ERR_ILLEGAL_CONSTRUCTOR.
   explicit Vm(const Napi::CallbackInfo& info);
+  // Stops and joins every vCPU thread before the fds close (GC and env teardown).
+  ~Vm() override;
 
  private:
   // Applies createVm() options in the order KVM needs (irqchip before PIT2).
@@ -52,11 +56,13 @@ class Vm : public Napi::ObjectWrap<Vm> {
   void Close(const Napi::CallbackInfo& info);
   // True once Close() ran.
   Napi::Value Closed(const Napi::CallbackInfo& info);
+  // createVcpu(id, {cpuid?: {disable?: string[]}}): KVM_CREATE_VCPU wrapped in a Vcpu.
+  Napi::Value CreateVcpu(const Napi::CallbackInfo& info);
 
   // Dirty log (implemented in vm_dirty_log.cc, logic in dirty_log.cc).
   // enableManualDirtyProtect({initiallySet?}): KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 -> {initiallySet}.
   Napi::Value EnableManualDirtyProtect(const Napi::CallbackInfo& info);
-  // enableDirtyRing(bytes, {acqRel?}): KVM_CAP_DIRTY_LOG_RING(_ACQ_REL) -> {bytes, acqRel}.
+  // enableDirtyRing(bytes, {acqRel?, handleFull?}): KVM_CAP_DIRTY_LOG_RING(_ACQ_REL) -> {bytes, acqRel}.
   Napi::Value EnableDirtyRing(const Napi::CallbackInfo& info);
   // getDirtyLog(slot): the raw KVM_GET_DIRTY_LOG bitmap as a Buffer.
   Napi::Value GetDirtyLog(const Napi::CallbackInfo& info);
@@ -65,6 +71,9 @@ class Vm : public Napi::ObjectWrap<Vm> {
   // harvestDirty(slot) / harvestDirtyAsync(slot): collect + re-arm + merge VMM writes.
   Napi::Value HarvestDirty(const Napi::CallbackInfo& info);
   Napi::Value HarvestDirtyAsync(const Napi::CallbackInfo& info);
+  // Ring mode: maps the new vCPU's ring and, with handleFull, installs the handler that drains
+  // the rings on KVM_EXIT_DIRTY_RING_FULL on the vCPU thread. No-op in other modes.
+  void AttachDirtyRing(Napi::Env env, VcpuCore& core);
   // dirtyLogMode: 'bitmap' | 'manual' | 'ring'.
   Napi::Value DirtyLogModeJs(const Napi::CallbackInfo& info);
   // Records a writeGuest() of [gpa, gpa + len) in the VMM write bitmap of a dirty-logged slot.
@@ -78,6 +87,8 @@ class Vm : public Napi::ObjectWrap<Vm> {
 
   UniqueFd fd_;
   std::unique_ptr<GuestMemory> memory_;
+  // Closed (threads joined, fds closed) before the VM fd; the JS Vcpus may outlive the Vm.
+  std::vector<std::shared_ptr<VcpuCore>> vcpus_;
   // Shared with harvest workers, which may outlive a close().
   std::shared_ptr<DirtyLog> dirty_log_ = std::make_shared<DirtyLog>();
 };

@@ -10,7 +10,8 @@
  * - bitmapToRuns on a 1 GiB-guest bitmap (262,144 bits) and a 1 TiB-guest bitmap (32 MiB),
  *   empty / 1% random / full, in G pages/s.
  * Targets (issue 3): run-list conversion >= 1 G pages/s on a full bitmap; clean 1 GiB harvest <= 1 ms.
- * The KVM side (bitmap vs manual-protect vs ring, nested) is measured by the sandbox bench.
+ * The KVM side (bitmap vs manual-protect vs ring, nested-emulated) is scripts/bench/dirty-kvm.ts,
+ * which `npm run bench:dirty` runs inside the sandbox right after this script.
  */
 import { performance } from 'node:perf_hooks';
 import { UserspaceDirtyTracker, bitmapPopcount, bitmapToRuns } from '../../src/kvm/dirty-tracker';

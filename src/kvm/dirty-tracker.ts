@@ -201,7 +201,8 @@ export class UserspaceDirtyTracker implements DirtyTracker {
   }
 }
 
-function fromNative(h: NativeDirtyHarvest): DirtyHarvest {
+/** The public DirtyHarvest of a native harvest object (every backend returns that shape). */
+export function fromNative(h: NativeDirtyHarvest): DirtyHarvest {
   return {
     bitmap: h.bitmap,
     runs: h.runs,

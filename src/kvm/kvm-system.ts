@@ -57,6 +57,9 @@ function codeFor(nativeCode: string): ErrorCode {
     case 'ERR_OUT_OF_RANGE':
     // A guest-physical range that overlaps another memory slot: a conflicting request.
     case 'EEXIST':
+    // A vCPU call that its run state forbids (state access while running, complete() with nothing pending).
+    case 'ERR_BUSY':
+    case 'ERR_NOT_WAITING':
       return ErrorCodes.INVALID_ARGUMENT;
     // Using a closed handle is a bug in this process, not a property of the host.
     case 'ERR_CLOSED':

@@ -9,13 +9,17 @@
  * KVM_UNUSABLE. `details.code` always keeps the native code.
  */
 import type {
+  NativeDirtyHarvest,
+  NativeDirtyLogMode,
   NativeMemoryBacking,
   NativeMemoryRegion,
   NativeMemoryRegionSpec,
   NativeVm,
   NativeVmOptions,
 } from '../native/binding';
+import { toDirtyLogError } from './kvm-dirty-tracker';
 import { toKvmError } from './kvm-system';
+import { Vcpu, type VcpuOptions } from './vcpu';
 
 /** Options of KvmSystem.createVm(): TSS/identity-map addresses, in-kernel irqchip and PIT2. */
 export type VmOptions = NativeVmOptions;
@@ -90,6 +94,51 @@ export class Vm {
     return this.handle.slotLimit;
   }
 
+  /**
+   * KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 (with initially-set unless false or not offered): dirty-log
+   * reads stop clearing; applies initially-set to slots registered afterwards.
+   */
+  enableManualDirtyProtect(opts: { initiallySet?: boolean } = {}): { initiallySet: boolean } {
+    return this.dirtyCall(() => this.handle.enableManualDirtyProtect(opts));
+  }
+
+  /** Switches the VM to per-vCPU dirty rings of `bytes` each; before any vCPU exists. */
+  enableDirtyRing(bytes: number, opts: { acqRel?: boolean; handleFull?: boolean } = {}): { bytes: number; acqRel: boolean } {
+    return this.dirtyCall(() => this.handle.enableDirtyRing(bytes, opts));
+  }
+
+  /** The raw KVM_GET_DIRTY_LOG bitmap of a slot (1 bit per host page); clears it unless in manual mode. */
+  getDirtyLog(slot: number): Buffer {
+    return this.dirtyCall(() => this.handle.getDirtyLog(slot));
+  }
+
+  /** KVM_CLEAR_DIRTY_LOG of pages [firstPage, firstPage + numPages) (manual mode; 64-page aligned). */
+  clearDirtyLog(slot: number, firstPage: number, numPages: number): void {
+    this.dirtyCall(() => this.handle.clearDirtyLog(slot, firstPage, numPages));
+  }
+
+  /** Dirty pages of a slot since the last harvest, VMM writes merged; re-arms them (libuv pool). */
+  async harvestDirty(slot: number): Promise<NativeDirtyHarvest> {
+    try {
+      return await this.handle.harvestDirtyAsync(slot);
+    } catch (e) {
+      throw toDirtyLogError(e, this.devicePath);
+    }
+  }
+
+  /** How KVM reports dirty pages for this VM: 'bitmap', 'manual' or 'ring'. */
+  get dirtyLogMode(): NativeDirtyLogMode {
+    return this.handle.dirtyLogMode;
+  }
+
+  /**
+   * Creates vCPU `id` (KVM_CREATE_VCPU) with the supported CPUID minus options.cpuid.disable.
+   * Closing the Vm stops and joins its vCPU threads first.
+   */
+  createVcpu(id: number, options?: VcpuOptions): Vcpu {
+    return Vcpu.wrap(this.call(() => this.handle.createVcpu(id, options)), this.devicePath);
+  }
+
   /** Closes the VM fd and frees all guest memory. Idempotent. */
   close(): void {
     this.handle.close();
@@ -98,6 +147,14 @@ export class Vm {
   /** True once close() ran. */
   get closed(): boolean {
     return this.handle.closed;
+  }
+
+  private dirtyCall<T>(fn: () => T): T {
+    try {
+      return fn();
+    } catch (e) {
+      throw toDirtyLogError(e, this.devicePath);
+    }
   }
 
   private call<T>(fn: () => T): T {

@@ -106,9 +106,36 @@ export interface NativeVm {
   readonly slotLimit: number;
   /** Closes the VM fd then unmaps all guest memory; idempotent. */
   close(): void;
+  /** KVM_CREATE_VCPU(id) + kvm_run mmap + KVM_SET_CPUID2 (supported CPUID minus options.cpuid.disable). */
+  createVcpu(id: number, options?: NativeVcpuOptions): NativeVcpu;
   /** True once close() ran. */
   readonly closed: boolean;
+  /**
+   * KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2: GET stops clearing, CLEAR re-protects. initiallySet
+   * (default true, when offered) starts slots registered afterwards all-dirty.
+   */
+  enableManualDirtyProtect(options?: { initiallySet?: boolean }): { initiallySet: boolean };
+  /**
+   * KVM_CAP_DIRTY_LOG_RING_ACQ_REL (preferred unless acqRel is false) or DIRTY_LOG_RING with
+   * `bytes` per vCPU ring (power of two, >= page size). Before any vCPU exists (EINVAL after).
+   * Each vCPU created afterwards has its ring mapped at creation; with handleFull, its thread
+   * drains all rings itself on KVM_EXIT_DIRTY_RING_FULL instead of reporting 'dirtyRingFull'.
+   */
+  enableDirtyRing(bytes: number, options?: { acqRel?: boolean; handleFull?: boolean }): { bytes: number; acqRel: boolean };
+  /** Raw KVM_GET_DIRTY_LOG bitmap of a slot (ENOENT: logging off; ENXIO: ring VM). */
+  getDirtyLog(slot: number): Buffer;
+  /** KVM_CLEAR_DIRTY_LOG of every page in the range (manual mode; 64-page alignment rules). */
+  clearDirtyLog(slot: number, firstPage: number, numPages: number): void;
+  /** Dirty pages of a slot since the last harvest (KVM log or ring + VMM writes); re-arms them. */
+  harvestDirty(slot: number): NativeDirtyHarvest;
+  /** harvestDirty() on the libuv pool. */
+  harvestDirtyAsync(slot: number): Promise<NativeDirtyHarvest>;
+  /** How KVM reports dirty pages for this VM. */
+  readonly dirtyLogMode: NativeDirtyLogMode;
 }
+
+/** Dirty logging mode of a VM: plain bitmap, manual-protect bitmap, or per-vCPU rings. */
+export type NativeDirtyLogMode = 'bitmap' | 'manual' | 'ring';
 
 /**
  * Errors thrown by the addon are plain Error objects carrying Node-style facts:
@@ -142,7 +169,7 @@ export interface NativeDirtyHarvest {
   dirtyPages: number;
   /** Time inside PAGEMAP_SCAN (collect + re-arm in one walk). */
   scanNs: number;
-  /** Always 0: re-arming happens inside the scan. */
+  /** Re-arming time (KVM_CLEAR_DIRTY_LOG, KVM_RESET_DIRTY_RINGS); 0 for the userspace tracker, which re-arms inside the scan. */
   clearNs: number;
   /** Time to count, build the run list and copy out the results. */
   buildNs: number;
@@ -173,6 +200,143 @@ export interface NativeUserspaceDirtyTracker {
   readonly size: number;
   readonly pageSize: number;
   readonly pageCount: number;
+}
+
+/** Options of createVcpu(). */
+export interface NativeVcpuOptions {
+  /** Feature names (as in /proc/cpuinfo: 'avx2', 'x2apic', 'lm', ...) cleared from the supported CPUID. */
+  cpuid?: { disable?: string[] };
+}
+
+/** One kvm_segment; base is a BigInt, the rest Numbers. */
+export interface NativeSegment {
+  base: bigint;
+  limit: number;
+  selector: number;
+  type: number;
+  present: number;
+  dpl: number;
+  db: number;
+  s: number;
+  l: number;
+  g: number;
+  avl: number;
+  unusable: number;
+}
+
+/** kvm_regs: general-purpose registers, rip and rflags. */
+export interface NativeRegs {
+  rax: bigint; rbx: bigint; rcx: bigint; rdx: bigint; rsi: bigint; rdi: bigint; rsp: bigint; rbp: bigint;
+  r8: bigint; r9: bigint; r10: bigint; r11: bigint; r12: bigint; r13: bigint; r14: bigint; r15: bigint;
+  rip: bigint; rflags: bigint;
+}
+
+/** kvm_sregs: segments, descriptor tables, control registers, EFER, APIC base, pending-IRQ bitmap. */
+export interface NativeSregs {
+  cs: NativeSegment; ds: NativeSegment; es: NativeSegment; fs: NativeSegment; gs: NativeSegment;
+  ss: NativeSegment; tr: NativeSegment; ldt: NativeSegment;
+  gdt: { base: bigint; limit: number };
+  idt: { base: bigint; limit: number };
+  cr0: bigint; cr2: bigint; cr3: bigint; cr4: bigint; cr8: bigint; efer: bigint; apicBase: bigint;
+  /** 4 x 64 bits: interrupts pending injection (KVM_NR_INTERRUPTS = 256). */
+  interruptBitmap: bigint[];
+}
+
+/** kvm_fpu: x87 stack (8 x 16 bytes), control/status, SSE registers (16 x 16 bytes). */
+export interface NativeFpu {
+  fpr: Buffer; fcw: number; fsw: number; ftwx: number; lastOpcode: number;
+  lastIp: bigint; lastDp: bigint; xmm: Buffer; mxcsr: number;
+}
+
+/** kvm_vcpu_events: pending/injected exception, interrupt, NMI, SMI and triple fault. */
+export interface NativeVcpuEvents {
+  exception: { injected: number; nr: number; hasErrorCode: number; pending: number; errorCode: number };
+  interrupt: { injected: number; nr: number; soft: number; shadow: number };
+  nmi: { injected: number; pending: number; masked: number };
+  sipiVector: number;
+  /** KVM_VCPUEVENT_VALID_* bits saying which fields are meaningful. */
+  flags: number;
+  smi: { smm: number; pending: number; smmInsideNmi: number; latchedInit: number };
+  tripleFault: { pending: number };
+  exceptionHasPayload: number;
+  exceptionPayload: bigint;
+}
+
+/** One MSR value. */
+export interface NativeMsr {
+  index: number;
+  data: bigint;
+}
+
+/**
+ * What the vCPU thread reports. `seq` orders events of one vCPU. 'parked' follows pause(), a
+ * HLT (policy 'park'), a system event or a full dirty ring; 'stopped' is always the last event.
+ * For io 'in' and mmio 'read' the thread waits until complete(data) is called.
+ */
+export type NativeVcpuExit =
+  | { reason: 'io'; seq: number; port: number; size: number; count: number; direction: 'out'; data: Buffer }
+  | { reason: 'io'; seq: number; port: number; size: number; count: number; direction: 'in' }
+  | { reason: 'mmio'; seq: number; address: bigint; length: number; direction: 'write'; data: Buffer }
+  | { reason: 'mmio'; seq: number; address: bigint; length: number; direction: 'read' }
+  | { reason: 'hlt' | 'shutdown' | 'dirtyRingFull' | 'intr' | 'parked'; seq: number }
+  | { reason: 'failEntry'; seq: number; hardwareEntryFailureReason: bigint; cpu: number }
+  | { reason: 'internalError'; seq: number; suberror: number; data: bigint[] }
+  | { reason: 'systemEvent'; seq: number; type: number; data: bigint[] }
+  | { reason: 'unknown'; seq: number; exitReason: number }
+  | { reason: 'error'; seq: number; code: string; errno: number; syscall: string }
+  | { reason: 'stopped'; seq: number; cause: string };
+
+/** Run state of a vCPU thread. */
+export type NativeVcpuState = 'idle' | 'running' | 'waiting' | 'parked' | 'stopped' | 'closed';
+
+/**
+ * A vCPU fd, its kvm_run mapping and its dedicated KVM_RUN thread. State accessors throw
+ * ERR_BUSY while the thread is inside KVM_RUN (pause first) and ERR_CLOSED once the Vm closed.
+ */
+export interface NativeVcpu {
+  readonly id: number;
+  readonly state: NativeVcpuState;
+  readonly closed: boolean;
+  getRegs(): NativeRegs;
+  /** Fields left out keep their current value. */
+  setRegs(regs: Partial<NativeRegs>): void;
+  getSregs(): NativeSregs;
+  setSregs(sregs: Partial<NativeSregs>): void;
+  getFpu(): NativeFpu;
+  setFpu(fpu: Partial<NativeFpu>): void;
+  /** KVM_GET_MSRS; stops at the first MSR KVM cannot read (the result is then shorter). */
+  getMsrs(indices: number[]): NativeMsr[];
+  /** KVM_SET_MSRS; returns how many were set (in order). */
+  setMsrs(msrs: NativeMsr[]): number;
+  /** The 1 KiB local APIC page (needs irqchip). */
+  getLapic(): Buffer;
+  setLapic(regs: Uint8Array): void;
+  /** KVM_MP_STATE_* number (0 runnable, 1 uninitialized, 2 init received, 3 halted, ...). */
+  getMpState(): number;
+  setMpState(state: number): void;
+  getVcpuEvents(): NativeVcpuEvents;
+  setVcpuEvents(events: Partial<NativeVcpuEvents>): void;
+  /** Real mode at entry (< 1 MiB): cs = entry & 0xf0000, ip = entry & 0xffff, data segments 0. */
+  setupRealMode(entry: number): void;
+  /** Flat 32-bit protected mode (cs 0x08, data 0x10, 4 GiB limits, no GDT in memory). */
+  setupProtectedMode(entry: number): void;
+  /** 64-bit mode: 6 pages of identity tables (low 4 GiB, 2 MiB pages) at pageTableGpa, a GDT at gdtGpa. */
+  setupLongMode(entry: number | bigint, layout: { pageTableGpa: number | bigint; gdtGpa: number | bigint }): void;
+  /** Spawns the KVM_RUN thread; every exit goes to onExit. hlt: 'park' (default) or 'stop'. */
+  start(onExit: (exit: NativeVcpuExit) => void, options?: { hlt?: 'park' | 'stop' }): void;
+  /** Asks the thread to park; true when already parked/idle/stopped (no 'parked' event follows). */
+  pause(): boolean;
+  /** Un-parks; false when it was not parked. */
+  resume(): boolean;
+  /** Ends the loop and joins the thread ('stopped' is delivered afterwards). Idempotent. */
+  stop(): void;
+  /** Data for the pending io 'in' (size*count bytes) or mmio 'read' (length bytes). */
+  complete(data: Uint8Array): void;
+  /** Native handler for ports [first, first+count): 'sink' counts OUT bytes, 'console' also keeps up to capacity bytes. INs read 0xff. */
+  claimPorts(first: number, count: number, kind?: 'sink' | 'console', capacity?: number): void;
+  releasePorts(first: number): void;
+  /** Bytes OUT-ed to the claim starting at `first` and the retained bytes (drain empties them). */
+  readPorts(first: number, drain?: boolean): { total: number; data: Buffer };
 }
 
 export interface NativeBinding {

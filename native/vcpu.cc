@@ -1,0 +1,624 @@
+#include "vcpu.h"
+
+#include <fcntl.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <utility>
+
+#include "errors.h"
+#include "vcpu_state.h"
+
+namespace vh {
+namespace {
+
+std::mutex g_ctor_mutex;
+std::unordered_map<napi_env, std::unique_ptr<Napi::FunctionReference>> g_ctors;
+thread_local std::shared_ptr<VcpuCore>* g_pending_core = nullptr;
+
+[[noreturn]] void Invalid(Napi::Env env, const std::string& message) {
+  ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG", message));
+}
+
+[[noreturn]] void Syscall(Napi::Env env, const Ioctl& op, std::string hint = {}) {
+  int err = errno;
+  ThrowError(env, ErrorFacts::FromErrno(err, op.name, {}, std::move(hint)));
+}
+
+// System facts every vCPU needs (kvm_run size, supported CPUID). The Vm does not keep the
+// /dev/kvm fd, so they are read once per process from /dev/kvm and cached.
+struct SystemFacts {
+  long mmap_size = 0;
+  std::vector<kvm_cpuid_entry2> cpuid;
+};
+
+const SystemFacts& System(Napi::Env env) {
+  static std::mutex mu;
+  static SystemFacts* facts = nullptr;  // leaked: read by every env, never changes
+  std::lock_guard<std::mutex> lock(mu);
+  if (facts != nullptr) return *facts;
+  UniqueFd kvm(::open("/dev/kvm", O_RDWR | O_CLOEXEC));
+  if (!kvm.Valid()) {
+    int err = errno;
+    ThrowError(env, ErrorFacts::FromErrno(err, "open", "/dev/kvm"));
+  }
+  auto f = std::make_unique<SystemFacts>();
+  f->mmap_size = ::ioctl(kvm.Get(), kGetVcpuMmapSize.request, 0);
+  if (f->mmap_size <= 0) Syscall(env, kGetVcpuMmapSize);
+  for (std::uint32_t n = 128; n <= 4096; n *= 2) {
+    std::vector<std::byte> buf(sizeof(kvm_cpuid2) + n * sizeof(kvm_cpuid_entry2));
+    auto* c = reinterpret_cast<kvm_cpuid2*>(buf.data());
+    c->nent = n;
+    if (::ioctl(kvm.Get(), kGetSupportedCpuid.request, c) == 0) {
+      f->cpuid.assign(c->entries, c->entries + c->nent);
+      facts = f.release();
+      return *facts;
+    }
+    if (errno != E2BIG) Syscall(env, kGetSupportedCpuid);
+  }
+  Syscall(env, kGetSupportedCpuid);
+}
+
+// Feature names accepted by opts.cpuid.disable, spelled as /proc/cpuinfo does. A subset of
+// native/cpuid_features.cc, which keeps its table private.
+struct MaskBit {
+  const char* name;
+  std::uint32_t function;
+  std::uint32_t index;
+  char reg;  // 'a', 'b', 'c', 'd'
+  std::uint8_t bit;
+};
+constexpr MaskBit kMaskBits[] = {
+    {"tsc", 1, 0, 'd', 4},         {"msr", 1, 0, 'd', 5},       {"pae", 1, 0, 'd', 6},
+    {"apic", 1, 0, 'd', 9},        {"sep", 1, 0, 'd', 11},      {"mtrr", 1, 0, 'd', 12},
+    {"pge", 1, 0, 'd', 13},        {"pat", 1, 0, 'd', 16},      {"clflush", 1, 0, 'd', 19},
+    {"mmx", 1, 0, 'd', 23},        {"fxsr", 1, 0, 'd', 24},     {"sse", 1, 0, 'd', 25},
+    {"sse2", 1, 0, 'd', 26},       {"pni", 1, 0, 'c', 0},       {"pclmulqdq", 1, 0, 'c', 1},
+    {"monitor", 1, 0, 'c', 3},     {"vmx", 1, 0, 'c', 5},       {"ssse3", 1, 0, 'c', 9},
+    {"fma", 1, 0, 'c', 12},        {"cx16", 1, 0, 'c', 13},     {"pcid", 1, 0, 'c', 17},
+    {"sse4_1", 1, 0, 'c', 19},     {"sse4_2", 1, 0, 'c', 20},   {"x2apic", 1, 0, 'c', 21},
+    {"movbe", 1, 0, 'c', 22},      {"popcnt", 1, 0, 'c', 23},   {"tsc_deadline_timer", 1, 0, 'c', 24},
+    {"aes", 1, 0, 'c', 25},        {"xsave", 1, 0, 'c', 26},    {"avx", 1, 0, 'c', 28},
+    {"f16c", 1, 0, 'c', 29},       {"rdrand", 1, 0, 'c', 30},   {"hypervisor", 1, 0, 'c', 31},
+    {"fsgsbase", 7, 0, 'b', 0},    {"bmi1", 7, 0, 'b', 3},      {"avx2", 7, 0, 'b', 5},
+    {"smep", 7, 0, 'b', 7},        {"bmi2", 7, 0, 'b', 8},      {"erms", 7, 0, 'b', 9},
+    {"invpcid", 7, 0, 'b', 10},    {"avx512f", 7, 0, 'b', 16},  {"rdseed", 7, 0, 'b', 18},
+    {"adx", 7, 0, 'b', 19},        {"smap", 7, 0, 'b', 20},     {"sha_ni", 7, 0, 'b', 29},
+    {"umip", 7, 0, 'c', 2},        {"pku", 7, 0, 'c', 3},       {"la57", 7, 0, 'c', 16},
+    {"rdpid", 7, 0, 'c', 22},      {"lahf_lm", 0x80000001, 0, 'c', 0},
+    {"svm", 0x80000001, 0, 'c', 2}, {"abm", 0x80000001, 0, 'c', 5},
+    {"sse4a", 0x80000001, 0, 'c', 6}, {"syscall", 0x80000001, 0, 'd', 11},
+    {"nx", 0x80000001, 0, 'd', 20}, {"pdpe1gb", 0x80000001, 0, 'd', 26},
+    {"rdtscp", 0x80000001, 0, 'd', 27}, {"lm", 0x80000001, 0, 'd', 29},
+};
+
+std::uint32_t* RegOf(kvm_cpuid_entry2& e, char reg) {
+  switch (reg) {
+    case 'a': return &e.eax;
+    case 'b': return &e.ebx;
+    case 'c': return &e.ecx;
+    default: return &e.edx;
+  }
+}
+
+// KVM_SET_CPUID2 with the supported CPUID minus opts.cpuid.disable; leaf 1 carries the APIC id.
+void ApplyCpuid(Napi::Env env, int fd, std::uint32_t id, Napi::Value options) {
+  std::vector<kvm_cpuid_entry2> entries = System(env).cpuid;
+  for (kvm_cpuid_entry2& e : entries) {
+    if (e.function == 1) e.ebx = (e.ebx & 0x00ffffffu) | ((id & 0xffu) << 24);
+  }
+  if (options.IsObject()) {
+    Napi::Value cpuid = options.As<Napi::Object>().Get("cpuid");
+    if (!cpuid.IsUndefined()) {
+      if (!cpuid.IsObject()) Invalid(env, "cpuid must be an object");
+      Napi::Value disable = cpuid.As<Napi::Object>().Get("disable");
+      if (!disable.IsUndefined()) {
+        if (!disable.IsArray()) Invalid(env, "cpuid.disable must be an array of feature names");
+        Napi::Array names = disable.As<Napi::Array>();
+        for (std::uint32_t i = 0; i < names.Length(); ++i) {
+          std::string name = names.Get(i).ToString().Utf8Value();
+          const MaskBit* bit = nullptr;
+          for (const MaskBit& b : kMaskBits) {
+            if (name == b.name) bit = &b;
+          }
+          if (bit == nullptr) Invalid(env, "cpuid.disable: unknown feature '" + name + "'");
+          for (kvm_cpuid_entry2& e : entries) {
+            if (e.function == bit->function && e.index == bit->index) *RegOf(e, bit->reg) &= ~(1u << bit->bit);
+          }
+        }
+      }
+    }
+  }
+  std::vector<std::byte> buf(sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2));
+  auto* c = reinterpret_cast<kvm_cpuid2*>(buf.data());
+  c->nent = static_cast<std::uint32_t>(entries.size());
+  std::memcpy(c->entries, entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
+  if (::ioctl(fd, kSetCpuid2.request, c) != 0) Syscall(env, kSetCpuid2);
+}
+
+kvm_segment FlatSegment(std::uint16_t selector, std::uint8_t type, bool code64) {
+  kvm_segment s{};
+  s.base = 0;
+  s.limit = 0xffffffff;
+  s.selector = selector;
+  s.type = type;
+  s.present = 1;
+  s.dpl = 0;
+  s.db = code64 ? 0 : 1;
+  s.s = 1;
+  s.l = code64 ? 1 : 0;
+  s.g = 1;
+  return s;
+}
+
+// A busy TSS descriptor: VMX refuses entry to protected/long mode with an unusable TR.
+kvm_segment TaskSegment() {
+  kvm_segment s{};
+  s.limit = 0x67;
+  s.type = 11;
+  s.present = 1;
+  return s;
+}
+
+constexpr std::uint64_t kCr0Pe = 1ull << 0;
+constexpr std::uint64_t kCr0Et = 1ull << 4;
+constexpr std::uint64_t kCr0Pg = 1ull << 31;
+constexpr std::uint64_t kCr4Pae = 1ull << 5;
+constexpr std::uint64_t kEferLme = 1ull << 8;
+constexpr std::uint64_t kEferLma = 1ull << 10;
+
+}  // namespace
+
+VcpuCore::VcpuCore(UniqueFd fd, Mapping run, std::uint32_t id, GuestMemory* memory)
+    : fd_(std::move(fd)), run_(std::move(run)), id_(id), memory_(memory) {
+  runner_ = std::make_unique<VcpuRunner>(fd_.Get(), this->run(), id_);
+}
+
+void VcpuCore::Close() noexcept {
+  if (!fd_.Valid()) return;
+  runner_->Stop();
+  for (auto& hook : close_hooks_) hook();
+  close_hooks_.clear();
+  memory_ = nullptr;
+  run_.Reset();
+  fd_.Reset();
+}
+
+Napi::Function Vcpu::DefineClass(Napi::Env env) {
+  Napi::Function fn = ObjectWrap<Vcpu>::DefineClass(
+      env, "Vcpu",
+      {
+          InstanceAccessor<&Vcpu::Id>("id"),
+          InstanceAccessor<&Vcpu::State>("state"),
+          InstanceAccessor<&Vcpu::Closed>("closed"),
+          InstanceMethod<&Vcpu::GetRegs>("getRegs"),
+          InstanceMethod<&Vcpu::SetRegs>("setRegs"),
+          InstanceMethod<&Vcpu::GetSregs>("getSregs"),
+          InstanceMethod<&Vcpu::SetSregs>("setSregs"),
+          InstanceMethod<&Vcpu::GetFpu>("getFpu"),
+          InstanceMethod<&Vcpu::SetFpu>("setFpu"),
+          InstanceMethod<&Vcpu::GetMsrs>("getMsrs"),
+          InstanceMethod<&Vcpu::SetMsrs>("setMsrs"),
+          InstanceMethod<&Vcpu::GetLapic>("getLapic"),
+          InstanceMethod<&Vcpu::SetLapic>("setLapic"),
+          InstanceMethod<&Vcpu::GetMpState>("getMpState"),
+          InstanceMethod<&Vcpu::SetMpState>("setMpState"),
+          InstanceMethod<&Vcpu::GetVcpuEvents>("getVcpuEvents"),
+          InstanceMethod<&Vcpu::SetVcpuEvents>("setVcpuEvents"),
+          InstanceMethod<&Vcpu::SetupRealMode>("setupRealMode"),
+          InstanceMethod<&Vcpu::SetupProtectedMode>("setupProtectedMode"),
+          InstanceMethod<&Vcpu::SetupLongMode>("setupLongMode"),
+          InstanceMethod<&Vcpu::Start>("start"),
+          InstanceMethod<&Vcpu::Pause>("pause"),
+          InstanceMethod<&Vcpu::Resume>("resume"),
+          InstanceMethod<&Vcpu::Stop>("stop"),
+          InstanceMethod<&Vcpu::Complete>("complete"),
+          InstanceMethod<&Vcpu::ClaimPorts>("claimPorts"),
+          InstanceMethod<&Vcpu::ReleasePorts>("releasePorts"),
+          InstanceMethod<&Vcpu::ReadPorts>("readPorts"),
+      });
+  napi_env key = env;
+  {
+    std::lock_guard<std::mutex> lock(g_ctor_mutex);
+    g_ctors[key] = std::make_unique<Napi::FunctionReference>(Napi::Persistent(fn));
+  }
+  env.AddCleanupHook([key] {
+    std::lock_guard<std::mutex> lock(g_ctor_mutex);
+    g_ctors.erase(key);
+  });
+  return fn;
+}
+
+Napi::Object Vcpu::Create(Napi::Env env, Napi::Object vm, int vm_fd, GuestMemory* memory,
+                          Napi::Value id_value, Napi::Value options, std::shared_ptr<VcpuCore>* out) {
+  if (!options.IsUndefined() && !options.IsObject()) Invalid(env, "options must be an object");
+  std::uint32_t id = static_cast<std::uint32_t>(JsToUint(env, id_value, "id", UINT32_MAX));
+  const SystemFacts& sys = System(env);
+  int r = ::ioctl(vm_fd, kCreateVcpu.request, static_cast<unsigned long>(id));
+  if (r < 0) Syscall(env, kCreateVcpu, errno == EEXIST ? "vCPU id already in use" : "");
+  UniqueFd fd(r);
+  void* addr = ::mmap(nullptr, static_cast<std::size_t>(sys.mmap_size), PROT_READ | PROT_WRITE, MAP_SHARED, fd.Get(), 0);
+  if (addr == MAP_FAILED) {
+    int err = errno;
+    ThrowError(env, ErrorFacts::FromErrno(err, "mmap", {}, "kvm_run"));
+  }
+  Mapping run(addr, static_cast<std::size_t>(sys.mmap_size));
+  ApplyCpuid(env, fd.Get(), id, options);
+  auto core = std::make_shared<VcpuCore>(std::move(fd), std::move(run), id, memory);
+
+  Napi::Function ctor;
+  {
+    std::lock_guard<std::mutex> lock(g_ctor_mutex);
+    auto it = g_ctors.find(env);
+    if (it == g_ctors.end()) ThrowError(env, ErrorFacts::Misuse("ERR_INTERNAL", "Vcpu class was not registered"));
+    ctor = it->second->Value();
+  }
+  g_pending_core = &core;
+  Napi::Object obj;
+  try {
+    obj = ctor.New({});
+  } catch (...) {
+    g_pending_core = nullptr;
+    throw;
+  }
+  g_pending_core = nullptr;
+  Vcpu* self = Unwrap(obj);
+  self->vm_ = Napi::Persistent(vm);
+  *out = self->core_;
+  return obj;
+}
+
+std::shared_ptr<VcpuCore> Vcpu::CoreOf(Napi::Value value) {
+  if (!value.IsObject()) return nullptr;
+  Napi::Function ctor;
+  {
+    std::lock_guard<std::mutex> lock(g_ctor_mutex);
+    auto it = g_ctors.find(value.Env());
+    if (it == g_ctors.end()) return nullptr;
+    ctor = it->second->Value();
+  }
+  if (!value.As<Napi::Object>().InstanceOf(ctor)) return nullptr;
+  return Unwrap(value.As<Napi::Object>())->core_;
+}
+
+Vcpu::Vcpu(const Napi::CallbackInfo& info) : ObjectWrap<Vcpu>(info) {
+  if (g_pending_core == nullptr) {
+    ThrowError(info.Env(), ErrorFacts::Misuse("ERR_ILLEGAL_CONSTRUCTOR", "create a Vcpu with vm.createVcpu()"));
+  }
+  core_ = std::move(*g_pending_core);
+  g_pending_core = nullptr;
+}
+
+Vcpu::~Vcpu() {
+  if (core_) core_->Close();
+}
+
+VcpuCore& Vcpu::Open(Napi::Env env) {
+  if (!core_ || core_->closed()) ThrowError(env, ErrorFacts::Misuse("ERR_CLOSED", "Vcpu is closed (its Vm was closed)"));
+  return *core_;
+}
+
+VcpuCore& Vcpu::Idle(Napi::Env env) {
+  VcpuCore& core = Open(env);
+  if (core.runner().state() == VcpuRunner::State::kRunning) {
+    ThrowError(env, ErrorFacts::Misuse("ERR_BUSY", "vCPU is running; pause() it first"));
+  }
+  return core;
+}
+
+Napi::Value Vcpu::Id(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), core_->id()); }
+
+Napi::Value Vcpu::State(const Napi::CallbackInfo& info) {
+  if (core_->closed()) return Napi::String::New(info.Env(), "closed");
+  return Napi::String::New(info.Env(), VcpuRunner::StateName(core_->runner().state()));
+}
+
+Napi::Value Vcpu::Closed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), core_->closed()); }
+
+Napi::Value Vcpu::GetRegs(const Napi::CallbackInfo& info) {
+  kvm_regs regs{};
+  if (::ioctl(StateFd(info.Env()), kGetRegs.request, &regs) != 0) Syscall(info.Env(), kGetRegs);
+  return RegsToJs(info.Env(), regs);
+}
+
+void Vcpu::SetRegs(const Napi::CallbackInfo& info) {
+  int fd = StateFd(info.Env());
+  kvm_regs regs{};
+  if (::ioctl(fd, kGetRegs.request, &regs) != 0) Syscall(info.Env(), kGetRegs);
+  RegsFromJs(info.Env(), info[0], &regs);
+  if (::ioctl(fd, kSetRegs.request, &regs) != 0) Syscall(info.Env(), kSetRegs);
+}
+
+Napi::Value Vcpu::GetSregs(const Napi::CallbackInfo& info) {
+  kvm_sregs sregs{};
+  if (::ioctl(StateFd(info.Env()), kGetSregs.request, &sregs) != 0) Syscall(info.Env(), kGetSregs);
+  return SregsToJs(info.Env(), sregs);
+}
+
+void Vcpu::SetSregs(const Napi::CallbackInfo& info) {
+  int fd = StateFd(info.Env());
+  kvm_sregs sregs{};
+  if (::ioctl(fd, kGetSregs.request, &sregs) != 0) Syscall(info.Env(), kGetSregs);
+  SregsFromJs(info.Env(), info[0], &sregs);
+  if (::ioctl(fd, kSetSregs.request, &sregs) != 0) Syscall(info.Env(), kSetSregs);
+}
+
+Napi::Value Vcpu::GetFpu(const Napi::CallbackInfo& info) {
+  kvm_fpu fpu{};
+  if (::ioctl(StateFd(info.Env()), kGetFpu.request, &fpu) != 0) Syscall(info.Env(), kGetFpu);
+  return FpuToJs(info.Env(), fpu);
+}
+
+void Vcpu::SetFpu(const Napi::CallbackInfo& info) {
+  int fd = StateFd(info.Env());
+  kvm_fpu fpu{};
+  if (::ioctl(fd, kGetFpu.request, &fpu) != 0) Syscall(info.Env(), kGetFpu);
+  FpuFromJs(info.Env(), info[0], &fpu);
+  if (::ioctl(fd, kSetFpu.request, &fpu) != 0) Syscall(info.Env(), kSetFpu);
+}
+
+Napi::Value Vcpu::GetMsrs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = StateFd(env);
+  if (info.Length() < 1 || !info[0].IsArray()) Invalid(env, "getMsrs(indices) needs an array of MSR numbers");
+  Napi::Array indices = info[0].As<Napi::Array>();
+  std::uint32_t n = indices.Length();
+  std::vector<std::byte> buf(sizeof(kvm_msrs) + n * sizeof(kvm_msr_entry));
+  auto* msrs = reinterpret_cast<kvm_msrs*>(buf.data());
+  msrs->nmsrs = n;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    msrs->entries[i].index = static_cast<std::uint32_t>(JsToUint(env, indices.Get(i), "index", UINT32_MAX));
+  }
+  int r = ::ioctl(fd, kGetMsrs.request, msrs);
+  if (r < 0) Syscall(env, kGetMsrs);
+  // KVM stops at the first MSR it cannot read; return exactly those it read.
+  Napi::Array out = Napi::Array::New(env, static_cast<std::size_t>(r));
+  for (std::uint32_t i = 0; i < static_cast<std::uint32_t>(r); ++i) {
+    Napi::Object e = Napi::Object::New(env);
+    e.Set("index", msrs->entries[i].index);
+    e.Set("data", Napi::BigInt::New(env, static_cast<std::uint64_t>(msrs->entries[i].data)));
+    out.Set(i, e);
+  }
+  return out;
+}
+
+Napi::Value Vcpu::SetMsrs(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = StateFd(env);
+  if (info.Length() < 1 || !info[0].IsArray()) Invalid(env, "setMsrs(entries) needs an array of {index, data}");
+  Napi::Array entries = info[0].As<Napi::Array>();
+  std::uint32_t n = entries.Length();
+  std::vector<std::byte> buf(sizeof(kvm_msrs) + n * sizeof(kvm_msr_entry));
+  auto* msrs = reinterpret_cast<kvm_msrs*>(buf.data());
+  msrs->nmsrs = n;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    Napi::Value v = entries.Get(i);
+    if (!v.IsObject()) Invalid(env, "each MSR entry must be {index, data}");
+    Napi::Object e = v.As<Napi::Object>();
+    msrs->entries[i].index = static_cast<std::uint32_t>(JsToUint(env, e.Get("index"), "index", UINT32_MAX));
+    msrs->entries[i].data = JsToU64(env, e.Get("data"), "data");
+  }
+  int r = ::ioctl(fd, kSetMsrs.request, msrs);
+  if (r < 0) Syscall(env, kSetMsrs);
+  return Napi::Number::New(env, r);  // how many were set, in order
+}
+
+Napi::Value Vcpu::GetLapic(const Napi::CallbackInfo& info) {
+  kvm_lapic_state lapic{};
+  if (::ioctl(StateFd(info.Env()), kGetLapic.request, &lapic) != 0) Syscall(info.Env(), kGetLapic, "needs irqchip: true");
+  return Napi::Buffer<std::uint8_t>::Copy(info.Env(), reinterpret_cast<const std::uint8_t*>(lapic.regs), sizeof(lapic.regs));
+}
+
+void Vcpu::SetLapic(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = StateFd(env);
+  kvm_lapic_state lapic{};
+  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::Uint8Array>().ByteLength() != sizeof(lapic.regs)) {
+    Invalid(env, "setLapic needs a Buffer of " + std::to_string(sizeof(lapic.regs)) + " bytes");
+  }
+  std::memcpy(lapic.regs, info[0].As<Napi::Uint8Array>().Data(), sizeof(lapic.regs));
+  if (::ioctl(fd, kSetLapic.request, &lapic) != 0) Syscall(env, kSetLapic, "needs irqchip: true");
+}
+
+Napi::Value Vcpu::GetMpState(const Napi::CallbackInfo& info) {
+  kvm_mp_state mp{};
+  if (::ioctl(StateFd(info.Env()), kGetMpState.request, &mp) != 0) Syscall(info.Env(), kGetMpState);
+  return Napi::Number::New(info.Env(), mp.mp_state);
+}
+
+void Vcpu::SetMpState(const Napi::CallbackInfo& info) {
+  int fd = StateFd(info.Env());
+  kvm_mp_state mp{};
+  mp.mp_state = static_cast<std::uint32_t>(JsToUint(info.Env(), info[0], "mpState", UINT32_MAX));
+  if (::ioctl(fd, kSetMpState.request, &mp) != 0) Syscall(info.Env(), kSetMpState);
+}
+
+Napi::Value Vcpu::GetVcpuEvents(const Napi::CallbackInfo& info) {
+  kvm_vcpu_events events{};
+  if (::ioctl(StateFd(info.Env()), kGetVcpuEvents.request, &events) != 0) Syscall(info.Env(), kGetVcpuEvents);
+  return VcpuEventsToJs(info.Env(), events);
+}
+
+void Vcpu::SetVcpuEvents(const Napi::CallbackInfo& info) {
+  int fd = StateFd(info.Env());
+  kvm_vcpu_events events{};
+  if (::ioctl(fd, kGetVcpuEvents.request, &events) != 0) Syscall(info.Env(), kGetVcpuEvents);
+  VcpuEventsFromJs(info.Env(), info[0], &events);
+  if (::ioctl(fd, kSetVcpuEvents.request, &events) != 0) Syscall(info.Env(), kSetVcpuEvents);
+}
+
+namespace {
+
+void Apply(Napi::Env env, int fd, const kvm_sregs& sregs, std::uint64_t rip) {
+  if (::ioctl(fd, kSetSregs.request, &sregs) != 0) Syscall(env, kSetSregs);
+  kvm_regs regs{};
+  regs.rip = rip;
+  regs.rflags = 2;  // bit 1 is reserved-as-one
+  if (::ioctl(fd, kSetRegs.request, &regs) != 0) Syscall(env, kSetRegs);
+}
+
+kvm_sregs CurrentSregs(Napi::Env env, int fd) {
+  kvm_sregs sregs{};
+  if (::ioctl(fd, kGetSregs.request, &sregs) != 0) Syscall(env, kGetSregs);
+  return sregs;
+}
+
+void WriteGuest(Napi::Env env, GuestMemory* memory, std::uint64_t gpa, const void* data, std::size_t len) {
+  ErrorFacts error;
+  std::byte* dst = memory->Locate(gpa, len, &error);
+  if (dst == nullptr) ThrowError(env, error);
+  std::memcpy(dst, data, len);
+}
+
+}  // namespace
+
+void Vcpu::SetupRealMode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = StateFd(env);
+  std::uint64_t entry = JsToUint(env, info[0], "entry", 0xfffff);
+  kvm_sregs s = CurrentSregs(env, fd);
+  for (kvm_segment* seg : {&s.ds, &s.es, &s.fs, &s.gs, &s.ss}) {
+    seg->base = 0;
+    seg->selector = 0;
+  }
+  s.cs.selector = static_cast<std::uint16_t>((entry & 0xf0000) >> 4);
+  s.cs.base = entry & 0xf0000;
+  s.cr0 &= ~(kCr0Pe | kCr0Pg);
+  s.efer = 0;
+  Apply(env, fd, s, entry & 0xffff);
+}
+
+void Vcpu::SetupProtectedMode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = StateFd(env);
+  std::uint64_t entry = JsToUint(env, info[0], "entry", 0xffffffff);
+  kvm_sregs s = CurrentSregs(env, fd);
+  s.cs = FlatSegment(0x08, 11, false);
+  for (kvm_segment* seg : {&s.ds, &s.es, &s.fs, &s.gs, &s.ss}) *seg = FlatSegment(0x10, 3, false);
+  s.tr = TaskSegment();
+  s.cr0 = (s.cr0 | kCr0Pe | kCr0Et) & ~kCr0Pg;
+  s.efer = 0;
+  Apply(env, fd, s, entry);
+}
+
+void Vcpu::SetupLongMode(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  VcpuCore& core = Idle(env);
+  int fd = core.fd();
+  std::uint64_t entry = JsToU64(env, info[0], "entry");
+  if (info.Length() < 2 || !info[1].IsObject()) Invalid(env, "setupLongMode(entry, {pageTableGpa, gdtGpa})");
+  Napi::Object opts = info[1].As<Napi::Object>();
+  std::uint64_t pt = JsToU64(env, opts.Get("pageTableGpa"), "pageTableGpa");
+  std::uint64_t gdt = JsToU64(env, opts.Get("gdtGpa"), "gdtGpa");
+  if (pt % 4096 != 0) Invalid(env, "pageTableGpa must be 4 KiB aligned");
+
+  // PML4 -> one PDPT -> four PDs of 2 MiB pages: the low 4 GiB identity-mapped (6 pages).
+  constexpr std::uint64_t kPresentWritable = 0x3, kHuge = 0x80;
+  std::vector<std::uint64_t> tables(6 * 512, 0);
+  tables[0] = (pt + 0x1000) | kPresentWritable;
+  for (std::uint64_t i = 0; i < 4; ++i) {
+    tables[512 + i] = (pt + 0x2000 + i * 0x1000) | kPresentWritable;
+    for (std::uint64_t j = 0; j < 512; ++j) {
+      tables[1024 + i * 512 + j] = ((i * 512 + j) << 21) | kPresentWritable | kHuge;
+    }
+  }
+  WriteGuest(env, core.memory(), pt, tables.data(), tables.size() * sizeof(std::uint64_t));
+  const std::uint64_t descriptors[] = {0, 0x00af9a000000ffffull, 0x00cf92000000ffffull};
+  WriteGuest(env, core.memory(), gdt, descriptors, sizeof(descriptors));
+
+  kvm_sregs s = CurrentSregs(env, fd);
+  s.cs = FlatSegment(0x08, 11, true);
+  for (kvm_segment* seg : {&s.ds, &s.es, &s.fs, &s.gs, &s.ss}) *seg = FlatSegment(0x10, 3, false);
+  s.tr = TaskSegment();
+  s.gdt.base = gdt;
+  s.gdt.limit = sizeof(descriptors) - 1;
+  s.cr3 = pt;
+  s.cr4 |= kCr4Pae;
+  s.cr0 |= kCr0Pe | kCr0Et | kCr0Pg;
+  s.efer |= kEferLme | kEferLma;
+  Apply(env, fd, s, entry);
+}
+
+void Vcpu::Start(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  VcpuCore& core = Open(env);
+  if (info.Length() < 1 || !info[0].IsFunction()) Invalid(env, "start(onExit, options?) needs a function");
+  HltPolicy hlt = HltPolicy::kPark;
+  if (info.Length() > 1 && info[1].IsObject()) {
+    Napi::Value v = info[1].As<Napi::Object>().Get("hlt");
+    if (!v.IsUndefined()) {
+      std::string name = v.ToString().Utf8Value();
+      if (name == "stop") hlt = HltPolicy::kStop;
+      else if (name != "park") Invalid(env, "hlt must be 'park' or 'stop'");
+    }
+  }
+  core.runner().Start(env, info[0].As<Napi::Function>(), hlt);
+}
+
+Napi::Value Vcpu::Pause(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), Open(info.Env()).runner().Pause());
+}
+
+Napi::Value Vcpu::Resume(const Napi::CallbackInfo& info) {
+  return Napi::Boolean::New(info.Env(), Open(info.Env()).runner().Resume());
+}
+
+void Vcpu::Stop(const Napi::CallbackInfo& info) {
+  if (core_ && !core_->closed()) core_->runner().Stop();
+  (void)info;
+}
+
+void Vcpu::Complete(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  VcpuCore& core = Open(env);
+  if (info.Length() < 1 || !info[0].IsTypedArray()) Invalid(env, "complete(data) needs a Buffer");
+  Napi::Uint8Array data = info[0].As<Napi::Uint8Array>();
+  long expected = core.runner().Complete(data.Data(), data.ByteLength());
+  if (expected < 0) ThrowError(env, ErrorFacts::Misuse("ERR_NOT_WAITING", "no IO-in or MMIO-read is waiting for data"));
+  if (static_cast<std::size_t>(expected) != data.ByteLength()) {
+    Invalid(env, "complete() needs exactly " + std::to_string(expected) + " bytes");
+  }
+}
+
+void Vcpu::ClaimPorts(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  VcpuCore& core = Open(env);
+  auto first = static_cast<std::uint16_t>(JsToUint(env, info[0], "first", 0xffff));
+  auto count = static_cast<std::uint32_t>(JsToUint(env, info[1], "count", 0x10000 - first));
+  if (count == 0) Invalid(env, "count must be at least 1");
+  std::string kind = info.Length() > 2 ? info[2].ToString().Utf8Value() : "sink";
+  if (kind != "sink" && kind != "console") Invalid(env, "kind must be 'sink' or 'console'");
+  std::size_t capacity = info.Length() > 3 && !info[3].IsUndefined()
+                             ? static_cast<std::size_t>(JsToUint(env, info[3], "capacity", 1ull << 30))
+                             : 1u << 20;
+  if (!core.runner().ClaimPorts(first, count, kind == "console" ? PortHandlerKind::kConsole : PortHandlerKind::kSink, capacity)) {
+    ThrowError(env, ErrorFacts::Misuse("EEXIST", "ports overlap an existing claim"));
+  }
+}
+
+void Vcpu::ReleasePorts(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto first = static_cast<std::uint16_t>(JsToUint(env, info[0], "first", 0xffff));
+  if (!Open(env).runner().ReleasePorts(first)) Invalid(env, "no claim starts at port " + std::to_string(first));
+}
+
+Napi::Value Vcpu::ReadPorts(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto first = static_cast<std::uint16_t>(JsToUint(env, info[0], "first", 0xffff));
+  bool drain = info.Length() > 1 && info[1].ToBoolean().Value();
+  std::uint64_t total = 0;
+  std::vector<std::uint8_t> bytes;
+  if (!Open(env).runner().ReadClaim(first, &total, &bytes, drain)) Invalid(env, "no claim starts at port " + std::to_string(first));
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("total", static_cast<double>(total));
+  o.Set("data", Napi::Buffer<std::uint8_t>::Copy(env, bytes.data(), bytes.size()));
+  return o;
+}
+
+}  // namespace vh
