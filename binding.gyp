@@ -5,6 +5,7 @@
       "sources": [
         "native/addon.cc",
         "native/errors.cc",
+        "native/js_args.cc",
         "native/kvm_system.cc",
         "native/vm.cc",
         "native/vcpu.cc",

@@ -1,7 +1,9 @@
 #include "cpuid_features.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -213,6 +215,15 @@ std::vector<std::string> DecodeCpuidFeatures(const std::vector<CpuidLeaf>& leave
   std::sort(names.begin(), names.end());
   names.erase(std::unique(names.begin(), names.end()), names.end());
   return names;
+}
+
+std::optional<CpuidFeatureBit> FindCpuidFeature(const std::string& name) {
+  for (const FeatureBit& f : kFeatureBits) {
+    if (name != f.name) continue;
+    constexpr char kRegNames[] = {'a', 'b', 'c', 'd'};
+    return CpuidFeatureBit{f.function, f.index, kRegNames[static_cast<std::size_t>(f.reg)], f.bit};
+  }
+  return std::nullopt;
 }
 
 Napi::Value DecodeCpuidFeaturesJs(const Napi::CallbackInfo& info) {

@@ -6,6 +6,7 @@
 #include <napi.h>
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -20,6 +21,18 @@ struct CpuidLeaf {
   std::uint32_t ecx = 0;
   std::uint32_t edx = 0;
 };
+
+// Where a feature lives: CPUID leaf `function`/subleaf `index`, register ('a', 'b', 'c' or
+// 'd' for eax..edx) and bit.
+struct CpuidFeatureBit {
+  std::uint32_t function = 0;
+  std::uint32_t index = 0;
+  char reg = 'a';
+  std::uint8_t bit = 0;
+};
+
+// The bit of a feature named as DecodeCpuidFeatures() names it; nullopt for an unknown name.
+std::optional<CpuidFeatureBit> FindCpuidFeature(const std::string& name);
 
 // Feature names set in `leaves`, sorted and unique, spelled as Linux spells them in
 // /proc/cpuinfo (lowercase X86_FEATURE_* names; KVM PV features as in KVM_FEATURE_*).

@@ -17,6 +17,7 @@
 
 #include "dirty_bitmap.h"
 #include "errors.h"
+#include "js_args.h"
 
 // Debian 12 ships Linux 6.1 headers; PAGEMAP_SCAN and UFFD_FEATURE_WP_ASYNC arrived in 6.7.
 // Values from include/uapi/linux/fs.h and userfaultfd.h of 6.7+; the kernel we run on decides
@@ -84,7 +85,7 @@ double IndexArg(Napi::Env env, const Napi::Value& v, const char* name) {
     ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_TYPE", std::string(name) + " must be a number"));
   }
   double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0) || d != std::floor(d) || d > 9007199254740991.0) {
+  if (!IsSafeIndex(d)) {
     ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_VALUE",
                                        std::string(name) + " must be a non-negative integer"));
   }

@@ -8,23 +8,20 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <optional>
 #include <string>
-#include <unordered_map>
 #include <utility>
 
+#include "cpuid_features.h"
 #include "errors.h"
+#include "js_args.h"
 #include "vcpu_state.h"
 
 namespace vh {
 namespace {
 
-std::mutex g_ctor_mutex;
-std::unordered_map<napi_env, std::unique_ptr<Napi::FunctionReference>> g_ctors;
+ConstructorRegistry g_ctors;
 thread_local std::shared_ptr<VcpuCore>* g_pending_core = nullptr;
-
-[[noreturn]] void Invalid(Napi::Env env, const std::string& message) {
-  ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG", message));
-}
 
 [[noreturn]] void Syscall(Napi::Env env, const Ioctl& op, std::string hint = {}) {
   int err = errno;
@@ -65,39 +62,6 @@ const SystemFacts& System(Napi::Env env) {
   Syscall(env, kGetSupportedCpuid);
 }
 
-// Feature names accepted by opts.cpuid.disable, spelled as /proc/cpuinfo does. A subset of
-// native/cpuid_features.cc, which keeps its table private.
-struct MaskBit {
-  const char* name;
-  std::uint32_t function;
-  std::uint32_t index;
-  char reg;  // 'a', 'b', 'c', 'd'
-  std::uint8_t bit;
-};
-constexpr MaskBit kMaskBits[] = {
-    {"tsc", 1, 0, 'd', 4},         {"msr", 1, 0, 'd', 5},       {"pae", 1, 0, 'd', 6},
-    {"apic", 1, 0, 'd', 9},        {"sep", 1, 0, 'd', 11},      {"mtrr", 1, 0, 'd', 12},
-    {"pge", 1, 0, 'd', 13},        {"pat", 1, 0, 'd', 16},      {"clflush", 1, 0, 'd', 19},
-    {"mmx", 1, 0, 'd', 23},        {"fxsr", 1, 0, 'd', 24},     {"sse", 1, 0, 'd', 25},
-    {"sse2", 1, 0, 'd', 26},       {"pni", 1, 0, 'c', 0},       {"pclmulqdq", 1, 0, 'c', 1},
-    {"monitor", 1, 0, 'c', 3},     {"vmx", 1, 0, 'c', 5},       {"ssse3", 1, 0, 'c', 9},
-    {"fma", 1, 0, 'c', 12},        {"cx16", 1, 0, 'c', 13},     {"pcid", 1, 0, 'c', 17},
-    {"sse4_1", 1, 0, 'c', 19},     {"sse4_2", 1, 0, 'c', 20},   {"x2apic", 1, 0, 'c', 21},
-    {"movbe", 1, 0, 'c', 22},      {"popcnt", 1, 0, 'c', 23},   {"tsc_deadline_timer", 1, 0, 'c', 24},
-    {"aes", 1, 0, 'c', 25},        {"xsave", 1, 0, 'c', 26},    {"avx", 1, 0, 'c', 28},
-    {"f16c", 1, 0, 'c', 29},       {"rdrand", 1, 0, 'c', 30},   {"hypervisor", 1, 0, 'c', 31},
-    {"fsgsbase", 7, 0, 'b', 0},    {"bmi1", 7, 0, 'b', 3},      {"avx2", 7, 0, 'b', 5},
-    {"smep", 7, 0, 'b', 7},        {"bmi2", 7, 0, 'b', 8},      {"erms", 7, 0, 'b', 9},
-    {"invpcid", 7, 0, 'b', 10},    {"avx512f", 7, 0, 'b', 16},  {"rdseed", 7, 0, 'b', 18},
-    {"adx", 7, 0, 'b', 19},        {"smap", 7, 0, 'b', 20},     {"sha_ni", 7, 0, 'b', 29},
-    {"umip", 7, 0, 'c', 2},        {"pku", 7, 0, 'c', 3},       {"la57", 7, 0, 'c', 16},
-    {"rdpid", 7, 0, 'c', 22},      {"lahf_lm", 0x80000001, 0, 'c', 0},
-    {"svm", 0x80000001, 0, 'c', 2}, {"abm", 0x80000001, 0, 'c', 5},
-    {"sse4a", 0x80000001, 0, 'c', 6}, {"syscall", 0x80000001, 0, 'd', 11},
-    {"nx", 0x80000001, 0, 'd', 20}, {"pdpe1gb", 0x80000001, 0, 'd', 26},
-    {"rdtscp", 0x80000001, 0, 'd', 27}, {"lm", 0x80000001, 0, 'd', 29},
-};
-
 std::uint32_t* RegOf(kvm_cpuid_entry2& e, char reg) {
   switch (reg) {
     case 'a': return &e.eax;
@@ -116,18 +80,16 @@ void ApplyCpuid(Napi::Env env, int fd, std::uint32_t id, Napi::Value options) {
   if (options.IsObject()) {
     Napi::Value cpuid = options.As<Napi::Object>().Get("cpuid");
     if (!cpuid.IsUndefined()) {
-      if (!cpuid.IsObject()) Invalid(env, "cpuid must be an object");
+      if (!cpuid.IsObject()) ThrowInvalidArg(env, "cpuid must be an object");
       Napi::Value disable = cpuid.As<Napi::Object>().Get("disable");
       if (!disable.IsUndefined()) {
-        if (!disable.IsArray()) Invalid(env, "cpuid.disable must be an array of feature names");
+        if (!disable.IsArray()) ThrowInvalidArg(env, "cpuid.disable must be an array of feature names");
         Napi::Array names = disable.As<Napi::Array>();
         for (std::uint32_t i = 0; i < names.Length(); ++i) {
           std::string name = names.Get(i).ToString().Utf8Value();
-          const MaskBit* bit = nullptr;
-          for (const MaskBit& b : kMaskBits) {
-            if (name == b.name) bit = &b;
-          }
-          if (bit == nullptr) Invalid(env, "cpuid.disable: unknown feature '" + name + "'");
+          // Every name decodeCpuidFeatures() reports can be disabled.
+          std::optional<CpuidFeatureBit> bit = FindCpuidFeature(name);
+          if (!bit) ThrowInvalidArg(env, "cpuid.disable: unknown feature '" + name + "'");
           for (kvm_cpuid_entry2& e : entries) {
             if (e.function == bit->function && e.index == bit->index) *RegOf(e, bit->reg) &= ~(1u << bit->bit);
           }
@@ -223,21 +185,13 @@ Napi::Function Vcpu::DefineClass(Napi::Env env) {
           InstanceMethod<&Vcpu::ReleasePorts>("releasePorts"),
           InstanceMethod<&Vcpu::ReadPorts>("readPorts"),
       });
-  napi_env key = env;
-  {
-    std::lock_guard<std::mutex> lock(g_ctor_mutex);
-    g_ctors[key] = std::make_unique<Napi::FunctionReference>(Napi::Persistent(fn));
-  }
-  env.AddCleanupHook([key] {
-    std::lock_guard<std::mutex> lock(g_ctor_mutex);
-    g_ctors.erase(key);
-  });
+  g_ctors.Register(env, fn);
   return fn;
 }
 
 Napi::Object Vcpu::Create(Napi::Env env, Napi::Object vm, int vm_fd, GuestMemory* memory,
                           Napi::Value id_value, Napi::Value options, std::shared_ptr<VcpuCore>* out) {
-  if (!options.IsUndefined() && !options.IsObject()) Invalid(env, "options must be an object");
+  if (!options.IsUndefined() && !options.IsObject()) ThrowInvalidArg(env, "options must be an object");
   std::uint32_t id = static_cast<std::uint32_t>(JsToUint(env, id_value, "id", UINT32_MAX));
   const SystemFacts& sys = System(env);
   int r = ::ioctl(vm_fd, kCreateVcpu.request, static_cast<unsigned long>(id));
@@ -252,22 +206,7 @@ Napi::Object Vcpu::Create(Napi::Env env, Napi::Object vm, int vm_fd, GuestMemory
   ApplyCpuid(env, fd.Get(), id, options);
   auto core = std::make_shared<VcpuCore>(std::move(fd), std::move(run), id, memory);
 
-  Napi::Function ctor;
-  {
-    std::lock_guard<std::mutex> lock(g_ctor_mutex);
-    auto it = g_ctors.find(env);
-    if (it == g_ctors.end()) ThrowError(env, ErrorFacts::Misuse("ERR_INTERNAL", "Vcpu class was not registered"));
-    ctor = it->second->Value();
-  }
-  g_pending_core = &core;
-  Napi::Object obj;
-  try {
-    obj = ctor.New({});
-  } catch (...) {
-    g_pending_core = nullptr;
-    throw;
-  }
-  g_pending_core = nullptr;
+  Napi::Object obj = g_ctors.New(env, g_pending_core, &core, "Vcpu class was not registered");
   Vcpu* self = Unwrap(obj);
   self->vm_ = Napi::Persistent(vm);
   *out = self->core_;
@@ -276,13 +215,8 @@ Napi::Object Vcpu::Create(Napi::Env env, Napi::Object vm, int vm_fd, GuestMemory
 
 std::shared_ptr<VcpuCore> Vcpu::CoreOf(Napi::Value value) {
   if (!value.IsObject()) return nullptr;
-  Napi::Function ctor;
-  {
-    std::lock_guard<std::mutex> lock(g_ctor_mutex);
-    auto it = g_ctors.find(value.Env());
-    if (it == g_ctors.end()) return nullptr;
-    ctor = it->second->Value();
-  }
+  Napi::Function ctor = g_ctors.Get(value.Env());
+  if (ctor.IsEmpty()) return nullptr;
   if (!value.As<Napi::Object>().InstanceOf(ctor)) return nullptr;
   return Unwrap(value.As<Napi::Object>())->core_;
 }
@@ -366,7 +300,7 @@ void Vcpu::SetFpu(const Napi::CallbackInfo& info) {
 Napi::Value Vcpu::GetMsrs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = StateFd(env);
-  if (info.Length() < 1 || !info[0].IsArray()) Invalid(env, "getMsrs(indices) needs an array of MSR numbers");
+  if (info.Length() < 1 || !info[0].IsArray()) ThrowInvalidArg(env, "getMsrs(indices) needs an array of MSR numbers");
   Napi::Array indices = info[0].As<Napi::Array>();
   std::uint32_t n = indices.Length();
   std::vector<std::byte> buf(sizeof(kvm_msrs) + n * sizeof(kvm_msr_entry));
@@ -391,7 +325,7 @@ Napi::Value Vcpu::GetMsrs(const Napi::CallbackInfo& info) {
 Napi::Value Vcpu::SetMsrs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = StateFd(env);
-  if (info.Length() < 1 || !info[0].IsArray()) Invalid(env, "setMsrs(entries) needs an array of {index, data}");
+  if (info.Length() < 1 || !info[0].IsArray()) ThrowInvalidArg(env, "setMsrs(entries) needs an array of {index, data}");
   Napi::Array entries = info[0].As<Napi::Array>();
   std::uint32_t n = entries.Length();
   std::vector<std::byte> buf(sizeof(kvm_msrs) + n * sizeof(kvm_msr_entry));
@@ -399,7 +333,7 @@ Napi::Value Vcpu::SetMsrs(const Napi::CallbackInfo& info) {
   msrs->nmsrs = n;
   for (std::uint32_t i = 0; i < n; ++i) {
     Napi::Value v = entries.Get(i);
-    if (!v.IsObject()) Invalid(env, "each MSR entry must be {index, data}");
+    if (!v.IsObject()) ThrowInvalidArg(env, "each MSR entry must be {index, data}");
     Napi::Object e = v.As<Napi::Object>();
     msrs->entries[i].index = static_cast<std::uint32_t>(JsToUint(env, e.Get("index"), "index", UINT32_MAX));
     msrs->entries[i].data = JsToU64(env, e.Get("data"), "data");
@@ -420,7 +354,7 @@ void Vcpu::SetLapic(const Napi::CallbackInfo& info) {
   int fd = StateFd(env);
   kvm_lapic_state lapic{};
   if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::Uint8Array>().ByteLength() != sizeof(lapic.regs)) {
-    Invalid(env, "setLapic needs a Buffer of " + std::to_string(sizeof(lapic.regs)) + " bytes");
+    ThrowInvalidArg(env, "setLapic needs a Buffer of " + std::to_string(sizeof(lapic.regs)) + " bytes");
   }
   std::memcpy(lapic.regs, info[0].As<Napi::Uint8Array>().Data(), sizeof(lapic.regs));
   if (::ioctl(fd, kSetLapic.request, &lapic) != 0) Syscall(env, kSetLapic, "needs irqchip: true");
@@ -512,11 +446,11 @@ void Vcpu::SetupLongMode(const Napi::CallbackInfo& info) {
   VcpuCore& core = Idle(env);
   int fd = core.fd();
   std::uint64_t entry = JsToU64(env, info[0], "entry");
-  if (info.Length() < 2 || !info[1].IsObject()) Invalid(env, "setupLongMode(entry, {pageTableGpa, gdtGpa})");
+  if (info.Length() < 2 || !info[1].IsObject()) ThrowInvalidArg(env, "setupLongMode(entry, {pageTableGpa, gdtGpa})");
   Napi::Object opts = info[1].As<Napi::Object>();
   std::uint64_t pt = JsToU64(env, opts.Get("pageTableGpa"), "pageTableGpa");
   std::uint64_t gdt = JsToU64(env, opts.Get("gdtGpa"), "gdtGpa");
-  if (pt % 4096 != 0) Invalid(env, "pageTableGpa must be 4 KiB aligned");
+  if (pt % 4096 != 0) ThrowInvalidArg(env, "pageTableGpa must be 4 KiB aligned");
 
   // PML4 -> one PDPT -> four PDs of 2 MiB pages: the low 4 GiB identity-mapped (6 pages).
   constexpr std::uint64_t kPresentWritable = 0x3, kHuge = 0x80;
@@ -548,14 +482,14 @@ void Vcpu::SetupLongMode(const Napi::CallbackInfo& info) {
 void Vcpu::Start(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   VcpuCore& core = Open(env);
-  if (info.Length() < 1 || !info[0].IsFunction()) Invalid(env, "start(onExit, options?) needs a function");
+  if (info.Length() < 1 || !info[0].IsFunction()) ThrowInvalidArg(env, "start(onExit, options?) needs a function");
   HltPolicy hlt = HltPolicy::kPark;
   if (info.Length() > 1 && info[1].IsObject()) {
     Napi::Value v = info[1].As<Napi::Object>().Get("hlt");
     if (!v.IsUndefined()) {
       std::string name = v.ToString().Utf8Value();
       if (name == "stop") hlt = HltPolicy::kStop;
-      else if (name != "park") Invalid(env, "hlt must be 'park' or 'stop'");
+      else if (name != "park") ThrowInvalidArg(env, "hlt must be 'park' or 'stop'");
     }
   }
   core.runner().Start(env, info[0].As<Napi::Function>(), hlt);
@@ -577,12 +511,12 @@ void Vcpu::Stop(const Napi::CallbackInfo& info) {
 void Vcpu::Complete(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   VcpuCore& core = Open(env);
-  if (info.Length() < 1 || !info[0].IsTypedArray()) Invalid(env, "complete(data) needs a Buffer");
+  if (info.Length() < 1 || !info[0].IsTypedArray()) ThrowInvalidArg(env, "complete(data) needs a Buffer");
   Napi::Uint8Array data = info[0].As<Napi::Uint8Array>();
   long expected = core.runner().Complete(data.Data(), data.ByteLength());
   if (expected < 0) ThrowError(env, ErrorFacts::Misuse("ERR_NOT_WAITING", "no IO-in or MMIO-read is waiting for data"));
   if (static_cast<std::size_t>(expected) != data.ByteLength()) {
-    Invalid(env, "complete() needs exactly " + std::to_string(expected) + " bytes");
+    ThrowInvalidArg(env, "complete() needs exactly " + std::to_string(expected) + " bytes");
   }
 }
 
@@ -591,9 +525,9 @@ void Vcpu::ClaimPorts(const Napi::CallbackInfo& info) {
   VcpuCore& core = Open(env);
   auto first = static_cast<std::uint16_t>(JsToUint(env, info[0], "first", 0xffff));
   auto count = static_cast<std::uint32_t>(JsToUint(env, info[1], "count", 0x10000 - first));
-  if (count == 0) Invalid(env, "count must be at least 1");
+  if (count == 0) ThrowInvalidArg(env, "count must be at least 1");
   std::string kind = info.Length() > 2 ? info[2].ToString().Utf8Value() : "sink";
-  if (kind != "sink" && kind != "console") Invalid(env, "kind must be 'sink' or 'console'");
+  if (kind != "sink" && kind != "console") ThrowInvalidArg(env, "kind must be 'sink' or 'console'");
   std::size_t capacity = info.Length() > 3 && !info[3].IsUndefined()
                              ? static_cast<std::size_t>(JsToUint(env, info[3], "capacity", 1ull << 30))
                              : 1u << 20;
@@ -605,7 +539,7 @@ void Vcpu::ClaimPorts(const Napi::CallbackInfo& info) {
 void Vcpu::ReleasePorts(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto first = static_cast<std::uint16_t>(JsToUint(env, info[0], "first", 0xffff));
-  if (!Open(env).runner().ReleasePorts(first)) Invalid(env, "no claim starts at port " + std::to_string(first));
+  if (!Open(env).runner().ReleasePorts(first)) ThrowInvalidArg(env, "no claim starts at port " + std::to_string(first));
 }
 
 Napi::Value Vcpu::ReadPorts(const Napi::CallbackInfo& info) {
@@ -614,7 +548,7 @@ Napi::Value Vcpu::ReadPorts(const Napi::CallbackInfo& info) {
   bool drain = info.Length() > 1 && info[1].ToBoolean().Value();
   std::uint64_t total = 0;
   std::vector<std::uint8_t> bytes;
-  if (!Open(env).runner().ReadClaim(first, &total, &bytes, drain)) Invalid(env, "no claim starts at port " + std::to_string(first));
+  if (!Open(env).runner().ReadClaim(first, &total, &bytes, drain)) ThrowInvalidArg(env, "no claim starts at port " + std::to_string(first));
   Napi::Object o = Napi::Object::New(env);
   o.Set("total", static_cast<double>(total));
   o.Set("data", Napi::Buffer<std::uint8_t>::Copy(env, bytes.data(), bytes.size()));

@@ -1,23 +1,17 @@
 #include "vcpu_state.h"
 
-#include <cmath>
 #include <cstring>
 #include <limits>
+#include <string>
 #include <type_traits>
 
-#include "errors.h"
+#include "js_args.h"
 
 namespace vh {
 namespace {
 
-constexpr double kMaxSafeInteger = 9007199254740991.0;
-
-[[noreturn]] void Invalid(Napi::Env env, const std::string& message) {
-  ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG", message));
-}
-
 Napi::Object RequireObject(Napi::Env env, Napi::Value value, const char* what) {
-  if (!value.IsObject()) Invalid(env, std::string(what) + " must be an object");
+  if (!value.IsObject()) ThrowInvalidArg(env, std::string(what) + " must be an object");
   return value.As<Napi::Object>();
 }
 
@@ -48,7 +42,7 @@ void BytesIn(Napi::Env env, Napi::Object o, const char* name, void* dst, std::si
   if (v.IsUndefined()) return;
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
       v.As<Napi::Uint8Array>().ByteLength() != len) {
-    Invalid(env, std::string(name) + " must be a Buffer of " + std::to_string(len) + " bytes");
+    ThrowInvalidArg(env, std::string(name) + " must be a Buffer of " + std::to_string(len) + " bytes");
   }
   std::memcpy(dst, v.As<Napi::Uint8Array>().Data(), len);
 }
@@ -95,29 +89,6 @@ void DtableFromJs(Napi::Env env, Napi::Value value, const char* what, kvm_dtable
 }
 
 }  // namespace
-
-std::uint64_t JsToU64(Napi::Env env, Napi::Value value, const std::string& field) {
-  if (value.IsBigInt()) {
-    bool lossless = false;
-    std::uint64_t v = value.As<Napi::BigInt>().Uint64Value(&lossless);
-    if (!lossless) Invalid(env, field + " must fit in an unsigned 64-bit integer");
-    return v;
-  }
-  if (value.IsNumber()) {
-    double d = value.As<Napi::Number>().DoubleValue();
-    if (!(d >= 0) || d > kMaxSafeInteger || std::floor(d) != d) {
-      Invalid(env, field + " must be a non-negative safe integer (use a BigInt above 2^53)");
-    }
-    return static_cast<std::uint64_t>(d);
-  }
-  Invalid(env, field + " must be a number or a bigint");
-}
-
-std::uint64_t JsToUint(Napi::Env env, Napi::Value value, const std::string& field, std::uint64_t max) {
-  std::uint64_t v = JsToU64(env, value, field);
-  if (v > max) Invalid(env, field + " must be at most " + std::to_string(max));
-  return v;
-}
 
 Napi::Object RegsToJs(Napi::Env env, const kvm_regs& regs) {
   Napi::Object o = Napi::Object::New(env);
@@ -175,7 +146,7 @@ void SregsFromJs(Napi::Env env, Napi::Value value, kvm_sregs* s) {
   if (!bitmap.IsUndefined()) {
     constexpr std::size_t n = sizeof(s->interrupt_bitmap) / sizeof(s->interrupt_bitmap[0]);
     if (!bitmap.IsArray() || bitmap.As<Napi::Array>().Length() != n) {
-      Invalid(env, "interruptBitmap must be an array of " + std::to_string(n) + " bigints");
+      ThrowInvalidArg(env, "interruptBitmap must be an array of " + std::to_string(n) + " bigints");
     }
     for (std::uint32_t i = 0; i < n; ++i) {
       s->interrupt_bitmap[i] = JsToU64(env, bitmap.As<Napi::Array>().Get(i), "interruptBitmap");

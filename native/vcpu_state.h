@@ -7,7 +7,6 @@
 #include <napi.h>
 
 #include <cstdint>
-#include <string>
 
 #include "ioctl_table.h"
 
@@ -35,11 +34,6 @@ void FpuFromJs(Napi::Env env, Napi::Value value, kvm_fpu* fpu);
 //   exceptionPayload: bigint }.
 Napi::Object VcpuEventsToJs(Napi::Env env, const kvm_vcpu_events& events);
 void VcpuEventsFromJs(Napi::Env env, Napi::Value value, kvm_vcpu_events* events);
-
-// A non-negative integer from a Number (safe integer) or a BigInt; ERR_INVALID_ARG otherwise.
-std::uint64_t JsToU64(Napi::Env env, Napi::Value value, const std::string& field);
-// JsToU64 limited to `max`.
-std::uint64_t JsToUint(Napi::Env env, Napi::Value value, const std::string& field, std::uint64_t max);
 
 }  // namespace vh
 

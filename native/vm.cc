@@ -4,25 +4,19 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cmath>
 #include <cstring>
-#include <mutex>
 #include <string>
-#include <unordered_map>
 #include <utility>
 
 #include "errors.h"
 #include "ioctl_table.h"
+#include "js_args.h"
 
 namespace vh {
 namespace {
 
-// JS numbers are exact up to 2^53 - 1; larger guest addresses must come as BigInt.
-constexpr double kMaxSafeInteger = 9007199254740991.0;
-
-// The Vm constructor of each env (main thread and every worker load the addon separately).
-std::mutex g_ctor_mutex;
-std::unordered_map<napi_env, std::unique_ptr<Napi::FunctionReference>> g_ctors;
+// The Vm constructor of each env.
+ConstructorRegistry g_ctors;
 
 // The fd NewInstance() is handing to the constructor it is about to call; null otherwise, so
 // JS cannot construct a Vm around an fd of its choosing.
@@ -32,48 +26,6 @@ thread_local UniqueFd* g_pending_fd = nullptr;
 ErrorFacts SyscallError(const char* syscall) {
   int err = errno;
   return ErrorFacts::FromErrno(err, syscall);
-}
-
-[[noreturn]] void InvalidArg(Napi::Env env, const std::string& message) {
-  ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG", message));
-}
-
-// A non-negative integer from a Number (exact, <= 2^53 - 1) or a BigInt (lossless u64).
-std::uint64_t ReadU64(Napi::Env env, Napi::Value value, const std::string& field) {
-  if (value.IsBigInt()) {
-    bool lossless = false;
-    std::uint64_t v = value.As<Napi::BigInt>().Uint64Value(&lossless);
-    if (!lossless) InvalidArg(env, field + " must fit in an unsigned 64-bit integer");
-    return v;
-  }
-  if (value.IsNumber()) {
-    double d = value.As<Napi::Number>().DoubleValue();
-    if (!(d >= 0) || d > kMaxSafeInteger || std::floor(d) != d) {
-      InvalidArg(env, field + " must be a non-negative safe integer (use a BigInt above 2^53)");
-    }
-    return static_cast<std::uint64_t>(d);
-  }
-  InvalidArg(env, field + " must be a number or a bigint");
-}
-
-std::uint32_t ReadU32(Napi::Env env, Napi::Value value, const std::string& field) {
-  std::uint64_t v = ReadU64(env, value, field);
-  if (v > UINT32_MAX) InvalidArg(env, field + " must fit in 32 bits");
-  return static_cast<std::uint32_t>(v);
-}
-
-// A boolean option; nullopt when absent or undefined.
-std::optional<bool> ReadOptionalBool(Napi::Env env, Napi::Object obj, const char* field) {
-  Napi::Value v = obj.Get(field);
-  if (v.IsUndefined()) return std::nullopt;
-  if (!v.IsBoolean()) InvalidArg(env, std::string(field) + " must be a boolean");
-  return v.As<Napi::Boolean>().Value();
-}
-
-Napi::Value RequireField(Napi::Env env, Napi::Object obj, const char* field) {
-  Napi::Value v = obj.Get(field);
-  if (v.IsUndefined()) InvalidArg(env, std::string(field) + " is required");
-  return v;
 }
 
 // The kCapabilities entry named by info[0]; throws for a non-string or unknown name.
@@ -134,37 +86,12 @@ Napi::Function Vm::DefineClass(Napi::Env env) {
           InstanceAccessor<&Vm::SlotLimit>("slotLimit"),
           InstanceAccessor<&Vm::Closed>("closed"),
       });
-  napi_env key = env;
-  {
-    std::lock_guard<std::mutex> lock(g_ctor_mutex);
-    g_ctors[key] = std::make_unique<Napi::FunctionReference>(Napi::Persistent(fn));
-  }
-  env.AddCleanupHook([key] {
-    std::lock_guard<std::mutex> lock(g_ctor_mutex);
-    g_ctors.erase(key);
-  });
+  g_ctors.Register(env, fn);
   return fn;
 }
 
 Napi::Object Vm::NewInstance(Napi::Env env, UniqueFd fd, Napi::Value options) {
-  Napi::Function ctor;
-  {
-    std::lock_guard<std::mutex> lock(g_ctor_mutex);
-    auto it = g_ctors.find(env);
-    if (it == g_ctors.end()) {
-      ThrowError(env, ErrorFacts::Misuse("ERR_INTERNAL", "Vm class was not registered for this env"));
-    }
-    ctor = it->second->Value();
-  }
-  g_pending_fd = &fd;
-  Napi::Object obj;
-  try {
-    obj = ctor.New({});
-  } catch (...) {
-    g_pending_fd = nullptr;
-    throw;
-  }
-  g_pending_fd = nullptr;
+  Napi::Object obj = g_ctors.New(env, g_pending_fd, &fd, "Vm class was not registered for this env");
   Vm* vm = Unwrap(obj);
   try {
     vm->Configure(env, options);
@@ -189,18 +116,18 @@ Vm::Vm(const Napi::CallbackInfo& info) : ObjectWrap<Vm>(info) {
 
 void Vm::Configure(Napi::Env env, Napi::Value options) {
   if (options.IsUndefined()) return;
-  if (!options.IsObject()) InvalidArg(env, "options must be an object");
+  if (!options.IsObject()) ThrowInvalidArg(env, "options must be an object");
   Napi::Object opts = options.As<Napi::Object>();
   int fd = Fd(env);
 
   if (Napi::Value v = opts.Get("identityMapAddr"); !v.IsUndefined()) {
-    std::uint64_t addr = ReadU64(env, v, "identityMapAddr");
+    std::uint64_t addr = JsToU64(env, v, "identityMapAddr");
     if (::ioctl(fd, kSetIdentityMapAddr.request, &addr) != 0) {
       ThrowError(env, SyscallError(kSetIdentityMapAddr.name));
     }
   }
   if (Napi::Value v = opts.Get("tssAddr"); !v.IsUndefined()) {
-    std::uint64_t addr = ReadU64(env, v, "tssAddr");
+    std::uint64_t addr = JsToU64(env, v, "tssAddr");
     if (::ioctl(fd, kSetTssAddr.request, static_cast<unsigned long>(addr)) != 0) {
       ThrowError(env, SyscallError(kSetTssAddr.name));
     }
@@ -252,11 +179,11 @@ void Vm::EnableCap(const Napi::CallbackInfo& info) {
   kvm_enable_cap req{};
   req.cap = static_cast<std::uint32_t>(cap.id);
   if (info.Length() > 1 && !info[1].IsUndefined()) {
-    if (!info[1].IsArray()) InvalidArg(env, "args must be an array of at most 4 integers");
+    if (!info[1].IsArray()) ThrowInvalidArg(env, "args must be an array of at most 4 integers");
     Napi::Array args = info[1].As<Napi::Array>();
-    if (args.Length() > 4) InvalidArg(env, "args must be an array of at most 4 integers");
+    if (args.Length() > 4) ThrowInvalidArg(env, "args must be an array of at most 4 integers");
     for (std::uint32_t i = 0; i < args.Length(); ++i) {
-      req.args[i] = ReadU64(env, args.Get(i), "args[" + std::to_string(i) + "]");
+      req.args[i] = JsToU64(env, args.Get(i), "args[" + std::to_string(i) + "]");
     }
   }
   if (::ioctl(fd, kEnableCap.request, &req) != 0) {
@@ -268,19 +195,19 @@ void Vm::EnableCap(const Napi::CallbackInfo& info) {
 Napi::Value Vm::AddMemoryRegion(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Fd(env);
-  if (info.Length() < 1 || !info[0].IsObject()) InvalidArg(env, "region must be an object");
+  if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArg(env, "region must be an object");
   Napi::Object opts = info[0].As<Napi::Object>();
 
   RegionSpec spec;
-  spec.slot = ReadU32(env, RequireField(env, opts, "slot"), "slot");
-  spec.guest_phys_addr = ReadU64(env, RequireField(env, opts, "guestPhysAddr"), "guestPhysAddr");
-  spec.size = ReadU64(env, RequireField(env, opts, "size"), "size");
+  spec.slot = JsToU32(env, RequireField(env, opts, "slot"), "slot");
+  spec.guest_phys_addr = JsToU64(env, RequireField(env, opts, "guestPhysAddr"), "guestPhysAddr");
+  spec.size = JsToU64(env, RequireField(env, opts, "size"), "size");
   spec.log_dirty_pages = ReadOptionalBool(env, opts, "logDirtyPages").value_or(false);
   spec.readonly = ReadOptionalBool(env, opts, "readonly").value_or(false);
   spec.transparent_huge_pages = ReadOptionalBool(env, opts, "transparentHugePages");
   if (Napi::Value v = opts.Get("backing"); !v.IsUndefined()) {
     std::optional<Backing> backing = v.IsString() ? ParseBacking(v.As<Napi::String>().Utf8Value()) : std::nullopt;
-    if (!backing) InvalidArg(env, "backing must be 'anonymous', 'memfd', 'hugetlb2M' or 'hugetlb1G'");
+    if (!backing) ThrowInvalidArg(env, "backing must be 'anonymous', 'memfd', 'hugetlb2M' or 'hugetlb1G'");
     spec.backing = *backing;
   }
   CheckOk(env, memory_->Add(fd, spec));
@@ -293,8 +220,8 @@ Napi::Value Vm::AddMemoryRegion(const Napi::CallbackInfo& info) {
 void Vm::RemoveMemoryRegion(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Fd(env);
-  if (info.Length() < 1) InvalidArg(env, "slot is required");
-  std::uint32_t slot = ReadU32(env, info[0], "slot");
+  if (info.Length() < 1) ThrowInvalidArg(env, "slot is required");
+  std::uint32_t slot = JsToU32(env, info[0], "slot");
   CheckOk(env, memory_->Remove(fd, slot));
   dirty_log_->ForgetSlot(slot);
 }
@@ -302,16 +229,16 @@ void Vm::RemoveMemoryRegion(const Napi::CallbackInfo& info) {
 void Vm::SetDirtyLogging(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Fd(env);
-  if (info.Length() < 2 || !info[1].IsBoolean()) InvalidArg(env, "on must be a boolean");
-  CheckOk(env, memory_->SetDirtyLogging(fd, ReadU32(env, info[0], "slot"), info[1].As<Napi::Boolean>()));
+  if (info.Length() < 2 || !info[1].IsBoolean()) ThrowInvalidArg(env, "on must be a boolean");
+  CheckOk(env, memory_->SetDirtyLogging(fd, JsToU32(env, info[0], "slot"), info[1].As<Napi::Boolean>()));
 }
 
 Napi::Value Vm::ReadGuest(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Fd(env);
-  if (info.Length() < 2) InvalidArg(env, "readGuest(gpa, length) needs both arguments");
-  std::uint64_t gpa = ReadU64(env, info[0], "gpa");
-  std::uint64_t len = ReadU64(env, info[1], "length");
+  if (info.Length() < 2) ThrowInvalidArg(env, "readGuest(gpa, length) needs both arguments");
+  std::uint64_t gpa = JsToU64(env, info[0], "gpa");
+  std::uint64_t len = JsToU64(env, info[1], "length");
   ErrorFacts error;
   const std::byte* src = memory_->Locate(gpa, len, &error);
   if (src == nullptr) ThrowError(env, error);
@@ -322,10 +249,10 @@ Napi::Value Vm::ReadGuest(const Napi::CallbackInfo& info) {
 void Vm::WriteGuest(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Fd(env);
-  if (info.Length() < 2) InvalidArg(env, "writeGuest(gpa, data) needs both arguments");
-  std::uint64_t gpa = ReadU64(env, info[0], "gpa");
+  if (info.Length() < 2) ThrowInvalidArg(env, "writeGuest(gpa, data) needs both arguments");
+  std::uint64_t gpa = JsToU64(env, info[0], "gpa");
   if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-    InvalidArg(env, "data must be a Buffer or Uint8Array");
+    ThrowInvalidArg(env, "data must be a Buffer or Uint8Array");
   }
   Napi::Uint8Array data = info[1].As<Napi::Uint8Array>();
   ErrorFacts error;

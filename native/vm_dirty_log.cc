@@ -4,7 +4,6 @@
 #include <fcntl.h>
 
 #include <cerrno>
-#include <cmath>
 #include <cstring>
 #include <string>
 #include <utility>
@@ -12,33 +11,23 @@
 #include "dirty_bitmap.h"
 #include "errors.h"
 #include "ioctl_table.h"
+#include "js_args.h"
 #include "vm.h"
 
 namespace vh {
 namespace {
 
-constexpr double kMaxSafeInteger = 9007199254740991.0;
-
-[[noreturn]] void InvalidArg(Napi::Env env, const std::string& message) {
-  ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG", message));
-}
-
 std::uint64_t IndexArg(Napi::Env env, Napi::Value v, const std::string& field) {
-  if (!v.IsNumber()) InvalidArg(env, field + " must be a number");
+  if (!v.IsNumber()) ThrowInvalidArg(env, field + " must be a number");
   double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= 0) || d > kMaxSafeInteger || std::floor(d) != d) {
-    InvalidArg(env, field + " must be a non-negative integer");
-  }
+  if (!IsSafeIndex(d)) ThrowInvalidArg(env, field + " must be a non-negative integer");
   return static_cast<std::uint64_t>(d);
 }
 
 bool BoolOption(Napi::Env env, const Napi::CallbackInfo& info, std::size_t index, const char* field, bool fallback) {
   if (info.Length() <= index || info[index].IsUndefined()) return fallback;
-  if (!info[index].IsObject()) InvalidArg(env, "options must be an object");
-  Napi::Value v = info[index].As<Napi::Object>().Get(field);
-  if (v.IsUndefined()) return fallback;
-  if (!v.IsBoolean()) InvalidArg(env, std::string(field) + " must be a boolean");
-  return v.As<Napi::Boolean>().Value();
+  if (!info[index].IsObject()) ThrowInvalidArg(env, "options must be an object");
+  return ReadOptionalBool(env, info[index].As<Napi::Object>(), field).value_or(fallback);
 }
 
 void CheckOk(Napi::Env env, const std::optional<ErrorFacts>& error) {
@@ -110,7 +99,7 @@ DirtySlot Vm::RequireDirtySlot(Napi::Env env, Napi::Value slot_value, bool need_
       logging = r->spec.log_dirty_pages;
     }
   }
-  if (!found) InvalidArg(env, "slot " + std::to_string(id) + " has no memory region");
+  if (!found) ThrowInvalidArg(env, "slot " + std::to_string(id) + " has no memory region");
   if (need_logging && !logging) {
     ThrowError(env, ErrorFacts::Misuse("ERR_DIRTY_LOG_OFF",
                                        "slot " + std::to_string(id) +
@@ -146,7 +135,7 @@ Napi::Value Vm::EnableManualDirtyProtect(const Napi::CallbackInfo& info) {
 Napi::Value Vm::EnableDirtyRing(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Fd(env);
-  if (info.Length() < 1) InvalidArg(env, "enableDirtyRing(bytes) needs the ring size");
+  if (info.Length() < 1) ThrowInvalidArg(env, "enableDirtyRing(bytes) needs the ring size");
   std::uint64_t bytes = IndexArg(env, info[0], "bytes");
   bool prefer = BoolOption(env, info, 1, "acqRel", true);
   bool handle_full = BoolOption(env, info, 1, "handleFull", false);
@@ -171,7 +160,7 @@ Napi::Value Vm::GetDirtyLog(const Napi::CallbackInfo& info) {
 void Vm::ClearDirtyLog(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Fd(env);
-  if (info.Length() < 3) InvalidArg(env, "clearDirtyLog(slot, firstPage, numPages) needs three arguments");
+  if (info.Length() < 3) ThrowInvalidArg(env, "clearDirtyLog(slot, firstPage, numPages) needs three arguments");
   DirtySlot slot = RequireDirtySlot(env, info[0], false, nullptr);
   std::uint64_t first = IndexArg(env, info[1], "firstPage");
   std::uint64_t count = IndexArg(env, info[2], "numPages");

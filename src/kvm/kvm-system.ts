@@ -94,6 +94,15 @@ export function toKvmError(e: unknown, devicePath: string, context?: string): Vh
   return new VhError(code, message, { devicePath, ...facts }, { cause: e });
 }
 
+/** Runs one call into the addon; whatever it throws leaves as toKvmError(e, devicePath, context). */
+export function callNative<T>(fn: () => T, devicePath: string, context?: string): T {
+  try {
+    return fn();
+  } catch (e) {
+    throw toKvmError(e, devicePath, context);
+  }
+}
+
 /** A /dev/kvm handle: API version, capabilities, supported CPUID and MSRs. Close it when done. */
 export class KvmSystem {
   /** The device this handle was opened on. */
@@ -111,11 +120,7 @@ export class KvmSystem {
   static open(opts: KvmSystemOptions = {}): KvmSystem {
     const devicePath = opts.devicePath ?? DEFAULT_KVM_DEVICE;
     const native = opts.native ?? loadNative();
-    try {
-      return new KvmSystem(native, new native.KvmSystem(devicePath), devicePath);
-    } catch (e) {
-      throw toKvmError(e, devicePath);
-    }
+    return callNative(() => new KvmSystem(native, new native.KvmSystem(devicePath), devicePath), devicePath);
   }
 
   /** KVM_GET_API_VERSION; 12 on every usable kernel (see KVM_API_VERSION). */
@@ -161,11 +166,7 @@ export class KvmSystem {
 
   /** Creates a VM (KVM_CREATE_VM) configured by `options`; close it when done. */
   createVm(options: VmOptions = {}): Vm {
-    try {
-      return Vm.wrap(this.handle.createVm(options), this.devicePath);
-    } catch (e) {
-      throw toKvmError(e, this.devicePath, 'createVm');
-    }
+    return Vm.wrap(callNative(() => this.handle.createVm(options), this.devicePath, 'createVm'), this.devicePath);
   }
 
   /** Closes the fd. Idempotent; afterwards every other method throws INTERNAL (ERR_CLOSED). */
@@ -179,10 +180,6 @@ export class KvmSystem {
   }
 
   private call<T>(fn: () => T): T {
-    try {
-      return fn();
-    } catch (e) {
-      throw toKvmError(e, this.devicePath);
-    }
+    return callNative(fn, this.devicePath);
   }
 }

@@ -21,7 +21,7 @@ import type {
   NativeVcpuOptions,
   NativeVcpuState,
 } from '../native/binding';
-import { toKvmError } from './kvm-system';
+import { callNative } from './kvm-system';
 
 /** createVcpu() options: CPUID feature masks. */
 export type VcpuOptions = NativeVcpuOptions;
@@ -299,10 +299,6 @@ export class Vcpu extends EventEmitter {
   }
 
   private call<T>(fn: () => T): T {
-    try {
-      return fn();
-    } catch (e) {
-      throw toKvmError(e, this.devicePath, `vcpu ${this.handle.id}`);
-    }
+    return callNative(fn, this.devicePath, `vcpu ${this.handle.id}`);
   }
 }

@@ -18,7 +18,7 @@ import type {
   NativeVmOptions,
 } from '../native/binding';
 import { toDirtyLogError } from './kvm-dirty-tracker';
-import { toKvmError } from './kvm-system';
+import { callNative } from './kvm-system';
 import { Vcpu, type VcpuOptions } from './vcpu';
 
 /** Options of KvmSystem.createVm(): TSS/identity-map addresses, in-kernel irqchip and PIT2. */
@@ -158,10 +158,6 @@ export class Vm {
   }
 
   private call<T>(fn: () => T): T {
-    try {
-      return fn();
-    } catch (e) {
-      throw toKvmError(e, this.devicePath, 'vm');
-    }
+    return callNative(fn, this.devicePath, 'vm');
   }
 }
