@@ -199,6 +199,7 @@ export function renderNodeTable(n: NodeInfo): string {
     ['NODE', n.nodeName],
     ['SCHEDULABLE', n.schedulable ? 'yes' : 'no'],
     ...n.reasons.map((r) => ['', `- ${r}`]),
+    ...n.warnings.map((w, i) => [i === 0 ? 'WARNINGS' : '', `- ${w}`]),
     ['KVM', kvm],
     ['CPU', `${c.vendor} ${c.modelName}${ident}`],
     ['TOPOLOGY', `${c.sockets} socket(s) x ${c.coresPerSocket} core(s) x ${c.threadsPerCore} thread(s) = ${c.logicalCpus} logical CPUs; ${n.numa.length} NUMA node(s)`],

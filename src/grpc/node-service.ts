@@ -104,5 +104,6 @@ export function nodeInfoFromWire(v: unknown): NodeInfo {
     schedulable: Boolean(n.schedulable),
     reasons: arr<string>(n.reasons),
     labels: { ...(obj(n.labels) as Record<string, string>) },
+    warnings: arr<string>(n.warnings),
   };
 }

@@ -181,11 +181,12 @@ async function gather(opts: ProbeOptions, r: Reader, probedAt: string, started: 
     schedulable,
     reasons,
     labels,
+    warnings: r.warnings,
   };
 }
 
 /** The NodeInfo reported when the probe itself broke: nothing known, not schedulable, and why. */
-function failedNodeInfo(opts: ProbeOptions, probedAt: string, started: number, e: unknown): NodeInfo {
+function failedNodeInfo(opts: ProbeOptions, probedAt: string, started: number, e: unknown, warnings: string[]): NodeInfo {
   // Defensive reads: this runs precisely when something about opts or the host was unexpected.
   const devRoot = typeof opts?.devRoot === 'string' ? opts.devRoot : '/dev';
   const missing = (p: string): NodeInfo['devices']['kvm'] =>
@@ -209,6 +210,7 @@ function failedNodeInfo(opts: ProbeOptions, probedAt: string, started: number, e
     schedulable: false,
     reasons: [reason],
     labels: { [SCHEDULABLE_LABEL]: 'false' },
+    warnings,
   };
 }
 
@@ -223,7 +225,7 @@ export async function probeNodeReport(opts: ProbeOptions): Promise<NodeProbeRepo
   try {
     return { info: await gather(opts, r, probedAt, started), warnings: r.warnings };
   } catch (e) {
-    return { info: failedNodeInfo(opts, probedAt, started, e), warnings: r.warnings };
+    return { info: failedNodeInfo(opts, probedAt, started, e, r.warnings), warnings: r.warnings };
   }
 }
 

@@ -77,6 +77,8 @@ export interface NodeInfo {
   reasons: string[];
   /** KubeVirt-style node labels. */
   labels: Record<string, string>;
+  /** Parts of the probe that degraded without blocking scheduling (e.g. an unreadable THP file). */
+  warnings: string[];
 }
 
 /** Inputs of probeNode(); roots are parameters so tests can point them at fixtures. */

@@ -40,6 +40,7 @@ export function sampleNodeInfo(): NodeInfo {
     },
     schedulable: true,
     reasons: [],
+    warnings: ['cannot read /sys/kernel/mm/transparent_hugepage/defrag (EISDIR)'],
     labels: { 'kubevirt.io/schedulable': 'true', 'cpu-vendor.node.kubevirt.io/Intel': 'true' },
   };
 }

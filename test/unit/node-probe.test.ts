@@ -193,6 +193,7 @@ test('roots that do not exist: degrades to unknowns with reasons and warnings, n
   const reasons = info.reasons.join('\n');
   for (const re of [/KVM unavailable/, /TUN unavailable/, /CPU facts unavailable/, /memory facts unavailable/]) assert.match(reasons, re);
   assert.ok(report.warnings.some((w) => w.includes('cpuinfo') && w.includes('ENOENT')), report.warnings.join('\n'));
+  assert.deepEqual(report.info.warnings, report.warnings, 'NodeInfo carries the same warnings (served by /v1/node and GetNodeInfo)');
   assertLabelsValid(info);
 });
 
