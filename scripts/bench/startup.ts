@@ -1,7 +1,7 @@
 /**
  * `npm run bench:startup`: how fast the daemon becomes ready and how much memory it holds idle.
  *
- * For each of RUNS runs: spawn `node dist/virt-handler.cjs` (the bundle production runs; dev profile, temp dirs, TCP port 0) and
+ * For each of RUNS runs: spawn `node dist/virt-handler.cjs` (what production runs: the loader for the bundle + its V8 code cache; dev profile, temp dirs, TCP port 0) and
  * poll GET /readyz over the unix socket in a tight loop until 200; then read VmRSS from
  * /proc/<pid>/status, SIGTERM it and time the exit. In the same run, spawn a bare `node -e` HTTP
  * server and time its first output: the ratio to that baseline stays meaningful on a noisy or
