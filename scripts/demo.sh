@@ -57,6 +57,10 @@ echo "  VH_PROFILE=dev node dist/vhctl.cjs node -o json"
 echo "Press Ctrl-C to stop."
 status=0
 wait "$pid" || status=$?
-# wait returns early when the trap runs; wait again for the drain to finish.
-if kill -0 "$pid" 2>/dev/null; then wait "$pid" || status=$?; fi
+# A trapped signal interrupts `wait` (status > 128) before the daemon has drained: collect the
+# daemon's own exit status (bash keeps it even if the daemon has already exited).
+if [[ $status -gt 128 ]]; then
+  status=0
+  wait "$pid" || status=$?
+fi
 exit "$status"
