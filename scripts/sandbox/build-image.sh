@@ -30,6 +30,11 @@ modules=(
     fs/9p/9p
     fs/overlayfs/overlay
 )
+# Shipped in /lib/modules of the initramfs but not loaded by init.sh: other guests built from
+# this image (scripts/libvirt/build-tiny-guest.sh) load them.
+extra_modules=(
+    drivers/virtio/virtio_balloon
+)
 
 say() { echo "kvm-sandbox: $*" >&2; }
 die() { say "$*"; exit 1; }
@@ -79,7 +84,7 @@ build_into() {
         >"$work/apt.log" 2>&1 || { cat "$work/apt.log" >&2; die "apt-get download failed"; }
 
     local members=("./boot/vmlinuz-$kernel_release") module
-    for module in "${modules[@]}"; do
+    for module in "${modules[@]}" "${extra_modules[@]}"; do
         members+=("./lib/modules/$kernel_release/kernel/$module.ko")
     done
     dpkg-deb --fsys-tarfile "$work/${kernel_pkg}_"*.deb | tar -x -C "$work/kernel" "${members[@]}"
@@ -91,6 +96,9 @@ build_into() {
     for module in "${modules[@]}"; do
         cp "$work/kernel/lib/modules/$kernel_release/kernel/$module.ko" "$work/initrd/lib/modules/"
         echo "${module##*/}" >>"$work/initrd/etc/vh-modules"
+    done
+    for module in "${extra_modules[@]}"; do
+        cp "$work/kernel/lib/modules/$kernel_release/kernel/$module.ko" "$work/initrd/lib/modules/"
     done
     (cd "$work/initrd" && find . -print0 | cpio --null -o -H newc -R 0:0 --quiet) |
         gzip -9 >"$out/initrd.gz"
