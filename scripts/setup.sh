@@ -17,6 +17,7 @@ apt_packages=(
   qemu-system-x86 qemu-system-data # nested-KVM sandbox (TCG + qboot.rom)
   busybox-static cpio xz-utils     # sandbox initramfs
   systemd                          # systemd-analyze verify of the unit
+  libvirt0                         # libvirt.so.0 for the koffi binding (test:///default tests)
   procps                           # ps/pgrep used by tests
 )
 

@@ -29,6 +29,10 @@ export const ErrorCodes = {
   NOT_FOUND: 'VH_ERR_NOT_FOUND',
   /** The daemon is not ready for this request yet (probe running, draining). */
   NOT_READY: 'VH_ERR_NOT_READY',
+  /** libvirt.so.0 (or the koffi FFI) cannot be loaded; the message names what to install. */
+  LIBVIRT_UNAVAILABLE: 'VH_ERR_LIBVIRT_UNAVAILABLE',
+  /** A libvirt call failed; details carry libvirt's code/codeName/domain/domainName. */
+  LIBVIRT_ERROR: 'VH_ERR_LIBVIRT_ERROR',
   /** An unexpected internal failure. */
   INTERNAL: 'VH_ERR_INTERNAL',
 } as const;

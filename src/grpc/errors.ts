@@ -25,6 +25,8 @@ const STATUS_BY_CODE: Record<ErrorCode, grpc.status> = {
   [ErrorCodes.KVM_FORBIDDEN]: grpc.status.FAILED_PRECONDITION,
   [ErrorCodes.KVM_UNUSABLE]: grpc.status.FAILED_PRECONDITION,
   [ErrorCodes.NATIVE_UNAVAILABLE]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCodes.LIBVIRT_UNAVAILABLE]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCodes.LIBVIRT_ERROR]: grpc.status.UNAVAILABLE,
   [ErrorCodes.STATE_DIR_UNWRITABLE]: grpc.status.FAILED_PRECONDITION,
   [ErrorCodes.SOCKET_IN_USE]: grpc.status.FAILED_PRECONDITION,
   [ErrorCodes.LISTEN_FAILED]: grpc.status.FAILED_PRECONDITION,

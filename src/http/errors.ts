@@ -26,6 +26,8 @@ export const STATUS_BY_CODE: Readonly<Record<ErrorCode, number>> = {
   [ErrorCodes.KVM_FORBIDDEN]: 503,
   [ErrorCodes.KVM_UNUSABLE]: 503,
   [ErrorCodes.NATIVE_UNAVAILABLE]: 503,
+  [ErrorCodes.LIBVIRT_UNAVAILABLE]: 503,
+  [ErrorCodes.LIBVIRT_ERROR]: 502,
   [ErrorCodes.INVALID_ARGUMENT]: 400,
   [ErrorCodes.NOT_FOUND]: 404,
   [ErrorCodes.NOT_READY]: 503,

@@ -1,0 +1,147 @@
+/**
+ * A libvirt connection: `lanes` virConnectPtr handles to the same URI, each running one call at
+ * a time (lane.ts explains why that makes per-call error capture exact), all sharing one
+ * process-wide CallQueue that keeps koffi under its async-call limit.
+ */
+import { ErrorCodes, VhError } from '../errors';
+import { type Handle, type LibvirtBinding, loadLibvirt } from './ffi';
+import { LibvirtError, unknownLibvirtError } from './errors';
+import { CallQueue } from './queue';
+import { Lane } from './lane';
+import { Domain } from './domain';
+
+/** Options for Connection.open. */
+export interface OpenOptions {
+  /** Connections opened to the URI; the number of calls that can run at once. Default 4. */
+  lanes?: number;
+  /** The queue bounding koffi async calls; defaults to the process-wide one. */
+  queue?: CallQueue;
+}
+
+let sharedQueue: CallQueue | null = null;
+
+/** The process-wide queue (koffi's async limit is per process, so one queue should front it). */
+export function defaultQueue(): CallQueue {
+  return (sharedQueue ??= new CallQueue());
+}
+
+// Calls with no connection (open, close) report errors only through the process-wide handler,
+// which copies into one shared buffer (ffi.ts); they run one at a time so that buffer is theirs.
+let connlessTail: Promise<unknown> = Promise.resolve();
+function connless<T>(job: () => Promise<T>): Promise<T> {
+  const p = connlessTail.then(job);
+  connlessTail = p.catch(() => undefined);
+  return p;
+}
+
+function takeGlobalError(lv: LibvirtBinding, api: string): LibvirtError {
+  const raw = lv.decodeError(lv.globalErrorBuf);
+  lv.fn.virResetError(lv.globalErrorBuf);
+  return raw.code === 0 ? unknownLibvirtError(api) : new LibvirtError(api, raw);
+}
+
+async function openHandle(lv: LibvirtBinding, queue: CallQueue, uri: string): Promise<Handle> {
+  return connless(async () => {
+    lv.fn.virResetError(lv.globalErrorBuf);
+    const conn = await queue.call<Handle>(lv.fn.virConnectOpen, uri);
+    if (!conn) throw takeGlobalError(lv, 'virConnectOpen');
+    // A per-connection handler so this connection's errors never reach the shared buffer; the
+    // handler is libvirt's own virResetError, which does nothing when called as (NULL, err).
+    lv.fn.virConnSetErrorFunc(conn, null, lv.noopErrorHandler);
+    return conn;
+  });
+}
+
+async function closeHandle(lv: LibvirtBinding, queue: CallQueue, conn: Handle): Promise<void> {
+  await connless(async () => {
+    lv.fn.virResetError(lv.globalErrorBuf);
+    const rc = await queue.call<number>(lv.fn.virConnectClose, conn);
+    if (rc < 0) throw takeGlobalError(lv, 'virConnectClose');
+  });
+}
+
+/** An open libvirt connection (all calls async; nothing blocks the JS thread). */
+export class Connection {
+  private closed = false;
+
+  private constructor(
+    readonly uri: string,
+    private readonly lv: LibvirtBinding,
+    readonly queue: CallQueue,
+    private readonly lanes: Lane[],
+  ) {}
+
+  /** Opens `uri` (e.g. test:///default, qemu:///system); throws LIBVIRT_UNAVAILABLE or LibvirtError. */
+  static async open(uri: string, opts: OpenOptions = {}): Promise<Connection> {
+    const lv = loadLibvirt();
+    const queue = opts.queue ?? defaultQueue();
+    const n = opts.lanes ?? 4;
+    if (!Number.isInteger(n) || n < 1 || n > queue.concurrency) {
+      throw new RangeError(`lanes must be an integer in 1..${queue.concurrency}, got ${n}`);
+    }
+    const lanes: Lane[] = [];
+    try {
+      for (let i = 0; i < n; i++) lanes.push(new Lane(lv, queue, await openHandle(lv, queue, uri)));
+    } catch (e) {
+      for (const lane of lanes) await closeHandle(lv, queue, lane.conn).catch(() => undefined);
+      throw e;
+    }
+    return new Connection(uri, lv, queue, lanes);
+  }
+
+  /** Number of connection handles (the most calls that run at once on this connection). */
+  get laneCount(): number {
+    return this.lanes.length;
+  }
+
+  /** Waits for calls already queued, then closes every handle. Domains should be freed first. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all(this.lanes.map((l) => l.drain()));
+    const errors: unknown[] = [];
+    for (const lane of this.lanes) await closeHandle(this.lv, this.queue, lane.conn).catch((e) => errors.push(e));
+    if (errors.length > 0) throw errors[0];
+  }
+
+  /** Every domain, defined and running (virConnectListAllDomains flags, default all). */
+  async listAllDomains(flags = 0): Promise<Domain[]> {
+    const lane = this.pick();
+    const out: Handle[] = [null];
+    const n = await lane.run<number>('virConnectListAllDomains', this.lv.fn.virConnectListAllDomains, [lane.conn, out, flags], (r) => r < 0);
+    const array = out[0];
+    const ptrs = this.lv.decodeDomainPtrArray(array, n);
+    // The array is libvirt's malloc; the handles in it are ours to free (Domain.free).
+    if (array) this.lv.freeArray(array);
+    return ptrs.map((p) => new Domain(lane, p));
+  }
+
+  /** The domain called `name`; LibvirtError VIR_ERR_NO_DOMAIN when there is none. */
+  lookupByName(name: string): Promise<Domain> {
+    return this.domainCall('virDomainLookupByName', this.lv.fn.virDomainLookupByName, name, `domain '${name}'`);
+  }
+
+  /** The domain with this UUID (string form); LibvirtError VIR_ERR_NO_DOMAIN when there is none. */
+  lookupByUUID(uuid: string): Promise<Domain> {
+    return this.domainCall('virDomainLookupByUUIDString', this.lv.fn.virDomainLookupByUUIDString, uuid, `domain uuid '${uuid}'`);
+  }
+
+  /** Defines (or redefines) a persistent domain from XML; returns it (not started). */
+  defineXML(xml: string): Promise<Domain> {
+    return this.domainCall('virDomainDefineXML', this.lv.fn.virDomainDefineXML, xml);
+  }
+
+  private async domainCall(api: string, fn: LibvirtBinding['fn'][keyof LibvirtBinding['fn']], arg: string, subject?: string): Promise<Domain> {
+    const lane = this.pick();
+    const ptr = await lane.run<Handle>(api, fn, [lane.conn, arg], (p) => !p, subject);
+    return new Domain(lane, ptr);
+  }
+
+  /** The least busy lane. */
+  private pick(): Lane {
+    if (this.closed) throw new VhError(ErrorCodes.NOT_READY, `libvirt connection to ${this.uri} is closed`);
+    let best = this.lanes[0] as Lane;
+    for (const l of this.lanes) if (l.pending < best.pending) best = l;
+    return best;
+  }
+}
