@@ -9,6 +9,19 @@ import { LibvirtError, unknownLibvirtError } from './errors';
 import { CallQueue } from './queue';
 import { Lane } from './lane';
 import { Domain } from './domain';
+import { EventEmitter } from 'node:events';
+import { ensureEventImpl, eventLoop, loadEventBinding } from './event-loop';
+import { type CloseReason, type LifecycleEvent, addSink, noteRegistered, removeSink, trampolinesFor } from './events';
+
+const VIR_DOMAIN_EVENT_ID_LIFECYCLE = 0;
+
+/** Events a Connection emits. */
+export interface ConnectionEvents {
+  /** A domain lifecycle change (VIR_DOMAIN_EVENT_ID_LIFECYCLE), for any domain on the URI. */
+  lifecycle: [LifecycleEvent];
+  /** libvirt closed one of the connection's handles (daemon gone, keepalive timeout...). */
+  closed: [CloseReason];
+}
 
 /** Options for Connection.open. */
 export interface OpenOptions {
@@ -16,6 +29,11 @@ export interface OpenOptions {
   lanes?: number;
   /** The queue bounding koffi async calls; defaults to the process-wide one. */
   queue?: CallQueue;
+  /**
+   * Deliver events ('lifecycle', 'closed'): registers the callbacks and holds the process-wide
+   * event loop (event-loop.ts) until close(). Default false.
+   */
+  events?: boolean;
 }
 
 let sharedQueue: CallQueue | null = null;
@@ -60,16 +78,35 @@ async function closeHandle(lv: LibvirtBinding, queue: CallQueue, conn: Handle): 
   });
 }
 
-/** An open libvirt connection (all calls async; nothing blocks the JS thread). */
-export class Connection {
+// Typed on/once/off/emit for Connection (declaration merging with the class below).
+export interface Connection {
+  on<K extends keyof ConnectionEvents>(event: K, listener: (...args: ConnectionEvents[K]) => void): this;
+  once<K extends keyof ConnectionEvents>(event: K, listener: (...args: ConnectionEvents[K]) => void): this;
+  off<K extends keyof ConnectionEvents>(event: K, listener: (...args: ConnectionEvents[K]) => void): this;
+  emit<K extends keyof ConnectionEvents>(event: K, ...args: ConnectionEvents[K]): boolean;
+}
+
+/**
+ * An open libvirt connection (all calls async; nothing blocks the JS thread). With
+ * `events: true` it is an EventEmitter of ConnectionEvents: one lifecycle registration (on the
+ * first lane: every handle sees the same domains, so one registration avoids duplicates) and a
+ * close callback on every lane ('closed' is emitted once, for the first handle that closes).
+ */
+export class Connection extends EventEmitter {
   private closed = false;
+  private sinkId = 0;
+  private lifecycleId = -1;
+  private closeRegistered: Lane[] = [];
+  private closeSeen = false;
 
   private constructor(
     readonly uri: string,
     private readonly lv: LibvirtBinding,
     readonly queue: CallQueue,
     private readonly lanes: Lane[],
-  ) {}
+  ) {
+    super();
+  }
 
   /** Opens `uri` (e.g. test:///default, qemu:///system); throws LIBVIRT_UNAVAILABLE or LibvirtError. */
   static async open(uri: string, opts: OpenOptions = {}): Promise<Connection> {
@@ -79,6 +116,8 @@ export class Connection {
     if (!Number.isInteger(n) || n < 1 || n > queue.concurrency) {
       throw new RangeError(`lanes must be an integer in 1..${queue.concurrency}, got ${n}`);
     }
+    // Before the first virConnectOpen, or connections opened earlier never deliver events.
+    ensureEventImpl();
     const lanes: Lane[] = [];
     try {
       for (let i = 0; i < n; i++) lanes.push(new Lane(lv, queue, await openHandle(lv, queue, uri)));
@@ -86,7 +125,67 @@ export class Connection {
       for (const lane of lanes) await closeHandle(lv, queue, lane.conn).catch(() => undefined);
       throw e;
     }
-    return new Connection(uri, lv, queue, lanes);
+    const conn = new Connection(uri, lv, queue, lanes);
+    if (opts.events) {
+      try {
+        await conn.registerEvents();
+      } catch (e) {
+        await conn.close().catch(() => undefined);
+        throw e;
+      }
+    }
+    return conn;
+  }
+
+  /** Whether this connection delivers events. */
+  get eventsEnabled(): boolean {
+    return this.sinkId !== 0;
+  }
+
+  private async registerEvents(): Promise<void> {
+    const b = loadEventBinding();
+    const t = trampolinesFor(b);
+    this.sinkId = addSink({
+      lifecycle: (ev) => this.emit('lifecycle', ev),
+      closed: (reason) => {
+        if (this.closeSeen) return;
+        this.closeSeen = true;
+        this.emit('closed', reason);
+      },
+    });
+    eventLoop().acquire();
+    const first = this.lanes[0] as Lane;
+    this.lifecycleId = await first.run<number>(
+      'virConnectDomainEventRegisterAny',
+      b.fn.virConnectDomainEventRegisterAny,
+      [first.conn, null, VIR_DOMAIN_EVENT_ID_LIFECYCLE, t.lifecycle, this.sinkId, t.free],
+      (r) => r < 0,
+    );
+    noteRegistered();
+    for (const lane of this.lanes) {
+      await lane.run<number>('virConnectRegisterCloseCallback', b.fn.virConnectRegisterCloseCallback, [lane.conn, t.close, this.sinkId, null], (r) => r < 0);
+      this.closeRegistered.push(lane);
+    }
+  }
+
+  /** Deregisters everything registerEvents() did (each step on its own lane, errors collected). */
+  private async unregisterEvents(errors: unknown[]): Promise<void> {
+    if (this.sinkId === 0) return;
+    const b = loadEventBinding();
+    const t = trampolinesFor(b);
+    if (this.lifecycleId >= 0) {
+      const first = this.lanes[0] as Lane;
+      await first
+        .run<number>('virConnectDomainEventDeregisterAny', b.fn.virConnectDomainEventDeregisterAny, [first.conn, this.lifecycleId], (r) => r < 0)
+        .catch((e) => errors.push(e));
+      this.lifecycleId = -1;
+    }
+    for (const lane of this.closeRegistered) {
+      await lane
+        .run<number>('virConnectUnregisterCloseCallback', b.fn.virConnectUnregisterCloseCallback, [lane.conn, t.close], (r) => r < 0)
+        .catch((e) => errors.push(e));
+    }
+    this.closeRegistered = [];
   }
 
   /** Number of connection handles (the most calls that run at once on this connection). */
@@ -100,7 +199,12 @@ export class Connection {
     this.closed = true;
     await Promise.all(this.lanes.map((l) => l.drain()));
     const errors: unknown[] = [];
+    await this.unregisterEvents(errors);
     for (const lane of this.lanes) await closeHandle(this.lv, this.queue, lane.conn).catch((e) => errors.push(e));
+    if (this.sinkId !== 0) {
+      removeSink(this.sinkId);
+      await eventLoop().release();
+    }
     if (errors.length > 0) throw errors[0];
   }
 

@@ -42,6 +42,9 @@ export interface RawError {
 
 /** Every libvirt entry point the binding uses, typed separately from the public API. */
 export interface LibvirtBinding {
+  /** koffi and the loaded libvirt.so.0, for modules that declare more functions (event-loop.ts). */
+  koffi: typeof import('koffi');
+  lib: ReturnType<typeof import('koffi')['load']>;
   /** libvirt's library version, e.g. 9000000 for 9.0.0. */
   version: number;
   /** sizeof(virError): callers allocate zeroed buffers of this size for error capture. */
@@ -155,6 +158,8 @@ function bind(koffi: Koffi, lib: ReturnType<Koffi['load']>): LibvirtBinding {
   getVersion(ver, null, null);
 
   return {
+    koffi,
+    lib,
     version: Number(ver[0]),
     errorSize: koffi.sizeof(errorType),
     decodeError: (buf) => koffi.decode(buf, errorType) as RawError,
