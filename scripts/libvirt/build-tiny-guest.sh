@@ -13,6 +13,9 @@ set -euo pipefail
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 cache_root=${VH_CACHE_DIR:-${HOME:?set HOME or VH_CACHE_DIR}/.cache/virt-handler}/libvirt-guest
 
+# shellcheck source=../lib/cache.sh
+source "$here/../lib/cache.sh"
+
 say() { echo "build-tiny-guest: $*" >&2; }
 die() {
     say "$*"
@@ -69,22 +72,8 @@ EOF
     rm -rf "$base" "$root"
 }
 
-if [[ ! -f $guest/initrd.gz ]]; then
-    mkdir -p "$cache_root"
-    exec {lock_fd}>"$cache_root/.lock"
-    flock "$lock_fd"
-    if [[ ! -f $guest/initrd.gz ]]; then
-        rm -rf "$cache_root"/.build.*
-        find "$cache_root" -mindepth 1 -maxdepth 1 -type d -mtime +7 -exec rm -rf {} +
-        tmp=$(mktemp -d "$cache_root/.build.XXXXXX")
-        trap 'rm -rf "$tmp"' EXIT
-        build_into "$tmp"
-        chmod 755 "$tmp"
-        mv -T "$tmp" "$guest"
-        trap - EXIT
-        say "tiny guest built in $guest"
-    fi
-    exec {lock_fd}>&-
+cache_build_once "$cache_root" "$guest" build_into
+if [[ $CACHE_BUILT -eq 1 ]]; then
+    say "tiny guest built in $guest"
 fi
-touch "$guest"
 printf '%s\n' "$guest/vmlinux" "$guest/initrd.gz"

@@ -36,6 +36,9 @@ extra_modules=(
     drivers/virtio/virtio_balloon
 )
 
+# shellcheck source=../lib/cache.sh
+source "$here/../lib/cache.sh"
+
 say() { echo "kvm-sandbox: $*" >&2; }
 die() { say "$*"; exit 1; }
 
@@ -116,27 +119,15 @@ key=$(
 )
 image=$cache_root/$kernel_release-$key
 
-if [[ ! -f $image/initrd.gz ]]; then
-    mkdir -p "$cache_root"
-    exec {lock_fd}>"$cache_root/.lock"
-    flock "$lock_fd"
-    # Someone else may have built it while we waited for the lock.
-    if [[ ! -f $image/initrd.gz ]]; then
-        # Holding the lock: whatever temp dirs exist belong to builders that died. Images nobody
-        # used for a week (an older kernel or older scripts) go too.
-        rm -rf "$cache_root"/.build.*
-        find "$cache_root" -mindepth 1 -maxdepth 1 -type d -mtime +7 -exec rm -rf {} +
-        tmp=$(mktemp -d "$cache_root/.build.XXXXXX")
-        trap 'rm -rf "$tmp"' EXIT
-        say "building the guest image for $kernel_pkg $kernel_version (once; cached in $image)"
-        started=$SECONDS
-        build_into "$tmp"
-        chmod 755 "$tmp"
-        mv -T "$tmp" "$image"
-        trap - EXIT
-        say "guest image built in $((SECONDS - started)) s"
-    fi
-    exec {lock_fd}>&-
+# Runs under the cache lock, only when the image is really being built.
+build_logged() {
+    say "building the guest image for $kernel_pkg $kernel_version (once; cached in $image)"
+    build_into "$1"
+}
+
+started=$SECONDS
+cache_build_once "$cache_root" "$image" build_logged
+if [[ $CACHE_BUILT -eq 1 ]]; then
+    say "guest image built in $((SECONDS - started)) s"
 fi
-touch "$image" # marks it as in use for the pruning above
 echo "$image"
