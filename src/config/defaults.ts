@@ -19,7 +19,8 @@ export type KeyKind =
   | { type: 'switch' }
   | { type: 'bool' }
   | { type: 'int'; min: number; max: number; hint?: string }
-  | { type: 'enum'; values: readonly string[] };
+  | { type: 'enum'; values: readonly string[] }
+  | { type: 'libvirtUri' };
 
 /** One configuration key. */
 export interface KeySpec {
@@ -54,6 +55,9 @@ export const KEYS: readonly KeySpec[] = [
   { key: 'probe.sysRoot', kind: { type: 'path' }, doc: 'sysfs root read by the node probe', defaultDoc: '/sys' },
   { key: 'probe.devRoot', kind: { type: 'path' }, doc: 'device directory inspected by the node probe', defaultDoc: '/dev' },
   { key: 'probe.kvmDevice', kind: { type: 'path' }, doc: 'KVM device opened by the native addon', defaultDoc: '/dev/kvm' },
+  { key: 'libvirt.uri', kind: { type: 'libvirtUri' }, doc: "node libvirt URI (qemu:///system, qemu+unix:///system?socket=..., qemu:///embed?root=..., test:///default) or 'off'", defaultDoc: 'qemu:///system' },
+  { key: 'libvirt.required', kind: { type: 'bool' }, doc: 'not ready while libvirt is unreachable', defaultDoc: 'false' },
+  { key: 'libvirt.lanes', kind: { type: 'int', min: 1, max: 32 }, doc: 'libvirt connections opened (calls that run at once)', defaultDoc: '4' },
 ];
 
 /** 'http.tcp.port' -> 'VH_HTTP_TCP_PORT'. */
@@ -129,5 +133,8 @@ export function defaultValues(profile: Profile, ctx: DefaultsContext): Record<st
     'probe.sysRoot': '/sys',
     'probe.devRoot': '/dev',
     'probe.kvmDevice': '/dev/kvm',
+    'libvirt.uri': 'qemu:///system',
+    'libvirt.required': false,
+    'libvirt.lanes': 4,
   };
 }

@@ -8,6 +8,7 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import type { Config, LogLevel } from './types';
 import { ErrorCodes, VhError } from '../errors';
+import { parseLibvirtUri } from '../libvirt/uri';
 import { KEYS, envName, type KeySpec, type DefaultsContext, type Profile, defaultValues } from './defaults';
 
 const MAX_UNIX_PATH = 107; // sun_path is 108 bytes including the NUL
@@ -85,6 +86,14 @@ export function parseValue(spec: KeySpec, raw: unknown, text: boolean, origin: s
       // Node 20's recursive mkdir spins forever (100% CPU, deaf to SIGTERM) under procfs/sysfs.
       if ((k.type === 'socket' || k.writable) && /^\/(proc|sys)(\/|$)/.test(path.normalize(raw))) return fail('must not be under /proc or /sys');
       return path.normalize(raw);
+    }
+    case 'libvirtUri': {
+      if (raw === 'off') return null;
+      if (!text && raw === null) return null;
+      if (typeof raw !== 'string') return fail("must be a libvirt URI or 'off'");
+      const parsed = parseLibvirtUri(raw);
+      if (typeof parsed === 'string') return fail(parsed);
+      return raw;
     }
     case 'host':
       if (typeof raw !== 'string' || !(net.isIP(raw) || /^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/.test(raw))) {
@@ -263,6 +272,11 @@ export function resolve(profile: Profile, ctx: DefaultsContext, layers: readonly
       sysRoot: get('probe.sysRoot'),
       devRoot: get('probe.devRoot'),
       kvmDevice: get('probe.kvmDevice'),
+    },
+    libvirt: {
+      uri: get<string | null>('libvirt.uri'),
+      required: get('libvirt.required'),
+      lanes: get('libvirt.lanes'),
     },
   };
   const origins = Object.fromEntries([...merged].map(([k, s]) => [k, s.origin]));

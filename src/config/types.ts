@@ -31,4 +31,12 @@ export interface Config {
     devRoot: string;
     kvmDevice: string;
   };
+  libvirt: {
+    /** Validated libvirt URI (src/libvirt/uri.ts), or null when libvirt is switched off. */
+    uri: string | null;
+    /** When true, the daemon is not ready while libvirt is unreachable. */
+    required: boolean;
+    /** Connection handles (calls that run at once). */
+    lanes: number;
+  };
 }

@@ -127,6 +127,7 @@ describe('every invalid value names its key and its source', () => {
     'http.socket': '/' + 'x'.repeat(120), 'http.tcp': 'maybe', 'http.tcp.host': 'not a host!', 'http.tcp.port': 'abc',
     'http.allowNonLoopback': 'yes', 'grpc.socket': 'g.sock', 'shutdown.drainTimeoutMs': '-5',
     'probe.procRoot': 'proc', 'probe.sysRoot': './sys', 'probe.devRoot': 'dev', 'probe.kvmDevice': 'kvm',
+    'libvirt.uri': 'qemu+ssh://evil.example/system', 'libvirt.required': 'maybe', 'libvirt.lanes': '0',
   };
   test('the table covers every key', () => assert.deepEqual(Object.keys(bad).sort(), KEYS.map((k) => k.key).sort()));
 
@@ -150,6 +151,31 @@ describe('every invalid value names its key and its source', () => {
     rejects(() => run(['--config', file]), ErrorCodes.CONFIG_INVALID, new RegExp(`^http\\.tcp\\.port: .*got "8080" \\(from file ${file}\\)`));
     rejects(() => run(['--config', writeFile('b.yaml', 'http:\n  allowNonLoopback: "true"\n')]), ErrorCodes.CONFIG_INVALID, /^http\.allowNonLoopback: must be true or false/);
     rejects(() => run(['--config', writeFile('m.yaml', 'http: 5\n')]), ErrorCodes.CONFIG_INVALID, /^http: must be a mapping, got 5/);
+  });
+
+  test('libvirt.uri: node-local URIs only, off switches libvirt off', () => {
+    assert.equal(run([]).config.libvirt.uri, 'qemu:///system');
+    assert.equal(run(['--libvirt-uri=off']).config.libvirt.uri, null);
+    assert.equal(run(['--config', writeFile('lv.yaml', 'libvirt:\n  uri: null\n')]).config.libvirt.uri, null);
+    for (const ok of ['test:///default', 'qemu:///system', 'qemu:///session', 'qemu+unix:///system?socket=/run/x/libvirt-sock', 'qemu:///embed?root=/var/lib/vh/vmis/a']) {
+      assert.equal(run([`--libvirt-uri=${ok}`]).config.libvirt.uri, ok);
+    }
+    const bad: Array<[string, RegExp]> = [
+      ['qemu+tcp:///system', /transport \+tcp is not supported/],
+      ['qemu://host.example/system', /must not name a host/],
+      ['qemu+unix:///system?socket=relative', /socket= must be an absolute path/],
+      ['qemu+unix:///system?socket=/run/../etc/x', /socket= must not contain '\.\.'/],
+      ['qemu:///system?socket=/run/x', /socket= needs the \+unix transport/],
+      ['qemu:///embed', /root= is required/],
+      ['qemu:///embed?root=/a&root=/b', /given twice/],
+      ['qemu:///system?foo=1', /unknown query parameter foo/],
+      ['xen:///system', /driver "xen" is not supported/],
+      ['test:///other', /exactly test:\/\/\/default/],
+      ['qemu:///system x', /must not contain spaces/],
+      ['qemu:///system\'', /must not contain spaces, quotes/],
+      ['nonsense', /must look like driver/],
+    ];
+    for (const [uri, re] of bad) rejects(() => run([`--libvirt-uri=${uri}`]), ErrorCodes.CONFIG_INVALID, new RegExp(`^libvirt\\.uri: .*${re.source}`));
   });
 
   test('cross-key rules', () => {
