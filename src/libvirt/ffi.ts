@@ -40,6 +40,13 @@ export interface RawError {
   int2: number;
 }
 
+/** virDomainStatsRecord as decoded by koffi: the domain handle and its typed-parameter array. */
+export interface RawStatsRecord {
+  dom: Handle;
+  params: Handle;
+  nparams: number;
+}
+
 /** Every libvirt entry point the binding uses, typed separately from the public API. */
 export interface LibvirtBinding {
   /** koffi and the loaded libvirt.so.0, for modules that declare more functions (event-loop.ts). */
@@ -63,6 +70,8 @@ export interface LibvirtBinding {
     virConnResetLastError: ForeignFn;
     virResetError: ForeignFn;
     virConnectListAllDomains: ForeignFn;
+    virConnectGetCapabilities: ForeignFn;
+    virConnectGetDomainCapabilities: ForeignFn;
     virDomainLookupByName: ForeignFn;
     virDomainLookupByUUIDString: ForeignFn;
     virDomainDefineXML: ForeignFn;
@@ -77,7 +86,27 @@ export interface LibvirtBinding {
     virDomainGetName: ForeignFn;
     virDomainGetUUIDString: ForeignFn;
     virDomainFree: ForeignFn;
+    virDomainCreateXML: ForeignFn;
+    virDomainCreateWithFlags: ForeignFn;
+    virDomainUndefineFlags: ForeignFn;
+    virDomainShutdownFlags: ForeignFn;
+    virDomainDestroyFlags: ForeignFn;
+    virDomainReboot: ForeignFn;
+    virDomainReset: ForeignFn;
+    virDomainMemoryStats: ForeignFn;
+    virConnectGetAllDomainStats: ForeignFn;
+    virDomainStatsRecordListFree: ForeignFn;
+    virDomainStartDirtyRateCalc: ForeignFn;
+    virDomainMigrateToURI3: ForeignFn;
+    virDomainGetJobStats: ForeignFn;
+    virTypedParamsFree: ForeignFn;
   };
+  /** sizeof(virTypedParameter) (96 on LP64: char[80], int, 8-byte union at offset 88). */
+  typedParamSize: number;
+  /** Decodes one virDomainStatsRecord at `ptr` (pointer fields as koffi hands them out). */
+  decodeStatsRecord(ptr: Handle): RawStatsRecord;
+  /** Decodes `count` pointers stored at `ptr` (a libvirt-allocated pointer array). */
+  decodePtrArray(ptr: Handle, count: number): Handle[];
   /**
    * The buffer the process-wide error handler copies connection-less errors into (only
    * virConnectOpen/virConnectClose reach it; they are serialised, see connection.ts).
@@ -126,6 +155,10 @@ function bind(koffi: Koffi, lib: ReturnType<Koffi['load']>): LibvirtBinding {
     virConnResetLastError: f('void virConnResetLastError(virConnect *conn)'),
     virResetError: f('void virResetError(void *err)'),
     virConnectListAllDomains: f('int virConnectListAllDomains(virConnect *conn, _Out_ void **domains, unsigned int flags)'),
+    virConnectGetCapabilities: f('char *! virConnectGetCapabilities(virConnect *conn)'),
+    virConnectGetDomainCapabilities: f(
+      'char *! virConnectGetDomainCapabilities(virConnect *conn, const char *emulatorbin, const char *arch, const char *machine, const char *virttype, unsigned int flags)',
+    ),
     virDomainLookupByName: f('virDomain *virDomainLookupByName(virConnect *conn, const char *name)'),
     virDomainLookupByUUIDString: f('virDomain *virDomainLookupByUUIDString(virConnect *conn, const char *uuid)'),
     virDomainDefineXML: f('virDomain *virDomainDefineXML(virConnect *conn, const char *xml)'),
@@ -142,7 +175,43 @@ function bind(koffi: Koffi, lib: ReturnType<Koffi['load']>): LibvirtBinding {
     virDomainGetName: f('const char *virDomainGetName(virDomain *dom)'),
     virDomainGetUUIDString: f('int virDomainGetUUIDString(virDomain *dom, void *buf)'),
     virDomainFree: f('int virDomainFree(virDomain *dom)'),
+    virDomainCreateXML: f('virDomain *virDomainCreateXML(virConnect *conn, const char *xml, unsigned int flags)'),
+    virDomainCreateWithFlags: f('int virDomainCreateWithFlags(virDomain *dom, unsigned int flags)'),
+    virDomainUndefineFlags: f('int virDomainUndefineFlags(virDomain *dom, unsigned int flags)'),
+    virDomainShutdownFlags: f('int virDomainShutdownFlags(virDomain *dom, unsigned int flags)'),
+    virDomainDestroyFlags: f('int virDomainDestroyFlags(virDomain *dom, unsigned int flags)'),
+    virDomainReboot: f('int virDomainReboot(virDomain *dom, unsigned int flags)'),
+    virDomainReset: f('int virDomainReset(virDomain *dom, unsigned int flags)'),
+    // stats: caller-owned array of virDomainMemoryStatStruct {int tag; unsigned long long val}
+    // (16 bytes each), passed as a Buffer; libvirt fills at most nr_stats entries.
+    virDomainMemoryStats: f('int virDomainMemoryStats(virDomain *dom, void *stats, unsigned int nr_stats, unsigned int flags)'),
+    // retStats: a NULL-terminated array of virDomainStatsRecordPtr that libvirt allocates; the
+    // caller frees the whole list (records, their typed params and domain refs) with
+    // virDomainStatsRecordListFree.
+    virConnectGetAllDomainStats: f('int virConnectGetAllDomainStats(virConnect *conn, unsigned int stats, _Out_ void **retStats, unsigned int flags)'),
+    virDomainStatsRecordListFree: f('void virDomainStatsRecordListFree(void *stats)'),
+    virDomainStartDirtyRateCalc: f('int virDomainStartDirtyRateCalc(virDomain *dom, int seconds, unsigned int flags)'),
+    // params: a caller-owned virTypedParameter array (typed-params.ts builds it in a Buffer).
+    virDomainMigrateToURI3: f('int virDomainMigrateToURI3(virDomain *dom, const char *dconnuri, void *params, unsigned int nparams, unsigned int flags)'),
+    // params: libvirt allocates; free with virTypedParamsFree.
+    virDomainGetJobStats: f('int virDomainGetJobStats(virDomain *dom, _Out_ int *type, _Out_ void **params, _Out_ int *nparams, unsigned int flags)'),
+    // Frees the strings inside the array and the array itself (for arrays libvirt allocated).
+    virTypedParamsFree: f('void virTypedParamsFree(void *params, int nparams)'),
   };
+
+  // The union is 8 bytes and 8-aligned, so `value` sits at offset 88 and the struct is 96 bytes
+  // on LP64; typed-params.ts reads and writes that layout directly and checks it against this.
+  const typedParamValue = koffi.union('virTypedParameterValue', {
+    i: 'int',
+    ui: 'unsigned int',
+    l: 'long long',
+    ul: 'unsigned long long',
+    d: 'double',
+    b: 'char',
+    s: 'char *',
+  });
+  const typedParamType = koffi.struct('virTypedParameter', { field: 'char[80]', type: 'int', value: typedParamValue });
+  const statsRecordType = koffi.struct('virDomainStatsRecord', { dom: 'virDomain *', params: 'void *', nparams: 'int' });
 
   // Silence libvirt's default stderr printer for the whole process. The global handler is the
   // native virCopyLastError: libvirt calls handler(userData, err) on the thread that raised the
@@ -165,6 +234,9 @@ function bind(koffi: Koffi, lib: ReturnType<Koffi['load']>): LibvirtBinding {
     decodeError: (buf) => koffi.decode(buf, errorType) as RawError,
     decodeDomainPtrArray: (ptr, count) => (count > 0 ? (koffi.decode(ptr, 'virDomain *', count) as Handle[]) : []),
     freeArray: (ptr) => void free(ptr),
+    typedParamSize: koffi.sizeof(typedParamType),
+    decodeStatsRecord: (ptr) => koffi.decode(ptr, statsRecordType) as RawStatsRecord,
+    decodePtrArray: (ptr, count) => (count > 0 ? (koffi.decode(ptr, 'void *', count) as Handle[]) : []),
     noopErrorHandler: lib.symbol('virResetError') as bigint,
     fn,
     globalErrorBuf,
