@@ -7,20 +7,44 @@ import { ErrorCodes, VhError } from '../errors';
 import { type Handle, type LibvirtBinding, loadLibvirt } from './ffi';
 import { LibvirtError, unknownLibvirtError } from './errors';
 import { CallQueue } from './queue';
+import { type DomainStats, fetchAllDomainStats } from './stats';
+import { type KoffiMemory, decodeTypedParams, typedParamsToRecord } from './typed-params';
 import { Lane } from './lane';
 import { Domain } from './domain';
 import { EventEmitter } from 'node:events';
 import { ensureEventImpl, eventLoop, loadEventBinding } from './event-loop';
-import { type CloseReason, type LifecycleEvent, addSink, noteRegistered, removeSink, trampolinesFor } from './events';
+import {
+  type CloseReason,
+  DOMAIN_EVENT_IDS,
+  DOMAIN_EVENT_NAMES,
+  type DomainEvent,
+  type DomainEventMap,
+  type DomainEventName,
+  type TypedParamsDecoder,
+  addSink,
+  noteRegistered,
+  removeSink,
+  trampolinesFor,
+} from './events';
 
-const VIR_DOMAIN_EVENT_ID_LIFECYCLE = 0;
-
-/** Events a Connection emits. */
-export interface ConnectionEvents {
-  /** A domain lifecycle change (VIR_DOMAIN_EVENT_ID_LIFECYCLE), for any domain on the URI. */
-  lifecycle: [LifecycleEvent];
+/** Events a Connection emits: every domain event kind by name, `event` for all, and `closed`. */
+export type ConnectionEvents = { [K in DomainEventName]: [DomainEventMap[K]] } & {
+  /** Every domain event, tagged with its kind (what events() yields). */
+  event: [DomainEvent];
   /** libvirt closed one of the connection's handles (daemon gone, keepalive timeout...). */
   closed: [CloseReason];
+};
+
+/** Keepalive probes (virConnectSetKeepAlive): the peer is declared dead after about interval * (count + 1) s. */
+export interface KeepAlive {
+  intervalS: number;
+  count: number;
+}
+export const DEFAULT_KEEPALIVE: KeepAlive = { intervalS: 5, count: 5 };
+
+/** Decodes job-completed stats while libvirt's array is valid (inside the callback). */
+function paramsDecoder(koffi: LibvirtBinding['koffi']): TypedParamsDecoder {
+  return (p, n) => typedParamsToRecord(decodeTypedParams(koffi as unknown as KoffiMemory, p, n));
 }
 
 /** Options for Connection.open. */
@@ -30,10 +54,20 @@ export interface OpenOptions {
   /** The queue bounding koffi async calls; defaults to the process-wide one. */
   queue?: CallQueue;
   /**
-   * Deliver events ('lifecycle', 'closed'): registers the callbacks and holds the process-wide
-   * event loop (event-loop.ts) until close(). Default false.
+   * Deliver events (every DomainEventName, 'event', 'closed'): registers the callbacks and holds
+   * the process-wide event loop (event-loop.ts) until close(). Default false.
    */
   events?: boolean;
+  /**
+   * Keepalive on every handle (needs `events`, which runs the event loop); null disables it.
+   * Ignored for drivers without a peer (test:///, qemu:///embed). Default DEFAULT_KEEPALIVE.
+   */
+  keepAlive?: KeepAlive | null;
+}
+
+/** Whether `uri` talks to a daemon (keepalive applies) rather than an in-process driver. */
+export function isRemoteUri(uri: string): boolean {
+  return !/^test:/.test(uri) && !/^[a-z0-9]+:\/\/\/embed/.test(uri);
 }
 
 let sharedQueue: CallQueue | null = null;
@@ -95,7 +129,7 @@ export interface Connection {
 export class Connection extends EventEmitter {
   private closed = false;
   private sinkId = 0;
-  private lifecycleId = -1;
+  private readonly callbackIds = new Map<DomainEventName, number>();
   private closeRegistered: Lane[] = [];
   private closeSeen = false;
 
@@ -129,6 +163,8 @@ export class Connection extends EventEmitter {
     if (opts.events) {
       try {
         await conn.registerEvents();
+        const ka = opts.keepAlive === undefined ? DEFAULT_KEEPALIVE : opts.keepAlive;
+        if (ka && isRemoteUri(uri)) await conn.setKeepAlive(ka);
       } catch (e) {
         await conn.close().catch(() => undefined);
         throw e;
@@ -144,9 +180,12 @@ export class Connection extends EventEmitter {
 
   private async registerEvents(): Promise<void> {
     const b = loadEventBinding();
-    const t = trampolinesFor(b);
+    const t = trampolinesFor(b, paramsDecoder(this.lv.koffi));
     this.sinkId = addSink({
-      lifecycle: (ev) => this.emit('lifecycle', ev),
+      event: (ev) => {
+        this.emit(ev.kind, ev as never);
+        this.emit('event', ev);
+      },
       closed: (reason) => {
         if (this.closeSeen) return;
         this.closeSeen = true;
@@ -154,32 +193,87 @@ export class Connection extends EventEmitter {
       },
     });
     eventLoop().acquire();
+    // One registration per kind on the first lane: every handle sees the same domains, so one
+    // registration avoids duplicates.
     const first = this.lanes[0] as Lane;
-    this.lifecycleId = await first.run<number>(
-      'virConnectDomainEventRegisterAny',
-      b.fn.virConnectDomainEventRegisterAny,
-      [first.conn, null, VIR_DOMAIN_EVENT_ID_LIFECYCLE, t.lifecycle, this.sinkId, t.free],
-      (r) => r < 0,
-    );
-    noteRegistered();
+    for (const kind of DOMAIN_EVENT_NAMES) {
+      const id = await first.run<number>(
+        'virConnectDomainEventRegisterAny',
+        b.fn.virConnectDomainEventRegisterAny,
+        [first.conn, null, DOMAIN_EVENT_IDS[kind], t.domain[kind], this.sinkId, t.free],
+        (r) => r < 0,
+        `${kind} events`,
+      );
+      this.callbackIds.set(kind, id);
+      noteRegistered();
+    }
     for (const lane of this.lanes) {
       await lane.run<number>('virConnectRegisterCloseCallback', b.fn.virConnectRegisterCloseCallback, [lane.conn, t.close, this.sinkId, null], (r) => r < 0);
       this.closeRegistered.push(lane);
     }
   }
 
+  /** Starts keepalive probes on every handle (libvirt then closes a handle whose peer died). */
+  private async setKeepAlive(ka: KeepAlive): Promise<void> {
+    const b = loadEventBinding();
+    for (const lane of this.lanes) {
+      await lane.run<number>('virConnectSetKeepAlive', b.fn.virConnectSetKeepAlive, [lane.conn, ka.intervalS, ka.count], (r) => r < 0);
+    }
+  }
+
+  /**
+   * Every domain event as an async iterator (for await ... of conn.events()); ends when the
+   * connection closes or `signal` aborts. Events are buffered while the consumer is busy.
+   */
+  async *events(signal?: AbortSignal): AsyncGenerator<DomainEvent> {
+    if (!this.eventsEnabled) throw new VhError(ErrorCodes.INVALID_ARGUMENT, 'events(): open the connection with {events: true}');
+    const buffer: DomainEvent[] = [];
+    let wake: (() => void) | null = null;
+    let done = false;
+    const onEvent = (ev: DomainEvent): void => {
+      buffer.push(ev);
+      wake?.();
+    };
+    const finish = (): void => {
+      done = true;
+      wake?.();
+    };
+    this.on('event', onEvent);
+    this.once('closed', finish);
+    signal?.addEventListener('abort', finish, { once: true });
+    try {
+      for (;;) {
+        while (buffer.length > 0) yield buffer.shift() as DomainEvent;
+        if (done || this.closed) return;
+        await new Promise<void>((r) => (wake = r));
+        wake = null;
+      }
+    } finally {
+      this.off('event', onEvent);
+      this.off('closed', finish);
+      signal?.removeEventListener('abort', finish);
+    }
+  }
+
+  /** Whether every handle is still alive (virConnectIsAlive; local, no round trip). */
+  isAlive(): boolean {
+    if (this.closed || this.closeSeen) return false;
+    const b = loadEventBinding();
+    return this.lanes.every((l) => (b.fn.virConnectIsAlive(l.conn) as number) === 1);
+  }
+
   /** Deregisters everything registerEvents() did (each step on its own lane, errors collected). */
   private async unregisterEvents(errors: unknown[]): Promise<void> {
     if (this.sinkId === 0) return;
     const b = loadEventBinding();
-    const t = trampolinesFor(b);
-    if (this.lifecycleId >= 0) {
-      const first = this.lanes[0] as Lane;
+    const t = trampolinesFor(b, paramsDecoder(this.lv.koffi));
+    const first = this.lanes[0] as Lane;
+    for (const [kind, id] of this.callbackIds) {
       await first
-        .run<number>('virConnectDomainEventDeregisterAny', b.fn.virConnectDomainEventDeregisterAny, [first.conn, this.lifecycleId], (r) => r < 0)
+        .run<number>('virConnectDomainEventDeregisterAny', b.fn.virConnectDomainEventDeregisterAny, [first.conn, id], (r) => r < 0, `${kind} events`)
         .catch((e) => errors.push(e));
-      this.lifecycleId = -1;
     }
+    this.callbackIds.clear();
     for (const lane of this.closeRegistered) {
       await lane
         .run<number>('virConnectUnregisterCloseCallback', b.fn.virConnectUnregisterCloseCallback, [lane.conn, t.close], (r) => r < 0)
@@ -220,6 +314,20 @@ export class Connection extends EventEmitter {
     return ptrs.map((p) => new Domain(lane, p));
   }
 
+  /** The host capabilities XML (virConnectGetCapabilities); parse with capabilities.ts. */
+  async getCapabilities(): Promise<string> {
+    const lane = this.pick();
+    return lane.run<string>('virConnectGetCapabilities', this.lv.fn.virConnectGetCapabilities, [lane.conn], (x) => x === null);
+  }
+
+  /** The domain capabilities XML for one (emulator, arch, machine, virttype); null lets libvirt choose. */
+  async getDomainCapabilities(opts: { emulatorbin?: string | null; arch?: string | null; machine?: string | null; virttype?: string | null } = {}): Promise<string> {
+    const lane = this.pick();
+    const args = [lane.conn, opts.emulatorbin ?? null, opts.arch ?? null, opts.machine ?? null, opts.virttype ?? null, 0];
+    const subject = `domain capabilities ${[opts.virttype, opts.arch, opts.machine].filter(Boolean).join('/')}`;
+    return lane.run<string>('virConnectGetDomainCapabilities', this.lv.fn.virConnectGetDomainCapabilities, args, (x) => x === null, subject);
+  }
+
   /** The domain called `name`; LibvirtError VIR_ERR_NO_DOMAIN when there is none. */
   lookupByName(name: string): Promise<Domain> {
     return this.domainCall('virDomainLookupByName', this.lv.fn.virDomainLookupByName, name, `domain '${name}'`);
@@ -233,6 +341,26 @@ export class Connection extends EventEmitter {
   /** Defines (or redefines) a persistent domain from XML; returns it (not started). */
   defineXML(xml: string): Promise<Domain> {
     return this.domainCall('virDomainDefineXML', this.lv.fn.virDomainDefineXML, xml);
+  }
+
+  /**
+   * Starts a transient domain from XML (virDomainCreateXML; flags are virDomainCreateFlags,
+   * e.g. 1 = START_PAUSED). It has no persistent definition: it disappears once destroyed.
+   */
+  async createXML(xml: string, flags = 0): Promise<Domain> {
+    const lane = this.pick();
+    const ptr = await lane.run<Handle>('virDomainCreateXML', this.lv.fn.virDomainCreateXML, [lane.conn, xml, flags], (p) => !p);
+    return new Domain(lane, ptr);
+  }
+
+  /**
+   * Statistics for every domain matching `flags` (virConnectGetAllDomainStats), decoded by
+   * stats.ts. `stats` names VIR_DOMAIN_STATS_* groups ('state', 'cpu-total', 'balloon', 'vcpu',
+   * 'interface', 'block', 'dirtyrate', ...); empty means all the driver supports. `flags` is a
+   * bitmask or names ('active', 'running', 'enforceStats', ...). Unknown names: RangeError.
+   */
+  async getAllDomainStats(stats: readonly string[] = [], flags: number | readonly string[] = 0): Promise<DomainStats[]> {
+    return fetchAllDomainStats(this.pick(), stats, flags);
   }
 
   private async domainCall(api: string, fn: LibvirtBinding['fn'][keyof LibvirtBinding['fn']], arg: string, subject?: string): Promise<Domain> {

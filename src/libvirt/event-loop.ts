@@ -43,13 +43,13 @@ export interface EventBinding {
     virConnectDomainEventDeregisterAny: ForeignFn;
     virConnectRegisterCloseCallback: ForeignFn;
     virConnectUnregisterCloseCallback: ForeignFn;
+    virConnectSetKeepAlive: ForeignFn;
+    virConnectIsAlive: ForeignFn;
     virDomainGetName: ForeignFn;
     virDomainGetUUIDString: ForeignFn;
   };
   /** libc abs(): a native do-nothing virEventTimeoutCallback. */
   noopTimer: unknown;
-  /** Prototype names for koffi.register. */
-  types: { lifecycle: string; close: string; free: string };
 }
 
 let binding: EventBinding | null = null;
@@ -60,8 +60,14 @@ export function loadEventBinding(): EventBinding {
   // Throws the operator-readable reason if libvirt is missing; also declares virConnect/virDomain.
   const { koffi, lib } = loadLibvirt();
   const f = (decl: string): ForeignFn => lib.func(decl) as unknown as ForeignFn;
-  // virConnectDomainEventCallback for VIR_DOMAIN_EVENT_ID_LIFECYCLE; opaque carries our id.
+  // One callback prototype per event kind (libvirt-domain.h's virConnectDomainEvent*Callback);
+  // `opaque` carries our sink id. Registered once per process by events.ts.
   koffi.proto('void vhLifecycleCb(void *conn, void *dom, int event, int detail, intptr_t opaque)');
+  koffi.proto('void vhRebootCb(void *conn, void *dom, intptr_t opaque)');
+  koffi.proto('void vhWatchdogCb(void *conn, void *dom, int action, intptr_t opaque)');
+  koffi.proto('void vhIoErrorReasonCb(void *conn, void *dom, const char *srcPath, const char *devAlias, int action, const char *reason, intptr_t opaque)');
+  koffi.proto('void vhMigrationIterationCb(void *conn, void *dom, int iteration, intptr_t opaque)');
+  koffi.proto('void vhJobCompletedCb(void *conn, void *dom, void *params, int nparams, intptr_t opaque)');
   koffi.proto('void vhCloseCb(void *conn, int reason, intptr_t opaque)');
   koffi.proto('void vhFreeCb(intptr_t opaque)');
   const libc = koffi.load(null);
@@ -73,17 +79,18 @@ export function loadEventBinding(): EventBinding {
       virEventAddTimeout: f('int virEventAddTimeout(int timeout, void *cb, void *opaque, void *ff)'),
       virEventUpdateTimeout: f('void virEventUpdateTimeout(int timer, int timeout)'),
       virEventRemoveTimeout: f('int virEventRemoveTimeout(int timer)'),
-      virConnectDomainEventRegisterAny: f(
-        'int virConnectDomainEventRegisterAny(virConnect *conn, void *dom, int eventID, vhLifecycleCb *cb, intptr_t opaque, vhFreeCb *freecb)',
-      ),
+      // cb is `void *`: the callback's real type depends on eventID (VIR_DOMAIN_EVENT_CALLBACK).
+      virConnectDomainEventRegisterAny: f('int virConnectDomainEventRegisterAny(virConnect *conn, void *dom, int eventID, void *cb, intptr_t opaque, void *freecb)'),
       virConnectDomainEventDeregisterAny: f('int virConnectDomainEventDeregisterAny(virConnect *conn, int callbackID)'),
-      virConnectRegisterCloseCallback: f('int virConnectRegisterCloseCallback(virConnect *conn, vhCloseCb *cb, intptr_t opaque, void *freecb)'),
-      virConnectUnregisterCloseCallback: f('int virConnectUnregisterCloseCallback(virConnect *conn, vhCloseCb *cb)'),
+      virConnectRegisterCloseCallback: f('int virConnectRegisterCloseCallback(virConnect *conn, void *cb, intptr_t opaque, void *freecb)'),
+      virConnectUnregisterCloseCallback: f('int virConnectUnregisterCloseCallback(virConnect *conn, void *cb)'),
+      // Keepalive needs a running event loop; with it, a dead peer closes the connection.
+      virConnectSetKeepAlive: f('int virConnectSetKeepAlive(virConnect *conn, int interval, unsigned int count)'),
+      virConnectIsAlive: f('int virConnectIsAlive(virConnect *conn)'),
       virDomainGetName: f('const char *virDomainGetName(void *dom)'),
       virDomainGetUUIDString: f('int virDomainGetUUIDString(void *dom, _Out_ uint8_t *buf)'),
     },
     noopTimer: libc.symbol('abs'),
-    types: { lifecycle: 'vhLifecycleCb *', close: 'vhCloseCb *', free: 'vhFreeCb *' },
   };
   return binding;
 }

@@ -14,7 +14,7 @@ import { performance } from 'node:perf_hooks';
 import { tryLoadLibvirt } from '../../src/libvirt/ffi';
 import { Connection } from '../../src/libvirt/connection';
 import { eventLoop } from '../../src/libvirt/event-loop';
-import { type LifecycleEvent, callbackStats, lifecycleDetailName, lifecycleEventName } from '../../src/libvirt/events';
+import { DOMAIN_EVENT_NAMES, type DomainEvent, type LifecycleEvent, callbackStats, lifecycleDetailName, lifecycleEventName } from '../../src/libvirt/events';
 
 const URI = 'test:///default';
 const unavailable = tryLoadLibvirt().error;
@@ -82,6 +82,48 @@ describe('libvirt events on test:///default', () => {
     }
   });
 
+  it('events() yields every kind tagged, in order, and ends on abort', async () => {
+    const name = 'vh-ev-iter';
+    const ac = new AbortController();
+    const seen: DomainEvent[] = [];
+    const consumer = (async () => {
+      for await (const ev of conn.events(ac.signal)) {
+        if (ev.domain !== name) continue;
+        seen.push(ev);
+        if (seen.length === 3) ac.abort();
+      }
+    })();
+    const tagged: string[] = [];
+    const onEvent = (ev: DomainEvent): void => {
+      if (ev.domain === name) tagged.push(ev.kind);
+    };
+    conn.on('event', onEvent);
+    try {
+      const d = await conn.defineXML(domainXml(name));
+      await d.create();
+      await d.destroy();
+      await d.undefine();
+      await d.free();
+      await Promise.race([consumer, new Promise((_, rej) => setTimeout(() => rej(new Error('iterator did not end after abort')), 3000))]);
+    } finally {
+      conn.off('event', onEvent);
+    }
+    assert.deepEqual(
+      seen.map((e) => (e.kind === 'lifecycle' ? `${e.kind}:${e.event}` : e.kind)),
+      ['lifecycle:DEFINED', 'lifecycle:STARTED', 'lifecycle:STOPPED'],
+    );
+    assert.ok(tagged.length >= 3 && tagged.every((k) => k === 'lifecycle'), `tagged kinds: ${tagged.join(',')}`);
+  });
+
+  it('events() refuses a connection opened without events', async () => {
+    const plain = await Connection.open(URI, { lanes: 1 });
+    try {
+      await assert.rejects(plain.events().next(), /open the connection with \{events: true\}/);
+    } finally {
+      await plain.close();
+    }
+  });
+
   it('delivers events promptly (p50/p99 from issuing the call to the event)', async () => {
     const name = 'vh-ev-latency';
     const d = await conn.defineXML(domainXml(name));
@@ -128,12 +170,13 @@ describe('libvirt events on test:///default', () => {
     }
     // libvirt calls the free callback when it really drops a registration.
     const deadline = Date.now() + 2000;
-    while (callbackStats().freed - before.freed < 100 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    const kinds = DOMAIN_EVENT_NAMES.length;
+    while (callbackStats().freed - before.freed < 100 * kinds && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
     const now = callbackStats();
-    assert.equal(now.trampolines, 3, 'koffi trampolines are process-wide, not per connection');
+    assert.equal(now.trampolines, kinds + 2, 'koffi trampolines are process-wide (one per event kind + close + free), not per connection');
     assert.equal(now.liveSinks, before.liveSinks);
-    assert.equal(now.registered - before.registered, 100);
-    assert.equal(now.freed - before.freed, 100, 'libvirt released every lifecycle registration');
+    assert.equal(now.registered - before.registered, 100 * kinds);
+    assert.equal(now.freed - before.freed, 100 * kinds, 'libvirt released every domain-event registration');
     const grownMiB = (process.memoryUsage().rss - rss0) / (1024 * 1024);
     assert.ok(grownMiB < 64, `RSS grew ${grownMiB.toFixed(1)} MiB`);
     assert.ok(eventLoop().isRunning, 'the suite connection still holds the loop');
