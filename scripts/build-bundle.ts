@@ -8,7 +8,8 @@
  * The bundle stays in dist/ next to package.json's directory tree, so the addon loader and
  * packageVersion() still find the package root by walking up, and the compiled gRPC contracts are
  * inlined (proto.ts requires them by a literal path). node_modules still ships: fastify's schema
- * compilers are resolved from it at runtime (src/http/server.ts). Everything else is bundled:
+ * compilers are resolved from it at runtime (src/http/server.ts), and koffi (the libvirt FFI) stays
+ * external because it loads its native binary from its package directory. Everything else is bundled:
  * leaving the modules not needed before ready (yaml, prom-client, ...) external did not measurably
  * speed up ready and cost ~3 MB RSS.
  *
@@ -123,7 +124,7 @@ async function produceCodeCache(loader: string, bundle: string, cache: string): 
   try {
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('VH_') && k !== 'NOTIFY_SOCKET' && k !== 'NODE_OPTIONS'));
     const child = spawn(process.execPath, [loader, '--profile=dev', '--state-dir', path.join(dir, 'state'), '--run-dir', path.join(dir, 'run'),
-      '--http-tcp-port', '0', '--log-level', 'warn'], { env: { ...env, VH_CODE_CACHE_WRITE: tmp }, stdio: ['ignore', 'ignore', 'pipe'] });
+      '--http-tcp-port', '0', '--log-level', 'warn'], { env: { ...env, VH_CODE_CACHE_WRITE: tmp, VH_LIBVIRT_URI: 'off' }, stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
@@ -164,6 +165,9 @@ async function main(): Promise<void> {
       target: 'node20',
       format: 'cjs',
       sourcemap: 'linked', // `node --enable-source-maps` maps stack traces back to dist/src
+      // koffi finds its native binary relative to its own package directory: it must stay a
+      // real node_modules require (bundled, it fails with "Cannot find the native Koffi module").
+      external: ['koffi'],
       // server.ts resolves fastify's own copy of the schema compilers at runtime, on purpose.
       logOverride: { 'require-resolve-not-external': 'silent' },
       logLevel: 'warning',

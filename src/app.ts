@@ -9,7 +9,10 @@
  *   5. HTTP (unix socket, then loopback TCP)            (SOCKET_IN_USE / LISTEN_FAILED -> exit 3)
  *   6. gRPC (unix socket)
  *   7. node probe, in the background: /readyz says 'probe running' until it resolves
- *   8. ready: sd_notify READY=1 + STATUS, gRPC health SERVING
+ *   8. libvirt supervisor (libvirt.uri), in the background: connects, reconnects with backoff,
+ *      reads capabilities after each connect (after the probe: the virt type needs its facts).
+ *      Blocks readiness only with libvirt.required; /readyz always shows its state.
+ *   9. ready: sd_notify READY=1 + STATUS, gRPC health SERVING
  *
  * Shutdown reverses it: STOPPING=1, not ready ('draining'), then the close hooks newest-first,
  * all sharing one drain deadline (shutdown.drainTimeoutMs).
@@ -28,6 +31,9 @@ import { tryLoadNative } from './native/loader';
 import { probeNodeReport } from './node/probe';
 import type { NodeInfo } from './node/types';
 import { Readiness } from './util/readiness';
+import { LibvirtSupervisor } from './libvirt/supervisor';
+import { type NodeCapabilities, readNodeCapabilities, summarizeCapabilities } from './libvirt/node-capabilities';
+import type { Connection } from './libvirt/connection';
 
 /** Inputs of startApp() besides the config. */
 export interface AppOptions {
@@ -65,6 +71,9 @@ export function ensureWritableDir(key: string, dir: string): void {
 export class App {
   readonly readiness = new Readiness({ listeners: 'listeners not bound', probe: 'probe running' });
   private nodeInfo: NodeInfo | null = null;
+  private libvirt: LibvirtSupervisor | null = null;
+  private libvirtCaps: NodeCapabilities | null = null;
+  private probeDone!: Promise<void>;
   private native: NativeBinding | null = null;
   private nativeError: string | undefined;
   private readonly closeHooks: CloseHook[] = [];
@@ -90,20 +99,27 @@ export class App {
     this.nativeError = loaded.error ?? undefined;
     if (!loaded.native) logger.warn({ error: loaded.error }, 'native addon unavailable: KVM will be reported unavailable');
 
-    const metrics = new Metrics({ version: this.opts.version, nodeName: config.nodeName, ready: () => this.readiness.ready, nodeInfo: () => this.nodeInfo });
+    const metrics = new Metrics({
+      version: this.opts.version,
+      nodeName: config.nodeName,
+      ready: () => this.readiness.ready,
+      nodeInfo: () => this.nodeInfo,
+      libvirt: () => this.libvirt?.status() ?? null,
+    });
 
     const http = new HttpServer({
       logger: component(logger, 'http'),
       socketPath: config.http.socket,
       tcp: config.http.tcp,
       readiness: this.readiness,
-      nodeInfo: () => this.nodeInfo,
+      nodeInfo: () => this.nodeView(),
       metrics,
+      components: () => this.components(),
     });
     await http.listen(); // cleans up after itself on failure
     this.onClose('http', (ms) => http.close(ms));
 
-    const grpc = new GrpcServer({ socketPath: config.grpc.socket, logger: component(logger, 'grpc'), nodeInfo: () => this.nodeInfo });
+    const grpc = new GrpcServer({ socketPath: config.grpc.socket, logger: component(logger, 'grpc'), nodeInfo: () => this.nodeView() });
     this.onClose('grpc', (ms) => grpc.shutdown(ms)); // registered first: a half-bound server is still closed
     await grpc.start().catch((e: unknown) => {
       // Known failures are VhErrors already; a raw fs error (e.g. EACCES on the socket's directory) is still a startup failure.
@@ -117,7 +133,62 @@ export class App {
     });
     this.readiness.ok('listeners');
 
-    void this.probe(); // never rejects; readiness reports its progress
+    this.probeDone = this.probe(); // never rejects; readiness reports its progress
+    this.startLibvirt();
+  }
+
+  /** Step 8: the libvirt supervisor (nothing when libvirt.uri is off). */
+  private startLibvirt(): void {
+    const { config, logger } = this;
+    const uri = config.libvirt.uri;
+    if (uri === null) return;
+    const log = component(logger, 'libvirt');
+    const required = config.libvirt.required;
+    if (required) this.readiness.block('libvirt', `libvirt ${uri}: connecting`);
+    const sup = new LibvirtSupervisor({
+      uri,
+      logger: log,
+      lanes: config.libvirt.lanes,
+      onConnected: async (conn) => {
+        await this.probeDone;
+        const info = this.nodeInfo;
+        const caps = await readNodeCapabilities(conn as Connection, { kvmAvailable: info?.kvm.available ?? false, cpuFlags: info?.cpu.flags ?? [] });
+        this.libvirtCaps = caps;
+        if (caps.warnings.length > 0) log.warn({ warnings: caps.warnings }, 'libvirt capabilities degraded');
+        log.info({ virtType: caps.virtType, reason: caps.virtTypeReason, machines: caps.domains.map((d) => d.machine), labels: Object.keys(caps.labels).length }, 'libvirt capabilities read');
+      },
+    });
+    sup.on('state', (state, status) => {
+      if (!required) return;
+      if (state === 'connected') this.readiness.ok('libvirt');
+      else if (state !== 'stopped') this.readiness.block('libvirt', `libvirt ${uri}: ${state}${status.lastError ? ` (${status.lastError})` : ''}`);
+    });
+    this.libvirt = sup;
+    this.onClose('libvirt', () => sup.stop());
+    sup.start();
+  }
+
+  /** The node document: the probe's NodeInfo plus libvirt's capability labels and summary. */
+  private nodeView(): NodeInfo | null {
+    const info = this.nodeInfo;
+    if (!info) return null;
+    const sup = this.libvirt;
+    if (!sup) return info;
+    const caps = this.libvirtCaps;
+    const status = sup.status();
+    return {
+      ...info,
+      labels: caps ? { ...info.labels, ...caps.labels } : info.labels,
+      libvirt: { uri: status.uri, state: status.state, lastError: status.lastError, capabilities: caps ? summarizeCapabilities(caps) : null },
+    };
+  }
+
+  /** Component states for /readyz (shown whether or not they block readiness). */
+  private components(): Record<string, unknown> {
+    const sup = this.libvirt;
+    if (!sup) return { libvirt: { state: 'off' } };
+    const { uri, state, since, lastError, connects, disconnects, nextAttemptAt } = sup.status();
+    return { libvirt: { uri, state, required: this.config.libvirt.required, since, lastError, connects, disconnects, nextAttemptAt } };
   }
 
   private async probe(): Promise<void> {

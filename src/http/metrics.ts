@@ -5,6 +5,7 @@
  */
 import type * as Prom from 'prom-client';
 import type { NodeInfo } from '../node/types';
+import { LIBVIRT_STATES, type LibvirtStatus } from '../libvirt/supervisor';
 
 /** Where the metric values come from. */
 export interface MetricsSources {
@@ -12,6 +13,8 @@ export interface MetricsSources {
   nodeName: string;
   ready: () => boolean;
   nodeInfo: () => NodeInfo | null;
+  /** The libvirt supervisor's status; absent or null when libvirt is switched off. */
+  libvirt?: () => LibvirtStatus | null;
 }
 
 /** The daemon's metric set. */
@@ -54,6 +57,45 @@ export class Metrics {
     fromProbe('virt_handler_probe_duration_seconds', 'Duration of the last node probe.', (i) => Math.round(i.probeDurationMs * 1000) / 1e6);
     fromProbe('virt_handler_kvm_available', 'Whether KVM is usable on this node (1) or not (0).', (i) => (i.kvm.available ? 1 : 0));
     fromProbe('virt_handler_node_schedulable', 'Whether this node can run VMs (1) or not (0); see /v1/node reasons.', (i) => (i.schedulable ? 1 : 0));
+
+    if (src.libvirt) {
+      const lv = src.libvirt;
+      new prom.Gauge({
+        name: 'virt_handler_libvirt_connected',
+        help: 'Whether the node libvirt connection is up (1) or not (0).',
+        registers,
+        collect() {
+          this.set(lv()?.state === 'connected' ? 1 : 0);
+        },
+      });
+      new prom.Gauge({
+        name: 'virt_handler_libvirt_state',
+        help: 'The libvirt connection state: 1 for the current state, 0 for the others.',
+        labelNames: ['state'],
+        registers,
+        collect() {
+          const now = lv()?.state;
+          for (const s of LIBVIRT_STATES) this.set({ state: s }, s === now ? 1 : 0);
+        },
+      });
+      new prom.Counter({
+        name: 'virt_handler_libvirt_disconnects_total',
+        help: 'libvirt connections lost after being established (each is followed by reconnect attempts).',
+        registers,
+        collect() {
+          this.reset();
+          this.inc(lv()?.disconnects ?? 0);
+        },
+      });
+      new prom.Gauge({
+        name: 'virt_handler_libvirt_failed_attempts',
+        help: 'Failed libvirt connect attempts since the last stable connection (drives the backoff).',
+        registers,
+        collect() {
+          this.set(lv()?.failedAttempts ?? 0);
+        },
+      });
+    }
 
     const build = new prom.Gauge({ name: 'virt_handler_build_info', help: 'Build information; always 1.', labelNames: ['version', 'node'], registers });
     build.set({ version: src.version, node: src.nodeName }, 1);

@@ -50,6 +50,7 @@ export interface RouteDeps {
   readiness: Readiness;
   nodeInfo: () => NodeInfo | null;
   metrics: Metrics;
+  components: () => Record<string, unknown>;
   lag: { readonly lagMs: number };
   /** /healthz answers 503 when the event-loop lag exceeds this. */
   maxEventLoopLagMs: number;
@@ -70,7 +71,7 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
 
   app.get('/readyz', async (_req, reply) => {
     const ready = deps.readiness.ready;
-    return reply.code(ready ? 200 : 503).send({ ready, reasons: deps.readiness.reasons });
+    return reply.code(ready ? 200 : 503).send({ ready, reasons: deps.readiness.reasons, components: deps.components() });
   });
 
   app.get('/metrics', async (_req, reply) => {

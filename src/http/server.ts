@@ -26,6 +26,8 @@ export interface HttpServerOptions {
   readiness: Readiness;
   nodeInfo: () => NodeInfo | null;
   metrics: Metrics;
+  /** Component states shown by /readyz beside the reasons (e.g. libvirt), blocking or not. */
+  components?: () => Record<string, unknown>;
   /** /healthz turns 503 above this event-loop lag (default 2000 ms). */
   maxEventLoopLagMs?: number;
 }
@@ -119,6 +121,7 @@ export class HttpServer {
       readiness: opts.readiness,
       nodeInfo: opts.nodeInfo,
       metrics: opts.metrics,
+      components: opts.components ?? (() => ({})),
       lag: this.lag,
       maxEventLoopLagMs: opts.maxEventLoopLagMs ?? 2000,
     });

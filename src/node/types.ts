@@ -79,6 +79,8 @@ export interface NodeInfo {
   labels: Record<string, string>;
   /** Parts of the probe that degraded without blocking scheduling (e.g. an unreadable THP file). */
   warnings: string[];
+  /** Added by the daemon when libvirt.uri is set: connection state and capability summary. */
+  libvirt?: { uri: string; state: string; lastError: string | null; capabilities: Record<string, unknown> | null };
 }
 
 /** Inputs of probeNode(); roots are parameters so tests can point them at fixtures. */

@@ -18,10 +18,13 @@ const ROOT = fs.mkdtempSync(path.join(os.tmpdir(), 'vh-it-'));
 after(() => fs.rmSync(ROOT, { recursive: true, force: true }));
 let seq = 0;
 
-/** A clean environment: no VH_* or NOTIFY_SOCKET leaking in from the test runner. */
+/**
+ * A clean environment: no VH_* or NOTIFY_SOCKET leaking in from the test runner. libvirt is off
+ * unless a test asks for it (a flag beats the env), so the other tests never touch the host's.
+ */
 function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('VH_') && k !== 'NOTIFY_SOCKET'));
-  return { ...env, NODE_NAME: 'it-node', ...extra };
+  return { ...env, NODE_NAME: 'it-node', VH_LIBVIRT_URI: 'off', ...extra };
 }
 
 interface Daemon {
@@ -115,6 +118,56 @@ describe('daemon lifecycle', { timeout: 60_000 }, () => {
     assert.equal(fs.existsSync(d.grpcSock), false);
     await d.line('stopped', 0);
     assert.doesNotMatch(d.stdout(), /"level":"info"[^\n]*"msg":"request"/, 'requests are logged at debug');
+  });
+
+  test('libvirt (test:///default, required): connected in /readyz, /v1/node and /metrics; capability labels merged', async () => {
+    const d = start(['--libvirt-uri', 'test:///default', '--libvirt-required']);
+    try {
+      await waitReady({ socketPath: d.httpSock }, d);
+      await d.line('libvirt capabilities read');
+      const ready = JSON.parse((await get({ socketPath: d.httpSock }, '/readyz')).body) as { components: { libvirt: Record<string, unknown> } };
+      assert.equal(ready.components.libvirt.state, 'connected');
+      assert.equal(ready.components.libvirt.required, true);
+      assert.equal(ready.components.libvirt.connects, 1);
+      const node = JSON.parse((await get({ socketPath: d.httpSock }, '/v1/node')).body) as { labels: Record<string, string>; libvirt: { state: string; capabilities: { virtType: string; virtTypeReason: string } } };
+      assert.equal(node.libvirt.state, 'connected');
+      // The test driver has no kvm domain type, so guests would be TCG whatever /dev/kvm is.
+      assert.equal(node.libvirt.capabilities.virtType, 'qemu');
+      assert.ok(node.labels['kubevirt.io/schedulable'] !== undefined, 'probe labels are kept');
+      const metrics = (await get({ socketPath: d.httpSock }, '/metrics')).body;
+      assert.match(metrics, /^virt_handler_libvirt_connected 1$/m);
+      assert.match(metrics, /^virt_handler_libvirt_state\{state="connected"\} 1$/m);
+      assert.match(metrics, /^virt_handler_libvirt_disconnects_total 0$/m);
+    } finally {
+      d.child.kill('SIGTERM');
+      assert.equal((await d.exit).code, 0, d.stderr());
+    }
+  });
+
+  test('libvirt unreachable: required -> not ready naming libvirt; optional -> ready, state shown; exits cleanly while retrying', async () => {
+    const sock = path.join(ROOT, 'no-such-libvirt.sock');
+    const uri = `qemu+unix:///system?socket=${sock}`;
+    const req = start(['--libvirt-uri', uri, '--libvirt-required']);
+    const opt = start(['--libvirt-uri', uri]);
+    try {
+      await waitReady({ socketPath: opt.httpSock }, opt);
+      const o = JSON.parse((await get({ socketPath: opt.httpSock }, '/readyz')).body) as { components: { libvirt: { state: string; lastError: string } } };
+      assert.equal(o.components.libvirt.state, 'connecting');
+      assert.match(o.components.libvirt.lastError, /no-such-libvirt\.sock/);
+      await req.line('libvirt connect failed; retrying with backoff');
+      let r = await get({ socketPath: req.httpSock }, '/readyz');
+      for (let i = 0; i < 100 && !r.body.includes('libvirt'); i++) {
+        await sleep(50);
+        r = await get({ socketPath: req.httpSock }, '/readyz');
+      }
+      assert.equal(r.status, 503);
+      assert.match(r.body, new RegExp(`"reasons":\\["libvirt qemu\\+unix:///system\\?socket=[^"]*: connecting`));
+    } finally {
+      for (const d of [req, opt]) {
+        d.child.kill('SIGTERM');
+        assert.equal((await d.exit).code, 0, d.stderr());
+      }
+    }
   });
 
   test('a second daemon on the same socket exits 3 and leaves the first alone', async () => {

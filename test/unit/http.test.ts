@@ -71,17 +71,27 @@ describe('routes via inject', () => {
     const { server, readiness } = fixture();
     let res = await server.app.inject('/readyz');
     assert.equal(res.statusCode, 503);
-    assert.deepEqual(res.json(), { ready: false, reasons: ['listeners not bound', 'probe running'] });
+    assert.deepEqual(res.json(), { ready: false, reasons: ['listeners not bound', 'probe running'], components: {} });
     readiness.ok('listeners');
-    assert.deepEqual((await server.app.inject('/readyz')).json(), { ready: false, reasons: ['probe running'] });
+    assert.deepEqual((await server.app.inject('/readyz')).json(), { ready: false, reasons: ['probe running'], components: {} });
     readiness.ok('probe');
     res = await server.app.inject('/readyz');
     assert.equal(res.statusCode, 200);
-    assert.deepEqual(res.json(), { ready: true, reasons: [] });
+    assert.deepEqual(res.json(), { ready: true, reasons: [], components: {} });
     readiness.block('draining', 'draining');
     res = await server.app.inject('/readyz');
     assert.equal(res.statusCode, 503);
-    assert.deepEqual(res.json(), { ready: false, reasons: ['draining'] });
+    assert.deepEqual(res.json(), { ready: false, reasons: ['draining'], components: {} });
+  });
+
+  test('/readyz shows component states (e.g. a non-blocking libvirt outage) without changing readiness', async () => {
+    const libvirt = { state: 'reconnecting', required: false, lastError: 'connection lost (eof)' };
+    const { server, readiness } = fixture({ components: () => ({ libvirt }) });
+    readiness.ok('listeners');
+    readiness.ok('probe');
+    const res = await server.app.inject('/readyz');
+    assert.equal(res.statusCode, 200);
+    assert.deepEqual(res.json(), { ready: true, reasons: [], components: { libvirt } });
   });
 
   test('/v1/node: 503 NOT_READY while probing, then the NodeInfo', async () => {

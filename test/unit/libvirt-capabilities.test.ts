@@ -1,10 +1,11 @@
-import { test } from 'node:test';
+import { describe, it, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { parseCapabilities, parseDomainCapabilities } from '../../src/libvirt/capabilities';
 import { ACCELERATOR_LABEL, buildCapabilityLabels } from '../../src/libvirt/capability-labels';
 import { isValidLabel } from '../../src/node/labels';
+import { type CapabilitySource, chooseVirtType, readNodeCapabilities, summarizeCapabilities } from '../../src/libvirt/node-capabilities';
 
 const FIXTURES = path.resolve(__dirname, '../../../test/fixtures/libvirt');
 const read = (name: string): string => fs.readFileSync(path.join(FIXTURES, name), 'utf8');
@@ -161,4 +162,57 @@ test('labels: empty facts give no labels; invalid names are dropped', () => {
   for (const [k, v] of Object.entries(labels)) assert.ok(isValidLabel(k, v), `${k}=${v}`);
   assert.ok(!Object.keys(labels).some((k) => k.includes('#')));
   assert.equal(labels[`cpu-model.node.kubevirt.io/${'x'.repeat(63)}`], 'true');
+});
+
+describe('node capabilities: virt type and the read after connect', () => {
+  const hostKvm = parseCapabilities(read('capabilities_qemu.xml')); // offers qemu and kvm
+  const src = (over: Partial<Record<'q35' | 'pc', string | Error>> = {}, calls: string[] = []): CapabilitySource => ({
+    getCapabilities: async () => read('capabilities_qemu.xml'),
+    getDomainCapabilities: async (o) => {
+      calls.push(`${o.virttype}/${o.arch}/${o.machine}`);
+      const v = over[o.machine as 'q35' | 'pc'] ?? read(`domcapabilities_${o.virttype}_${o.machine}.xml`);
+      if (v instanceof Error) throw v;
+      return v;
+    },
+  });
+
+  it('kvm only with a usable /dev/kvm, a vmx/svm CPU flag and libvirt offering kvm', () => {
+    assert.equal(chooseVirtType({ kvmAvailable: true, cpuFlags: ['sse2', 'svm'] }, hostKvm).virtType, 'kvm');
+    assert.equal(chooseVirtType({ kvmAvailable: true, cpuFlags: ['vmx'] }, hostKvm).reason, 'KVM with vmx');
+    const pvm = chooseVirtType({ kvmAvailable: true, cpuFlags: ['sse2', 'hypervisor'] }, hostKvm);
+    assert.equal(pvm.virtType, 'qemu');
+    assert.match(pvm.reason, /no vmx\/svm flag .*kvm_pvm/);
+    assert.match(chooseVirtType({ kvmAvailable: false, cpuFlags: ['svm'] }, hostKvm).reason, /no usable \/dev\/kvm/);
+    const noKvmType = { ...hostKvm, domainTypes: ['qemu'] };
+    assert.match(chooseVirtType({ kvmAvailable: true, cpuFlags: ['svm'] }, noKvmType).reason, /offers no kvm domain type for x86_64/);
+  });
+
+  it('reads q35 and pc with the chosen virt type; labels and summary follow', async () => {
+    const calls: string[] = [];
+    const caps = await readNodeCapabilities(src({}, calls), { kvmAvailable: true, cpuFlags: [] });
+    assert.deepEqual(calls, ['qemu/x86_64/q35', 'qemu/x86_64/pc']);
+    assert.equal(caps.virtType, 'qemu');
+    assert.equal(caps.domains.length, 2);
+    assert.equal(caps.labels[ACCELERATOR_LABEL], 'tcg');
+    assert.equal(caps.labels['cpu-model.node.kubevirt.io/qemu64'], 'true');
+    const sum = summarizeCapabilities(caps);
+    assert.equal(sum.accelerator, 'tcg');
+    assert.deepEqual(sum.machineTypes, [q35.machine, pc.machine]);
+    assert.ok((sum.usableCpuModels as string[]).includes('qemu64'));
+  });
+
+  it('a failing machine type becomes a warning; the rest still labels', async () => {
+    const caps = await readNodeCapabilities(src({ pc: new Error('unsupported machine') }), { kvmAvailable: false, cpuFlags: [] });
+    assert.equal(caps.domains.length, 1);
+    assert.deepEqual(caps.warnings, ['domain capabilities (qemu, pc): unsupported machine']);
+    assert.equal(caps.labels[ACCELERATOR_LABEL], 'tcg');
+  });
+
+  it('garbage capabilities XML degrades to warnings, never throws', async () => {
+    const bad: CapabilitySource = { getCapabilities: async () => '<capabilities><host>', getDomainCapabilities: async () => 'not xml' };
+    const caps = await readNodeCapabilities(bad, { kvmAvailable: true, cpuFlags: ['svm'] });
+    assert.equal(caps.virtType, 'qemu', 'without a parsable kvm domain type, TCG');
+    assert.ok(caps.warnings.length >= 1);
+    assert.deepEqual(caps.domains.filter((d) => d.accelerator !== null), []);
+  });
 });
