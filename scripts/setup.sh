@@ -18,6 +18,8 @@ apt_packages=(
   busybox-static cpio xz-utils     # sandbox initramfs
   systemd                          # systemd-analyze verify of the unit
   libvirt0                         # libvirt.so.0 for the koffi binding (test:///default tests)
+  libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-utils
+                                   # real libvirtd + virsh for scripts/test-libvirt.sh
   procps                           # ps/pgrep used by tests
 )
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `npm test`: everything that proves the project, in the order CI runs it.
 #   unit (host) -> native against a real /dev/kvm (host and/or nested sandbox, see
-#   scripts/test-native.sh) -> integration (real daemon processes, real sockets) -> systemd unit.
+#   scripts/test-native.sh) -> libvirt against a private libvirtd and a QEMU (TCG) guest
+#   (scripts/test-libvirt.sh) -> integration (real daemon processes, real sockets) -> systemd unit.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -16,6 +17,9 @@ node --test --test-concurrency=2 dist/test/unit/
 
 section "native tests (real /dev/kvm)"
 bash scripts/test-native.sh
+
+section "libvirt tests (real libvirtd + QEMU TCG)"
+bash scripts/test-libvirt.sh
 
 section "integration tests (real daemon processes)"
 node --test --test-concurrency=1 dist/test/integration/
