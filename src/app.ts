@@ -92,7 +92,7 @@ export class App {
   /** Steps 3-8 of the startup order. */
   async start(): Promise<void> {
     const { config, logger } = this;
-    logger.info({ version: this.opts.version, profile: this.opts.profile, config }, 'virt-handler starting');
+    logger.info({ version: this.opts.version, profile: this.opts.profile, threadpool: Number(process.env.UV_THREADPOOL_SIZE ?? 4), config }, 'virt-handler starting');
 
     const loaded = tryLoadNative();
     this.native = loaded.native;

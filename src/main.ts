@@ -10,6 +10,11 @@
  *   3   startup failure: stateDir/runDir not writable, socket held by a live daemon, listen failed
  *   130 forced exit by a second SIGTERM/SIGINT while draining
  */
+// First, before anything can start libuv's threadpool: koffi's async libvirt calls and libvirt's
+// event loop run on it, and libuv reads UV_THREADPOOL_SIZE only once (src/libvirt/queue.ts).
+import { ensureThreadpoolSize } from './libvirt/queue';
+ensureThreadpoolSize(16);
+
 import { packageVersion, parseCommandLine } from './config';
 import { ErrorCodes, isVhError } from './errors';
 

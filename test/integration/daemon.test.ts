@@ -124,6 +124,7 @@ describe('daemon lifecycle', { timeout: 60_000 }, () => {
     const d = start(['--libvirt-uri', 'test:///default', '--libvirt-required']);
     try {
       await waitReady({ socketPath: d.httpSock }, d);
+      assert.ok(Number((await d.line('virt-handler starting')).threadpool) >= 16, 'libuv threadpool raised for libvirt calls');
       await d.line('libvirt capabilities read');
       const ready = JSON.parse((await get({ socketPath: d.httpSock }, '/readyz')).body) as { components: { libvirt: Record<string, unknown> } };
       assert.equal(ready.components.libvirt.state, 'connected');
