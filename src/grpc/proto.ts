@@ -31,9 +31,16 @@ import { ErrorCodes, VhError } from '../errors';
 /** Fully-qualified names of the services this daemon serves (also the health service keys). */
 export const NODE_SERVICE = 'virthandler.v1.Node';
 export const HEALTH_SERVICE = 'grpc.health.v1.Health';
+export const VMI_SERVICE = 'virthandler.v1.VmiService';
+export const LAUNCHER_SERVICE = 'virthandler.v1.Launcher';
 
 /** The .proto files, relative to proto/, that the build compiles. */
-export const PROTO_FILES: readonly string[] = ['virthandler/v1/node.proto', 'grpc/health/v1/health.proto'];
+export const PROTO_FILES: readonly string[] = [
+  'virthandler/v1/node.proto',
+  'virthandler/v1/vmi.proto',
+  'virthandler/v1/launcher.proto',
+  'grpc/health/v1/health.proto',
+];
 
 /** The compiled contracts (written by scripts/build-protos.ts), next to the compiled proto.js. */
 export function contractsPath(fromDir: string = __dirname): string {
@@ -57,6 +64,12 @@ export interface Protos {
   healthService: grpc.ServiceDefinition;
   NodeClient: grpc.ServiceClientConstructor;
   HealthClient: grpc.ServiceClientConstructor;
+  vmiService: grpc.ServiceDefinition;
+  launcherService: grpc.ServiceDefinition;
+  VmiClient: grpc.ServiceClientConstructor;
+  LauncherClient: grpc.ServiceClientConstructor;
+  /** A message type by its fully-qualified name (e.g. for status details in metadata). */
+  messageType(fqName: string): protobuf.Type;
 }
 
 let cached: Protos | null = null;
@@ -96,7 +109,19 @@ export function loadProtos(): Protos {
   root.resolveAll();
   const NodeClient = clientFor(root, NODE_SERVICE);
   const HealthClient = clientFor(root, HEALTH_SERVICE);
-  cached = { nodeService: NodeClient.service, healthService: HealthClient.service, NodeClient, HealthClient };
+  const VmiClient = clientFor(root, VMI_SERVICE);
+  const LauncherClient = clientFor(root, LAUNCHER_SERVICE);
+  cached = {
+    nodeService: NodeClient.service,
+    healthService: HealthClient.service,
+    NodeClient,
+    HealthClient,
+    vmiService: VmiClient.service,
+    launcherService: LauncherClient.service,
+    VmiClient,
+    LauncherClient,
+    messageType: (fqName) => root.lookupType(fqName),
+  };
   return cached;
 }
 

@@ -1,0 +1,305 @@
+/**
+ * The VirtualMachineInstance model: the KubeVirt-compatible subset accepted from controllers
+ * (`Vmi*` raw types, as JSON/YAML), the normalized form every other module works on
+ * (`NormalizedVmi`: quantities parsed, defaults applied, host paths resolved and confined), and
+ * the status the daemon reports. Raw types describe what a manifest MAY contain; nothing is
+ * trusted until validate.ts has turned it into a NormalizedVmi.
+ */
+
+// ---------------------------------------------------------------------------------------------
+// Raw manifest (kubevirt.io/v1 VirtualMachineInstance subset)
+// ---------------------------------------------------------------------------------------------
+
+export const RUN_STRATEGIES = ['Always', 'RerunOnFailure', 'Manual', 'Halted', 'Once'] as const;
+export type RunStrategy = (typeof RUN_STRATEGIES)[number];
+
+export interface VmiMetadata {
+  name: string;
+  namespace?: string;
+  uid?: string;
+  labels?: Record<string, string>;
+  annotations?: Record<string, string>;
+  generation?: number;
+}
+
+export interface VmiCpu {
+  cores?: number;
+  sockets?: number;
+  threads?: number;
+  /** host-passthrough | host-model | a named model (e.g. qemu64, Skylake-Client). */
+  model?: string;
+  dedicatedCpuPlacement?: boolean;
+}
+
+export interface VmiMemory {
+  /** Quantity, e.g. 128Mi, 2Gi. */
+  guest?: string;
+  hugepages?: { pageSize: string };
+}
+
+export interface VmiResources {
+  requests?: Record<string, string>;
+  limits?: Record<string, string>;
+}
+
+export interface VmiFirmware {
+  bootloader?: { bios?: Record<string, never>; efi?: { secureBoot?: boolean } };
+  /** Host paths (absolute, or relative to the image root) of a kernel and initrd. */
+  kernelBoot?: { kernel?: string; initrd?: string; kernelArgs?: string };
+}
+
+export interface VmiDisk {
+  name: string;
+  disk?: { bus?: DiskBus };
+  cdrom?: { bus?: DiskBus; readonly?: boolean };
+  bootOrder?: number;
+  serial?: string;
+}
+
+export interface VmiInterface {
+  name: string;
+  masquerade?: Record<string, never>;
+  bridge?: Record<string, never>;
+  macAddress?: string;
+  model?: string;
+}
+
+export interface VmiVolume {
+  name: string;
+  /** A read-only base image on the host; the VMI writes to a qcow2 overlay. */
+  containerDisk?: { path: string };
+  hostDisk?: { path: string; type: 'Disk' | 'DiskOrCreate'; capacity?: string };
+  emptyDisk?: { capacity: string };
+  cloudInitNoCloud?: { userData?: string; networkData?: string };
+}
+
+export interface VmiNetwork {
+  name: string;
+  pod?: Record<string, never>;
+}
+
+export interface VmiSpec {
+  domain: {
+    cpu?: VmiCpu;
+    memory?: VmiMemory;
+    resources?: VmiResources;
+    firmware?: VmiFirmware;
+    machine?: { type?: string };
+    features?: { acpi?: { enabled?: boolean }; apic?: { enabled?: boolean } };
+    devices?: {
+      disks?: VmiDisk[];
+      interfaces?: VmiInterface[];
+      rng?: Record<string, never>;
+      autoattachSerialConsole?: boolean;
+    };
+  };
+  volumes?: VmiVolume[];
+  networks?: VmiNetwork[];
+  runStrategy?: RunStrategy;
+  terminationGracePeriodSeconds?: number;
+}
+
+/** A VirtualMachineInstance manifest as submitted. */
+export interface VirtualMachineInstance {
+  apiVersion?: string;
+  kind?: string;
+  metadata: VmiMetadata;
+  spec: VmiSpec;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Validation results
+// ---------------------------------------------------------------------------------------------
+
+/** One problem with a manifest: the JSON path of the field and what is wrong with it. */
+export interface FieldViolation {
+  /** e.g. `spec.domain.devices.disks[1].name`. */
+  field: string;
+  /** e.g. `no volume named "data"`. */
+  message: string;
+}
+
+/** What validation needs to know about this node and its configuration. */
+export interface ValidationContext {
+  /** Relative host paths (kernelBoot, containerDisk) resolve under this directory. */
+  imageRoot: string;
+  /** Absolute host paths must resolve (after symlinks) inside one of these. */
+  hostPathRoots: readonly string[];
+  /** Upper bounds (defaults in validate.ts). */
+  limits?: Partial<VmiLimits>;
+}
+
+export interface VmiLimits {
+  maxVcpus: number;
+  maxMemoryBytes: number;
+  maxDisks: number;
+  maxInterfaces: number;
+  maxUserDataBytes: number;
+  maxDiskBytes: number;
+}
+
+export type ValidationResult = { ok: true; vmi: NormalizedVmi } | { ok: false; violations: FieldViolation[] };
+
+// ---------------------------------------------------------------------------------------------
+// Normalized VMI (validated; what domain-xml.ts, disks.ts and the reconciler consume)
+// ---------------------------------------------------------------------------------------------
+
+export type DiskBus = 'virtio' | 'sata' | 'scsi';
+
+export type NormalizedVolume =
+  | { kind: 'containerDisk'; name: string; /** realpath of the base image */ path: string }
+  | { kind: 'hostDisk'; name: string; path: string; type: 'Disk' | 'DiskOrCreate'; capacityBytes: number | null }
+  | { kind: 'emptyDisk'; name: string; capacityBytes: number }
+  | { kind: 'cloudInitNoCloud'; name: string; userData: string; networkData: string | null };
+
+export interface NormalizedDisk {
+  name: string;
+  device: 'disk' | 'cdrom';
+  bus: DiskBus;
+  bootOrder: number | null;
+  serial: string | null;
+  readonly: boolean;
+  volume: NormalizedVolume;
+}
+
+export interface NormalizedInterface {
+  name: string;
+  binding: 'masquerade' | 'bridge';
+  /** Lower-case aa:bb:cc:dd:ee:ff, or null to let the domain XML derive one from the uid. */
+  macAddress: string | null;
+  /** virtio | e1000 | e1000e | rtl8139. */
+  model: string;
+}
+
+export interface NormalizedVmi {
+  uid: string;
+  namespace: string;
+  name: string;
+  generation: number;
+  labels: Record<string, string>;
+  annotations: Record<string, string>;
+  cpu: {
+    sockets: number;
+    cores: number;
+    threads: number;
+    /** sockets * cores * threads. */
+    vcpus: number;
+    /** null = node default (host-model with KVM, qemu64 under TCG). */
+    model: string | null;
+    dedicated: boolean;
+  };
+  memory: { guestBytes: number; hugepageSizeBytes: number | null };
+  firmware: {
+    bootloader: 'bios' | 'efi';
+    secureBoot: boolean;
+    kernelBoot: { kernel: string; initrd: string | null; kernelArgs: string } | null;
+  };
+  /** Default q35. */
+  machineType: string;
+  features: { acpi: boolean; apic: boolean };
+  disks: NormalizedDisk[];
+  interfaces: NormalizedInterface[];
+  rng: boolean;
+  autoattachSerialConsole: boolean;
+  runStrategy: RunStrategy;
+  terminationGracePeriodSeconds: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Disk preparation (planned by the handler, executed by the launcher) and the domain XML inputs
+// ---------------------------------------------------------------------------------------------
+
+/** One file to create before the domain starts; paths are inside the VMI's directory. */
+export type DiskPrep =
+  | { kind: 'overlay'; disk: string; path: string; backingFile: string; backingFormat: 'qcow2' | 'raw' }
+  | { kind: 'sparse'; disk: string; path: string; sizeBytes: number }
+  | { kind: 'hostDisk'; disk: string; path: string; sizeBytes: number | null; create: boolean }
+  | { kind: 'cloudInit'; disk: string; path: string; userData: string; networkData: string | null; metaData: string };
+
+/** Everything besides the VMI that decides the domain XML. */
+export interface DomainXmlContext {
+  /** libvirt domain type: kvm (hardware) or qemu (TCG). */
+  virtType: 'kvm' | 'qemu';
+  /** libvirt domain name, `<namespace>_<name>`. */
+  domainName: string;
+  /** The VMI's directory (disk overlays, seed ISO, console). */
+  vmiDir: string;
+  /** Serial console: QEMU listens here (unix socket) and also logs every byte to serialLog. */
+  serialSocket: string;
+  serialLog: string;
+  /** Host CPUs for dedicatedCpuPlacement, one per vCPU in order; empty otherwise. */
+  pinnedCpus: readonly number[];
+  /** Host bridge for `bridge` interfaces; null when none is configured. */
+  bridge: string | null;
+  /** Per disk name: the file the domain uses (from the disk plan). */
+  diskPaths: Readonly<Record<string, { path: string; format: 'qcow2' | 'raw' }>>;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status
+// ---------------------------------------------------------------------------------------------
+
+export const VMI_PHASES = ['Pending', 'Scheduling', 'Scheduled', 'Running', 'Succeeded', 'Failed', 'Unknown'] as const;
+export type VmiPhase = (typeof VMI_PHASES)[number];
+
+export interface VmiCondition {
+  type: string;
+  status: 'True' | 'False' | 'Unknown';
+  reason: string;
+  message: string;
+  lastTransitionTime: string;
+}
+
+export interface VmiInterfaceStatus {
+  name: string;
+  mac: string;
+  ipAddress?: string;
+}
+
+export interface VmiStatus {
+  phase: VmiPhase;
+  /** Why the VMI is where it is, for a human (e.g. "launcher exited 1: ..."). */
+  reason: string;
+  conditions: VmiCondition[];
+  nodeName: string;
+  launcherPid: number | null;
+  interfaces: VmiInterfaceStatus[];
+  /** libvirt's state and reason name, e.g. 'running/booted', 'paused/user'. */
+  domainState: string;
+}
+
+/** One entry of a VMI's recent event history. */
+export interface VmiEvent {
+  time: string;
+  type: 'Normal' | 'Warning';
+  reason: string;
+  message: string;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read model (what HTTP /v1/vmis and the gRPC Get/List answers are built from)
+// ---------------------------------------------------------------------------------------------
+
+/** One VMI as the daemon currently knows it. */
+export interface VmiView {
+  uid: string;
+  namespace: string;
+  name: string;
+  generation: number;
+  /** The stored manifest (as submitted, after parsing; the source of truth for the spec). */
+  manifest: VirtualMachineInstance;
+  status: VmiStatus;
+  /** Revision of the last change to this VMI (WatchVMIs order). */
+  revision: number;
+  deleting: boolean;
+  /** Recent events, oldest first (bounded). */
+  events: VmiEvent[];
+  /** The live domain XML as the launcher reported it, when a domain runs. */
+  domainXml: string | null;
+}
+
+/** Read access to the VMIs (implemented by the VMI manager; faked in unit tests). */
+export interface VmiReadModel {
+  list(namespace?: string): VmiView[];
+  get(namespace: string, name: string): VmiView | null;
+}
