@@ -20,7 +20,9 @@ export type KeyKind =
   | { type: 'bool' }
   | { type: 'int'; min: number; max: number; hint?: string }
   | { type: 'enum'; values: readonly string[] }
-  | { type: 'libvirtUri' };
+  | { type: 'libvirtUri' }
+  | { type: 'pathList' }
+  | { type: 'ifname' };
 
 /** One configuration key. */
 export interface KeySpec {
@@ -57,6 +59,12 @@ export const KEYS: readonly KeySpec[] = [
   { key: 'probe.kvmDevice', kind: { type: 'path' }, doc: 'KVM device opened by the native addon', defaultDoc: '/dev/kvm' },
   { key: 'libvirt.uri', kind: { type: 'libvirtUri' }, doc: "node libvirt URI (qemu:///system, qemu+unix:///system?socket=..., qemu:///embed?root=..., test:///default) or 'off'", defaultDoc: 'qemu:///system' },
   { key: 'libvirt.required', kind: { type: 'bool' }, doc: 'not ready while libvirt is unreachable', defaultDoc: 'false' },
+  { key: 'vmi.imageRoot', kind: { type: 'path' }, doc: 'host directory relative kernelBoot/containerDisk paths resolve under', defaultDoc: '<stateDir>/images' },
+  { key: 'vmi.hostPathRoots', kind: { type: 'pathList' }, doc: "more directories absolute VMI host paths may point into (':'-separated; YAML list)", defaultDoc: 'none (only vmi.imageRoot)' },
+  { key: 'vmi.allowTcg', kind: { type: 'bool' }, doc: 'run VMIs under QEMU TCG when the node has no usable hardware KVM', defaultDoc: 'true' },
+  { key: 'vmi.maxVmis', kind: { type: 'int', min: 1, max: 10000 }, doc: 'most VMIs this node accepts', defaultDoc: '256' },
+  { key: 'vmi.bridge', kind: { type: 'ifname' }, doc: "host bridge for 'bridge' interfaces ('' = none: such VMIs are refused)", defaultDoc: "''" },
+  { key: 'vmi.reconcileWorkers', kind: { type: 'int', min: 1, max: 64 }, doc: 'VMIs reconciled at once', defaultDoc: '8' },
   { key: 'libvirt.lanes', kind: { type: 'int', min: 1, max: 32 }, doc: 'libvirt connections opened (calls that run at once)', defaultDoc: '4' },
 ];
 
@@ -136,5 +144,10 @@ export function defaultValues(profile: Profile, ctx: DefaultsContext): Record<st
     'libvirt.uri': 'qemu:///system',
     'libvirt.required': false,
     'libvirt.lanes': 4,
+    'vmi.hostPathRoots': [],
+    'vmi.allowTcg': true,
+    'vmi.maxVmis': 256,
+    'vmi.bridge': '',
+    'vmi.reconcileWorkers': 8,
   };
 }

@@ -95,6 +95,20 @@ export function parseValue(spec: KeySpec, raw: unknown, text: boolean, origin: s
       if (typeof parsed === 'string') return fail(parsed);
       return raw;
     }
+    case 'pathList': {
+      const items = text ? (typeof raw === 'string' ? (raw === '' ? [] : raw.split(':')) : null) : Array.isArray(raw) ? raw : null;
+      if (items === null) return fail(text ? "must be ':'-separated absolute paths" : 'must be a list of absolute paths');
+      return items.map((item) => {
+        if (typeof item !== 'string' || !path.isAbsolute(item) || item.includes('\0') || item.split('/').includes('..')) {
+          return fail(`must be absolute paths without '..' (bad entry ${show(item)})`);
+        }
+        return path.normalize(item);
+      });
+    }
+    case 'ifname':
+      if (!text && raw === null) return ''; // --print-config writes the resolved null back
+      if (typeof raw !== 'string' || !/^([A-Za-z0-9_.-]{1,15})?$/.test(raw)) return fail("must be a network interface name (1-15 of A-Z a-z 0-9 _ . -) or ''");
+      return raw;
     case 'host':
       if (typeof raw !== 'string' || !(net.isIP(raw) || /^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/.test(raw))) {
         return fail('must be an IP address or a host name');
@@ -272,6 +286,14 @@ export function resolve(profile: Profile, ctx: DefaultsContext, layers: readonly
       sysRoot: get('probe.sysRoot'),
       devRoot: get('probe.devRoot'),
       kvmDevice: get('probe.kvmDevice'),
+    },
+    vmi: {
+      imageRoot: merged.has('vmi.imageRoot') ? get('vmi.imageRoot') : path.join(get<string>('stateDir'), 'images'),
+      hostPathRoots: get('vmi.hostPathRoots'),
+      allowTcg: get('vmi.allowTcg'),
+      maxVmis: get('vmi.maxVmis'),
+      bridge: get<string>('vmi.bridge') === '' ? null : get('vmi.bridge'),
+      reconcileWorkers: get('vmi.reconcileWorkers'),
     },
     libvirt: {
       uri: get<string | null>('libvirt.uri'),

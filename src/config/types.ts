@@ -31,6 +31,18 @@ export interface Config {
     devRoot: string;
     kvmDevice: string;
   };
+  vmi: {
+    /** Relative kernelBoot/containerDisk paths resolve under this directory. */
+    imageRoot: string;
+    /** Further roots absolute VMI host paths may point into. */
+    hostPathRoots: string[];
+    /** Run VMIs under TCG when the node has no usable hardware KVM. */
+    allowTcg: boolean;
+    maxVmis: number;
+    /** Host bridge for 'bridge' interfaces; null: such VMIs are refused. */
+    bridge: string | null;
+    reconcileWorkers: number;
+  };
   libvirt: {
     /** Validated libvirt URI (src/libvirt/uri.ts), or null when libvirt is switched off. */
     uri: string | null;

@@ -33,6 +33,22 @@ export const ErrorCodes = {
   LIBVIRT_UNAVAILABLE: 'VH_ERR_LIBVIRT_UNAVAILABLE',
   /** A libvirt call failed; details carry libvirt's code/codeName/domain/domainName. */
   LIBVIRT_ERROR: 'VH_ERR_LIBVIRT_ERROR',
+  /** A VMI manifest failed validation; details.violations lists {field, message}. */
+  VMI_INVALID: 'VH_ERR_VMI_INVALID',
+  /** The object exists already with a different identity (e.g. same namespace/name, other uid). */
+  ALREADY_EXISTS: 'VH_ERR_ALREADY_EXISTS',
+  /** The object is not in a state that allows the request (e.g. Pause on a VMI that is not Running). */
+  FAILED_PRECONDITION: 'VH_ERR_FAILED_PRECONDITION',
+  /** A launcher presented a wrong or used token. */
+  UNAUTHENTICATED: 'VH_ERR_UNAUTHENTICATED',
+  /** A bound was reached (VMI count, watchers, consoles). */
+  RESOURCE_EXHAUSTED: 'VH_ERR_RESOURCE_EXHAUSTED',
+  /** A watch revision older than the retained history. */
+  OUT_OF_RANGE: 'VH_ERR_OUT_OF_RANGE',
+  /** Durable state could not be written (disk full, read-only...); the last good record is kept. */
+  STATE_WRITE_FAILED: 'VH_ERR_STATE_WRITE_FAILED',
+  /** A command to a launcher got no answer in time. */
+  DEADLINE_EXCEEDED: 'VH_ERR_DEADLINE_EXCEEDED',
   /** An unexpected internal failure. */
   INTERNAL: 'VH_ERR_INTERNAL',
 } as const;

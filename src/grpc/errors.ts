@@ -5,7 +5,11 @@
  * text.
  */
 import * as grpc from '@grpc/grpc-js';
+import { loadProtos } from './proto';
 import { ErrorCode, ErrorCodes, isVhError } from '../errors';
+
+/** Trailer key carrying a serialized virthandler.v1.FieldViolations for VMI_INVALID. */
+export const VIOLATIONS_TRAILER = 'vh-field-violations-bin';
 
 /** Trailer key carrying the stable VhError code (e.g. VH_ERR_NOT_READY). */
 export const ERROR_CODE_TRAILER = 'vh-error-code';
@@ -31,6 +35,14 @@ const STATUS_BY_CODE: Record<ErrorCode, grpc.status> = {
   [ErrorCodes.SOCKET_IN_USE]: grpc.status.FAILED_PRECONDITION,
   [ErrorCodes.LISTEN_FAILED]: grpc.status.FAILED_PRECONDITION,
   [ErrorCodes.CONFIG_INVALID]: grpc.status.INTERNAL,
+  [ErrorCodes.VMI_INVALID]: grpc.status.INVALID_ARGUMENT,
+  [ErrorCodes.ALREADY_EXISTS]: grpc.status.ALREADY_EXISTS,
+  [ErrorCodes.FAILED_PRECONDITION]: grpc.status.FAILED_PRECONDITION,
+  [ErrorCodes.UNAUTHENTICATED]: grpc.status.UNAUTHENTICATED,
+  [ErrorCodes.RESOURCE_EXHAUSTED]: grpc.status.RESOURCE_EXHAUSTED,
+  [ErrorCodes.OUT_OF_RANGE]: grpc.status.OUT_OF_RANGE,
+  [ErrorCodes.STATE_WRITE_FAILED]: grpc.status.UNAVAILABLE,
+  [ErrorCodes.DEADLINE_EXCEEDED]: grpc.status.DEADLINE_EXCEEDED,
   [ErrorCodes.INTERNAL]: grpc.status.INTERNAL,
 };
 
@@ -48,6 +60,11 @@ export function toGrpcStatus(err: unknown): grpc.ServerErrorResponse {
   const code: ErrorCode = isVhError(err) ? err.code : ErrorCodes.INTERNAL;
   const metadata = new grpc.Metadata();
   metadata.set(ERROR_CODE_TRAILER, code);
+  const violations = isVhError(err) ? err.details.violations : undefined;
+  if (Array.isArray(violations) && violations.length > 0) {
+    const type = loadProtos().messageType('virthandler.v1.FieldViolations');
+    metadata.set(VIOLATIONS_TRAILER, Buffer.from(type.encode(type.fromObject({ violations })).finish()));
+  }
   const details = isVhError(err) ? err.message : 'internal error; see the virt-handler log';
   return Object.assign(new Error(details), { code: STATUS_BY_CODE[code], details, metadata });
 }

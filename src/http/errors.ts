@@ -31,6 +31,14 @@ export const STATUS_BY_CODE: Readonly<Record<ErrorCode, number>> = {
   [ErrorCodes.INVALID_ARGUMENT]: 400,
   [ErrorCodes.NOT_FOUND]: 404,
   [ErrorCodes.NOT_READY]: 503,
+  [ErrorCodes.VMI_INVALID]: 400,
+  [ErrorCodes.ALREADY_EXISTS]: 409,
+  [ErrorCodes.FAILED_PRECONDITION]: 409,
+  [ErrorCodes.UNAUTHENTICATED]: 401,
+  [ErrorCodes.RESOURCE_EXHAUSTED]: 429,
+  [ErrorCodes.OUT_OF_RANGE]: 410,
+  [ErrorCodes.STATE_WRITE_FAILED]: 507,
+  [ErrorCodes.DEADLINE_EXCEEDED]: 504,
   [ErrorCodes.INTERNAL]: 500,
 };
 

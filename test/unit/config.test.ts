@@ -128,6 +128,8 @@ describe('every invalid value names its key and its source', () => {
     'http.allowNonLoopback': 'yes', 'grpc.socket': 'g.sock', 'shutdown.drainTimeoutMs': '-5',
     'probe.procRoot': 'proc', 'probe.sysRoot': './sys', 'probe.devRoot': 'dev', 'probe.kvmDevice': 'kvm',
     'libvirt.uri': 'qemu+ssh://evil.example/system', 'libvirt.required': 'maybe', 'libvirt.lanes': '0',
+    'vmi.imageRoot': 'images', 'vmi.hostPathRoots': '/ok:relative', 'vmi.allowTcg': 'perhaps', 'vmi.maxVmis': '0',
+    'vmi.bridge': 'br0;rm -rf', 'vmi.reconcileWorkers': '65',
   };
   test('the table covers every key', () => assert.deepEqual(Object.keys(bad).sort(), KEYS.map((k) => k.key).sort()));
 
@@ -176,6 +178,19 @@ describe('every invalid value names its key and its source', () => {
       ['nonsense', /must look like driver/],
     ];
     for (const [uri, re] of bad) rejects(() => run([`--libvirt-uri=${uri}`]), ErrorCodes.CONFIG_INVALID, new RegExp(`^libvirt\\.uri: .*${re.source}`));
+  });
+
+  test('vmi keys: image root follows stateDir, path lists from env and YAML, bridge name', () => {
+    const c = run(['--state-dir', '/srv/vh']).config;
+    assert.equal(c.vmi.imageRoot, '/srv/vh/images');
+    assert.deepEqual(c.vmi.hostPathRoots, []);
+    assert.equal(c.vmi.bridge, null);
+    assert.deepEqual(run(['--vmi-host-path-roots', '/a:/b/c/']).config.vmi.hostPathRoots, ['/a', '/b/c/']);
+    assert.deepEqual(run(['--config', writeFile('roots.yaml', 'vmi:\n  hostPathRoots: [/x, /y]\n')]).config.vmi.hostPathRoots, ['/x', '/y']);
+    rejects(() => run(['--vmi-host-path-roots', '/a/../etc']), ErrorCodes.CONFIG_INVALID, /^vmi\.hostPathRoots: must be absolute paths without '\.\.'/);
+    rejects(() => run(['--config', writeFile('roots2.yaml', 'vmi:\n  hostPathRoots: /x\n')]), ErrorCodes.CONFIG_INVALID, /^vmi\.hostPathRoots: must be a list/);
+    assert.equal(run(['--vmi-bridge', 'br-vm0']).config.vmi.bridge, 'br-vm0');
+    assert.equal(run(['--vmi-image-root', '/imgs']).config.vmi.imageRoot, '/imgs');
   });
 
   test('cross-key rules', () => {
