@@ -1,0 +1,815 @@
+/**
+ * validateVmi: an untrusted VirtualMachineInstance manifest (already parsed) to a NormalizedVmi,
+ * or every violation found, each with its field path (`spec.domain.devices.disks[1].name`).
+ *
+ * Decisions beyond the KubeVirt subset in types.ts (why, where not obvious):
+ * - Strict schema: any field types.ts does not declare is a violation ("unknown field"), including
+ *   `status` and server-populated metadata (resourceVersion, creationTimestamp...). Types are
+ *   strict too: "4" is not a number, 1 is not a boolean.
+ * - Every string is refused if it holds C0/C1 control characters, U+FFFE/U+FFFF or lone
+ *   surrogates (none can be written to libvirt XML); only userData, networkData and annotation
+ *   values may hold tab/CR/LF. Quoted values in messages are JSON-escaped and cut to 64 chars.
+ * - metadata.uid, when present, must be a lower-case canonical UUID other than the nil UUID.
+ *   Labels: <= 256, API-server key/value rules. Annotations: <= 1024 entries, keys follow label-key
+ *   rules, keys + values <= 256 KiB in UTF-8 (the API server's limit).
+ * - Quantities are exact (quantity.ts): `1.5Gi` is fine, `0.5` bytes is not. resources.requests/
+ *   limits hold only cpu (millicores) and memory; a request above its limit is a violation, and
+ *   so is memory.guest above limits.memory (KubeVirt rejects the same).
+ * - firmware.bootloader, when given, must name exactly one of bios/efi. efi.secureBoot defaults
+ *   to false (KubeVirt defaults true, but that needs SMM and secboot OVMF; opting in is explicit).
+ *   secureBoot lives inside efi, so "secureBoot needs efi" holds by construction.
+ * - A cdrom is always read-only (readonly: false is refused), cannot use bus virtio (QEMU has no
+ *   virtio cdrom), and cannot be backed by an emptyDisk (a blank read-only medium is a mistake).
+ * - bootOrder: 1..65535, unique across disks. MAC addresses: unique across interfaces.
+ * - Networks: `pod: {}` is the only source, so "at most one pod network" means one network.
+ *   A spec with no interfaces and no networks is valid (no NIC); unlike KubeVirt we do not
+ *   auto-attach a pod interface, because what a VM gets should be what its manifest says.
+ * - Host paths: both the path as written (after joining relative ones onto imageRoot) and its
+ *   realpath must lie strictly inside a root (imageRoot or a hostPathRoot, taken as given or as
+ *   realpath). Relative and absolute paths share the same roots. Only regular files are accepted
+ *   (hostDisk too: no block devices). DiskOrCreate on a missing file needs an existing parent
+ *   directory inside the roots, a capacity, and no dangling symlink at the path. This is a
+ *   pre-check: whoever opens the file later must still open the realpath with O_NOFOLLOW.
+ * - Lists are validated up to 256 entries (the node limits are far lower and already violated
+ *   then); at most 1000 violations are returned, the last one saying how many were left out.
+ * - Never throws: the manifest is read through own data properties only (Object.hasOwn, no
+ *   getters, no prototype lookups), and an unexpected failure becomes a 'manifest' violation.
+ */
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { errnoFacts } from '../errors';
+import { isValidLabelKey, isValidLabelValue } from '../node/labels';
+import { formatBytes, parseBytes, parseMilli } from './quantity';
+import {
+  RUN_STRATEGIES, type DiskBus, type FieldViolation, type NormalizedDisk, type NormalizedInterface,
+  type NormalizedVmi, type NormalizedVolume, type RunStrategy, type ValidationContext, type ValidationResult,
+  type VmiLimits,
+} from './types';
+
+/** Node limits used when ValidationContext.limits leaves one out. */
+export const DEFAULT_LIMITS: Readonly<VmiLimits> = Object.freeze({
+  maxVcpus: 64,
+  maxMemoryBytes: 64 * 2 ** 30,
+  maxDisks: 16,
+  maxInterfaces: 8,
+  maxUserDataBytes: 64 * 1024,
+  maxDiskBytes: 2 ** 40,
+});
+
+const MAX_VIOLATIONS = 1000;
+const MAX_LIST_ITEMS = 256;
+const MAX_LABELS = 256;
+const MAX_ANNOTATIONS = 1024;
+const MAX_ANNOTATION_BYTES = 256 * 1024;
+const MAX_PATH = 4096;
+const MAX_STRING = 4096;
+const MIN_GUEST_MEMORY = 16 * 2 ** 20;
+const MIN_DISK_BYTES = 2 ** 20;
+const HUGEPAGE_SIZES = [2 * 2 ** 20, 2 ** 30];
+
+const DNS_LABEL_RE = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+const CPU_MODEL_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+const MACHINE_RE = /^(q35|pc|pc-q35-\d{1,2}\.\d{1,2}|pc-i440fx-\d{1,2}\.\d{1,2})$/;
+const SERIAL_RE = /^[A-Za-z0-9_-]{1,20}$/;
+const MAC_RE = /^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$/;
+const PRINTABLE_ASCII_RE = /^[\x20-\x7e]*$/;
+const LONE_SURROGATE = '[\\uD800-\\uDBFF](?![\\uDC00-\\uDFFF])|(?<![\\uD800-\\uDBFF])[\\uDC00-\\uDFFF]';
+const CONTROL_RE = new RegExp(`[\\u0000-\\u001f\\u007f-\\u009f\\ufffe\\uffff]|${LONE_SURROGATE}`);
+const CONTROL_MULTILINE_RE = new RegExp(`[\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f\\ufffe\\uffff]|${LONE_SURROGATE}`);
+const IDENT_RE = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
+const DISK_BUSES: readonly DiskBus[] = ['virtio', 'sata', 'scsi'];
+const NIC_MODELS = ['virtio', 'e1000', 'e1000e', 'rtl8139'];
+
+/** Validates a parsed manifest against the VMI subset and this node's limits and host paths. */
+export function validateVmi(raw: unknown, ctx: ValidationContext): ValidationResult {
+  const out = new Violations();
+  let vmi: NormalizedVmi | null = null;
+  try {
+    vmi = new Validator(out, ctx).run(raw);
+  } catch (e) {
+    out.add('manifest', `cannot be validated: ${e instanceof Error ? e.message : String(e)}`);
+  }
+  const violations = out.list();
+  if (violations.length > 0 || vmi === null) {
+    return { ok: false, violations: violations.length > 0 ? violations : [{ field: 'manifest', message: 'is invalid' }] };
+  }
+  return { ok: true, vmi };
+}
+
+/** A JSON-escaped, length-bounded quotation of an untrusted string for messages. */
+function q(s: string): string {
+  return JSON.stringify(s.length > 64 ? `${s.slice(0, 64)}...` : s);
+}
+
+/** `parent.key`, or `parent["odd key"]` when the key is not a plain identifier. */
+function child(parent: string, key: string): string {
+  if (IDENT_RE.test(key)) return parent === '' ? key : `${parent}.${key}`;
+  return `${parent}[${q(key)}]`;
+}
+
+class Violations {
+  private readonly items: FieldViolation[] = [];
+  private omitted = 0;
+  get count(): number {
+    return this.items.length + this.omitted;
+  }
+  add(field: string, message: string): void {
+    if (this.items.length < MAX_VIOLATIONS - 1) this.items.push({ field: field === '' ? 'manifest' : field, message });
+    else this.omitted += 1;
+  }
+  list(): FieldViolation[] {
+    if (this.omitted === 0) return [...this.items];
+    return [...this.items, { field: 'manifest', message: `${this.omitted} further violations not shown` }];
+  }
+}
+
+/** Own enumerable data properties of a plain object, as a Map (no prototype, no getters). */
+type Fields = Map<string, unknown>;
+
+function isPlainObject(v: unknown): v is object {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const proto = Object.getPrototypeOf(v) as unknown;
+  return proto === Object.prototype || proto === null;
+}
+
+interface Roots {
+  lexical: string[];
+  real: string[];
+}
+
+class Validator {
+  private readonly limits: VmiLimits;
+  private readonly imageRoot: string;
+  private readonly roots: Roots;
+
+  constructor(private readonly v: Violations, ctx: ValidationContext) {
+    const given = (ctx.limits ?? {}) as Partial<Record<keyof VmiLimits, unknown>>;
+    const limits = { ...DEFAULT_LIMITS };
+    for (const key of Object.keys(DEFAULT_LIMITS) as Array<keyof VmiLimits>) {
+      const value = given[key];
+      if (typeof value === 'number' && Number.isSafeInteger(value) && value > 0) limits[key] = value;
+    }
+    this.limits = limits;
+    this.imageRoot = path.resolve(typeof ctx.imageRoot === 'string' ? ctx.imageRoot : '/nonexistent');
+    const hostRoots = Array.isArray(ctx.hostPathRoots) ? ctx.hostPathRoots.filter((r) => typeof r === 'string') : [];
+    const lexical = [this.imageRoot, ...hostRoots.map((r) => path.resolve(r))];
+    const real: string[] = [];
+    for (const root of lexical) {
+      try {
+        real.push(fs.realpathSync(root));
+      } catch {
+        // A root that does not exist cannot contain anything.
+      }
+    }
+    this.roots = { lexical: [...lexical, ...real], real };
+  }
+
+  // ----- generic readers ------------------------------------------------------------------------
+
+  /** The fields of an object; unknown keys are reported. null (and a violation) if not an object. */
+  private obj(value: unknown, field: string, allowed: readonly string[], unknown = 'unknown field'): Fields | null {
+    if (!isPlainObject(value)) {
+      this.v.add(field, 'must be an object');
+      return null;
+    }
+    const fields: Fields = new Map();
+    for (const key of Object.keys(value)) {
+      const desc = Object.getOwnPropertyDescriptor(value, key);
+      if (!allowed.includes(key)) this.v.add(child(field, key), unknown);
+      else fields.set(key, desc !== undefined && 'value' in desc ? (desc.value as unknown) : undefined);
+    }
+    return fields;
+  }
+
+  /** An object with no fields at all ({}), e.g. `pod: {}`. */
+  private empty(value: unknown, field: string): boolean {
+    return this.obj(value, field, []) !== null;
+  }
+
+  /** A list's entries (up to MAX_LIST_ITEMS); `limit` adds the node's count limit for `noun`s. */
+  private list(value: unknown, field: string, limit?: { max: number; noun: string }): unknown[] {
+    if (!Array.isArray(value)) {
+      this.v.add(field, 'must be a list');
+      return [];
+    }
+    if (limit !== undefined && value.length > limit.max) {
+      this.v.add(field, `${value.length} ${limit.noun} exceed this node's limit of ${limit.max}`);
+    }
+    const items: unknown[] = [];
+    for (let i = 0; i < Math.min(value.length, MAX_LIST_ITEMS); i++) items.push(Object.hasOwn(value, i) ? value[i] : undefined);
+    return items;
+  }
+
+  private str(value: unknown, field: string, opts: { max?: number; multiline?: boolean } = {}): string | undefined {
+    const max = opts.max ?? MAX_STRING;
+    if (typeof value !== 'string') {
+      this.v.add(field, 'must be a string');
+      return undefined;
+    }
+    if (value.length > max) {
+      this.v.add(field, `must be at most ${max} characters`);
+      return undefined;
+    }
+    if ((opts.multiline === true ? CONTROL_MULTILINE_RE : CONTROL_RE).test(value)) {
+      this.v.add(field, 'must not contain control characters');
+      return undefined;
+    }
+    return value;
+  }
+
+  private int(value: unknown, field: string, min: number, max: number): number | undefined {
+    if (typeof value !== 'number' || !Number.isSafeInteger(value)) {
+      this.v.add(field, 'must be an integer');
+      return undefined;
+    }
+    if (value < min || value > max) {
+      this.v.add(field, `must be between ${min} and ${max}`);
+      return undefined;
+    }
+    return value;
+  }
+
+  private bool(value: unknown, field: string): boolean | undefined {
+    if (typeof value !== 'boolean') {
+      this.v.add(field, 'must be true or false');
+      return undefined;
+    }
+    return value;
+  }
+
+  private oneOf<T extends string>(value: unknown, field: string, allowed: readonly T[]): T | undefined {
+    const s = this.str(value, field, { max: 64 });
+    if (s === undefined) return undefined;
+    if (!(allowed as readonly string[]).includes(s)) {
+      this.v.add(field, `must be one of ${allowed.join(', ')} (got ${q(s)})`);
+      return undefined;
+    }
+    return s as T;
+  }
+
+  private dnsLabel(value: unknown, field: string): string | undefined {
+    const s = this.str(value, field, { max: 253 });
+    if (s === undefined) return undefined;
+    if (s.length === 0 || s.length > 63 || !DNS_LABEL_RE.test(s)) {
+      this.v.add(field, `${q(s)} must be a DNS-1123 label (lower-case alphanumerics and '-', at most 63 characters)`);
+      return undefined;
+    }
+    return s;
+  }
+
+  /** A byte quantity within [min, max]. */
+  private bytes(value: unknown, field: string, min: number, max: number): number | undefined {
+    const r = parseBytes(value);
+    if (!r.ok) {
+      this.v.add(field, r.error);
+      return undefined;
+    }
+    if (r.value < min) this.v.add(field, `must be at least ${formatBytes(min)}`);
+    else if (r.value > max) this.v.add(field, `must be at most ${formatBytes(max)}`);
+    else return r.value;
+    return undefined;
+  }
+
+  // ----- the manifest ---------------------------------------------------------------------------
+
+  run(raw: unknown): NormalizedVmi | null {
+    const top = this.obj(raw, '', ['apiVersion', 'kind', 'metadata', 'spec']);
+    if (top === null) return null;
+    if (top.has('apiVersion')) {
+      const api = this.str(top.get('apiVersion'), 'apiVersion', { max: 64 });
+      if (api !== undefined && api !== 'kubevirt.io/v1' && api !== 'kubevirt.io/v1alpha3') {
+        this.v.add('apiVersion', `must be kubevirt.io/v1 or kubevirt.io/v1alpha3 (got ${q(api)})`);
+      }
+    }
+    if (top.has('kind')) {
+      const kind = this.str(top.get('kind'), 'kind', { max: 64 });
+      if (kind !== undefined && kind !== 'VirtualMachineInstance') this.v.add('kind', `must be VirtualMachineInstance (got ${q(kind)})`);
+    }
+    const meta = this.metadata(top.get('metadata'));
+    const spec = top.has('spec') ? this.obj(top.get('spec'), 'spec', ['domain', 'volumes', 'networks', 'runStrategy', 'terminationGracePeriodSeconds']) : null;
+    if (!top.has('spec')) this.v.add('spec', 'required');
+    if (spec === null) return null;
+    const runStrategy = spec.has('runStrategy') ? this.oneOf<RunStrategy>(spec.get('runStrategy'), 'spec.runStrategy', RUN_STRATEGIES) : 'Always';
+    const grace = spec.has('terminationGracePeriodSeconds')
+      ? this.int(spec.get('terminationGracePeriodSeconds'), 'spec.terminationGracePeriodSeconds', 0, 3600)
+      : 30;
+
+    const domain = spec.has('domain')
+      ? this.obj(spec.get('domain'), 'spec.domain', ['cpu', 'memory', 'resources', 'firmware', 'machine', 'features', 'devices'])
+      : null;
+    if (!spec.has('domain')) this.v.add('spec.domain', 'required');
+    if (domain === null) {
+      // Without a domain, cross-references (disk -> volume, interface -> network) mean nothing.
+      this.volumes(spec.get('volumes'));
+      return null;
+    }
+    const d = domain;
+    const cpu = this.cpu(d.get('cpu'));
+    const memory = this.memory(d.get('memory'), d.get('resources'));
+    const firmware = this.firmware(d.get('firmware'));
+    const machineType = this.machine(d.get('machine'));
+    const features = this.features(d.get('features'));
+    const dev = (d.has('devices')
+      ? this.obj(d.get('devices'), 'spec.domain.devices', ['disks', 'interfaces', 'rng', 'autoattachSerialConsole'])
+      : null) ?? new Map<string, unknown>();
+    const volumes = this.volumes(spec.get('volumes'));
+    const disks = this.disks(dev.get('disks'), volumes);
+    const interfaces = this.networking(dev.get('interfaces'), spec.get('networks'));
+    const rng = dev.has('rng') ? this.empty(dev.get('rng'), 'spec.domain.devices.rng') : false;
+    const serial = dev.has('autoattachSerialConsole') ? this.bool(dev.get('autoattachSerialConsole'), 'spec.domain.devices.autoattachSerialConsole') : true;
+
+    if (this.v.count > 0 || meta === null) return null;
+    return {
+      ...meta, cpu, memory, firmware, machineType, features, disks, interfaces, rng,
+      autoattachSerialConsole: serial ?? true, runStrategy: runStrategy ?? 'Always', terminationGracePeriodSeconds: grace ?? 30,
+    };
+  }
+
+  private metadata(value: unknown): Pick<NormalizedVmi, 'uid' | 'namespace' | 'name' | 'generation' | 'labels' | 'annotations'> | null {
+    if (value === undefined) {
+      this.v.add('metadata', 'required');
+      return null;
+    }
+    const m = this.obj(value, 'metadata', ['name', 'namespace', 'uid', 'labels', 'annotations', 'generation']);
+    if (m === null) return null;
+    let name: string | undefined;
+    if (m.has('name')) name = this.dnsLabel(m.get('name'), 'metadata.name');
+    else this.v.add('metadata.name', 'required');
+    const namespace = m.has('namespace') ? this.dnsLabel(m.get('namespace'), 'metadata.namespace') : 'default';
+    let uid = '';
+    if (m.has('uid')) {
+      const s = this.str(m.get('uid'), 'metadata.uid', { max: 64 });
+      if (s !== undefined && !UUID_RE.test(s)) this.v.add('metadata.uid', `${q(s)} must be a lower-case UUID`);
+      else if (s !== undefined && /^[0-]+$/.test(s)) this.v.add('metadata.uid', 'must not be the nil UUID');
+      else if (s !== undefined) uid = s;
+    }
+    const generation = m.has('generation') ? this.int(m.get('generation'), 'metadata.generation', 0, Number.MAX_SAFE_INTEGER) : 1;
+    const labels = this.stringMap(m.get('labels'), 'metadata.labels', false);
+    const annotations = this.stringMap(m.get('annotations'), 'metadata.annotations', true);
+    if (name === undefined || namespace === undefined) return null;
+    return { uid, namespace, name, generation: generation ?? 1, labels, annotations };
+  }
+
+  /** metadata.labels (annotations=false) or metadata.annotations. */
+  private stringMap(value: unknown, field: string, annotations: boolean): Record<string, string> {
+    // Object.fromEntries defines own data properties, so even a '__proto__' key could not
+    // reach a prototype (and isValidLabelKey refuses it anyway).
+    const entries: Array<[string, string]> = [];
+    if (value === undefined) return {};
+    if (!isPlainObject(value)) {
+      this.v.add(field, 'must be an object');
+      return {};
+    }
+    const keys = Object.keys(value);
+    const maxEntries = annotations ? MAX_ANNOTATIONS : MAX_LABELS;
+    if (keys.length > maxEntries) this.v.add(field, `must have at most ${maxEntries} entries (has ${keys.length})`);
+    let total = 0;
+    for (const key of keys.slice(0, maxEntries)) {
+      const f = child(field, key);
+      const desc = Object.getOwnPropertyDescriptor(value, key);
+      const raw = desc !== undefined && 'value' in desc ? (desc.value as unknown) : undefined;
+      if (!isValidLabelKey(key)) this.v.add(f, 'is not a valid key (optional DNS prefix "/" plus a name of at most 63 [A-Za-z0-9._-] characters)');
+      const s = annotations ? this.str(raw, f, { max: MAX_ANNOTATION_BYTES, multiline: true }) : this.str(raw, f, { max: 63 });
+      if (s === undefined) continue;
+      if (!annotations && !isValidLabelValue(s)) {
+        this.v.add(f, `${q(s)} is not a valid label value (at most 63 [A-Za-z0-9._-] characters, alphanumeric ends)`);
+        continue;
+      }
+      total += Buffer.byteLength(key) + Buffer.byteLength(s);
+      entries.push([key, s]);
+    }
+    if (annotations && total > MAX_ANNOTATION_BYTES) this.v.add(field, `total size ${total} bytes exceeds 256 KiB`);
+    return Object.fromEntries(entries);
+  }
+
+  private cpu(value: unknown): NormalizedVmi['cpu'] {
+    const result: NormalizedVmi['cpu'] = { sockets: 1, cores: 1, threads: 1, vcpus: 1, model: null, dedicated: false };
+    if (value === undefined) return result;
+    const c = this.obj(value, 'spec.domain.cpu', ['cores', 'sockets', 'threads', 'model', 'dedicatedCpuPlacement']);
+    if (c === null) return result;
+    const max = this.limits.maxVcpus;
+    let valid = true;
+    for (const key of ['sockets', 'cores', 'threads'] as const) {
+      if (!c.has(key)) continue;
+      const n = this.int(c.get(key), `spec.domain.cpu.${key}`, 1, max);
+      if (n === undefined) valid = false;
+      else result[key] = n;
+    }
+    result.vcpus = result.sockets * result.cores * result.threads;
+    if (valid && result.vcpus > max) {
+      this.v.add('spec.domain.cpu', `sockets * cores * threads = ${result.vcpus} exceeds this node's limit of ${max} vCPUs`);
+    }
+    if (c.has('model')) {
+      const model = this.str(c.get('model'), 'spec.domain.cpu.model', { max: 64 });
+      if (model !== undefined && !CPU_MODEL_RE.test(model)) {
+        this.v.add('spec.domain.cpu.model', `${q(model)} must be host-passthrough, host-model or a CPU model name`);
+      } else if (model !== undefined) result.model = model;
+    }
+    if (c.has('dedicatedCpuPlacement')) result.dedicated = this.bool(c.get('dedicatedCpuPlacement'), 'spec.domain.cpu.dedicatedCpuPlacement') ?? false;
+    return result;
+  }
+
+  private memory(memValue: unknown, resValue: unknown): NormalizedVmi['memory'] {
+    const result: NormalizedVmi['memory'] = { guestBytes: 0, hugepageSizeBytes: null };
+    const res = this.resources(resValue);
+    const mem = memValue === undefined ? new Map<string, unknown>() : this.obj(memValue, 'spec.domain.memory', ['guest', 'hugepages']);
+    if (mem === null) return result;
+    if (mem.has('hugepages')) {
+      const hp = this.obj(mem.get('hugepages'), 'spec.domain.memory.hugepages', ['pageSize']);
+      if (hp !== null && !hp.has('pageSize')) this.v.add('spec.domain.memory.hugepages.pageSize', 'required');
+      else if (hp !== null) {
+        const r = parseBytes(hp.get('pageSize'));
+        if (!r.ok) this.v.add('spec.domain.memory.hugepages.pageSize', r.error);
+        else if (!HUGEPAGE_SIZES.includes(r.value)) this.v.add('spec.domain.memory.hugepages.pageSize', 'must be 2Mi or 1Gi');
+        else result.hugepageSizeBytes = r.value;
+      }
+    }
+    let field = 'spec.domain.memory.guest';
+    let guest: number | undefined;
+    if (mem.has('guest')) {
+      guest = this.bytes(mem.get('guest'), field, MIN_GUEST_MEMORY, this.limits.maxMemoryBytes);
+    } else if (res.requestsMemory !== undefined) {
+      // KubeVirt: guest memory defaults to the memory request.
+      field = 'spec.domain.resources.requests.memory';
+      const bytes = res.requestsMemory;
+      if (bytes < MIN_GUEST_MEMORY) this.v.add(field, `must be at least ${formatBytes(MIN_GUEST_MEMORY)} (it sets the guest memory)`);
+      else if (bytes > this.limits.maxMemoryBytes) this.v.add(field, `must be at most ${formatBytes(this.limits.maxMemoryBytes)} (it sets the guest memory)`);
+      else guest = bytes;
+    } else if (!res.requestsMemoryGiven) {
+      this.v.add('spec.domain.memory.guest', 'required (or set spec.domain.resources.requests.memory)');
+    }
+    if (guest === undefined) return result;
+    // A request above its limit is already reported by resources().
+    if (res.limitsMemory !== undefined && guest > res.limitsMemory && mem.has('guest')) {
+      this.v.add(field, `${formatBytes(guest)} exceeds spec.domain.resources.limits.memory`);
+    }
+    if (result.hugepageSizeBytes !== null && guest % result.hugepageSizeBytes !== 0) {
+      this.v.add(field, `must be a multiple of the hugepage size ${formatBytes(result.hugepageSizeBytes)}`);
+    }
+    result.guestBytes = guest;
+    return result;
+  }
+
+  private resources(value: unknown): { requestsMemory?: number; limitsMemory?: number; requestsMemoryGiven: boolean } {
+    const out: { requestsMemory?: number; limitsMemory?: number; requestsMemoryGiven: boolean } = { requestsMemoryGiven: false };
+    if (value === undefined) return out;
+    const r = this.obj(value, 'spec.domain.resources', ['requests', 'limits']);
+    if (r === null) return out;
+    const parsed: Record<'requests' | 'limits', { cpu?: number; memory?: number }> = { requests: {}, limits: {} };
+    for (const kind of ['requests', 'limits'] as const) {
+      if (!r.has(kind)) continue;
+      const base = `spec.domain.resources.${kind}`;
+      const m = this.obj(r.get(kind), base, ['cpu', 'memory'], 'unsupported resource (only cpu and memory)');
+      if (m === null) continue;
+      if (m.has('cpu')) {
+        const q1 = parseMilli(m.get('cpu'));
+        if (q1.ok) parsed[kind].cpu = q1.value;
+        else this.v.add(`${base}.cpu`, q1.error);
+      }
+      if (m.has('memory')) {
+        if (kind === 'requests') out.requestsMemoryGiven = true;
+        const q2 = parseBytes(m.get('memory'));
+        if (q2.ok) parsed[kind].memory = q2.value;
+        else this.v.add(`${base}.memory`, q2.error);
+      }
+    }
+    for (const key of ['cpu', 'memory'] as const) {
+      const req = parsed.requests[key];
+      const lim = parsed.limits[key];
+      if (req !== undefined && lim !== undefined && req > lim) {
+        this.v.add(`spec.domain.resources.requests.${key}`, `must not exceed spec.domain.resources.limits.${key}`);
+      }
+    }
+    if (parsed.requests.memory !== undefined) out.requestsMemory = parsed.requests.memory;
+    if (parsed.limits.memory !== undefined) out.limitsMemory = parsed.limits.memory;
+    return out;
+  }
+
+  private firmware(value: unknown): NormalizedVmi['firmware'] {
+    const result: NormalizedVmi['firmware'] = { bootloader: 'bios', secureBoot: false, kernelBoot: null };
+    if (value === undefined) return result;
+    const f = this.obj(value, 'spec.domain.firmware', ['bootloader', 'kernelBoot']);
+    if (f === null) return result;
+    if (f.has('bootloader')) {
+      const b = this.obj(f.get('bootloader'), 'spec.domain.firmware.bootloader', ['bios', 'efi']);
+      if (b !== null && b.has('bios') === b.has('efi')) {
+        this.v.add('spec.domain.firmware.bootloader', 'must set exactly one of bios, efi');
+      } else if (b !== null && b.has('bios')) {
+        this.empty(b.get('bios'), 'spec.domain.firmware.bootloader.bios');
+      } else if (b !== null) {
+        result.bootloader = 'efi';
+        const efi = this.obj(b.get('efi'), 'spec.domain.firmware.bootloader.efi', ['secureBoot']);
+        if (efi?.has('secureBoot') === true) {
+          result.secureBoot = this.bool(efi.get('secureBoot'), 'spec.domain.firmware.bootloader.efi.secureBoot') ?? false;
+        }
+      }
+    }
+    if (f.has('kernelBoot')) {
+      const base = 'spec.domain.firmware.kernelBoot';
+      const k = this.obj(f.get('kernelBoot'), base, ['kernel', 'initrd', 'kernelArgs']);
+      if (k === null) return result;
+      let kernel: string | undefined;
+      if (k.has('kernel')) kernel = this.hostPath(k.get('kernel'), `${base}.kernel`, false)?.path;
+      else this.v.add(`${base}.kernel`, 'required when kernelBoot is set');
+      const initrd = k.has('initrd') ? this.hostPath(k.get('initrd'), `${base}.initrd`, false)?.path : null;
+      let kernelArgs = '';
+      if (k.has('kernelArgs')) {
+        const args = this.str(k.get('kernelArgs'), `${base}.kernelArgs`, { max: 1024 });
+        if (args !== undefined && !PRINTABLE_ASCII_RE.test(args)) this.v.add(`${base}.kernelArgs`, 'must be printable ASCII');
+        else if (args !== undefined) kernelArgs = args;
+      }
+      if (kernel !== undefined && initrd !== undefined) result.kernelBoot = { kernel, initrd, kernelArgs };
+    }
+    return result;
+  }
+
+  private machine(value: unknown): string {
+    if (value === undefined) return 'q35';
+    const m = this.obj(value, 'spec.domain.machine', ['type']);
+    if (m === null || !m.has('type')) return 'q35';
+    const type = this.str(m.get('type'), 'spec.domain.machine.type', { max: 64 });
+    if (type !== undefined && !MACHINE_RE.test(type)) {
+      this.v.add('spec.domain.machine.type', `${q(type)} must be q35, pc, pc-q35-N.N or pc-i440fx-N.N`);
+    }
+    return type ?? 'q35';
+  }
+
+  private features(value: unknown): NormalizedVmi['features'] {
+    const result = { acpi: true, apic: true };
+    if (value === undefined) return result;
+    const f = this.obj(value, 'spec.domain.features', ['acpi', 'apic']);
+    if (f === null) return result;
+    for (const key of ['acpi', 'apic'] as const) {
+      if (!f.has(key)) continue;
+      const feature = this.obj(f.get(key), `spec.domain.features.${key}`, ['enabled']);
+      if (feature?.has('enabled') === true) result[key] = this.bool(feature.get('enabled'), `spec.domain.features.${key}.enabled`) ?? true;
+    }
+    return result;
+  }
+
+  // ----- host paths -----------------------------------------------------------------------------
+
+  private inside(p: string, roots: readonly string[]): boolean {
+    return roots.some((root) => {
+      const rel = path.relative(root, p);
+      return rel !== '' && rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel);
+    });
+  }
+
+  /**
+   * A host path confined to the roots, resolved to its realpath. With `mayCreate`, a missing file
+   * is accepted when its parent directory exists inside the roots (exists: false).
+   */
+  private hostPath(value: unknown, field: string, mayCreate: boolean): { path: string; exists: boolean } | undefined {
+    if (typeof value !== 'string') {
+      this.v.add(field, 'must be a string');
+      return undefined;
+    }
+    if (value === '') return this.refuse(field, 'must not be empty');
+    if (value.length > MAX_PATH) return this.refuse(field, `must be at most ${MAX_PATH} characters`);
+    if (value.includes('\0')) return this.refuse(field, 'must not contain NUL');
+    if (CONTROL_RE.test(value)) return this.refuse(field, 'must not contain control characters (including newlines)');
+    if (value.split('/').includes('..')) return this.refuse(field, `${q(value)} must not contain ".." components`);
+    const lexical = path.isAbsolute(value) ? path.normalize(value) : path.join(this.imageRoot, value);
+    if (!this.inside(lexical, this.roots.lexical)) return this.refuse(field, `${q(value)} is outside the allowed host path roots`);
+    let real: string;
+    try {
+      real = fs.realpathSync(lexical);
+    } catch (e) {
+      const code = errnoFacts(e)?.code ?? 'unknown error';
+      if (code === 'ENOENT' && mayCreate) return this.toCreate(lexical, value, field);
+      if (code === 'ENOENT') return this.refuse(field, `${q(value)} does not exist`);
+      if (code === 'ELOOP') return this.refuse(field, `${q(value)} has a symlink loop`);
+      return this.refuse(field, `${q(value)} cannot be resolved (${code})`);
+    }
+    if (!this.inside(real, this.roots.real)) {
+      // The symlink target is not echoed: messages reach whoever submitted the manifest.
+      return this.refuse(field, `${q(value)} resolves (through a symlink) outside the allowed host path roots`);
+    }
+    let isFile = false;
+    try {
+      isFile = fs.statSync(real).isFile();
+    } catch (e) {
+      return this.refuse(field, `${q(value)} cannot be read (${errnoFacts(e)?.code ?? 'unknown error'})`);
+    }
+    if (!isFile) return this.refuse(field, `${q(value)} is not a regular file`);
+    return { path: real, exists: true };
+  }
+
+  private toCreate(lexical: string, value: string, field: string): { path: string; exists: boolean } | undefined {
+    try {
+      fs.lstatSync(lexical);
+      return this.refuse(field, `${q(value)} is a dangling symlink`);
+    } catch {
+      // Expected: nothing at all at the path.
+    }
+    let parent: string;
+    try {
+      parent = fs.realpathSync(path.dirname(lexical));
+      if (!fs.statSync(parent).isDirectory()) return this.refuse(field, `the parent of ${q(value)} is not a directory`);
+    } catch {
+      return this.refuse(field, `the parent directory of ${q(value)} does not exist`);
+    }
+    const target = path.join(parent, path.basename(lexical));
+    if (!this.inside(target, this.roots.real)) {
+      return this.refuse(field, `${q(value)} resolves (through a symlink) outside the allowed host path roots`);
+    }
+    return { path: target, exists: false };
+  }
+
+  private refuse(field: string, message: string): undefined {
+    this.v.add(field, message);
+    return undefined;
+  }
+
+  /** The `name` of a list entry: required, a DNS-1123 label, not yet in `seen`. */
+  private entryName(f: Fields, base: string, seen: { has(name: string): boolean }, what: string): string | undefined {
+    if (!f.has('name')) return this.refuse(`${base}.name`, 'required');
+    const name = this.dnsLabel(f.get('name'), `${base}.name`);
+    if (name !== undefined && seen.has(name)) return this.refuse(`${base}.name`, `duplicate ${what} name ${q(name)}`);
+    return name;
+  }
+
+  /** Records `name` as seen and marks the same-named target used; `no <noun> named "x"` if none. */
+  private refer<T extends { used: boolean }>(name: string | undefined, field: string, seen: Set<string>, targets: Map<string, T>, noun: string): T | undefined {
+    if (name === undefined) return undefined;
+    seen.add(name);
+    const target = targets.get(name);
+    if (target === undefined) this.v.add(field, `no ${noun} named ${q(name)}`);
+    else target.used = true;
+    return target;
+  }
+
+  // ----- volumes and disks ----------------------------------------------------------------------
+
+  private volumes(value: unknown): Map<string, { index: number; volume: NormalizedVolume | null; used: boolean }> {
+    const byName = new Map<string, { index: number; volume: NormalizedVolume | null; used: boolean }>();
+    if (value === undefined) return byName;
+    const items = this.list(value, 'spec.volumes');
+    const sources = ['containerDisk', 'hostDisk', 'emptyDisk', 'cloudInitNoCloud'];
+    items.forEach((item, i) => {
+      const base = `spec.volumes[${i}]`;
+      const vol = this.obj(item, base, ['name', ...sources]);
+      if (vol === null) return;
+      const name = this.entryName(vol, base, byName, 'volume');
+      const present = sources.filter((s) => vol.has(s));
+      let volume: NormalizedVolume | null = null;
+      if (present.length !== 1) this.v.add(base, `must set exactly one of ${sources.join(', ')}`);
+      else volume = this.volumeSource(present[0]!, vol.get(present[0]!), `${base}.${present[0]!}`, name ?? '');
+      if (name !== undefined) byName.set(name, { index: i, volume, used: false });
+    });
+    return byName;
+  }
+
+  private volumeSource(kind: string, value: unknown, base: string, name: string): NormalizedVolume | null {
+    const maxDisk = this.limits.maxDiskBytes;
+    if (kind === 'containerDisk') {
+      const s = this.obj(value, base, ['path']);
+      if (s === null) return null;
+      if (!s.has('path')) return this.refuse(`${base}.path`, 'required') ?? null;
+      const p = this.hostPath(s.get('path'), `${base}.path`, false);
+      return p === undefined ? null : { kind, name, path: p.path };
+    }
+    if (kind === 'hostDisk') {
+      const s = this.obj(value, base, ['path', 'type', 'capacity']);
+      if (s === null) return null;
+      const type = s.has('type') ? this.oneOf(s.get('type'), `${base}.type`, ['Disk', 'DiskOrCreate'] as const) : this.refuse(`${base}.type`, 'required');
+      const capacity = s.has('capacity') ? this.bytes(s.get('capacity'), `${base}.capacity`, MIN_DISK_BYTES, maxDisk) : null;
+      if (!s.has('path')) return this.refuse(`${base}.path`, 'required') ?? null;
+      const p = this.hostPath(s.get('path'), `${base}.path`, type === 'DiskOrCreate');
+      if (p === undefined || type === undefined || capacity === undefined) return null;
+      if (!p.exists && capacity === null) return this.refuse(`${base}.capacity`, 'required when a DiskOrCreate file does not exist yet') ?? null;
+      return { kind, name, path: p.path, type, capacityBytes: capacity };
+    }
+    if (kind === 'emptyDisk') {
+      const s = this.obj(value, base, ['capacity']);
+      if (s === null) return null;
+      if (!s.has('capacity')) return this.refuse(`${base}.capacity`, 'required') ?? null;
+      const capacity = this.bytes(s.get('capacity'), `${base}.capacity`, MIN_DISK_BYTES, maxDisk);
+      return capacity === undefined ? null : { kind, name, capacityBytes: capacity };
+    }
+    const s = this.obj(value, base, ['userData', 'networkData']);
+    if (s === null) return null;
+    const max = this.limits.maxUserDataBytes;
+    const text = (key: string): string | undefined => {
+      const t = this.str(s.get(key), `${base}.${key}`, { max, multiline: true });
+      if (t !== undefined && Buffer.byteLength(t) > max) return this.refuse(`${base}.${key}`, `must be at most ${max} bytes`);
+      return t;
+    };
+    const userData = s.has('userData') ? text('userData') : this.refuse(`${base}.userData`, 'required');
+    const networkData = s.has('networkData') ? text('networkData') : null;
+    if (userData === undefined || networkData === undefined) return null;
+    return { kind: 'cloudInitNoCloud', name, userData, networkData };
+  }
+
+  private disks(value: unknown, volumes: ReturnType<Validator['volumes']>): NormalizedDisk[] {
+    const out: NormalizedDisk[] = [];
+    const items = value === undefined ? [] : this.list(value, 'spec.domain.devices.disks', { max: this.limits.maxDisks, noun: 'disks' });
+    const names = new Set<string>();
+    const bootOrders = new Set<number>();
+    items.forEach((item, i) => {
+      const base = `spec.domain.devices.disks[${i}]`;
+      const d = this.obj(item, base, ['name', 'disk', 'cdrom', 'bootOrder', 'serial']);
+      if (d === null) return;
+      const name = this.entryName(d, base, names, 'disk');
+      const entry = this.refer(name, `${base}.name`, names, volumes, 'volume');
+      let device: 'disk' | 'cdrom' = 'disk';
+      let bus: DiskBus | undefined = 'virtio';
+      let readonly = false;
+      if (d.has('disk') && d.has('cdrom')) {
+        this.v.add(base, 'must set at most one of disk, cdrom');
+      } else if (d.has('cdrom')) {
+        device = 'cdrom';
+        readonly = true;
+        bus = 'sata';
+        const c = this.obj(d.get('cdrom'), `${base}.cdrom`, ['bus', 'readonly']);
+        if (c?.has('bus') === true) bus = this.oneOf(c.get('bus'), `${base}.cdrom.bus`, ['sata', 'scsi'] as const);
+        if (c?.has('readonly') === true && this.bool(c.get('readonly'), `${base}.cdrom.readonly`) === false) {
+          this.v.add(`${base}.cdrom.readonly`, 'a cdrom is always read-only');
+        }
+        if (entry?.volume?.kind === 'emptyDisk') this.v.add(`${base}.cdrom`, 'an emptyDisk cannot be attached as a cdrom');
+      } else if (d.has('disk')) {
+        const k = this.obj(d.get('disk'), `${base}.disk`, ['bus']);
+        if (k?.has('bus') === true) bus = this.oneOf(k.get('bus'), `${base}.disk.bus`, DISK_BUSES);
+      }
+      let bootOrder: number | null = null;
+      if (d.has('bootOrder')) {
+        const b = this.int(d.get('bootOrder'), `${base}.bootOrder`, 1, 65535);
+        if (b !== undefined && bootOrders.has(b)) this.v.add(`${base}.bootOrder`, `duplicate bootOrder ${b}`);
+        else if (b !== undefined) bootOrders.add(b);
+        bootOrder = b ?? null;
+      }
+      let serial: string | null = null;
+      if (d.has('serial')) {
+        const s = this.str(d.get('serial'), `${base}.serial`, { max: 64 });
+        if (s !== undefined && !SERIAL_RE.test(s)) this.v.add(`${base}.serial`, 'must be 1-20 characters of [A-Za-z0-9_-]');
+        else serial = s ?? null;
+      }
+      if (name !== undefined && bus !== undefined && entry?.volume !== null && entry?.volume !== undefined) {
+        out.push({ name, device, bus, bootOrder, serial, readonly, volume: entry.volume });
+      }
+    });
+    for (const [name, entry] of volumes) {
+      if (!entry.used) this.v.add(`spec.volumes[${entry.index}].name`, `no disk uses volume ${q(name)}`);
+    }
+    return out;
+  }
+
+  // ----- interfaces and networks ----------------------------------------------------------------
+
+  private networking(ifValue: unknown, netValue: unknown): NormalizedInterface[] {
+    const networks = new Map<string, { index: number; used: boolean }>();
+    const netItems = netValue === undefined ? [] : this.list(netValue, 'spec.networks');
+    netItems.forEach((item, i) => {
+      const base = `spec.networks[${i}]`;
+      const n = this.obj(item, base, ['name', 'pod']);
+      if (n === null) return;
+      const name = this.entryName(n, base, networks, 'network');
+      if (!n.has('pod')) this.v.add(`${base}.pod`, 'required: pod: {} is the only supported network source');
+      else if (this.empty(n.get('pod'), `${base}.pod`) && i > 0) this.v.add(`${base}.pod`, 'at most one pod network is allowed');
+      if (name !== undefined) networks.set(name, { index: i, used: false });
+    });
+
+    const out: NormalizedInterface[] = [];
+    const limit = { max: this.limits.maxInterfaces, noun: 'interfaces' };
+    const items = ifValue === undefined ? [] : this.list(ifValue, 'spec.domain.devices.interfaces', limit);
+    const names = new Set<string>();
+    const macs = new Set<string>();
+    items.forEach((item, i) => {
+      const base = `spec.domain.devices.interfaces[${i}]`;
+      const f = this.obj(item, base, ['name', 'masquerade', 'bridge', 'macAddress', 'model']);
+      if (f === null) return;
+      const name = this.entryName(f, base, names, 'interface');
+      this.refer(name, `${base}.name`, names, networks, 'network');
+      let binding: 'masquerade' | 'bridge' | undefined;
+      if (f.has('masquerade') === f.has('bridge')) {
+        this.v.add(base, 'must set exactly one of masquerade, bridge');
+      } else {
+        binding = f.has('masquerade') ? 'masquerade' : 'bridge';
+        this.empty(f.get(binding), `${base}.${binding}`);
+      }
+      let macAddress: string | null = null;
+      if (f.has('macAddress')) macAddress = this.mac(f.get('macAddress'), `${base}.macAddress`, macs);
+      const model = f.has('model') ? this.oneOf(f.get('model'), `${base}.model`, NIC_MODELS) : 'virtio';
+      if (name !== undefined && binding !== undefined && model !== undefined) out.push({ name, binding, macAddress, model });
+    });
+    for (const [name, net] of networks) {
+      if (!net.used) this.v.add(`spec.networks[${net.index}].name`, `no interface named ${q(name)}`);
+    }
+    return out;
+  }
+
+  private mac(value: unknown, field: string, seen: Set<string>): string | null {
+    const s = this.str(value, field, { max: 64 });
+    if (s === undefined) return null;
+    if (!MAC_RE.test(s)) return this.refuse(field, `${q(s)} must look like aa:bb:cc:dd:ee:ff`) ?? null;
+    const mac = s.toLowerCase();
+    if ((parseInt(mac.slice(0, 2), 16) & 1) === 1) return this.refuse(field, `${mac} is a multicast address`) ?? null;
+    if (mac === '00:00:00:00:00:00') return this.refuse(field, 'must not be all zeros') ?? null;
+    if (seen.has(mac)) return this.refuse(field, `duplicate macAddress ${mac}`) ?? null;
+    seen.add(mac);
+    return mac;
+  }
+}
