@@ -1,0 +1,137 @@
+/**
+ * Plans the files a VMI's disks need (DiskPrep, executed later by the launcher) and the file
+ * each disk of the domain XML points at (DomainXmlContext.diskPaths). Pure except for two
+ * read-only looks at the host: the first 4 bytes of a containerDisk base image (qcow2 magic
+ * 'QFI\xfb', else raw) and whether a DiskOrCreate hostDisk file already exists.
+ *
+ * Layout (everything written lives under `<vmiDir>/disks/`):
+ * - containerDisk: qcow2 overlay `<disk>.qcow2` backed by the (read-only) base image;
+ * - emptyDisk: sparse qcow2 `<disk>.qcow2` of the requested capacity;
+ * - hostDisk: the host file itself, raw; created (sparse, capacity bytes) only for
+ *   DiskOrCreate when it does not exist yet;
+ * - cloudInitNoCloud: NoCloud seed ISO `<disk>-cidata.iso` (raw), meta-data
+ *   `instance-id: <uid>\nlocal-hostname: <name>\n`.
+ * Preps come in disk order. Disk names become file names, so they must be plain
+ * ([A-Za-z0-9][A-Za-z0-9._-]*); anything else is INVALID_ARGUMENT.
+ */
+
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ErrorCodes, VhError } from '../errors';
+import type { DiskPrep, DomainXmlContext, NormalizedVmi } from './types';
+
+const QCOW2_MAGIC = Buffer.from([0x51, 0x46, 0x49, 0xfb]); // 'QFI\xfb'
+const FILE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+/** A plain YAML scalar that needs no quoting (and cannot be read as a number/bool by accident in practice). */
+const PLAIN_YAML_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+export interface DiskPlan {
+  preps: DiskPrep[];
+  diskPaths: DomainXmlContext['diskPaths'];
+}
+
+/** 'qcow2' when the file starts with the qcow2 magic, else 'raw'. Throws INVALID_ARGUMENT when unreadable. */
+export function detectImageFormat(file: string): 'qcow2' | 'raw' {
+  let fd: number | undefined;
+  try {
+    fd = fs.openSync(file, 'r');
+    const buf = Buffer.alloc(4);
+    const n = fs.readSync(fd, buf, 0, 4, 0);
+    return n === 4 && buf.equals(QCOW2_MAGIC) ? 'qcow2' : 'raw';
+  } catch (e) {
+    throw new VhError(ErrorCodes.INVALID_ARGUMENT, `cannot read disk image ${file}: ${(e as Error).message}`, { path: file }, { cause: e });
+  } finally {
+    if (fd !== undefined) fs.closeSync(fd);
+  }
+}
+
+/** The NoCloud meta-data document; values quoted (JSON is valid YAML) unless plainly safe. */
+export function noCloudMetaData(uid: string, name: string): string {
+  const y = (v: string): string => (PLAIN_YAML_RE.test(v) ? v : JSON.stringify(v));
+  return `instance-id: ${y(uid)}\nlocal-hostname: ${y(name)}\n`;
+}
+
+function exists(file: string): boolean {
+  try {
+    fs.statSync(file);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw new VhError(ErrorCodes.INVALID_ARGUMENT, `cannot stat hostDisk ${file}: ${(e as Error).message}`, { path: file }, { cause: e });
+  }
+}
+
+export function planDisks(vmi: NormalizedVmi, vmiDir: string): DiskPlan {
+  if (!path.isAbsolute(vmiDir)) throw new VhError(ErrorCodes.INVALID_ARGUMENT, `vmiDir must be absolute, got ${JSON.stringify(vmiDir)}`);
+  const disksDir = path.join(vmiDir, 'disks');
+  const preps: DiskPrep[] = [];
+  const diskPaths: Record<string, { path: string; format: 'qcow2' | 'raw' }> = {};
+  const usedPaths = new Map<string, string>();
+
+  const claim = (disk: string, file: string): void => {
+    const other = usedPaths.get(file);
+    if (other !== undefined) {
+      throw new VhError(ErrorCodes.INVALID_ARGUMENT, `disks ${other} and ${disk} would both use ${file}`, { disk, path: file });
+    }
+    usedPaths.set(file, disk);
+  };
+
+  for (const d of vmi.disks) {
+    if (!FILE_NAME_RE.test(d.name)) {
+      throw new VhError(ErrorCodes.INVALID_ARGUMENT, `disk name ${JSON.stringify(d.name)} cannot name a file (allowed: [A-Za-z0-9][A-Za-z0-9._-]*)`, { disk: d.name });
+    }
+    if (Object.prototype.hasOwnProperty.call(diskPaths, d.name)) {
+      throw new VhError(ErrorCodes.INVALID_ARGUMENT, `duplicate disk name ${d.name}`, { disk: d.name });
+    }
+    const v = d.volume;
+    switch (v.kind) {
+      case 'containerDisk': {
+        const file = path.join(disksDir, `${d.name}.qcow2`);
+        claim(d.name, file);
+        preps.push({ kind: 'overlay', disk: d.name, path: file, backingFile: v.path, backingFormat: detectImageFormat(v.path) });
+        diskPaths[d.name] = { path: file, format: 'qcow2' };
+        break;
+      }
+      case 'emptyDisk': {
+        const file = path.join(disksDir, `${d.name}.qcow2`);
+        claim(d.name, file);
+        preps.push({ kind: 'sparse', disk: d.name, path: file, sizeBytes: v.capacityBytes });
+        diskPaths[d.name] = { path: file, format: 'qcow2' };
+        break;
+      }
+      case 'hostDisk': {
+        claim(d.name, v.path);
+        const present = exists(v.path);
+        if (!present && v.type === 'Disk') {
+          throw new VhError(ErrorCodes.INVALID_ARGUMENT, `hostDisk ${v.path} of disk ${d.name} does not exist (type Disk; use DiskOrCreate with a capacity to create it)`, { disk: d.name, path: v.path });
+        }
+        const create = !present && v.type === 'DiskOrCreate';
+        if (create && v.capacityBytes === null) {
+          throw new VhError(ErrorCodes.INVALID_ARGUMENT, `hostDisk ${v.path} of disk ${d.name} does not exist and has no capacity to create it with`, { disk: d.name, path: v.path });
+        }
+        preps.push({ kind: 'hostDisk', disk: d.name, path: v.path, sizeBytes: v.capacityBytes, create });
+        diskPaths[d.name] = { path: v.path, format: 'raw' };
+        break;
+      }
+      case 'cloudInitNoCloud': {
+        const file = path.join(disksDir, `${d.name}-cidata.iso`);
+        claim(d.name, file);
+        preps.push({
+          kind: 'cloudInit',
+          disk: d.name,
+          path: file,
+          userData: v.userData,
+          networkData: v.networkData,
+          metaData: noCloudMetaData(vmi.uid, vmi.name),
+        });
+        diskPaths[d.name] = { path: file, format: 'raw' };
+        break;
+      }
+      default: {
+        const never: never = v;
+        throw new VhError(ErrorCodes.INTERNAL, `unknown volume kind ${JSON.stringify(never)}`);
+      }
+    }
+  }
+  return { preps, diskPaths };
+}
