@@ -38,6 +38,7 @@ const DIST = path.resolve(__dirname, '..');
 const BUNDLES: ReadonlyArray<{ out: string; entry: string; codeCache?: boolean }> = [
   { out: 'virt-handler.cjs', entry: 'src/main.js', codeCache: true },
   { out: 'vhctl.cjs', entry: 'src/cli/vhctl.js' },
+  { out: 'virt-launcher.cjs', entry: 'src/launcher/main.js' },
 ];
 
 /** Node's CommonJS wrapper, on one line so the bundle's line numbers are unchanged. Loader and build must agree byte for byte. */

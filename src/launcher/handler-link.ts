@@ -1,0 +1,261 @@
+/**
+ * The launcher's end of launcher.proto: one Connect stream to the handler's unix socket, kept
+ * open for the launcher's lifetime.
+ *
+ * - Register first (the spawn token until a Registered arrived, the session token after: the
+ *   spawn token is one-time), and nothing else until Registered; then heartbeats every
+ *   heartbeat_interval_ms.
+ * - Any end of the stream (handler restart, UNAUTHENTICATED, a protocol violation) is retried
+ *   with the supervisor's capped, jittered backoff, forever: the VM keeps running while the
+ *   handler is away, and only the handler (teardown) or a signal ends the launcher. Each
+ *   distinct failure is logged once at warn, repeats at debug.
+ * - Statuses produced while disconnected are dropped (the owner re-sends the current status on
+ *   every Registered); command results are kept (bounded) and sent after the next Registered,
+ *   since the command that produced them may have changed the domain.
+ */
+import { EventEmitter } from 'node:events';
+import * as grpc from '@grpc/grpc-js';
+import { loadProtos } from '../grpc/proto';
+import type { Logger } from '../log';
+import { type Backoff, DEFAULT_BACKOFF, backoffDelay } from '../libvirt/supervisor';
+import type { Command, CommandResult, DomainStatus, HandlerMessage, LauncherMessage } from './messages';
+
+/** Used when Registered carries no (or an absurd) interval. */
+export const DEFAULT_HEARTBEAT_MS = 10_000;
+/** A Register unanswered this long is treated as a dead stream. */
+export const REGISTER_TIMEOUT_MS = 15_000;
+/** Results kept while disconnected; older ones are dropped (and logged). */
+const MAX_PENDING_RESULTS = 64;
+
+export interface HandlerLinkOptions {
+  socketPath: string;
+  vmiUid: string;
+  /** The one-time spawn token. */
+  spawnToken: string;
+  version: string;
+  logger: Logger;
+  backoff?: Partial<Backoff>;
+  random?: () => number;
+}
+
+export interface HandlerLinkEvents {
+  /** A Registered arrived; `reconnect` is false only for the first one. */
+  registered: [{ reconnect: boolean; latencyMs: number }];
+  command: [Command];
+}
+
+export interface HandlerLink {
+  on<K extends keyof HandlerLinkEvents>(event: K, listener: (...args: HandlerLinkEvents[K]) => void): this;
+  emit<K extends keyof HandlerLinkEvents>(event: K, ...args: HandlerLinkEvents[K]): boolean;
+}
+
+type Stream = grpc.ClientDuplexStream<LauncherMessage, HandlerMessage>;
+
+export class HandlerLink extends EventEmitter {
+  private readonly backoff: Backoff;
+  private sessionToken: string | null = null;
+  private client: grpc.Client | null = null;
+  private stream: Stream | null = null;
+  private registered = false;
+  private attempt = 0;
+  private seq = 0;
+  private heartbeat: NodeJS.Timeout | null = null;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private registerTimer: NodeJS.Timeout | null = null;
+  private stableTimer: NodeJS.Timeout | null = null;
+  private lastLoggedError: string | null = null;
+  private pendingResults: CommandResult[] = [];
+  private stopped = false;
+  private registrations = 0;
+  /** Why we cancelled the current stream ourselves (reported instead of grpc's CANCELLED). */
+  private cancelReason: string | null = null;
+
+  constructor(private readonly opts: HandlerLinkOptions) {
+    super();
+    this.backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
+  }
+
+  /** Starts dialling (idempotent). */
+  start(): void {
+    if (this.client || this.stopped) return;
+    this.connect();
+  }
+
+  /** Whether a Registered arrived on the current stream. */
+  get isRegistered(): boolean {
+    return this.registered;
+  }
+
+  /** Sends a status now, or drops it while disconnected (the owner re-sends on 'registered'). */
+  sendStatus(status: DomainStatus): void {
+    if (this.registered) this.write({ status });
+  }
+
+  /** Sends a result; resolves once it is handed to the transport (or queued while disconnected). */
+  sendResult(result: CommandResult): Promise<void> {
+    if (!this.registered) {
+      this.queueResult(result);
+      return Promise.resolve();
+    }
+    return this.write({ result });
+  }
+
+  /**
+   * Ends the stream politely (half-close, then wait up to `graceMs` for the handler to close its
+   * side) and stops reconnecting. Idempotent.
+   */
+  async stop(graceMs = 2000): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    this.clearTimers();
+    const stream = this.stream;
+    if (stream) {
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, graceMs);
+        stream.once('status', () => {
+          clearTimeout(t);
+          resolve();
+        });
+        stream.end();
+      });
+      stream.cancel();
+    }
+    this.stream = null;
+    this.client?.close();
+    this.client = null;
+  }
+
+  private connect(): void {
+    if (this.stopped) return;
+    const { LauncherClient } = loadProtos();
+    // A fresh channel per attempt: a reused one would sit in grpc-js's own reconnect backoff
+    // (up to 120 s) after the handler's socket went away, hiding a handler that is back.
+    this.client?.close();
+    const client = new LauncherClient(`unix:${this.opts.socketPath}`, grpc.credentials.createInsecure(), {
+      // A handler that hangs (rather than exits) is noticed within ~40 s.
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+    });
+    this.client = client;
+    const stream = (client as unknown as { connect(): Stream }).connect();
+    this.stream = stream;
+    this.registered = false;
+    const token = this.sessionToken ?? this.opts.spawnToken;
+    const sentAt = Date.now();
+    stream.on('data', (msg: HandlerMessage) => this.onMessage(stream, msg, sentAt));
+    stream.on('error', () => undefined); // the 'status' below carries the same facts
+    stream.on('status', (st: grpc.StatusObject) => this.onEnd(stream, st));
+    this.registerTimer = setTimeout(() => {
+      this.registerTimer = null;
+      if (this.stream === stream && !this.registered) this.abandon(stream, `no Registered within ${REGISTER_TIMEOUT_MS} ms`);
+    }, REGISTER_TIMEOUT_MS);
+    stream.write({ register: { vmiUid: this.opts.vmiUid, token, pid: process.pid, version: this.opts.version } });
+  }
+
+  private onMessage(stream: Stream, msg: HandlerMessage, sentAt: number): void {
+    if (stream !== this.stream) return;
+    if (!this.registered) {
+      if (!msg.registered) {
+        this.abandon(stream, 'protocol violation: the first handler message was not Registered');
+        return;
+      }
+      this.onRegistered(msg.registered, Date.now() - sentAt);
+      return;
+    }
+    if (msg.command) this.emit('command', msg.command);
+    else if (msg.registered) this.opts.logger.warn('second Registered on one stream; ignored');
+    else this.opts.logger.warn('handler message with no known member (newer handler?); ignored');
+  }
+
+  private onRegistered(reg: { sessionToken: string; heartbeatIntervalMs: number }, latencyMs: number): void {
+    if (this.registerTimer) clearTimeout(this.registerTimer);
+    this.registerTimer = null;
+    this.registered = true;
+    if (reg.sessionToken) this.sessionToken = reg.sessionToken;
+    else if (!this.sessionToken) this.opts.logger.warn('Registered carried no session token; reconnects will reuse the spawn token');
+    const ms = reg.heartbeatIntervalMs;
+    const interval = Number.isFinite(ms) && ms >= 100 && ms <= 3_600_000 ? ms : DEFAULT_HEARTBEAT_MS;
+    if (interval !== ms) this.opts.logger.warn({ heartbeatIntervalMs: ms, using: interval }, 'unusable heartbeat interval from the handler');
+    this.heartbeat = setInterval(() => void this.write({ heartbeat: { seq: ++this.seq } }), interval);
+    // Only a stream that stays up resets the backoff: a handler that accepts and drops at once
+    // must not pull us into a tight loop.
+    this.stableTimer = setTimeout(() => {
+      this.stableTimer = null;
+      this.attempt = 0;
+    }, this.backoff.stableMs);
+    this.lastLoggedError = null;
+    const reconnect = this.registrations++ > 0;
+    this.opts.logger.info({ reconnect, latencyMs, heartbeatMs: interval }, 'registered with the handler');
+    for (const result of this.pendingResults.splice(0)) void this.write({ result });
+    this.emit('registered', { reconnect, latencyMs });
+  }
+
+  private onEnd(stream: Stream, st: grpc.StatusObject): void {
+    if (stream !== this.stream) return;
+    this.stream = null;
+    this.registered = false;
+    this.clearTimers();
+    if (this.stopped) return;
+    const name = grpc.status[st.code] ?? String(st.code);
+    const why = this.cancelReason ?? `stream ended: ${name}${st.details ? `: ${st.details}` : ''}`;
+    this.cancelReason = null;
+    this.failure(why, st.code === grpc.status.UNAUTHENTICATED);
+    this.schedule();
+  }
+
+  /** Cancels a stream we gave up on; onEnd reports `why`. */
+  private abandon(stream: Stream, why: string): void {
+    this.cancelReason = why;
+    stream.cancel();
+  }
+
+  /** Logs a failure: warn for a new error text, debug for a repeat. */
+  private failure(what: string, auth = false): void {
+    const fields = { socket: this.opts.socketPath, attempt: this.attempt + 1, usingSessionToken: this.sessionToken !== null };
+    if (what !== this.lastLoggedError) {
+      this.lastLoggedError = what;
+      this.opts.logger.warn({ ...fields, error: what }, auth ? 'handler refused registration; retrying with backoff (the handler may be restarting)' : 'handler link down; retrying with backoff');
+    } else {
+      this.opts.logger.debug({ ...fields, error: what }, 'handler link down again');
+    }
+  }
+
+  private schedule(): void {
+    if (this.stopped || this.retryTimer) return;
+    const delay = backoffDelay(this.attempt++, this.backoff, this.opts.random);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.connect();
+    }, delay);
+  }
+
+  private write(msg: LauncherMessage): Promise<void> {
+    const stream = this.stream;
+    if (!stream) {
+      if ('result' in msg) this.queueResult(msg.result);
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      try {
+        stream.write(msg, () => resolve());
+      } catch (e) {
+        this.opts.logger.warn({ err: e }, 'writing to the handler failed');
+        if ('result' in msg) this.queueResult(msg.result);
+        resolve();
+      }
+    });
+  }
+
+  private queueResult(result: CommandResult): void {
+    this.pendingResults.push(result);
+    if (this.pendingResults.length > MAX_PENDING_RESULTS) {
+      const dropped = this.pendingResults.shift();
+      this.opts.logger.warn({ id: dropped?.id }, 'too many results while the handler is away; dropped the oldest');
+    }
+  }
+
+  private clearTimers(): void {
+    for (const t of [this.heartbeat, this.retryTimer, this.registerTimer, this.stableTimer]) if (t) clearTimeout(t);
+    this.heartbeat = this.retryTimer = this.registerTimer = this.stableTimer = null;
+  }
+}
