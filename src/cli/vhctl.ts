@@ -1,76 +1,93 @@
 #!/usr/bin/env node
 /**
- * vhctl: the operator's view of a running virt-handler over its gRPC unix socket.
- * Exit codes: 0 ok (health: SERVING), 1 error (unreachable, not serving, RPC failure), 2 usage.
+ * vhctl: the operator's view of a running virt-handler over its gRPC unix socket: node facts,
+ * health, and the VMIs (virthandler.v1.VmiService). Exit codes: see HELP.
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { parseArgs } from 'node:util';
-import * as grpc from '@grpc/grpc-js';
-import { defaultValues, detectProfile, processContext } from '../config/defaults';
+import * as path from 'node:path';
 import type { DeviceInfo, NodeInfo } from '../node/types';
 import { nodeInfoFromWire } from '../grpc/node-service';
-import { loadProtos } from '../grpc/proto';
-import { MAX_SEND_BYTES } from '../grpc/server';
+import { CliError, DEFAULT_TIMEOUT_MS, EXIT, UsageError, defaultSocket, parseTimeout, preflight, table, unary, withClient, type CommonOptions } from './common';
+import { cmdConsole } from './console';
+import { ACTIONS, cmdAction, cmdCreate, cmdDelete, cmdGet, cmdList, type ActionCommand, type VmiOptions, type VmiOutput } from './vmi-commands';
 
-/** Process exit codes. */
-export const EXIT = { OK: 0, ERROR: 1, USAGE: 2 } as const;
-
-/** The file name the daemon gives its gRPC socket inside runDir (config: grpc.socket = <runDir>/grpc.sock). */
-const GRPC_SOCKET_NAME = 'grpc.sock';
-const DEFAULT_TIMEOUT_MS = 5000;
+export { EXIT, defaultSocket } from './common';
 
 export const HELP = `Usage: vhctl <command> [options]
 
-Commands:
-  node      node facts: schedulability, KVM, CPU, memory, hugepages, THP, devices, labels
-  health    grpc.health.v1 Check of the whole server; exit 0 only when SERVING
+Node:
+  node                      node facts: schedulability, KVM, CPU, memory, hugepages, THP, devices, labels
+  health                    grpc.health.v1 Check of the whole server; exit 0 only when SERVING
+
+VMIs (namespace: -n NAMESPACE, default "default"):
+  create -f FILE            send a VirtualMachineInstance manifest (JSON or YAML; -f - reads stdin);
+                            prints the VMI, or each rejected field as "  <field>: <message>"
+  get NAME                  one VMI (-o table|wide|json|yaml)
+  list                      the VMIs of a namespace, or of all with -A (-o table|wide|json|yaml)
+  delete NAME [--wait]      delete; --wait watches until it is gone (up to --timeout, default 2m)
+  pause NAME                pause the guest
+  unpause NAME              resume a paused guest
+  soft-reboot NAME          ask the guest to reboot (ACPI)
+  shutdown NAME             graceful shutdown without deleting
+  console NAME              serial console; on a terminal Ctrl-] detaches. From a pipe, stdin is
+                            sent and vhctl exits once it ended and the output went quiet
 
 Options:
-  -o, --output table|json   output format (default: table)
+  -o, --output FORMAT       node/health: table|json; create: table|json|yaml;
+                            get/list: table|wide|json|yaml (default: table)
+  -n, --namespace NS        the VMI's namespace (default: default)
+  -A, --all-namespaces      list: every namespace
+  -f, --file FILE           create: the manifest file, or - for stdin
+      --wait                delete: wait until the VMI is gone
       --socket PATH         gRPC socket (default: $VH_GRPC_SOCKET, else $VH_RUN_DIR/grpc.sock,
                             else /run/virt-handler/grpc.sock if it exists, else the daemon's
                             default for this user: <dev runDir>/grpc.sock when not root)
-      --timeout DURATION    per-call deadline: 5, 5s or 500ms (default: 5s)
+      --timeout DURATION    per-call deadline: 5, 5s, 500ms or 2m (default: 5s); for delete --wait
+                            the whole wait (default: 2m); for console the session length (default: none)
   -h, --help                show this help
 
-Exit codes: 0 ok, 1 error or not serving, 2 usage error.
+Exit codes:
+  0  ok (health: SERVING; console: detached, closed by the daemon, or --timeout reached)
+  1  error: daemon unreachable or not serving, VMI not found, manifest rejected (the violations are
+     listed), refused request (e.g. pause of a VMI that is not Running), delete --wait timed out
+  2  usage error (unknown command or option, option not valid for the command, bad value)
 `;
 
-/** A usage mistake (exit 2) rather than a runtime failure (exit 1). */
-class UsageError extends Error {}
-/** A failure already phrased for the operator (exit 1). */
-class CliError extends Error {}
+type Command = 'node' | 'health' | 'create' | 'get' | 'list' | 'delete' | 'console' | ActionCommand;
+const COMMANDS: readonly Command[] = ['node', 'health', 'create', 'get', 'list', 'delete', 'console', ...(Object.keys(ACTIONS) as ActionCommand[])];
+type Flag = 'output' | 'namespace' | 'all-namespaces' | 'file' | 'wait' | 'timeout';
 
-interface Options {
-  command: 'node' | 'health';
-  output: 'table' | 'json';
-  socket: string;
-  timeoutMs: number;
+/** Per command: its options (besides --socket, --timeout, --help), -o formats and positional NAME. */
+const SPEC: Record<Command, { flags: readonly Flag[]; outputs: readonly string[]; name: boolean }> = {
+  node: { flags: ['output'], outputs: ['table', 'json'], name: false },
+  health: { flags: ['output'], outputs: ['table', 'json'], name: false },
+  create: { flags: ['output', 'file'], outputs: ['table', 'json', 'yaml'], name: false },
+  get: { flags: ['output', 'namespace'], outputs: ['table', 'wide', 'json', 'yaml'], name: true },
+  list: { flags: ['output', 'namespace', 'all-namespaces'], outputs: ['table', 'wide', 'json', 'yaml'], name: false },
+  delete: { flags: ['namespace', 'wait'], outputs: ['table'], name: true },
+  console: { flags: ['namespace'], outputs: ['table'], name: true },
+  pause: { flags: ['namespace'], outputs: ['table'], name: true },
+  unpause: { flags: ['namespace'], outputs: ['table'], name: true },
+  'soft-reboot': { flags: ['namespace'], outputs: ['table'], name: true },
+  shutdown: { flags: ['namespace'], outputs: ['table'], name: true },
+};
+
+const FLAG_SPELLING: Record<Flag, string> = {
+  output: '-o/--output', namespace: '-n/--namespace', 'all-namespaces': '-A/--all-namespaces', file: '-f/--file', wait: '--wait', timeout: '--timeout',
+};
+
+/** Kubernetes' DNS-1123 label, as the daemon and the HTTP API require of namespaces and names. */
+const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
+
+function checkLabel(what: string, value: string): string {
+  if (value.length > 63 || !DNS1123_LABEL.test(value)) {
+    throw new UsageError(`${what}: expected a DNS-1123 label (lowercase letters, digits and '-', at most 63 characters), got ${JSON.stringify(value.slice(0, 70))}`);
+  }
+  return value;
 }
 
-/**
- * The socket the daemon would listen on given this environment. Reuses the daemon's own
- * runDir defaults (src/config/defaults.ts) so the two cannot drift apart.
- */
-export function defaultSocket(env: NodeJS.ProcessEnv = process.env, exists: (p: string) => boolean = fs.existsSync): string {
-  if (env.VH_GRPC_SOCKET) return env.VH_GRPC_SOCKET;
-  if (env.VH_RUN_DIR) return path.join(env.VH_RUN_DIR, GRPC_SOCKET_NAME);
-  const ctx = processContext(env);
-  // An explicit profile names the daemon the operator means.
-  if (env.VH_PROFILE !== undefined) return path.join(String(defaultValues(detectProfile(ctx), ctx).runDir), GRPC_SOCKET_NAME);
-  const production = path.join(String(defaultValues('production', ctx).runDir), GRPC_SOCKET_NAME);
-  // A non-root operator in the socket's group talks to the system daemon when there is one.
-  if (exists(production)) return production;
-  // Otherwise the daemon this user would start by hand: dev paths unless root (same rule as the daemon).
-  return path.join(String(defaultValues(detectProfile(ctx), ctx).runDir), GRPC_SOCKET_NAME);
-}
-
-function parseTimeout(raw: string): number {
-  const m = /^(\d+(?:\.\d+)?)(ms|s)?$/.exec(raw);
-  const ms = m ? Number(m[1]) * (m[2] === 'ms' ? 1 : 1000) : NaN;
-  if (!(ms > 0 && ms <= 3_600_000)) throw new UsageError(`--timeout: expected a duration like 5, 5s or 500ms (at most 1h), got '${raw}'`);
-  return ms;
+export interface Options extends VmiOptions {
+  command: Command;
 }
 
 /** Parses argv strictly; returns null when help was asked for. */
@@ -83,6 +100,10 @@ export function parseCli(argv: readonly string[], env: NodeJS.ProcessEnv = proce
       allowPositionals: true,
       options: {
         output: { type: 'string', short: 'o' },
+        namespace: { type: 'string', short: 'n' },
+        'all-namespaces': { type: 'boolean', short: 'A' },
+        file: { type: 'string', short: 'f' },
+        wait: { type: 'boolean' },
         socket: { type: 'string' },
         timeout: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -90,82 +111,48 @@ export function parseCli(argv: readonly string[], env: NodeJS.ProcessEnv = proce
     });
   } catch (e) {
     // parseArgs' own text suggests '--' quoting, which only confuses here.
-    const unknown = /Unknown option '([^']+)'/.exec((e as Error).message);
-    throw new UsageError(unknown ? `unknown option '${unknown[1]}'` : (e as Error).message);
+    const msg = (e as Error).message;
+    const unknown = /Unknown option '([^']+)'/.exec(msg);
+    const missing = /Option '(?:-(\w), )?--([\w-]+) <value>' argument missing/.exec(msg);
+    const ambiguous = /Option '([^']+)' argument is ambiguous/.exec(msg);
+    if (unknown) throw new UsageError(`unknown option '${unknown[1]}'`);
+    if (missing) throw new UsageError(`option '--${missing[2]}' needs a value`);
+    if (ambiguous) throw new UsageError(`option '${ambiguous[1]}' needs a value (got another option instead)`);
+    throw new UsageError(msg);
   }
   const { values, positionals } = parsed;
   if (values.help) return null;
-  if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'missing command (node or health)' : `unexpected argument '${positionals[1]}'`);
-  const command = positionals[0];
-  if (command !== 'node' && command !== 'health') throw new UsageError(`unknown command '${command}' (expected node or health)`);
+  const command = positionals[0] as Command | undefined;
+  if (command === undefined) throw new UsageError('missing command (node, health, create, get, list, delete, console, pause, unpause, soft-reboot or shutdown)');
+  if (!COMMANDS.includes(command)) throw new UsageError(`unknown command '${command}' (expected ${COMMANDS.join(', ')})`);
+  const spec = SPEC[command];
+  for (const flag of ['output', 'namespace', 'all-namespaces', 'file', 'wait'] as const) {
+    if (values[flag] !== undefined && !spec.flags.includes(flag)) throw new UsageError(`option ${FLAG_SPELLING[flag]} is not valid for '${command}'`);
+  }
+  const want = spec.name ? 2 : 1;
+  if (positionals.length < want) throw new UsageError(`${command}: missing NAME (the VMI's name)`);
+  if (positionals.length > want) throw new UsageError(`unexpected argument '${positionals[want]}'`);
   const output = values.output ?? 'table';
-  if (output !== 'table' && output !== 'json') throw new UsageError(`--output: expected table or json, got '${output}'`);
+  if (!spec.outputs.includes(output)) throw new UsageError(`-o/--output: expected ${spec.outputs.join(' or ')} for '${command}', got '${output}'`);
   if (values.socket === '') throw new UsageError('--socket: empty path');
+  if (command === 'create' && values.file === undefined) throw new UsageError('create: -f/--file FILE is required (- for stdin)');
+  if (values.file === '') throw new UsageError('-f/--file: empty path');
+  if (values['all-namespaces'] && values.namespace !== undefined) throw new UsageError('-n/--namespace and -A/--all-namespaces exclude each other');
   return {
     command,
-    output,
+    output: output as VmiOutput,
     socket: path.resolve(values.socket ?? defaultSocket(env)),
     timeoutMs: values.timeout === undefined ? DEFAULT_TIMEOUT_MS : parseTimeout(values.timeout),
+    timeoutSet: values.timeout !== undefined,
+    namespace: checkLabel('-n/--namespace', values.namespace ?? 'default'),
+    allNamespaces: values['all-namespaces'] === true,
+    name: spec.name ? checkLabel('NAME', positionals[1]!) : '',
+    file: values.file ?? '',
+    wait: values.wait === true,
   };
 }
 
-/** Fails early with a precise message where gRPC would only say "UNAVAILABLE". */
-function preflight(socket: string): void {
-  let st: fs.Stats;
-  try {
-    st = fs.statSync(socket);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new CliError(`is virt-handler running? socket ${socket} not found (set --socket or VH_GRPC_SOCKET)`);
-    if (code === 'EACCES') throw new CliError(`permission denied: cannot reach ${socket} (a parent directory is not searchable); run as root`);
-    throw new CliError(`cannot stat ${socket}: ${(e as Error).message}`);
-  }
-  if (!st.isSocket()) throw new CliError(`${socket} is not a unix socket`);
-  try {
-    fs.accessSync(socket, fs.constants.W_OK); // connect(2) on a unix socket needs write permission
-  } catch {
-    const mode = (st.mode & 0o777).toString(8).padStart(4, '0');
-    throw new CliError(`permission denied on ${socket} (mode ${mode}, owner ${st.uid}:${st.gid}); run as root or as a member of group ${st.gid}`);
-  }
-}
-
-/** Turns a failed call into one operator-readable sentence. */
-function describeCallError(err: grpc.ServiceError, socket: string, timeoutMs: number): string {
-  const d = err.details ?? '';
-  switch (err.code) {
-    case grpc.status.DEADLINE_EXCEEDED:
-      return `deadline exceeded: no answer from virt-handler at ${socket} within ${timeoutMs} ms (raise --timeout?)`;
-    case grpc.status.UNAVAILABLE:
-      if (/ECONNREFUSED/.test(d)) return `nothing is listening on ${socket} (stale socket: is virt-handler running?)`;
-      if (/EACCES|EPERM/.test(d)) return `permission denied connecting to ${socket}; run as root or as a member of its group`;
-      if (/ENOENT/.test(d)) return `is virt-handler running? socket ${socket} not found`;
-      return `virt-handler unavailable: ${d}`;
-    default:
-      return `${grpc.status[err.code] ?? err.code}: ${d}`;
-  }
-}
-
-function unary<T>(client: grpc.Client, method: string, req: object, timeoutMs: number): Promise<T> {
-  const fn = (client as unknown as Record<string, (r: object, o: grpc.CallOptions, cb: (e: grpc.ServiceError | null, v?: T) => void) => void>)[method]!;
-  return new Promise((resolve, reject) => {
-    fn.call(client, req, { deadline: Date.now() + timeoutMs }, (err, res) => (err ? reject(err) : resolve(res as T)));
-  });
-}
-
-async function withClient<T>(opts: Options, which: 'NodeClient' | 'HealthClient', use: (c: grpc.Client) => Promise<T>): Promise<T> {
-  const Ctor = loadProtos()[which];
-  const client = new Ctor(`unix:${opts.socket}`, grpc.credentials.createInsecure(), {
-    'grpc.max_receive_message_length': MAX_SEND_BYTES,
-  });
-  try {
-    return await use(client);
-  } catch (e) {
-    if (e instanceof Error && 'code' in e && 'details' in e) throw new CliError(describeCallError(e as grpc.ServiceError, opts.socket, opts.timeoutMs));
-    throw e;
-  } finally {
-    client.close();
-  }
-}
+type NodeOptions = CommonOptions & { output: VmiOutput };
 
 const GiB = 1024 ** 3;
 /** 1.5 GiB / 2 MiB / 512 B: the unit an operator expects for each magnitude. */
@@ -176,10 +163,6 @@ export function formatBytes(n: number): string {
   return `${n} B`;
 }
 
-function table(rows: string[][]): string[] {
-  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
-  return rows.map((r) => r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join('  ').trimEnd());
-}
 
 function deviceRow(d: DeviceInfo): string[] {
   const owner = d.uid === null ? '-' : `${d.uid}:${d.gid ?? '-'}`;
@@ -215,7 +198,7 @@ export function renderNodeTable(n: NodeInfo): string {
   return [...table(facts), '', ...table(devices), '', `LABELS (${labels.length})`, ...labels, ''].join('\n');
 }
 
-async function cmdNode(opts: Options): Promise<number> {
+async function cmdNode(opts: NodeOptions): Promise<number> {
   preflight(opts.socket);
   const res = await withClient(opts, 'NodeClient', (c) => unary<{ node: unknown }>(c, 'GetNodeInfo', {}, opts.timeoutMs));
   const info = nodeInfoFromWire(res.node);
@@ -223,7 +206,7 @@ async function cmdNode(opts: Options): Promise<number> {
   return EXIT.OK;
 }
 
-async function cmdHealth(opts: Options): Promise<number> {
+async function cmdHealth(opts: NodeOptions): Promise<number> {
   let status: string;
   let error: string | undefined;
   try {
@@ -241,6 +224,20 @@ async function cmdHealth(opts: Options): Promise<number> {
   return status === 'SERVING' ? EXIT.OK : EXIT.ERROR;
 }
 
+
+function dispatch(opts: Options): Promise<number> {
+  switch (opts.command) {
+    case 'node': return cmdNode(opts);
+    case 'health': return cmdHealth(opts);
+    case 'create': return cmdCreate(opts);
+    case 'get': return cmdGet(opts);
+    case 'list': return cmdList(opts);
+    case 'delete': return cmdDelete(opts);
+    case 'console': return cmdConsole(opts);
+    default: return cmdAction(opts.command, opts);
+  }
+}
+
 /** Runs one invocation and returns its exit code; never throws. */
 export async function run(argv: readonly string[]): Promise<number> {
   try {
@@ -249,7 +246,7 @@ export async function run(argv: readonly string[]): Promise<number> {
       process.stdout.write(HELP);
       return EXIT.OK;
     }
-    return await (opts.command === 'node' ? cmdNode(opts) : cmdHealth(opts));
+    return await dispatch(opts);
   } catch (e) {
     if (e instanceof UsageError) {
       process.stderr.write(`vhctl: ${e.message}\nRun 'vhctl --help' for usage.\n`);

@@ -7,7 +7,9 @@ import type { FastifyInstance } from 'fastify';
 import { ErrorCodes, VhError } from '../errors';
 import type { NodeInfo } from '../node/types';
 import type { Readiness } from '../util/readiness';
+import type { VmiReadModel } from '../vmi/types';
 import type { Metrics } from './metrics';
+import { registerVmiRoutes } from './vmi-routes';
 
 /**
  * Event-loop delay over a sliding window: the max of the previous and the current window, so a
@@ -54,9 +56,11 @@ export interface RouteDeps {
   lag: { readonly lagMs: number };
   /** /healthz answers 503 when the event-loop lag exceeds this. */
   maxEventLoopLagMs: number;
+  /** The VMIs (GET /v1/vmis...); absent when VMI support is off, and those routes answer 503. */
+  vmis?: VmiReadModel;
 }
 
-/** Registers GET /healthz, /readyz, /metrics and /v1/node. */
+/** Registers GET /healthz, /readyz, /metrics, /v1/node, /v1/vmis and /v1/vmis/:namespace/:name. */
 export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
   // Liveness: is this process still able to serve? Deliberately independent of readiness and of
   // outside systems (KubeVirt's /healthz checked the API server and restarted healthy handlers).
@@ -84,4 +88,6 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
     if (!info) throw new VhError(ErrorCodes.NOT_READY, 'node probe still running; retry shortly');
     return info;
   });
+
+  registerVmiRoutes(app, deps.vmis);
 }

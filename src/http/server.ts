@@ -13,6 +13,7 @@ import type { Logger } from '../log';
 import type { NodeInfo } from '../node/types';
 import { prepareUnixSocket, restrictSocket } from '../util/unix-socket';
 import type { Readiness } from '../util/readiness';
+import type { VmiReadModel } from '../vmi/types';
 import { registerErrorHandling } from './errors';
 import type { Metrics } from './metrics';
 import { LagMonitor, registerRoutes } from './routes';
@@ -30,6 +31,8 @@ export interface HttpServerOptions {
   components?: () => Record<string, unknown>;
   /** /healthz turns 503 above this event-loop lag (default 2000 ms). */
   maxEventLoopLagMs?: number;
+  /** The VMI read model behind GET /v1/vmis...; absent when VMI support is off (those routes answer 503). */
+  vmis?: VmiReadModel;
 }
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
@@ -124,6 +127,7 @@ export class HttpServer {
       components: opts.components ?? (() => ({})),
       lag: this.lag,
       maxEventLoopLagMs: opts.maxEventLoopLagMs ?? 2000,
+      ...(opts.vmis ? { vmis: opts.vmis } : {}),
     });
   }
 

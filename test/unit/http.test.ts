@@ -94,6 +94,20 @@ describe('routes via inject', () => {
     assert.deepEqual(res.json(), { ready: true, reasons: [], components: { libvirt } });
   });
 
+  test('/v1/vmis: 503 NOT_READY without a VMI read model, the views with one', async () => {
+    let res = await fixture().server.app.inject('/v1/vmis');
+    assert.equal(res.statusCode, 503);
+    assert.equal(res.json().code, ErrorCodes.NOT_READY);
+    const vmis = { list: () => [], get: () => null };
+    const { server } = fixture({ vmis });
+    res = await server.app.inject('/v1/vmis');
+    assert.equal(res.statusCode, 200);
+    assert.deepEqual(res.json(), { items: [] });
+    res = await server.app.inject('/v1/vmis/default/absent');
+    assert.equal(res.statusCode, 404);
+    assert.deepEqual(res.json(), { code: ErrorCodes.NOT_FOUND, message: 'vmi default/absent not found' });
+  });
+
   test('/v1/node: 503 NOT_READY while probing, then the NodeInfo', async () => {
     const { server, state } = fixture();
     let res = await server.app.inject('/v1/node');
