@@ -34,6 +34,10 @@ import { Readiness } from './util/readiness';
 import { LibvirtSupervisor } from './libvirt/supervisor';
 import { type NodeCapabilities, readNodeCapabilities, summarizeCapabilities } from './libvirt/node-capabilities';
 import type { Connection } from './libvirt/connection';
+import { VmiManager } from './vmi/manager';
+import { vmiServiceImplementation } from './grpc/vmi-service';
+import { launcherServiceImplementation } from './vmi/launcher-server';
+import { loadProtos } from './grpc/proto';
 
 /** Inputs of startApp() besides the config. */
 export interface AppOptions {
@@ -73,6 +77,7 @@ export class App {
   private nodeInfo: NodeInfo | null = null;
   private libvirt: LibvirtSupervisor | null = null;
   private libvirtCaps: NodeCapabilities | null = null;
+  private vmis: VmiManager | null = null;
   private probeDone!: Promise<void>;
   private native: NativeBinding | null = null;
   private nativeError: string | undefined;
@@ -105,6 +110,13 @@ export class App {
       ready: () => this.readiness.ready,
       nodeInfo: () => this.nodeInfo,
       libvirt: () => this.libvirt?.status() ?? null,
+      vmis: () => {
+        const m = this.vmis;
+        if (!m) return null;
+        const phases: Record<string, number> = {};
+        for (const v of m.list()) phases[v.status.phase] = (phases[v.status.phase] ?? 0) + 1;
+        return { phases, queue: m.queueStats() };
+      },
     });
 
     const http = new HttpServer({
@@ -115,11 +127,49 @@ export class App {
       nodeInfo: () => this.nodeView(),
       metrics,
       components: () => this.components(),
+      // The manager is created after the HTTP listeners (it needs the gRPC socket path only),
+      // so the routes read it through this indirection; until then they list nothing.
+      vmis: {
+        list: (ns?: string) => this.vmis?.list(ns) ?? [],
+        get: (ns: string, name: string) => this.vmis?.get(ns, name) ?? null,
+      },
     });
     await http.listen(); // cleans up after itself on failure
     this.onClose('http', (ms) => http.close(ms));
 
-    const grpc = new GrpcServer({ socketPath: config.grpc.socket, logger: component(logger, 'grpc'), nodeInfo: () => this.nodeView() });
+    // VMIs: records are loaded (and launchers re-adopted) before the gRPC socket accepts
+    // launcher connections, so a reconnecting launcher always finds its VMI.
+    const vmis = new VmiManager({
+      stateDir: config.stateDir,
+      nodeName: config.nodeName,
+      handlerSocket: config.grpc.socket,
+      logger: component(logger, 'vmi'),
+      logLevel: config.log.level === 'silent' ? 'warn' : config.log.level,
+      validation: { imageRoot: config.vmi.imageRoot, hostPathRoots: config.vmi.hostPathRoots },
+      allowTcg: config.vmi.allowTcg,
+      maxVmis: config.vmi.maxVmis,
+      bridge: config.vmi.bridge,
+      workers: config.vmi.reconcileWorkers,
+      libvirtUri: config.libvirt.uri,
+      libvirt: () => (this.libvirt?.connection as Connection | null | undefined) ?? null,
+      capabilities: () => this.libvirtCaps,
+      nodeInfo: () => this.nodeInfo,
+    });
+    fs.mkdirSync(config.vmi.imageRoot, { recursive: true, mode: 0o750 });
+    vmis.start();
+    this.vmis = vmis;
+    this.onClose('vmis', () => vmis.stop());
+
+    const protos = loadProtos();
+    const grpc = new GrpcServer({
+      socketPath: config.grpc.socket,
+      logger: component(logger, 'grpc'),
+      nodeInfo: () => this.nodeView(),
+      services: () => [
+        { definition: protos.vmiService, implementation: vmiServiceImplementation(vmis, component(logger, 'grpc')) },
+        { definition: protos.launcherService, implementation: launcherServiceImplementation(vmis, component(logger, 'launchers')) },
+      ],
+    });
     this.onClose('grpc', (ms) => grpc.shutdown(ms)); // registered first: a half-bound server is still closed
     await grpc.start().catch((e: unknown) => {
       // Known failures are VhErrors already; a raw fs error (e.g. EACCES on the socket's directory) is still a startup failure.

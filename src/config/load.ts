@@ -20,6 +20,13 @@ const CONTAINERS = new Set(KEYS.flatMap((k) => k.key.split('.').slice(0, -1).map
 /** Env vars with the VH_ prefix that are not keys but are understood by index.ts. */
 export const META_ENV = ['VH_CONFIG', 'VH_PROFILE'] as const;
 
+/**
+ * Dev-tooling variables that share a config section's prefix and must not be taken for typos:
+ * VH_LIBVIRT_DIR is the private test libvirtd's directory (scripts/libvirt/libvirtd-env.sh),
+ * exported by the test and demo scripts into the daemon's environment.
+ */
+export const TOOLING_ENV = ['VH_LIBVIRT_DIR'] as const;
+
 /** A parsed value and where it came from ('default', 'VH_LOG_LEVEL', '--log-level', 'file /etc/x.yaml'). */
 export interface Sourced {
   value: unknown;
@@ -197,7 +204,7 @@ export function layerFromEnv(env: Readonly<Record<string, string | undefined>>):
   const layer: Layer = new Map();
   const known = [...KEY_BY_ENV.keys(), ...META_ENV];
   for (const [name, raw] of Object.entries(env)) {
-    if (!name.startsWith('VH_') || raw === undefined || (META_ENV as readonly string[]).includes(name)) continue;
+    if (!name.startsWith('VH_') || raw === undefined || (META_ENV as readonly string[]).includes(name) || (TOOLING_ENV as readonly string[]).includes(name)) continue;
     const spec = KEY_BY_ENV.get(name);
     if (!spec) {
       const suggestion = didYouMean(name, known);

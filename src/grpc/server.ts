@@ -40,6 +40,8 @@ export interface GrpcServerOptions {
   logger: pino.Logger;
   /** The latest probe result, or null while the probe is still running. */
   nodeInfo: () => NodeInfo | null;
+  /** More services (VmiService, Launcher), each guarded like the built-in ones. */
+  services?: () => Array<{ definition: grpc.ServiceDefinition; implementation: grpc.UntypedServiceImplementation }>;
 }
 
 /**
@@ -75,6 +77,10 @@ export class GrpcServer {
     const health = guardService(protos.healthService, this.health.implementation(), this.log);
     server.addService(node.definition, node.implementation);
     server.addService(health.definition, health.implementation);
+    for (const extra of this.opts.services?.() ?? []) {
+      const guarded = guardService(extra.definition, extra.implementation, this.log);
+      server.addService(guarded.definition, guarded.implementation);
+    }
     try {
       await new Promise<void>((resolve, reject) => {
         server.bindAsync(`unix:${socketPath}`, grpc.ServerCredentials.createInsecure(), (err) => {
@@ -153,8 +159,9 @@ function removeSocket(socketPath: string): void {
 /**
  * Wraps a service so that a request body which fails to decode is answered INVALID_ARGUMENT
  * (grpc-js would say INTERNAL, blaming the server for a client's bytes) and a handler that
- * throws is answered through toGrpcStatus instead of escaping. Only unary and
- * server-streaming methods exist so far; client-streaming ones pass through unwrapped.
+ * throws is answered through toGrpcStatus instead of escaping. Client-streaming and bidi
+ * handlers pass through unwrapped: they get MalformedRequest objects in their data stream and
+ * answer them themselves.
  */
 function guardService(
   definition: grpc.ServiceDefinition,

@@ -15,6 +15,8 @@ export interface MetricsSources {
   nodeInfo: () => NodeInfo | null;
   /** The libvirt supervisor's status; absent or null when libvirt is switched off. */
   libvirt?: () => LibvirtStatus | null;
+  /** VMI phase counts and reconcile queue figures; absent when VMIs are off. */
+  vmis?: () => { phases: Record<string, number>; queue: { depth: number; inFlight: number; processed: number; failures: number; runMsTotal: number } } | null;
 }
 
 /** The daemon's metric set. */
@@ -95,6 +97,29 @@ export class Metrics {
           this.set(lv()?.failedAttempts ?? 0);
         },
       });
+    }
+
+    if (src.vmis) {
+      const vm = src.vmis;
+      new prom.Gauge({
+        name: 'kubevirt_vmi_phase_count',
+        help: 'VMIs on this node per phase (KubeVirt name).',
+        labelNames: ['phase', 'node'],
+        registers,
+        collect() {
+          const v = vm();
+          this.reset();
+          for (const [phase, n] of Object.entries(v?.phases ?? {})) this.set({ phase: phase.toLowerCase(), node: src.nodeName }, n);
+        },
+      });
+      const q = (name: string, help: string, pick: (x: NonNullable<ReturnType<typeof vm>>['queue']) => number): void => {
+        new prom.Gauge({ name, help, registers, collect() { const v = vm(); this.set(v ? pick(v.queue) : 0); } });
+      };
+      q('virt_handler_reconcile_queue_depth', 'VMIs waiting for a reconcile.', (x) => x.depth);
+      q('virt_handler_reconcile_in_flight', 'VMIs being reconciled now.', (x) => x.inFlight);
+      q('virt_handler_reconcile_total', 'Reconcile runs so far.', (x) => x.processed);
+      q('virt_handler_reconcile_failures_total', 'Reconcile runs that failed (retried with backoff).', (x) => x.failures);
+      q('virt_handler_reconcile_duration_seconds_avg', 'Mean reconcile run duration.', (x) => (x.processed ? x.runMsTotal / x.processed / 1000 : 0));
     }
 
     const build = new prom.Gauge({ name: 'virt_handler_build_info', help: 'Build information; always 1.', labelNames: ['version', 'node'], registers });

@@ -180,6 +180,11 @@ describe('every invalid value names its key and its source', () => {
     for (const [uri, re] of bad) rejects(() => run([`--libvirt-uri=${uri}`]), ErrorCodes.CONFIG_INVALID, new RegExp(`^libvirt\\.uri: .*${re.source}`));
   });
 
+  test('VH_LIBVIRT_DIR (the test libvirtd directory of the scripts) is not taken for a libvirt.* typo', () => {
+    assert.equal(run([], ctx({ VH_LIBVIRT_DIR: '/tmp/vh-libvirtd' })).config.libvirt.uri, 'qemu:///system');
+    rejects(() => run([], ctx({ VH_LIBVIRT_DIRR: '/x' })), ErrorCodes.CONFIG_INVALID, /VH_LIBVIRT_DIRR: unknown environment variable/);
+  });
+
   test('vmi keys: image root follows stateDir, path lists from env and YAML, bridge name', () => {
     const c = run(['--state-dir', '/srv/vh']).config;
     assert.equal(c.vmi.imageRoot, '/srv/vh/images');

@@ -1,0 +1,80 @@
+/**
+ * The in-memory state of one VMI (its durable record plus what the handler observed since), and
+ * the pure helpers that derive its status. Shared by manager.ts (API, launcher registry, watch)
+ * and lifecycle.ts (the reconcile steps).
+ */
+import type { ChildProcess } from 'node:child_process';
+import type { LauncherLink, DomainStatusMsg } from './launcher-server';
+import type { VmiRecord } from './store';
+import type { NormalizedVmi, VmiCondition, VmiEvent, VmiPhase, VmiStatus, VmiView } from './types';
+
+export const MAX_EVENTS = 50;
+
+export interface Entry {
+  rec: VmiRecord;
+  /** The validated spec; null when the stored manifest no longer validates (reason says why). */
+  vmi: NormalizedVmi | null;
+  status: VmiStatus;
+  events: VmiEvent[];
+  domainXml: string | null;
+  link: LauncherLink | null;
+  /** Set when this handler process spawned the launcher (exit code known). */
+  child: ChildProcess | null;
+  childExit: { code: number | null; signal: NodeJS.Signals | null } | null;
+  /** The launcher's last DomainStatus. */
+  domain: DomainStatusMsg | null;
+  /** StartDomain was acknowledged by the current launcher. */
+  started: boolean;
+  /** When the current launcher was spawned or re-adopted (ms since epoch), for connect timeouts. */
+  launcherSince: number;
+  /** What the handler itself asked for, so a stop it caused is not mistaken for a guest stop. */
+  intent: 'none' | 'shutdown' | 'teardown';
+  /** When the intent began (grace deadline). */
+  intentSince: number;
+  /** Host CPUs pinned to this VMI (dedicatedCpuPlacement). */
+  pinnedCpus: number[];
+  /** An attached console stream (one at a time). */
+  consoleAttached: boolean;
+}
+
+/** A fresh status. */
+export function initialStatus(nodeName: string, phase: VmiPhase = 'Pending', reason = ''): VmiStatus {
+  return { phase, reason, conditions: [], nodeName, launcherPid: null, interfaces: [], domainState: '' };
+}
+
+/** Sets or replaces a condition, keeping lastTransitionTime when the status did not change. */
+export function setCondition(status: VmiStatus, type: string, value: VmiCondition['status'], reason = '', message = ''): void {
+  const now = new Date().toISOString();
+  const i = status.conditions.findIndex((c) => c.type === type);
+  const prev = i >= 0 ? status.conditions[i] : undefined;
+  const next: VmiCondition = { type, status: value, reason, message, lastTransitionTime: prev && prev.status === value ? prev.lastTransitionTime : now };
+  if (i >= 0) status.conditions[i] = next;
+  else status.conditions.push(next);
+}
+
+/** Appends to the bounded event history. */
+export function addEvent(e: Entry, type: VmiEvent['type'], reason: string, message: string): void {
+  e.events.push({ time: new Date().toISOString(), type, reason, message });
+  if (e.events.length > MAX_EVENTS) e.events.splice(0, e.events.length - MAX_EVENTS);
+}
+
+/** The read-model view (a copy: callers may serialise it later). */
+export function viewOf(e: Entry): VmiView {
+  return {
+    uid: e.rec.uid,
+    namespace: e.rec.namespace,
+    name: e.rec.name,
+    generation: e.rec.generation,
+    manifest: e.rec.manifest,
+    status: { ...e.status, conditions: e.status.conditions.map((c) => ({ ...c })), interfaces: e.status.interfaces.map((i) => ({ ...i })) },
+    revision: e.rec.revision,
+    deleting: e.rec.deleting,
+    events: e.events.slice(),
+    domainXml: e.domainXml,
+  };
+}
+
+/** `<namespace>_<name>`: KubeVirt's libvirt domain name (both parts are DNS labels, so unambiguous). */
+export function domainNameOf(namespace: string, name: string): string {
+  return `${namespace}_${name}`;
+}

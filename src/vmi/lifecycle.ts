@@ -1,0 +1,391 @@
+/**
+ * The reconcile steps for one VMI (run by the manager's work queue, never twice at once for the
+ * same VMI). Level-triggered: each run looks at the record, the launcher process, the link and
+ * the last domain status, does the next step, and requeues itself when it must wait.
+ *
+ *   no launcher ─ shouldRun ─> preflight ─> record {launcher: spawning} ─> spawn ─> record {pid}
+ *   launcher registered ─> StartDomain ─> domain running ─> Running
+ *   domain stopped by itself ─> Succeeded (guest power-off) / Failed ─> teardown ─> runStrategy
+ *   launcher died ─> Failed "launcher exited ..." ─> leftover domain destroyed ─> runStrategy
+ *   deleting ─> graceful shutdown (terminationGracePeriodSeconds) ─> teardown ─> leftovers ─> record removed
+ *
+ * runStrategy: Always restarts after any stop; RerunOnFailure only after a failure; Once never
+ * restarts; Manual never restarts by itself; Halted never starts. Restarts back off (1 s .. 60 s,
+ * jittered) so a VMI that cannot run never storms.
+ */
+import { LibvirtError } from '../libvirt/errors';
+import { backoffDelay } from '../libvirt/supervisor';
+import { buildDomainXml } from './domain-xml';
+import { planDisks } from './disk-plan';
+import { type Entry, addEvent, domainNameOf, setCondition } from './entry';
+import type { DomainStatusMsg } from './launcher-server';
+import { hashToken, isSameProcess, lastLogLine, newToken, spawnLauncher, defaultLauncherCommand } from './launcher-process';
+import type { ManagerOptions, VmiManager } from './manager';
+import type { DomainXmlContext, VmiPhase } from './types';
+
+export interface LifecycleDeps {
+  m: VmiManager;
+  opts: ManagerOptions;
+}
+
+const RESTART_BACKOFF = { initialMs: 1_000, maxMs: 60_000, stableMs: 0 };
+const START_TIMEOUT_MS = 180_000;
+const TEARDOWN_EXIT_MS = 30_000;
+const MAX_UNIX_PATH = 107;
+
+export async function reconcile(d: LifecycleDeps, e: Entry): Promise<void> {
+  const { m } = d;
+  const uid = e.rec.uid;
+  if (e.rec.deleting) return teardownForDelete(d, e);
+  const l = e.rec.launcher;
+  if (l) {
+    const alive = l.pid > 0 && isSameProcess(l.pid, l.startTime);
+    if (!alive) {
+      // pid 0: the handler crashed between recording the spawn and recording the pid; a launcher
+      // started then may still register with its spawn token.
+      if (l.pid === 0 && Date.now() - e.launcherSince < m.timing.registerTimeoutMs) return m.requeue(uid, 1000);
+      return launcherGone(d, e);
+    }
+    if (!e.link || !e.link.isOpen) {
+      const waited = Date.now() - e.launcherSince;
+      const limit = e.status.launcherPid ? m.timing.readoptMs : m.timing.registerTimeoutMs;
+      if (waited < limit) return m.requeue(uid, 1000);
+      setPhase(d, e, 'Unknown', `launcher ${l.pid} is alive but has not connected for ${Math.round(waited / 1000)} s; killing it`);
+      kill(l.pid, l.startTime);
+      return m.requeue(uid, 500);
+    }
+    if (e.intent === 'teardown') return waitForExit(d, e);
+    if (!shouldRun(e)) return stopRun(d, e);
+    if (!e.started) return startDomain(d, e);
+    const st = e.domain?.state ?? '';
+    if (st === 'shutoff' || st === 'crashed') return finishRun(d, e);
+    return;
+  }
+  if (!shouldRun(e)) {
+    if (e.status.phase === 'Pending' && e.vmi?.runStrategy === 'Halted') setPhase(d, e, 'Pending', 'runStrategy Halted: not started');
+    return;
+  }
+  return startLauncher(d, e);
+}
+
+/** A DomainStatus from the launcher; returns true when the VMI needs a reconcile. */
+export function onDomainStatus(d: LifecycleDeps, e: Entry, s: DomainStatusMsg): boolean {
+  const prev = e.domain;
+  e.domain = s;
+  if (s.domainXml) e.domainXml = s.domainXml;
+  const before = `${e.status.phase}|${e.status.reason}|${e.status.domainState}`;
+  e.status.domainState = s.state ? `${s.state}${s.reason ? `/${s.reason}` : ''}` : '';
+  let requeue = false;
+  if (s.error && !s.state) {
+    e.status.reason = s.error;
+  } else if (['running', 'paused', 'blocked', 'pmsuspended'].includes(s.state) && !e.rec.deleting && e.intent === 'none') {
+    if (e.status.phase !== 'Running') addEvent(e, 'Normal', 'Started', `domain ${s.state}`);
+    e.status.phase = 'Running';
+    e.status.reason = s.state === 'paused' ? `paused${s.reason ? ` (${s.reason})` : ''}` : '';
+    setCondition(e.status, 'Ready', s.state === 'paused' ? 'False' : 'True', s.state === 'paused' ? 'Paused' : 'DomainRunning');
+    setCondition(e.status, 'Paused', s.state === 'paused' ? 'True' : 'False', s.reason || s.state);
+    e.status.interfaces = macsFromXml(e);
+  } else if ((s.state === 'shutoff' || s.state === 'crashed') && e.started) {
+    requeue = true;
+  }
+  if (prev?.lastEvent !== s.lastEvent && s.lastEvent) addEvent(e, 'Normal', 'DomainEvent', s.lastEvent);
+  if (`${e.status.phase}|${e.status.reason}|${e.status.domainState}` !== before || prev?.lastEvent !== s.lastEvent) d.m.publish(e, 'MODIFIED');
+  return requeue || e.intent !== 'none';
+}
+
+function shouldRun(e: Entry): boolean {
+  return !e.rec.deleting && e.rec.wantRunning && e.vmi !== null && e.vmi.runStrategy !== 'Halted';
+}
+
+function setPhase(d: LifecycleDeps, e: Entry, phase: VmiPhase, reason: string, warning = false): void {
+  if (e.status.phase === phase && e.status.reason === reason) return;
+  e.status.phase = phase;
+  e.status.reason = reason;
+  setCondition(e.status, 'Ready', phase === 'Running' ? 'True' : 'False', phase, reason);
+  addEvent(e, warning || phase === 'Failed' ? 'Warning' : 'Normal', phase, reason || phase);
+  d.m.publish(e, 'MODIFIED');
+}
+
+// ------------------------------------------------------------------------------ starting
+
+/** Checks what the node offers; returns a reason to wait (Pending) or fail, or null. */
+function preflight(d: LifecycleDeps, e: Entry): { phase: 'Pending' | 'Failed'; reason: string; retryMs: number } | null {
+  const { opts } = d;
+  const vmi = e.vmi;
+  if (!vmi) return { phase: 'Failed', reason: e.status.reason || 'invalid spec', retryMs: -1 };
+  if (opts.libvirtUri === null) return { phase: 'Pending', reason: 'libvirt is switched off (libvirt.uri=off): VMIs cannot run on this node', retryMs: 30_000 };
+  if (!opts.libvirt()) return { phase: 'Pending', reason: `libvirt ${opts.libvirtUri} is not connected`, retryMs: 3_000 };
+  const caps = opts.capabilities();
+  if (!caps) return { phase: 'Pending', reason: 'waiting for the node capabilities', retryMs: 1_000 };
+  if (caps.virtType === 'qemu' && !opts.allowTcg) return { phase: 'Pending', reason: `no KVM and TCG disabled (vmi.allowTcg=false): ${caps.virtTypeReason}`, retryMs: 60_000 };
+  const model = vmi.cpu.model;
+  if (caps.virtType === 'qemu' && (model === 'host-passthrough' || model === 'host-model')) {
+    return { phase: 'Failed', reason: `cpu model ${model} needs KVM; this node runs guests under TCG (${caps.virtTypeReason})`, retryMs: -1 };
+  }
+  if (vmi.interfaces.some((i) => i.binding === 'bridge') && !opts.bridge) return { phase: 'Failed', reason: 'a bridge interface needs a node bridge (vmi.bridge is not set)', retryMs: -1 };
+  const node = opts.nodeInfo();
+  if (vmi.cpu.dedicated) {
+    const total = node?.cpu.logicalCpus ?? 0;
+    const used = new Set(d.m.entriesSnapshot().filter((o) => o !== e).flatMap((o) => o.pinnedCpus));
+    const free = Array.from({ length: total }, (_, i) => i).filter((c) => !used.has(c));
+    if (free.length < vmi.cpu.vcpus) return { phase: 'Pending', reason: `dedicatedCpuPlacement needs ${vmi.cpu.vcpus} dedicated CPUs; ${free.length} of ${total} are free`, retryMs: 10_000 };
+    e.pinnedCpus = free.slice(0, vmi.cpu.vcpus);
+  }
+  const hp = vmi.memory.hugepageSizeBytes;
+  if (hp !== null) {
+    const pool = node?.hugepages.find((p) => p.sizeBytes === hp);
+    const freeBytes = pool ? pool.free * hp : 0;
+    if (freeBytes < vmi.memory.guestBytes) return { phase: 'Pending', reason: `needs ${vmi.memory.guestBytes / 2 ** 20} MiB of ${hp / 2 ** 20} MiB hugepages; ${freeBytes / 2 ** 20} MiB free`, retryMs: 30_000 };
+  }
+  const sock = `${d.m.store.dir(e.rec.uid)}/serial.sock`;
+  if (Buffer.byteLength(sock) > MAX_UNIX_PATH) return { phase: 'Failed', reason: `console socket path ${sock} is longer than ${MAX_UNIX_PATH} bytes; use a shorter stateDir`, retryMs: -1 };
+  return null;
+}
+
+function domainInputs(d: LifecycleDeps, e: Entry): { xml: string; disksJson: string } {
+  const vmi = e.vmi as NonNullable<Entry['vmi']>;
+  const dir = d.m.store.dir(e.rec.uid);
+  const { preps, diskPaths } = planDisks(vmi, dir);
+  const ctx: DomainXmlContext = {
+    virtType: d.opts.capabilities()?.virtType ?? 'qemu',
+    domainName: domainNameOf(e.rec.namespace, e.rec.name),
+    vmiDir: dir,
+    serialSocket: `${dir}/serial.sock`,
+    serialLog: `${dir}/serial.log`,
+    pinnedCpus: e.pinnedCpus,
+    bridge: d.opts.bridge,
+    diskPaths,
+  };
+  return { xml: buildDomainXml(vmi, ctx), disksJson: JSON.stringify(preps) };
+}
+
+async function startLauncher(d: LifecycleDeps, e: Entry): Promise<void> {
+  const { m, opts } = d;
+  const uid = e.rec.uid;
+  const pf = preflight(d, e);
+  if (pf) {
+    setPhase(d, e, pf.phase, pf.reason, pf.phase === 'Failed');
+    if (pf.retryMs > 0) m.requeue(uid, pf.retryMs);
+    else if (pf.phase === 'Failed') afterStop(d, e, false);
+    return;
+  }
+  try {
+    domainInputs(d, e); // spec problems (e.g. unsupported combination) fail here, before any process exists
+  } catch (err) {
+    setPhase(d, e, 'Failed', `cannot build the domain: ${(err as Error).message}`, true);
+    afterStop(d, e, false);
+    return;
+  }
+  const dir = m.store.ensureDir(uid);
+  const token = newToken();
+  // Durable before the side effect: a crash after this line leaves a record that expects a
+  // launcher holding this token, which may still register (see reconcile, pid 0).
+  e.rec = { ...e.rec, launcher: { pid: 0, startTime: 0, spawnTokenHash: hashToken(token), sessionTokenHash: '', spawnedAt: new Date().toISOString() } };
+  e.status.phase = 'Scheduling';
+  e.status.reason = 'starting the launcher';
+  m.persist(e);
+  e.launcherSince = Date.now();
+  e.started = false;
+  e.domain = null;
+  e.intent = 'none';
+  e.childExit = null;
+  let spawned;
+  try {
+    spawned = await spawnLauncher({ command: opts.launcherCommand ?? defaultLauncherCommand(), uid, vmiDir: dir, handlerSocket: opts.handlerSocket, logLevel: opts.logLevel, token });
+  } catch (err) {
+    e.rec = { ...e.rec, launcher: null };
+    setPhase(d, e, 'Failed', `cannot start the launcher: ${(err as Error).message}`, true);
+    afterStop(d, e, true);
+    return;
+  }
+  e.child = spawned.child;
+  void spawned.exited.then((x) => {
+    e.childExit = x;
+    m.requeue(uid, 0);
+  });
+  e.rec = { ...e.rec, launcher: { ...(e.rec.launcher as NonNullable<typeof e.rec.launcher>), pid: spawned.pid, startTime: spawned.startTime } };
+  e.status.launcherPid = spawned.pid;
+  addEvent(e, 'Normal', 'LauncherStarted', `launcher ${spawned.pid}`);
+  m.publish(e, 'MODIFIED'); // persists the pid
+  m.requeue(uid, m.timing.registerTimeoutMs);
+}
+
+async function startDomain(d: LifecycleDeps, e: Entry): Promise<void> {
+  const { m, opts } = d;
+  const link = e.link;
+  if (!link) return;
+  let inputs: { xml: string; disksJson: string };
+  try {
+    inputs = domainInputs(d, e);
+  } catch (err) {
+    setPhase(d, e, 'Failed', `cannot build the domain: ${(err as Error).message}`, true);
+    return requestTeardown(d, e);
+  }
+  if (e.status.phase !== 'Running') setPhase(d, e, 'Scheduled', 'starting the domain');
+  try {
+    await link.send({ start: { domainXml: inputs.xml, disksJson: inputs.disksJson, libvirtUri: opts.libvirtUri ?? '' } }, START_TIMEOUT_MS);
+    e.started = true;
+  } catch (err) {
+    if (!link.isOpen) return; // the launcher went away; its exit is handled on the next run
+    setPhase(d, e, 'Failed', `starting the domain failed: ${(err as Error).message}`, true);
+    return requestTeardown(d, e);
+  }
+  m.requeue(e.rec.uid, 0);
+}
+
+// ------------------------------------------------------------------------------ stopping
+
+/** The domain stopped by itself (or after our Shutdown): record the outcome, tear down, apply runStrategy. */
+async function finishRun(d: LifecycleDeps, e: Entry): Promise<void> {
+  const s = e.domain as DomainStatusMsg;
+  const succeeded = s.state === 'shutoff' && (s.reason === 'shutdown' || e.intent === 'shutdown');
+  if (succeeded) setPhase(d, e, 'Succeeded', 'the guest powered off');
+  else setPhase(d, e, 'Failed', `domain stopped: ${s.state}${s.reason ? `/${s.reason}` : ''}${s.lastEvent ? ` (${s.lastEvent})` : ''}`, true);
+  afterStop(d, e, !succeeded);
+  return requestTeardown(d, e);
+}
+
+/** shouldRun turned false while a launcher runs (Halted, Once done...): graceful stop, then teardown. */
+async function stopRun(d: LifecycleDeps, e: Entry): Promise<void> {
+  const st = e.domain?.state ?? '';
+  if (!e.started || st === '' || st === 'shutoff' || st === 'crashed') return requestTeardown(d, e);
+  return gracefulShutdown(d, e, () => requestTeardown(d, e));
+}
+
+async function gracefulShutdown(d: LifecycleDeps, e: Entry, then: () => Promise<void>): Promise<void> {
+  const grace = e.vmi?.terminationGracePeriodSeconds ?? 30;
+  if (e.intent === 'none') {
+    e.intent = 'shutdown';
+    e.intentSince = Date.now();
+    addEvent(e, 'Normal', 'ShuttingDown', `graceful shutdown, up to ${grace} s`);
+    await e.link?.send({ shutdown: { gracePeriodSeconds: grace } }, d.m.timing.commandTimeoutMs).catch((err: unknown) => d.m.log.warn({ err, uid: e.rec.uid }, 'shutdown command failed; will destroy'));
+  }
+  const st = e.domain?.state ?? '';
+  if (st === 'shutoff' || st === 'crashed' || Date.now() - e.intentSince > grace * 1000 + 5000) return then();
+  d.m.requeue(e.rec.uid, 500);
+}
+
+async function requestTeardown(d: LifecycleDeps, e: Entry): Promise<void> {
+  e.intent = 'teardown';
+  e.intentSince = Date.now();
+  await e.link?.send({ teardown: {} }, d.m.timing.commandTimeoutMs).catch((err: unknown) => d.m.log.warn({ err, uid: e.rec.uid }, 'teardown command failed; the launcher will be killed'));
+  d.m.requeue(e.rec.uid, 200);
+}
+
+async function waitForExit(d: LifecycleDeps, e: Entry): Promise<void> {
+  const l = e.rec.launcher;
+  if (l && isSameProcess(l.pid, l.startTime) && Date.now() - e.intentSince > TEARDOWN_EXIT_MS) kill(l.pid, l.startTime);
+  d.m.requeue(e.rec.uid, 250);
+}
+
+/** The launcher process is gone: expected after teardown, a failure otherwise. */
+async function launcherGone(d: LifecycleDeps, e: Entry): Promise<void> {
+  const { m } = d;
+  const l = e.rec.launcher;
+  const expected = e.intent === 'teardown';
+  const how = e.childExit ? (e.childExit.signal ? `killed by ${e.childExit.signal}` : `exited ${e.childExit.code}`) : `exited (pid ${l?.pid ?? 0} gone)`;
+  // Never leave an orphan QEMU: the domain lives in libvirtd, not in the launcher.
+  const cleaned = await destroyLeftoverDomain(d, e);
+  if (!cleaned) return m.requeue(e.rec.uid, 2000);
+  e.rec = { ...e.rec, launcher: null };
+  e.link?.end();
+  e.link = null;
+  e.child = null;
+  e.started = false;
+  e.domain = null;
+  e.domainXml = null;
+  e.pinnedCpus = [];
+  e.intent = 'none';
+  e.status.launcherPid = null;
+  e.status.domainState = '';
+  setCondition(e.status, 'LauncherConnected', 'False', 'LauncherGone', how);
+  if (!expected && !e.rec.deleting) {
+    const last = lastLogLine(m.store.dir(e.rec.uid));
+    setPhase(d, e, 'Failed', `launcher ${how}${last ? `: ${last}` : ''}`, true);
+    afterStop(d, e, true);
+  } else {
+    m.persist(e);
+  }
+  if (e.rec.deleting) return teardownForDelete(d, e);
+  if (shouldRun(e)) m.requeue(e.rec.uid, backoffDelay(Math.max(0, e.rec.restarts - 1), RESTART_BACKOFF));
+}
+
+/** runStrategy after a stop: whether the VMI should run again (counted as a restart). */
+function afterStop(d: LifecycleDeps, e: Entry, failed: boolean): void {
+  const rs = e.vmi?.runStrategy ?? 'Once';
+  const again = rs === 'Always' || (rs === 'RerunOnFailure' && failed);
+  e.rec = { ...e.rec, wantRunning: again && e.vmi !== null && e.rec.wantRunning, restarts: again ? e.rec.restarts + 1 : e.rec.restarts };
+  if (again) addEvent(e, 'Normal', 'Restarting', `runStrategy ${rs}: restart ${e.rec.restarts}`);
+  d.m.persist(e);
+}
+
+async function teardownForDelete(d: LifecycleDeps, e: Entry): Promise<void> {
+  const { m } = d;
+  const l = e.rec.launcher;
+  if (l && (l.pid === 0 || isSameProcess(l.pid, l.startTime))) {
+    if (l.pid === 0 && Date.now() - e.launcherSince < m.timing.registerTimeoutMs) return m.requeue(e.rec.uid, 500);
+    if (e.link && e.link.isOpen && e.intent !== 'teardown') {
+      const st = e.domain?.state ?? '';
+      if (e.started && st !== '' && st !== 'shutoff' && st !== 'crashed') return gracefulShutdown(d, e, () => requestTeardown(d, e));
+      return requestTeardown(d, e);
+    }
+    if (e.intent === 'teardown') return waitForExit(d, e);
+    // Alive but not linked: give it the reconnect window, then kill it.
+    if (Date.now() - e.launcherSince < m.timing.readoptMs) return m.requeue(e.rec.uid, 500);
+    if (l.pid > 0) kill(l.pid, l.startTime);
+    e.intent = 'teardown';
+    return m.requeue(e.rec.uid, 250);
+  }
+  if (!(await destroyLeftoverDomain(d, e))) return m.requeue(e.rec.uid, 2000);
+  m.log.info({ uid: e.rec.uid, vmi: `${e.rec.namespace}/${e.rec.name}` }, 'VMI deleted');
+  m.forget(e);
+}
+
+/**
+ * Destroys and undefines the VMI's domain if libvirt still has it (a launcher killed with -9
+ * leaves QEMU running). Returns false when that cannot be checked (libvirt not connected).
+ */
+async function destroyLeftoverDomain(d: LifecycleDeps, e: Entry): Promise<boolean> {
+  if (d.opts.libvirtUri === null) return true;
+  const conn = d.opts.libvirt();
+  if (!conn) return false;
+  const name = domainNameOf(e.rec.namespace, e.rec.name);
+  let dom;
+  try {
+    dom = await conn.lookupByName(name);
+  } catch (err) {
+    if (err instanceof LibvirtError && err.codeName === 'VIR_ERR_NO_DOMAIN') return true;
+    d.m.log.warn({ err, domain: name }, 'leftover domain lookup failed');
+    return false;
+  }
+  try {
+    const st = await dom.getState();
+    if (st.state !== 'shutoff') await dom.destroy();
+    await dom.undefine().catch((err: unknown) => {
+      if (!(err instanceof LibvirtError && err.codeName === 'VIR_ERR_NO_DOMAIN')) throw err;
+    });
+    addEvent(e, 'Normal', 'LeftoverCleaned', `destroyed leftover domain ${name}`);
+    d.m.log.info({ domain: name }, 'destroyed a leftover domain');
+    return true;
+  } catch (err) {
+    d.m.log.warn({ err, domain: name }, 'could not destroy the leftover domain');
+    return false;
+  } finally {
+    await dom.free().catch(() => undefined);
+  }
+}
+
+function kill(pid: number, startTime: number): void {
+  if (!isSameProcess(pid, startTime)) return;
+  try {
+    process.kill(pid, 'SIGKILL');
+  } catch {
+    /* gone already */
+  }
+}
+
+function macsFromXml(e: Entry): Entry['status']['interfaces'] {
+  const xml = e.domainXml ?? '';
+  const macs = [...xml.matchAll(/<mac address=['"]([0-9a-f:]{17})['"]/g)].map((m) => m[1] as string);
+  return (e.vmi?.interfaces ?? []).map((i, n) => ({ name: i.name, mac: macs[n] ?? i.macAddress ?? '' }));
+}

@@ -1,0 +1,191 @@
+/**
+ * Durable per-VMI records (KubeVirt's "ghost records", done so that nothing is ever lost):
+ * `<stateDir>/vmis/<uid>/record.json`, written BEFORE any side effect it describes and removed
+ * only at full teardown.
+ *
+ * Writes are atomic: the JSON goes to a temporary file in the same directory, is fsync'ed,
+ * renamed over record.json and the directory is fsync'ed. A crash at any point leaves either
+ * the old record or the new one, never a torn file; a failed write (ENOSPC, EROFS) throws
+ * STATE_WRITE_FAILED and the last good record stays. A record that cannot be parsed at load is
+ * never deleted: it is renamed to record.json.corrupt-<time> and reported, so an operator can
+ * look at it.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+import { ErrorCodes, VhError, errnoFacts } from '../errors';
+import type { VirtualMachineInstance, VmiPhase } from './types';
+
+export const RECORD_VERSION = 1;
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+/** What the handler knows about a launcher it spawned (or re-adopted). */
+export interface LauncherRecord {
+  /** 0 until the spawn returned a pid (a crash in between leaves 0: the launcher may still register). */
+  pid: number;
+  /** /proc/<pid>/stat starttime, so a recycled pid is never mistaken for our launcher. */
+  startTime: number;
+  /** sha256 (hex) of the one-time spawn token; '' once used. */
+  spawnTokenHash: string;
+  /** sha256 (hex) of the session token handed out at registration; '' before. */
+  sessionTokenHash: string;
+  spawnedAt: string;
+}
+
+export interface VmiRecord {
+  version: number;
+  uid: string;
+  namespace: string;
+  name: string;
+  generation: number;
+  /** The accepted manifest (uid filled in). */
+  manifest: VirtualMachineInstance;
+  /** DeleteVMI accepted: tear down, then remove this record. */
+  deleting: boolean;
+  /** False once the VMI must not run again (Halted, Once finished, Shutdown under Manual...). */
+  wantRunning: boolean;
+  launcher: LauncherRecord | null;
+  /** Last reported phase and reason, restored after a handler restart. */
+  phase: VmiPhase;
+  reason: string;
+  /** Launcher/guest restarts so far (runStrategy). */
+  restarts: number;
+  revision: number;
+  updatedAt: string;
+}
+
+export interface LoadResult {
+  records: VmiRecord[];
+  /** Problems met (corrupt records moved aside, stray entries). */
+  problems: string[];
+}
+
+/** The on-disk record store. Methods are synchronous: records are small, and ordering matters more than latency. */
+export class RecordStore {
+  readonly root: string;
+
+  constructor(stateDir: string) {
+    this.root = path.join(stateDir, 'vmis');
+  }
+
+  /** The VMI's directory (disks, console socket and log, launcher log, record). */
+  dir(uid: string): string {
+    if (!UUID_RE.test(uid)) throw new VhError(ErrorCodes.INVALID_ARGUMENT, `uid ${JSON.stringify(uid)} is not a UUID`);
+    return path.join(this.root, uid);
+  }
+
+  /** Creates the VMI directory (0750) if needed. */
+  ensureDir(uid: string): string {
+    const dir = this.dir(uid);
+    fs.mkdirSync(dir, { recursive: true, mode: 0o750 });
+    return dir;
+  }
+
+  /** Writes `rec` atomically (tmp + fsync + rename + fsync dir). */
+  write(rec: VmiRecord): void {
+    const dir = this.ensureDir(rec.uid);
+    const file = path.join(dir, 'record.json');
+    const tmp = `${file}.tmp-${process.pid}`;
+    const data = `${JSON.stringify({ ...rec, version: RECORD_VERSION, updatedAt: new Date().toISOString() }, null, 1)}\n`;
+    let fd = -1;
+    try {
+      fd = fs.openSync(tmp, 'w', 0o640);
+      fs.writeSync(fd, data);
+      fs.fsyncSync(fd);
+      fs.closeSync(fd);
+      fd = -1;
+      fs.renameSync(tmp, file);
+      fsyncDir(dir);
+    } catch (e) {
+      if (fd >= 0) fs.closeSync(fd);
+      fs.rmSync(tmp, { force: true });
+      const code = errnoFacts(e)?.code ?? 'error';
+      throw new VhError(ErrorCodes.STATE_WRITE_FAILED, `cannot write VMI record ${file}: ${code}${code === 'ENOSPC' ? ' (disk full; the previous record is kept)' : ''}`, { path: file, code }, { cause: e });
+    }
+  }
+
+  /** Removes the record and the VMI directory (full teardown). The record goes first: a crash midway leaves only files, no VMI. */
+  remove(uid: string): void {
+    const dir = this.dir(uid);
+    fs.rmSync(path.join(dir, 'record.json'), { force: true });
+    fsyncDir(dir);
+    fs.rmSync(dir, { recursive: true, force: true });
+  }
+
+  /** Every readable record; corrupt ones are moved aside (never deleted) and reported. */
+  load(): LoadResult {
+    const records: VmiRecord[] = [];
+    const problems: string[] = [];
+    let entries: string[];
+    try {
+      entries = fs.readdirSync(this.root);
+    } catch (e) {
+      if (errnoFacts(e)?.code === 'ENOENT') return { records, problems };
+      throw e;
+    }
+    for (const uid of entries.sort()) {
+      const dir = path.join(this.root, uid);
+      if (!UUID_RE.test(uid)) {
+        problems.push(`${dir}: not a VMI directory (ignored)`);
+        continue;
+      }
+      const file = path.join(dir, 'record.json');
+      for (const stale of safeReaddir(dir).filter((f) => f.startsWith('record.json.tmp-'))) fs.rmSync(path.join(dir, stale), { force: true });
+      let text: string;
+      try {
+        text = fs.readFileSync(file, 'utf8');
+      } catch (e) {
+        if (errnoFacts(e)?.code === 'ENOENT') {
+          // A directory without a record: a teardown that crashed after removing the record.
+          problems.push(`${dir}: no record (left by an interrupted teardown; removed)`);
+          fs.rmSync(dir, { recursive: true, force: true });
+          continue;
+        }
+        throw e;
+      }
+      const rec = parseRecord(text, uid);
+      if (typeof rec === 'string') {
+        const aside = `${file}.corrupt-${Date.now()}`;
+        fs.renameSync(file, aside);
+        problems.push(`${file}: ${rec}; moved to ${aside}`);
+        continue;
+      }
+      records.push(rec);
+    }
+    return { records, problems };
+  }
+}
+
+function safeReaddir(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+function fsyncDir(dir: string): void {
+  const fd = fs.openSync(dir, 'r');
+  try {
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/** Checks the shape of a stored record; returns it, or why it is unusable. */
+export function parseRecord(text: string, uid: string): VmiRecord | string {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    return `not JSON (${(e as Error).message})`;
+  }
+  if (typeof v !== 'object' || v === null) return 'not an object';
+  const r = v as Partial<VmiRecord>;
+  if (r.version !== RECORD_VERSION) return `unsupported version ${JSON.stringify(r.version)}`;
+  if (r.uid !== uid) return `uid ${JSON.stringify(r.uid)} does not match its directory`;
+  if (typeof r.namespace !== 'string' || typeof r.name !== 'string') return 'namespace/name missing';
+  if (typeof r.manifest !== 'object' || r.manifest === null) return 'manifest missing';
+  if (typeof r.generation !== 'number' || typeof r.revision !== 'number' || typeof r.deleting !== 'boolean' || typeof r.wantRunning !== 'boolean') return 'bookkeeping fields missing';
+  return r as VmiRecord;
+}
