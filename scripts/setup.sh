@@ -20,7 +20,9 @@ apt_packages=(
   libvirt0                         # libvirt.so.0 for the koffi binding (test:///default tests)
   libvirt-daemon libvirt-daemon-driver-qemu libvirt-clients qemu-utils
                                    # real libvirtd + virsh for scripts/test-libvirt.sh
+  libxml2-utils                    # xmllint, used by virt-xml-validate in the domain XML tests
   procps                           # ps/pgrep used by tests
+  genisoimage                      # virt-launcher builds cloud-init NoCloud seed ISOs
 )
 
 want_apt=1

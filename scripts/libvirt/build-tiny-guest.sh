@@ -4,7 +4,8 @@
 # Kernel: the uncompressed vmlinux of the sandbox image (scripts/sandbox/build-image.sh, which
 # downloads the Debian kernel + busybox-static). Initramfs: busybox and the virtio modules taken
 # from that image's initrd, plus /init below, which loads virtio + virtio_balloon (memory stats),
-# prints VH-GUEST-READY on ttyS0 and then "vh-guest: uptime <s>" every second.
+# prints VH-GUEST-READY on ttyS0 and then "vh-guest: uptime <s>" every second; echoes console
+# input lines back ("vh-guest: echo <line>") and powers off after N s with vh.poweroff=N.
 #
 # Cache: ${VH_CACHE_DIR:-$HOME/.cache/virt-handler}/libvirt-guest/<key>/, published by rename
 # when complete; the key covers the sandbox image and this script.
@@ -59,6 +60,16 @@ while read -r module; do
 done </modules
 read -r up _ </proc/uptime
 echo "VH-GUEST-READY uptime $up"
+# Console input: every line typed on ttyS0 comes back as "vh-guest: echo <line>".
+(while read -r line; do echo "vh-guest: echo $line"; done </dev/ttyS0) &
+# vh.poweroff=N on the kernel command line: power off after N seconds (runStrategy tests).
+off=
+for arg in $(cat /proc/cmdline); do
+    case $arg in vh.poweroff=*) off=${arg#vh.poweroff=} ;; esac
+done
+if [ -n "$off" ]; then
+    (sleep "$off"; echo "vh-guest: powering off"; poweroff -f) &
+fi
 while :; do
     sleep 1
     read -r up _ </proc/uptime
