@@ -10,7 +10,7 @@
  */
 import { after, before, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
@@ -77,6 +77,9 @@ describe('VMI lifecycle end to end (daemon + launcher + libvirtd + QEMU TCG)', {
     fs.mkdirSync(images, { recursive: true });
     fs.copyFileSync(env.kernel, path.join(images, 'vmlinux'));
     fs.copyFileSync(env.initrd, path.join(images, 'initrd.gz'));
+    // A small base image for the containerDisk test (a qcow2, so the overlay's backing format is checked).
+    const made = spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(tmp, 'images', 'base.qcow2'), '64M'], { encoding: 'utf8' });
+    assert.equal(made.status, 0, made.stderr);
     const args = ['--state-dir', stateDir, '--run-dir', path.join(tmp, 'run'), '--http-tcp=off', '--libvirt-uri', env.uri, '--vmi-image-root', path.join(tmp, 'images'), '--log-level', 'debug'];
     const cleanEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('VH_')));
     daemon = spawn(process.execPath, [DAEMON, ...args], { env: { ...cleanEnv, NODE_NAME: 'e2e-node' }, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -216,6 +219,68 @@ describe('VMI lifecycle end to end (daemon + launcher + libvirtd + QEMU TCG)', {
     assert.equal(stillOnce.status.launcherPid, 0);
     for (const name of ['once', 'always']) await call(client, 'DeleteVMI', { namespace: 'e2e', name });
     await waitFor(async () => (await call<{ vmis: unknown[] }>(client, 'ListVMIs', { namespace: 'e2e' })).vmis.length === 0, 90_000, 'both deleted', 250);
+  });
+
+  it('disks, cloud-init and a NIC: overlay on the read-only base, sparse scratch, NoCloud seed, user-mode NAT; all removed on delete', async () => {
+    const base = path.join(tmp, 'images', 'base.qcow2');
+    const baseBefore = fs.readFileSync(base);
+    const full = {
+      metadata: { name: 'full', namespace: 'e2e' },
+      spec: {
+        runStrategy: 'Manual',
+        terminationGracePeriodSeconds: 2,
+        domain: {
+          memory: { guest: '128Mi' },
+          machine: { type: 'q35' },
+          firmware: { kernelBoot: { kernel: 'tiny/vmlinux', initrd: 'tiny/initrd.gz', kernelArgs: 'panic=-1' } },
+          devices: {
+            autoattachSerialConsole: true,
+            rng: {},
+            disks: [
+              { name: 'root', disk: { bus: 'virtio' }, serial: 'root-1' },
+              { name: 'scratch', disk: { bus: 'virtio' } },
+              { name: 'cloudinit', cdrom: { bus: 'sata' } },
+            ],
+            interfaces: [{ name: 'default', masquerade: {} }],
+          },
+        },
+        networks: [{ name: 'default', pod: {} }],
+        volumes: [
+          { name: 'root', containerDisk: { path: 'base.qcow2' } },
+          { name: 'scratch', emptyDisk: { capacity: '64Mi' } },
+          { name: 'cloudinit', cloudInitNoCloud: { userData: '#cloud-config\nhostname: full\n' } },
+        ],
+      },
+    };
+    const { vmi } = await call<{ vmi: Vmi }>(client, 'SyncVMI', { manifest: JSON.stringify(full) });
+    await waitPhase('full', ['Running'], 120_000);
+    const dir = path.join(stateDir, 'vmis', vmi.uid);
+    await waitFor(() => fs.existsSync(path.join(dir, 'serial.log')) && fs.readFileSync(path.join(dir, 'serial.log'), 'utf8').includes('VH-GUEST-READY'), 120_000, 'full guest marker');
+    const info = spawnSync('qemu-img', ['info', '--output=json', '-U', path.join(dir, 'disks', 'root.qcow2')], { encoding: 'utf8' });
+    assert.equal(info.status, 0, info.stderr);
+    const j = JSON.parse(info.stdout) as { 'backing-filename'?: string; 'backing-filename-format'?: string };
+    assert.equal(j['backing-filename'], base);
+    assert.equal(j['backing-filename-format'], 'qcow2');
+    assert.ok(fs.existsSync(path.join(dir, 'disks', 'scratch.qcow2')));
+    const iso = fs.readdirSync(path.join(dir, 'disks')).find((f) => f.endsWith('.iso'));
+    assert.ok(iso, 'the NoCloud seed ISO');
+    assert.equal(fs.readFileSync(path.join(dir, 'disks', iso)).subarray(0x8028, 0x802e).toString('latin1'), 'cidata', 'ISO volume id cidata');
+    const http1 = await new Promise<string>((resolve, reject) => {
+      http.get({ socketPath: path.join(tmp, 'run', 'http.sock'), path: '/v1/vmis/e2e/full', agent: false }, (res) => {
+        let b = '';
+        res.on('data', (c: Buffer) => (b += c.toString()));
+        res.on('end', () => resolve(b));
+      }).on('error', reject);
+    });
+    const view = JSON.parse(http1) as { domainXml: string; status: { interfaces: Array<{ name: string; mac: string }> } };
+    assert.equal((view.domainXml.match(/<disk /g) ?? []).length, 3, 'three disks in the live domain');
+    assert.match(view.domainXml, /<interface type=['"]user['"]/);
+    assert.match(view.domainXml, /<rng model=['"]virtio['"]/);
+    assert.equal(view.status.interfaces[0]?.name, 'default');
+    assert.match(view.status.interfaces[0]?.mac ?? '', /^52:54:00(:[0-9a-f]{2}){3}$/);
+    await call(client, 'DeleteVMI', { namespace: 'e2e', name: 'full' });
+    await waitFor(() => !fs.existsSync(dir), 60_000, 'full removed', 200);
+    assert.deepEqual(fs.readFileSync(base), baseBefore, 'the base image was never written');
   });
 
   it('a bad manifest: INVALID_ARGUMENT with every violation, nothing stored', async () => {
