@@ -3,14 +3,10 @@
  * int64 as number, defaults filled in, an unset oneof member simply absent).
  */
 
-export interface DomainStatus {
-  state: string;
-  reason: string;
-  domainUuid: string;
-  lastEvent: string;
-  error: string;
-  domainXml: string;
-}
+import type { DomainStatusMsg } from '../vmi/launcher-server';
+
+/** The DomainStatus message: one definition, shared with the handler's side (launcher-server.ts). */
+export type DomainStatus = DomainStatusMsg;
 
 export interface CommandResult {
   id: string;

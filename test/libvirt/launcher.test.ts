@@ -13,8 +13,7 @@ import * as assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import * as grpc from '@grpc/grpc-js';
-import { loadProtos } from '../../src/grpc/proto';
+import { FakeHandler } from '../unit/fake-launcher-handler';
 import { Connection } from '../../src/libvirt/connection';
 import {
   type LibvirtTestEnv,
@@ -39,80 +38,6 @@ const UID = '0b7e4a52-3c1d-4e8f-a9b6-2d5c7e1f3a90';
 const BOOT_TIMEOUT_MS = 120_000;
 const READY = 'VH-GUEST-READY';
 
-interface Received {
-  at: number;
-  stream: number;
-  msg: Record<string, any>;
-}
-
-/** The handler's side of Connect, checking tokens like the real one. */
-class FakeHandler {
-  readonly received: Received[] = [];
-  private server: grpc.Server | null = null;
-  private call: grpc.ServerDuplexStream<any, any> | null = null;
-  private streams = 0;
-  private spawnToken = '';
-  private spawnUsed = false;
-  private nextId = 0;
-  readonly sessionToken = 'session-' + Math.random().toString(36).slice(2);
-
-  constructor(readonly socket: string) {}
-
-  /** The handler spawns a launcher with a fresh one-time token. */
-  expectSpawn(token: string): void {
-    this.spawnToken = token;
-    this.spawnUsed = false;
-  }
-
-  async start(): Promise<void> {
-    const server = new grpc.Server();
-    server.addService(loadProtos().launcherService, {
-      connect: (call: grpc.ServerDuplexStream<any, any>) => {
-        const stream = ++this.streams;
-        let registered = false;
-        call.on('data', (msg: Record<string, any>) => {
-          this.received.push({ at: Date.now(), stream, msg });
-          if (registered) return;
-          const reg = msg.register;
-          const ok = reg && reg.vmiUid === UID && ((reg.token === this.spawnToken && !this.spawnUsed) || reg.token === this.sessionToken);
-          if (!ok) {
-            call.emit('error', { code: grpc.status.UNAUTHENTICATED, details: 'registration refused' });
-            return;
-          }
-          if (reg.token === this.spawnToken) this.spawnUsed = true;
-          registered = true;
-          this.call = call;
-          call.write({ registered: { sessionToken: this.sessionToken, heartbeatIntervalMs: 1000 } });
-        });
-        call.on('end', () => call.end());
-        call.on('error', () => undefined);
-      },
-    });
-    await new Promise<void>((resolve, reject) =>
-      server.bindAsync(`unix:${this.socket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
-    );
-    this.server = server;
-  }
-
-  async command(cmd: Record<string, unknown>, timeoutMs = 60_000): Promise<{ id: string; ok: boolean; error: string }> {
-    const id = `c${++this.nextId}`;
-    const from = this.received.length;
-    assert.ok(this.call, 'no registered launcher stream');
-    this.call.write({ command: { id, ...cmd } });
-    return (await this.waitFor((r) => r.msg.result?.id === id, timeoutMs, `result ${id}`, from)).msg.result;
-  }
-
-  async waitFor(pred: (r: Received) => boolean, timeoutMs: number, what: string, from = 0): Promise<Received> {
-    let hit: Received | undefined;
-    await waitFor(() => !!(hit = this.received.slice(from).find(pred)), timeoutMs, what);
-    return hit as Received;
-  }
-
-  async stop(): Promise<void> {
-    this.server?.forceShutdown();
-    this.server = null;
-  }
-}
 
 function launch(args: string[], token: string): { child: ChildProcess; lines: () => Array<Record<string, any>>; exit: Promise<number | null> } {
   const child = spawn(process.execPath, [LAUNCHER, ...args], { env: { ...process.env, VH_LAUNCHER_TOKEN: token }, stdio: ['ignore', 'pipe', 'inherit'] });
@@ -139,7 +64,7 @@ describe('virt-launcher on a real libvirtd (QEMU TCG guest)', () => {
     env = testEnv();
     runDir = await makeRunDir('launcher');
     conn = await Connection.open(env.uri, { lanes: 1 });
-    fake = new FakeHandler(path.join(runDir, 'handler.sock'));
+    fake = new FakeHandler(path.join(runDir, 'handler.sock'), UID, '', undefined, 1000);
     await fake.start();
   });
 

@@ -10,111 +10,12 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import * as grpc from '@grpc/grpc-js';
-import { loadProtos } from '../../src/grpc/proto';
 import { tryLoadLibvirt } from '../../src/libvirt/ffi';
+import { FakeHandler } from './fake-launcher-handler';
 
 const LAUNCHER = path.resolve(__dirname, '../../src/launcher/main.js');
 const UID = '6f1c2b3a-0d4e-4f5a-9b8c-7d6e5f4a3b2c';
 
-interface Received {
-  at: number;
-  stream: number;
-  msg: Record<string, any>;
-}
-
-/** A handler double: checks Register like the real one (one-time spawn token, session token after). */
-class FakeHandler {
-  readonly received: Received[] = [];
-  readonly refused: Array<{ at: number; token: string }> = [];
-  private server: grpc.Server | null = null;
-  private call: grpc.ServerDuplexStream<any, any> | null = null;
-  private streams = 0;
-  private spawnUsed = false;
-  private nextId = 0;
-
-  constructor(
-    readonly socket: string,
-    readonly spawnToken: string,
-    readonly sessionToken = 'session-' + Math.random().toString(36).slice(2),
-    readonly heartbeatMs = 200,
-  ) {}
-
-  async start(): Promise<void> {
-    const server = new grpc.Server();
-    server.addService(loadProtos().launcherService, {
-      connect: (call: grpc.ServerDuplexStream<any, any>) => {
-        const stream = ++this.streams;
-        let registered = false;
-        call.on('data', (msg: Record<string, any>) => {
-          this.received.push({ at: Date.now(), stream, msg });
-          if (registered) return;
-          const reg = msg.register;
-          const ok =
-            reg && reg.vmiUid === UID && ((reg.token === this.spawnToken && !this.spawnUsed) || reg.token === this.sessionToken);
-          if (!ok) {
-            this.refused.push({ at: Date.now(), token: reg?.token ?? '' });
-            call.emit('error', { code: grpc.status.UNAUTHENTICATED, details: 'registration refused' });
-            return;
-          }
-          if (reg.token === this.spawnToken) this.spawnUsed = true;
-          registered = true;
-          this.call = call;
-          call.write({ registered: { sessionToken: this.sessionToken, heartbeatIntervalMs: this.heartbeatMs } });
-        });
-        call.on('end', () => call.end());
-        call.on('error', () => undefined);
-      },
-    });
-    await new Promise<void>((resolve, reject) =>
-      server.bindAsync(`unix:${this.socket}`, grpc.ServerCredentials.createInsecure(), (err) => (err ? reject(err) : resolve())),
-    );
-    this.server = server;
-  }
-
-  /** Ends the current stream from the handler's side (as a handler restart would). */
-  drop(): void {
-    const c = this.call;
-    this.call = null;
-    c?.end();
-  }
-
-  /** Sends a command; resolves with its CommandResult. */
-  async command(cmd: Record<string, unknown>, timeoutMs = 30_000): Promise<{ id: string; ok: boolean; error: string }> {
-    const id = `c${++this.nextId}`;
-    const from = this.received.length;
-    assert.ok(this.call, 'no registered launcher stream');
-    this.call.write({ command: { id, ...cmd } });
-    const r = await this.waitFor((m) => m.msg.result?.id === id, timeoutMs, `result of ${JSON.stringify(cmd).slice(0, 60)}`, from);
-    return r.msg.result;
-  }
-
-  /** Resolves with the first message (at index >= from) matching `pred`. */
-  async waitFor(pred: (r: Received) => boolean, timeoutMs: number, what: string, from = 0): Promise<Received> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const hit = this.received.slice(from).find(pred);
-      if (hit) return hit;
-      if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}; got ${JSON.stringify(this.received.slice(-5).map((r) => r.msg))}`);
-      await sleep(20);
-    }
-  }
-
-  statuses(from = 0): Array<Record<string, any>> {
-    return this.received.slice(from).filter((r) => r.msg.status).map((r) => r.msg.status);
-  }
-
-  registers(): Received[] {
-    return this.received.filter((r) => r.msg.register);
-  }
-
-  async stop(): Promise<void> {
-    this.server?.forceShutdown();
-    this.server = null;
-  }
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 interface Launched {
   child: ChildProcess;
@@ -193,7 +94,7 @@ describe('virt-launcher against a fake handler (test:///default)', { skip: tryLo
   it('keeps retrying a refused registration and warns once', { timeout: 30_000 }, async () => {
     const socket = path.join(dir, 'refuse.sock');
     const vmiDir = fs.mkdtempSync(path.join(dir, 'vmi-'));
-    const fake = new FakeHandler(socket, 'the-right-token');
+    const fake = new FakeHandler(socket, UID, 'the-right-token');
     await fake.start();
     const l = launch(['--vmi-uid', UID, '--handler-socket', socket, '--vmi-dir', vmiDir], 'a-wrong-token');
     try {
@@ -218,7 +119,7 @@ describe('virt-launcher against a fake handler (test:///default)', { skip: tryLo
   it('registers, starts, pauses, survives a dropped stream and tears down', { timeout: 60_000 }, async () => {
     const socket = path.join(dir, 'main.sock');
     const vmiDir = fs.mkdtempSync(path.join(dir, 'vmi-'));
-    const fake = new FakeHandler(socket, 'spawn-token-1');
+    const fake = new FakeHandler(socket, UID, 'spawn-token-1');
     await fake.start();
     const l = launch(['--vmi-uid', UID, '--handler-socket', socket, '--vmi-dir', vmiDir, '--log-level', 'debug'], 'spawn-token-1');
     try {
@@ -305,7 +206,7 @@ describe('virt-launcher against a fake handler (test:///default)', { skip: tryLo
   it('SIGTERM shuts the guest down, then exits 0 leaving the definition for teardown', { timeout: 30_000 }, async () => {
     const socket = path.join(dir, 'term.sock');
     const vmiDir = fs.mkdtempSync(path.join(dir, 'vmi-'));
-    const fake = new FakeHandler(socket, 'spawn-token-3');
+    const fake = new FakeHandler(socket, UID, 'spawn-token-3');
     await fake.start();
     const l = launch(['--vmi-uid', UID, '--handler-socket', socket, '--vmi-dir', vmiDir], 'spawn-token-3');
     try {
@@ -326,7 +227,7 @@ describe('virt-launcher against a fake handler (test:///default)', { skip: tryLo
   it('answers a malformed disk plan with an error and creates nothing', { timeout: 30_000 }, async () => {
     const socket = path.join(dir, 'bad.sock');
     const vmiDir = fs.mkdtempSync(path.join(dir, 'vmi-'));
-    const fake = new FakeHandler(socket, 'spawn-token-2');
+    const fake = new FakeHandler(socket, UID, 'spawn-token-2');
     await fake.start();
     const l = launch(['--vmi-uid', UID, '--handler-socket', socket, '--vmi-dir', vmiDir], 'spawn-token-2');
     try {
