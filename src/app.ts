@@ -7,7 +7,7 @@
  *   3. native addon (absence is not fatal: KVM is then reported unavailable)
  *   4. readiness {listeners, probe} + metrics
  *   5. HTTP (unix socket, then loopback TCP)            (SOCKET_IN_USE / LISTEN_FAILED -> exit 3)
- *   6. gRPC (unix socket)
+ *   6. gRPC (unix socket; plus an mTLS TCP listener without the Launcher service when grpc.tcp is on)
  *   7. node probe, in the background: /readyz says 'probe running' until it resolves
  *   8. libvirt supervisor (libvirt.uri), in the background: connects, reconnects with backoff,
  *      reads capabilities after each connect (after the probe: the virt type needs its facts).
@@ -164,6 +164,7 @@ export class App {
     const grpc = new GrpcServer({
       socketPath: config.grpc.socket,
       logger: component(logger, 'grpc'),
+      tcp: config.grpc.tcp,
       nodeInfo: () => this.nodeView(),
       services: () => [
         { definition: protos.vmiService, implementation: vmiServiceImplementation(vmis, component(logger, 'grpc')) },

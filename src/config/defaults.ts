@@ -38,8 +38,9 @@ export interface KeySpec {
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
 /**
- * Every accepted key. `http.tcp` is a pseudo key (on/off) because Config.http.tcp is nullable:
- * YAML `tcp: null`, `VH_HTTP_TCP=off` or `--http-tcp=off` disable the TCP listener.
+ * Every accepted key. `http.tcp` and `grpc.tcp` are pseudo keys (on/off) because Config.http.tcp
+ * and Config.grpc.tcp are nullable: YAML `tcp: null`, `VH_HTTP_TCP=off` or `--http-tcp=off`
+ * disable a TCP listener; a `tcp:` mapping in a file, `=on` from env or a flag enable it.
  */
 export const KEYS: readonly KeySpec[] = [
   { key: 'nodeName', kind: { type: 'nodeName' }, doc: 'Kubernetes node name', defaultDoc: '$NODE_NAME, else the lower-cased hostname' },
@@ -52,6 +53,12 @@ export const KEYS: readonly KeySpec[] = [
   { key: 'http.tcp.port', kind: { type: 'int', min: 0, max: 65535, hint: '0 picks a free port' }, doc: 'TCP listener port', defaultDoc: '8185' },
   { key: 'http.allowNonLoopback', kind: { type: 'bool' }, doc: 'permit a non-loopback http.tcp.host', defaultDoc: 'false' },
   { key: 'grpc.socket', kind: { type: 'socket' }, doc: 'gRPC unix socket (mode 0660)', defaultDoc: '<runDir>/grpc.sock' },
+  { key: 'grpc.tcp', kind: { type: 'switch' }, doc: 'gRPC TCP listener with mutual TLS (Node, Health, VmiService; never Launcher) on|off', defaultDoc: 'off' },
+  { key: 'grpc.tcp.host', kind: { type: 'host' }, doc: 'gRPC TCP listener address (non-loopback allowed: clients must present a cert signed by grpc.tls.ca)', defaultDoc: '127.0.0.1' },
+  { key: 'grpc.tcp.port', kind: { type: 'int', min: 0, max: 65535, hint: '0 picks a free port' }, doc: 'gRPC TCP listener port', defaultDoc: '8186' },
+  { key: 'grpc.tls.cert', kind: { type: 'path' }, doc: 'PEM server certificate chain for grpc.tcp (required when grpc.tcp is on)', defaultDoc: 'none' },
+  { key: 'grpc.tls.key', kind: { type: 'path' }, doc: 'PEM server private key for grpc.tcp (mode 0600 or stricter; required when grpc.tcp is on)', defaultDoc: 'none' },
+  { key: 'grpc.tls.ca', kind: { type: 'path' }, doc: 'PEM CA bundle client certificates must chain to (required when grpc.tcp is on)', defaultDoc: 'none' },
   { key: 'shutdown.drainTimeoutMs', kind: { type: 'int', min: 0, max: 3_600_000 }, doc: 'drain deadline for in-flight requests after SIGTERM', defaultDoc: '10000' },
   { key: 'probe.procRoot', kind: { type: 'path' }, doc: 'procfs root read by the node probe', defaultDoc: '/proc' },
   { key: 'probe.sysRoot', kind: { type: 'path' }, doc: 'sysfs root read by the node probe', defaultDoc: '/sys' },
@@ -136,6 +143,9 @@ export function defaultValues(profile: Profile, ctx: DefaultsContext): Record<st
     'http.tcp.host': '127.0.0.1',
     'http.tcp.port': 8185,
     'http.allowNonLoopback': false,
+    'grpc.tcp': false,
+    'grpc.tcp.host': '127.0.0.1',
+    'grpc.tcp.port': 8186,
     'shutdown.drainTimeoutMs': 10_000,
     'probe.procRoot': '/proc',
     'probe.sysRoot': '/sys',

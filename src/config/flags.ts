@@ -88,7 +88,7 @@ export function helpText(version: string): string {
     return `  ${flag.padEnd(42)} ${k.doc}\n  ${''.padEnd(42)} env ${envName(k.key)}; default: ${k.defaultDoc}`;
   });
   return [
-    `virt-handler ${version} - node VM agent (KVM via a Node-API addon; HTTP + gRPC on unix sockets)`,
+    `virt-handler ${version} - node VM agent (KVM via a Node-API addon; HTTP + gRPC on unix sockets, optional loopback HTTP and mTLS gRPC over TCP)`,
     '',
     'Usage: virt-handler [--config FILE] [--profile production|dev] [--KEY VALUE ...]',
     '',

@@ -9,7 +9,7 @@ import * as path from 'node:path';
 import type { Config, LogLevel } from './types';
 import { ErrorCodes, VhError } from '../errors';
 import { parseLibvirtUri } from '../libvirt/uri';
-import { KEYS, envName, type KeySpec, type DefaultsContext, type Profile, defaultValues } from './defaults';
+import { KEYS, envName, flagName, type KeySpec, type DefaultsContext, type Profile, defaultValues } from './defaults';
 
 const MAX_UNIX_PATH = 107; // sun_path is 108 bytes including the NUL
 const KEY_BY_NAME = new Map(KEYS.map((k) => [k.key, k]));
@@ -180,9 +180,16 @@ export function layerFromObject(data: unknown, origin: string): Layer {
       if (spec && spec.kind.type !== 'switch') {
         layer.set(key, { value: parseValue(spec, v, false, origin), origin });
       } else if (CONTAINERS.has(key)) {
-        if (key === 'http.tcp' && v === null) layer.set(key, { value: false, origin });
-        else if (isMapping(v)) walk(v, key);
-        else throw invalid(key, `must be a mapping${key === 'http.tcp' ? ' or null' : ''}, got ${show(v)} (from ${origin})`);
+        // A switch key (http.tcp, grpc.tcp) in a file: null turns the listener off, a mapping on.
+        const isSwitch = spec?.kind.type === 'switch';
+        if (isSwitch && v === null) layer.set(key, { value: false, origin });
+        else if (isMapping(v)) {
+          if (isSwitch) layer.set(key, { value: true, origin });
+          walk(v, key);
+        } else throw invalid(key, `must be a mapping${isSwitch ? ' or null' : ''}, got ${show(v)} (from ${origin})`);
+      } else if (key === 'grpc.tcp.tls' && isMapping(v)) {
+        // Config.grpc.tcp.tls as --print-config writes it; the keys are grpc.tls.*.
+        walk(v, 'grpc.tls');
       } else {
         throw invalid(key, `unknown key (from ${origin})${didYouMean(key, [...KEY_BY_NAME.keys(), ...CONTAINERS])}`);
       }
@@ -276,6 +283,26 @@ export function resolve(profile: Profile, ctx: DefaultsContext, layers: readonly
     throw invalid('grpc.socket', `must differ from http.socket, both are ${show(get('grpc.socket'))}`);
   }
 
+  // gRPC over TCP: off by default; when on, mutual TLS is mandatory (a non-loopback host is
+  // allowed because every client must present a certificate signed by grpc.tls.ca).
+  const grpcTcpOn = get<boolean>('grpc.tcp');
+  let grpcTcp: Config['grpc']['tcp'] = null;
+  if (grpcTcpOn) {
+    for (const key of ['grpc.tls.cert', 'grpc.tls.key', 'grpc.tls.ca']) {
+      if (!merged.has(key)) {
+        throw invalid(key, `is required when grpc.tcp is on (from ${merged.get('grpc.tcp')!.origin}); ` +
+          `set ${envName(key)} or --${flagName(key)} to an absolute path`);
+      }
+    }
+    const gHost = get<string>('grpc.tcp.host');
+    const gPort = get<number>('grpc.tcp.port');
+    const wildcard = (h: string): boolean => h === '0.0.0.0' || h === '::';
+    if (tcpOn && gPort !== 0 && gPort === get<number>('http.tcp.port') && (gHost === host || wildcard(gHost) || wildcard(host))) {
+      throw invalid('grpc.tcp.port', `${gPort} (from ${merged.get('grpc.tcp.port')!.origin}) is already http.tcp.port on an overlapping address`);
+    }
+    grpcTcp = { host: gHost, port: gPort, tls: { cert: get('grpc.tls.cert'), key: get('grpc.tls.key'), ca: get('grpc.tls.ca') } };
+  }
+
   const config: Config = {
     nodeName: get('nodeName'),
     stateDir: get('stateDir'),
@@ -286,7 +313,7 @@ export function resolve(profile: Profile, ctx: DefaultsContext, layers: readonly
       tcp: tcpOn ? { host, port: get('http.tcp.port') } : null,
       allowNonLoopback: get('http.allowNonLoopback'),
     },
-    grpc: { socket: get('grpc.socket') },
+    grpc: { socket: get('grpc.socket'), tcp: grpcTcp },
     shutdown: { drainTimeoutMs: get('shutdown.drainTimeoutMs') },
     probe: {
       procRoot: get('probe.procRoot'),

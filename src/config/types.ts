@@ -20,6 +20,11 @@ export interface Config {
   grpc: {
     /** Unix socket path for gRPC (mode 0660). */
     socket: string;
+    /**
+     * Optional TCP listener (null: off, the default) that requires mutual TLS and serves only the
+     * controller-facing services (Node, Health, VmiService); launchers always use the unix socket.
+     */
+    tcp: { host: string; port: number; tls: { cert: string; key: string; ca: string } } | null;
   };
   shutdown: {
     /** How long to wait for in-flight requests after SIGTERM before forcing close. */

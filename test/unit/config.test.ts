@@ -42,6 +42,7 @@ describe('defaults and profiles', () => {
     assert.equal(config.runDir, '/tmp/virt-handler-1000/run');
     assert.equal(config.http.socket, '/tmp/virt-handler-1000/run/http.sock');
     assert.equal(config.grpc.socket, '/tmp/virt-handler-1000/run/grpc.sock');
+    assert.equal(config.grpc.tcp, null, 'gRPC over TCP is off by default');
     assert.deepEqual(config.http.tcp, { host: '127.0.0.1', port: 8185 });
     assert.equal(config.http.allowNonLoopback, false);
     assert.equal(config.log.level, 'info');
@@ -126,6 +127,8 @@ describe('every invalid value names its key and its source', () => {
     nodeName: 'UPPER_case', stateDir: 'relative/dir', runDir: '', 'log.level': 'verbose',
     'http.socket': '/' + 'x'.repeat(120), 'http.tcp': 'maybe', 'http.tcp.host': 'not a host!', 'http.tcp.port': 'abc',
     'http.allowNonLoopback': 'yes', 'grpc.socket': 'g.sock', 'shutdown.drainTimeoutMs': '-5',
+    'grpc.tcp': 'maybe', 'grpc.tcp.host': 'bad host', 'grpc.tcp.port': '70000',
+    'grpc.tls.cert': 'server.crt', 'grpc.tls.key': './server.key', 'grpc.tls.ca': 'ca/ca.crt',
     'probe.procRoot': 'proc', 'probe.sysRoot': './sys', 'probe.devRoot': 'dev', 'probe.kvmDevice': 'kvm',
     'libvirt.uri': 'qemu+ssh://evil.example/system', 'libvirt.required': 'maybe', 'libvirt.lanes': '0',
     'vmi.imageRoot': 'images', 'vmi.hostPathRoots': '/ok:relative', 'vmi.allowTcg': 'perhaps', 'vmi.maxVmis': '0',
@@ -207,6 +210,61 @@ describe('every invalid value names its key and its source', () => {
     rejects(() => run(['--grpc-socket', '/sys/g.sock']), ErrorCodes.CONFIG_INVALID, /^grpc\.socket: must not be under/);
     rejects(() => run(['--http-socket', '/a.sock', '--grpc-socket', '/a.sock']), ErrorCodes.CONFIG_INVALID, /^grpc\.socket: must differ from http\.socket/);
     rejects(() => run(['--run-dir', '/' + 'r'.repeat(100)]), ErrorCodes.CONFIG_INVALID, /^http\.socket: .*at most 107 bytes.*\(from default <runDir>\/http\.sock\)/);
+  });
+});
+
+describe('gRPC TCP listener (mutual TLS)', () => {
+  const tlsFlags = ['--grpc-tls-cert=/etc/vh/tls.crt', '--grpc-tls-key=/etc/vh/tls.key', '--grpc-tls-ca=/etc/vh/ca.crt'];
+  const tls = { cert: '/etc/vh/tls.crt', key: '/etc/vh/tls.key', ca: '/etc/vh/ca.crt' };
+
+  test('on with the three TLS paths: loopback 8186 by default', () => {
+    const { config, origins } = run(['--grpc-tcp=on', ...tlsFlags]);
+    assert.deepEqual(config.grpc.tcp, { host: '127.0.0.1', port: 8186, tls });
+    assert.equal(origins['grpc.tcp'], '--grpc-tcp');
+    assert.ok(Object.isFrozen(config.grpc.tcp) && Object.isFrozen(config.grpc.tcp?.tls));
+  });
+
+  test('each TLS path is required when grpc.tcp is on, named with its env var and flag', () => {
+    rejects(() => run(['--grpc-tcp=on']), ErrorCodes.CONFIG_INVALID, /^grpc\.tls\.cert: is required when grpc\.tcp is on \(from --grpc-tcp\); set VH_GRPC_TLS_CERT or --grpc-tls-cert/);
+    rejects(() => run(['--grpc-tcp=on', tlsFlags[0]!]), ErrorCodes.CONFIG_INVALID, /^grpc\.tls\.key: is required/);
+    rejects(() => run(['--grpc-tcp=on', tlsFlags[0]!, tlsFlags[1]!]), ErrorCodes.CONFIG_INVALID, /^grpc\.tls\.ca: is required/);
+    rejects(() => run([], ctx({ VH_GRPC_TCP: 'on', VH_GRPC_TLS_CERT: '/a', VH_GRPC_TLS_KEY: '/b' })), ErrorCodes.CONFIG_INVALID, /^grpc\.tls\.ca: is required when grpc\.tcp is on \(from VH_GRPC_TCP\)/);
+  });
+
+  test('TLS paths without grpc.tcp are accepted and unused', () => {
+    assert.equal(run(tlsFlags).config.grpc.tcp, null);
+    assert.equal(run(['--grpc-tcp=off', ...tlsFlags]).config.grpc.tcp, null);
+  });
+
+  test('a non-loopback host is allowed (mTLS protects it); port 0 picks', () => {
+    assert.equal(run(['--grpc-tcp=on', ...tlsFlags, '--grpc-tcp-host', '0.0.0.0']).config.grpc.tcp?.host, '0.0.0.0');
+    assert.equal(run(['--grpc-tcp=on', ...tlsFlags, '--grpc-tcp-port', '0']).config.grpc.tcp?.port, 0);
+    assert.equal(run(['--grpc-tcp=on', ...tlsFlags, '--grpc-tcp-port', '0', '--http-tcp-port', '0']).config.grpc.tcp?.port, 0);
+  });
+
+  test('the port must not collide with http.tcp.port on an overlapping address', () => {
+    rejects(() => run(['--grpc-tcp=on', ...tlsFlags, '--grpc-tcp-port', '8185']), ErrorCodes.CONFIG_INVALID, /^grpc\.tcp\.port: 8185 \(from --grpc-tcp-port\) is already http\.tcp\.port/);
+    rejects(() => run(['--grpc-tcp=on', ...tlsFlags, '--grpc-tcp-port', '8185', '--grpc-tcp-host', '0.0.0.0']), ErrorCodes.CONFIG_INVALID, /^grpc\.tcp\.port:/);
+    assert.equal(run(['--grpc-tcp=on', ...tlsFlags, '--grpc-tcp-port', '8185', '--http-tcp=off']).config.grpc.tcp?.port, 8185);
+    assert.equal(run(['--grpc-tcp=on', ...tlsFlags, '--grpc-tcp-port', '8185', '--grpc-tcp-host', '10.0.0.5']).config.grpc.tcp?.port, 8185);
+  });
+
+  test('from env and from a file: a tcp mapping switches it on, null off', () => {
+    const env = ctx({ VH_GRPC_TCP: 'on', VH_GRPC_TLS_CERT: tls.cert, VH_GRPC_TLS_KEY: tls.key, VH_GRPC_TLS_CA: tls.ca, VH_GRPC_TCP_PORT: '9443' });
+    assert.deepEqual(run([], env).config.grpc.tcp, { host: '127.0.0.1', port: 9443, tls });
+    const file = writeFile('grpc-on.yaml', `grpc:\n  tcp:\n    host: 10.1.2.3\n  tls:\n    cert: ${tls.cert}\n    key: ${tls.key}\n    ca: ${tls.ca}\n`);
+    assert.deepEqual(run(['--config', file]).config.grpc.tcp, { host: '10.1.2.3', port: 8186, tls });
+    assert.equal(run(['--config', file, '--grpc-tcp=off']).config.grpc.tcp, null);
+    assert.equal(run(['--config', writeFile('grpc-off.yaml', 'grpc:\n  tcp: null\n')]).config.grpc.tcp, null);
+    rejects(() => run(['--config', writeFile('grpc-bad.yaml', 'grpc:\n  tcp: 5\n')]), ErrorCodes.CONFIG_INVALID, /^grpc\.tcp: must be a mapping or null, got 5/);
+    rejects(() => run(['--config', writeFile('grpc-on-notls.yaml', 'grpc:\n  tcp: {}\n')]), ErrorCodes.CONFIG_INVALID, /^grpc\.tls\.cert: is required when grpc\.tcp is on \(from file /);
+  });
+
+  test('--print-config with grpc.tcp on round-trips', () => {
+    const argv = ['--grpc-tcp=on', ...tlsFlags, '--grpc-tcp-port', '9444'];
+    const printed = parseCommandLine(['--print-config', ...argv], ctx());
+    const file = writeFile('printed-grpc.yaml', (printed as { text: string }).text);
+    assert.deepEqual(run(['--config', file]).config, run(argv).config);
   });
 });
 
