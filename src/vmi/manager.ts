@@ -104,6 +104,7 @@ export class VmiManager implements VmiReadModel, LauncherRegistry {
   start(): void {
     const { records, problems } = this.store.load();
     for (const p of problems) this.log.warn({ problem: p }, 'VMI state directory problem');
+    this.revision = this.store.readRevision();
     for (const rec of records) {
       this.revision = Math.max(this.revision, rec.revision);
       const v = validateVmi(rec.manifest, this.opts.validation);
@@ -409,6 +410,8 @@ export class VmiManager implements VmiReadModel, LauncherRegistry {
 
   /** Drops a fully torn-down VMI. */
   forget(e: Entry): void {
+    // The DELETED event's revision is stored in no record: keep it as the high-water mark first.
+    this.store.writeRevision(this.revision + 1);
     this.store.remove(e.rec.uid);
     this.entries.delete(e.rec.uid);
     this.byName.delete(`${e.rec.namespace}/${e.rec.name}`);

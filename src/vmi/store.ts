@@ -89,7 +89,7 @@ export class RecordStore {
     let fd = -1;
     try {
       fd = fs.openSync(tmp, 'w', 0o640);
-      fs.writeSync(fd, data);
+      writeAll(fd, Buffer.from(data, 'utf8'));
       fs.fsyncSync(fd);
       fs.closeSync(fd);
       fd = -1;
@@ -111,6 +111,32 @@ export class RecordStore {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 
+  /**
+   * The highest revision ever handed out, kept beside the records: a deleted VMI's last
+   * revision lives in no record, and revisions must never go backwards across restarts (a
+   * watcher resuming from its last revision would miss changes).
+   */
+  readRevision(): number {
+    try {
+      const n = Number(fs.readFileSync(path.join(this.root, 'revision'), 'utf8').trim());
+      return Number.isSafeInteger(n) && n >= 0 ? n : 0;
+    } catch {
+      return 0;
+    }
+  }
+
+  /** Durably records `revision` as the high-water mark (STATE_WRITE_FAILED on failure). */
+  writeRevision(revision: number): void {
+    fs.mkdirSync(this.root, { recursive: true, mode: 0o750 });
+    const file = path.join(this.root, 'revision');
+    try {
+      atomicWrite(file, `${revision}\n`);
+    } catch (e) {
+      const code = errnoFacts(e)?.code ?? 'error';
+      throw new VhError(ErrorCodes.STATE_WRITE_FAILED, `cannot write ${file}: ${code}`, { path: file, code }, { cause: e });
+    }
+  }
+
   /** Every readable record; corrupt ones are moved aside (never deleted) and reported. */
   load(): LoadResult {
     const records: VmiRecord[] = [];
@@ -124,6 +150,7 @@ export class RecordStore {
     }
     for (const uid of entries.sort()) {
       const dir = path.join(this.root, uid);
+      if (uid === 'revision' || uid.startsWith('revision.tmp-')) continue;
       if (!UUID_RE.test(uid)) {
         problems.push(`${dir}: not a VMI directory (ignored)`);
         continue;
@@ -135,6 +162,10 @@ export class RecordStore {
         text = fs.readFileSync(file, 'utf8');
       } catch (e) {
         if (errnoFacts(e)?.code === 'ENOENT') {
+          if (safeReaddir(dir).some((f) => f.startsWith('record.json.corrupt-'))) {
+            problems.push(`${dir}: only a corrupt record (kept for inspection; not loaded)`);
+            continue;
+          }
           // A directory without a record: a teardown that crashed after removing the record.
           problems.push(`${dir}: no record (left by an interrupted teardown; removed)`);
           fs.rmSync(dir, { recursive: true, force: true });
@@ -153,6 +184,33 @@ export class RecordStore {
     }
     return { records, problems };
   }
+}
+
+/** write(2) may write less than asked (a nearly full disk): loop, and fail rather than publish a torn file. */
+function writeAll(fd: number, buf: Buffer): void {
+  let off = 0;
+  while (off < buf.length) {
+    const n = fs.writeSync(fd, buf, off, buf.length - off);
+    if (n <= 0) throw Object.assign(new Error('short write'), { code: 'ENOSPC' });
+    off += n;
+  }
+}
+
+/** Atomically replaces `file` with `text` (tmp + fsync + rename + dir fsync). */
+function atomicWrite(file: string, text: string): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  const fd = fs.openSync(tmp, 'w', 0o640);
+  try {
+    writeAll(fd, Buffer.from(text, 'utf8'));
+    fs.fsyncSync(fd);
+  } catch (e) {
+    fs.closeSync(fd);
+    fs.rmSync(tmp, { force: true });
+    throw e;
+  }
+  fs.closeSync(fd);
+  fs.renameSync(tmp, file);
+  fsyncDir(path.dirname(file));
 }
 
 function safeReaddir(dir: string): string[] {

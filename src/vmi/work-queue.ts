@@ -27,6 +27,7 @@ export class WorkQueue {
   private readonly running = new Set<string>();
   private readonly dirty = new Set<string>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly due = new Map<string, number>();
   private readonly failuresByKey = new Map<string, number>();
   private readonly idleWaiters: Array<() => void> = [];
   private stopped = false;
@@ -46,6 +47,7 @@ export class WorkQueue {
     if (t) {
       clearTimeout(t);
       this.timers.delete(key);
+      this.due.delete(key);
     }
     if (this.running.has(key)) {
       this.dirty.add(key);
@@ -57,15 +59,23 @@ export class WorkQueue {
     this.pump();
   }
 
-  /** Queues `key` after `ms` unless it is added sooner. */
+  /** Queues `key` after `ms` unless it is added sooner; a sooner addAfter replaces a later one. */
   addAfter(key: string, ms: number): void {
-    if (this.stopped || this.timers.has(key)) return;
+    if (this.stopped) return;
+    const due = Date.now() + ms;
+    const existing = this.timers.get(key);
+    if (existing) {
+      if ((this.due.get(key) ?? 0) <= due) return;
+      clearTimeout(existing);
+    }
     const t = setTimeout(() => {
       this.timers.delete(key);
+      this.due.delete(key);
       this.add(key);
     }, ms);
     t.unref();
     this.timers.set(key, t);
+    this.due.set(key, due);
   }
 
   /** Forgets `key`'s failure count and pending delayed add (after it was deleted). */
@@ -74,6 +84,7 @@ export class WorkQueue {
     const t = this.timers.get(key);
     if (t) clearTimeout(t);
     this.timers.delete(key);
+    this.due.delete(key);
   }
 
   stats(): WorkQueueStats {
@@ -91,6 +102,7 @@ export class WorkQueue {
     this.stopped = true;
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
+    this.due.clear();
     this.queue.length = 0;
     this.queued.clear();
     this.dirty.clear();
