@@ -151,6 +151,7 @@ export class App {
       bridge: config.vmi.bridge,
       workers: config.vmi.reconcileWorkers,
       libvirtUri: config.libvirt.uri,
+      embedFallback: config.vmi.embeddedLibvirt,
       libvirt: () => (this.libvirt?.connection as Connection | null | undefined) ?? null,
       capabilities: () => this.libvirtCaps,
       nodeInfo: () => this.nodeInfo,

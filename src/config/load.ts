@@ -325,6 +325,7 @@ export function resolve(profile: Profile, ctx: DefaultsContext, layers: readonly
       imageRoot: merged.has('vmi.imageRoot') ? get('vmi.imageRoot') : path.join(get<string>('stateDir'), 'images'),
       hostPathRoots: get('vmi.hostPathRoots'),
       allowTcg: get('vmi.allowTcg'),
+      embeddedLibvirt: get('vmi.embeddedLibvirt'),
       maxVmis: get('vmi.maxVmis'),
       bridge: get<string>('vmi.bridge') === '' ? null : get('vmi.bridge'),
       reconcileWorkers: get('vmi.reconcileWorkers'),

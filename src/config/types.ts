@@ -43,6 +43,8 @@ export interface Config {
     hostPathRoots: string[];
     /** Run VMIs under TCG when the node has no usable hardware KVM. */
     allowTcg: boolean;
+    /** Without a connected node libvirtd, run VMIs through qemu:///embed inside their launcher. */
+    embeddedLibvirt: boolean;
     maxVmis: number;
     /** Host bridge for 'bridge' interfaces; null: such VMIs are refused. */
     bridge: string | null;

@@ -7,6 +7,8 @@
  * Domain handles are looked up by name per operation instead of held: the libvirt connection is
  * replaced after libvirtd restarts (LibvirtSupervisor), which would invalidate held handles.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { EventEmitter } from 'node:events';
 import type { Logger } from '../log';
 import type { Connection } from '../libvirt/connection';
@@ -132,6 +134,7 @@ export class DomainRunner extends EventEmitter {
     const t0 = Date.now();
     try {
       await prepareDisks(plan, { vmiDir: this.opts.vmiDir, logger: this.log });
+      prepareEmbedRoot(s.libvirtUri, this.opts.vmiDir);
       const sup = this.supervise(s.libvirtUri);
       const conn = (await sup.whenConnected(LIBVIRT_WAIT_MS)) as Connection;
       const adopted = await this.defineAndBoot(conn, s.domainXml);
@@ -150,6 +153,7 @@ export class DomainRunner extends EventEmitter {
   }
 
   private supervise(uri: string): LibvirtSupervisor {
+    // The embedded driver lives in this process: keepalive does not apply (Connection skips it).
     const sup = new LibvirtSupervisor({ uri, logger: this.log.child({ component: 'libvirt' }), lanes: 2, ...(this.opts.libvirtBackoff ? { backoff: this.opts.libvirtBackoff } : {}) });
     sup.on('lifecycle', (ev: LifecycleEvent) => {
       if (ev.domain !== this.name) return;
@@ -397,3 +401,19 @@ function describe(e: unknown): string {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * For qemu:///embed?root=DIR (the handler's fallback when the node has no reachable libvirtd):
+ * the driver reads DIR/etc/qemu.conf. QEMU runs as root without a security driver (as with the
+ * node libvirtd this project configures) and console and logs go to files (no virtlogd). The
+ * handler picks a short root under its runtime directory (unix socket paths live below it).
+ */
+export function prepareEmbedRoot(uri: string, vmiDir: string): void {
+  const m = /^qemu:\/\/\/embed\?root=(.+)$/.exec(uri);
+  if (!m) return;
+  const root = decodeURIComponent(m[1] as string);
+  if (!path.isAbsolute(root) || root.split('/').includes('..') || root === vmiDir) throw new Error(`embedded libvirt root ${root} must be an absolute path of its own without '..'`);
+  fs.mkdirSync(path.join(root, 'etc'), { recursive: true, mode: 0o750 });
+  const conf = ['user = "root"', 'group = "root"', 'dynamic_ownership = 0', 'remember_owner = 0', 'security_driver = "none"', 'stdio_handler = "file"', ''].join('\n');
+  fs.writeFileSync(path.join(root, 'etc', 'qemu.conf'), conf, { mode: 0o640 });
+}

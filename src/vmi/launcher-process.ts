@@ -93,16 +93,22 @@ export async function spawnLauncher(o: SpawnOptions): Promise<SpawnedLauncher> {
   if (!file) throw new Error('empty launcher command');
   const token = o.token;
   const log = fs.openSync(path.join(o.vmiDir, 'launcher.log'), 'a', 0o640);
+  const devnull = fs.openSync('/dev/null', 'r');
   let child: ChildProcess;
   try {
     child = spawn(file, [...pre, '--vmi-uid', o.uid, '--handler-socket', o.handlerSocket, '--vmi-dir', o.vmiDir, '--log-level', o.logLevel], {
       detached: true, // own session: a handler restart (KillMode=process) or its process group signals leave it alone
-      stdio: ['ignore', log, log],
+      // fds 3 and 4 open at exec: libuv's internal pipe then lands above them. libuv re-creates
+      // that pipe in every fork child at the fd numbers it recorded; libvirt's daemonize pipe in
+      // the embedded QEMU driver takes fds 3/4 in the child, and a collision there makes guest
+      // start fail with "Unable to notify child process: Bad file descriptor".
+      stdio: ['ignore', log, log, devnull, devnull],
       env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', VH_LAUNCHER_TOKEN: token, UV_THREADPOOL_SIZE: '16' },
       cwd: o.vmiDir,
     });
   } finally {
     fs.closeSync(log);
+    fs.closeSync(devnull);
   }
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   await new Promise<void>((resolve, reject) => {

@@ -13,6 +13,8 @@
  * restarts; Manual never restarts by itself; Halted never starts. Restarts back off (1 s .. 60 s,
  * jittered) so a VMI that cannot run never storms.
  */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import { LibvirtError } from '../libvirt/errors';
 import { backoffDelay } from '../libvirt/supervisor';
 import { buildDomainXml } from './domain-xml';
@@ -113,14 +115,24 @@ function preflight(d: LifecycleDeps, e: Entry): { phase: 'Pending' | 'Failed'; r
   const { opts } = d;
   const vmi = e.vmi;
   if (!vmi) return { phase: 'Failed', reason: e.status.reason || 'invalid spec', retryMs: -1 };
-  if (opts.libvirtUri === null) return { phase: 'Pending', reason: 'libvirt is switched off (libvirt.uri=off): VMIs cannot run on this node', retryMs: 30_000 };
-  if (!opts.libvirt()) return { phase: 'Pending', reason: `libvirt ${opts.libvirtUri} is not connected`, retryMs: 3_000 };
-  const caps = opts.capabilities();
-  if (!caps) return { phase: 'Pending', reason: 'waiting for the node capabilities', retryMs: 1_000 };
-  if (caps.virtType === 'qemu' && !opts.allowTcg) return { phase: 'Pending', reason: `no KVM and TCG disabled (vmi.allowTcg=false): ${caps.virtTypeReason}`, retryMs: 60_000 };
+  const nodeLibvirt = opts.libvirtUri !== null && opts.libvirt() !== null;
+  if (!nodeLibvirt && !opts.embedFallback) {
+    return opts.libvirtUri === null
+      ? { phase: 'Pending', reason: 'libvirt is switched off (libvirt.uri=off) and vmi.embeddedLibvirt is off: VMIs cannot run on this node', retryMs: 30_000 }
+      : { phase: 'Pending', reason: `libvirt ${opts.libvirtUri} is not connected`, retryMs: 3_000 };
+  }
+  if (!nodeLibvirt) {
+    const longest = `${embedRoot(d, e)}${EMBED_SOCKET_SUFFIX}`;
+    if (Buffer.byteLength(longest) > MAX_UNIX_PATH) {
+      return { phase: 'Failed', reason: `no node libvirtd, and the embedded driver's sockets under ${embedRoot(d, e)} would exceed ${MAX_UNIX_PATH} bytes: use a shorter stateDir or a node libvirtd`, retryMs: -1 };
+    }
+  }
+  const vt = virtTypeFor(d);
+  if (!vt) return { phase: 'Pending', reason: 'waiting for the node capabilities', retryMs: 1_000 };
+  if (vt.virtType === 'qemu' && !opts.allowTcg) return { phase: 'Pending', reason: `no KVM and TCG disabled (vmi.allowTcg=false): ${vt.reason}`, retryMs: 60_000 };
   const model = vmi.cpu.model;
-  if (caps.virtType === 'qemu' && (model === 'host-passthrough' || model === 'host-model')) {
-    return { phase: 'Failed', reason: `cpu model ${model} needs KVM; this node runs guests under TCG (${caps.virtTypeReason})`, retryMs: -1 };
+  if (vt.virtType === 'qemu' && (model === 'host-passthrough' || model === 'host-model')) {
+    return { phase: 'Failed', reason: `cpu model ${model} needs KVM; this node runs guests under TCG (${vt.reason})`, retryMs: -1 };
   }
   if (vmi.interfaces.some((i) => i.binding === 'bridge') && !opts.bridge) return { phase: 'Failed', reason: 'a bridge interface needs a node bridge (vmi.bridge is not set)', retryMs: -1 };
   const node = opts.nodeInfo();
@@ -142,12 +154,45 @@ function preflight(d: LifecycleDeps, e: Entry): { phase: 'Pending' | 'Failed'; r
   return null;
 }
 
+/**
+ * The virt type guests get: from the node libvirt's capabilities when connected; without it
+ * (embedded fallback) from the probe alone, with the same rule (kvm only with vmx/svm).
+ */
+function virtTypeFor(d: LifecycleDeps): { virtType: 'kvm' | 'qemu'; reason: string } | null {
+  const caps = d.opts.capabilities();
+  if (caps && d.opts.libvirt()) return { virtType: caps.virtType, reason: caps.virtTypeReason };
+  const node = d.opts.nodeInfo();
+  if (!node) return null;
+  const hw = node.cpu.flags.includes('vmx') || node.cpu.flags.includes('svm');
+  if (node.kvm.available && hw) return { virtType: 'kvm', reason: 'KVM (embedded libvirt)' };
+  return { virtType: 'qemu', reason: node.kvm.available ? '/dev/kvm works but the CPU has no vmx/svm flag: TCG' : 'no usable /dev/kvm: TCG' };
+}
+
+/** The libvirt a new launcher uses: the node's libvirtd when connected, else the embedded driver in the VMI's directory. */
+function launcherLibvirtUri(d: LifecycleDeps, e: Entry): string {
+  if (d.opts.libvirtUri !== null && d.opts.libvirt()) return d.opts.libvirtUri;
+  return `qemu:///embed?root=${embedRoot(d, e)}`;
+}
+
+/**
+ * The embedded driver's root: in the runtime directory, named by the first 12 hex digits of the
+ * uid, because the driver puts unix sockets below it (sun_path: 107 bytes) and the longest,
+ * `lib/qemu/domain-<id>-<20 chars of name>/monitor.sock`, does not fit under <stateDir>/vmis/<uid>.
+ * Runtime state only: a reboot ends the VM anyway, and the record re-creates it.
+ */
+export function embedRoot(d: LifecycleDeps, e: Entry): string {
+  return `${path.dirname(d.opts.handlerSocket)}/e/${e.rec.uid.replace(/-/g, '').slice(0, 12)}`;
+}
+
+/** The longest path the embedded driver creates below its root (domain id up to 5 digits). */
+const EMBED_SOCKET_SUFFIX = '/lib/qemu/domain-99999-xxxxxxxxxxxxxxxxxxxx/monitor.sock';
+
 function domainInputs(d: LifecycleDeps, e: Entry): { xml: string; disksJson: string } {
   const vmi = e.vmi as NonNullable<Entry['vmi']>;
   const dir = d.m.store.dir(e.rec.uid);
   const { preps, diskPaths } = planDisks(vmi, dir);
   const ctx: DomainXmlContext = {
-    virtType: d.opts.capabilities()?.virtType ?? 'qemu',
+    virtType: virtTypeFor(d)?.virtType ?? 'qemu',
     domainName: domainNameOf(e.rec.namespace, e.rec.name),
     vmiDir: dir,
     serialSocket: `${dir}/serial.sock`,
@@ -180,7 +225,10 @@ async function startLauncher(d: LifecycleDeps, e: Entry): Promise<void> {
   const token = newToken();
   // Durable before the side effect: a crash after this line leaves a record that expects a
   // launcher holding this token, which may still register (see reconcile, pid 0).
-  e.rec = { ...e.rec, launcher: { pid: 0, startTime: 0, spawnTokenHash: hashToken(token), sessionTokenHash: '', spawnedAt: new Date().toISOString() } };
+  e.rec = {
+    ...e.rec,
+    launcher: { pid: 0, startTime: 0, spawnTokenHash: hashToken(token), sessionTokenHash: '', spawnedAt: new Date().toISOString(), libvirtUri: launcherLibvirtUri(d, e) },
+  };
   e.status.phase = 'Scheduling';
   e.status.reason = 'starting the launcher';
   m.persist(e);
@@ -223,7 +271,8 @@ async function startDomain(d: LifecycleDeps, e: Entry): Promise<void> {
   }
   if (e.status.phase !== 'Running') setPhase(d, e, 'Scheduled', 'starting the domain');
   try {
-    await link.send({ start: { domainXml: inputs.xml, disksJson: inputs.disksJson, libvirtUri: opts.libvirtUri ?? '' } }, START_TIMEOUT_MS);
+    const libvirtUri = e.rec.launcher?.libvirtUri || opts.libvirtUri || launcherLibvirtUri(d, e);
+    await link.send({ start: { domainXml: inputs.xml, disksJson: inputs.disksJson, libvirtUri } }, START_TIMEOUT_MS);
     e.started = true;
   } catch (err) {
     if (!link.isOpen) return; // the launcher went away; its exit is handled on the next run
@@ -283,7 +332,9 @@ async function launcherGone(d: LifecycleDeps, e: Entry): Promise<void> {
   const { m } = d;
   const l = e.rec.launcher;
   const expected = e.intent === 'teardown';
-  const how = e.childExit ? (e.childExit.signal ? `killed by ${e.childExit.signal}` : `exited ${e.childExit.code}`) : `exited (pid ${l?.pid ?? 0} gone)`;
+  // Our own child: its exit status says how it died (the pid poll can be faster than the exit event).
+  const exit = e.childExit ?? (e.child && (e.child.exitCode !== null || e.child.signalCode !== null) ? { code: e.child.exitCode, signal: e.child.signalCode } : null);
+  const how = exit ? (exit.signal ? `killed by ${exit.signal}` : `exited ${exit.code}`) : `exited (pid ${l?.pid ?? 0} gone)`;
   // Never leave an orphan QEMU: the domain lives in libvirtd, not in the launcher.
   const cleaned = await destroyLeftoverDomain(d, e);
   if (!cleaned) return m.requeue(e.rec.uid, 2000);
@@ -337,6 +388,7 @@ async function teardownForDelete(d: LifecycleDeps, e: Entry): Promise<void> {
     return m.requeue(e.rec.uid, 250);
   }
   if (!(await destroyLeftoverDomain(d, e))) return m.requeue(e.rec.uid, 2000);
+  fs.rmSync(embedRoot(d, e), { recursive: true, force: true });
   m.log.info({ uid: e.rec.uid, vmi: `${e.rec.namespace}/${e.rec.name}` }, 'VMI deleted');
   m.forget(e);
 }
@@ -346,6 +398,8 @@ async function teardownForDelete(d: LifecycleDeps, e: Entry): Promise<void> {
  * leaves QEMU running). Returns false when that cannot be checked (libvirt not connected).
  */
 async function destroyLeftoverDomain(d: LifecycleDeps, e: Entry): Promise<boolean> {
+  const used = e.rec.launcher?.libvirtUri ?? '';
+  if (used.startsWith('qemu:///embed')) return killEmbeddedQemu(d, e);
   if (d.opts.libvirtUri === null) return true;
   const conn = d.opts.libvirt();
   if (!conn) return false;
@@ -373,6 +427,32 @@ async function destroyLeftoverDomain(d: LifecycleDeps, e: Entry): Promise<boolea
   } finally {
     await dom.free().catch(() => undefined);
   }
+}
+
+/**
+ * The embedded driver ran inside the dead launcher; its QEMU outlives it. The driver's pidfile
+ * names it; the process is only killed if its command line is that domain's QEMU.
+ */
+function killEmbeddedQemu(d: LifecycleDeps, e: Entry): boolean {
+  const name = domainNameOf(e.rec.namespace, e.rec.name);
+  const pidfile = `${embedRoot(d, e)}/run/qemu/${name}.pid`;
+  let pid = 0;
+  try {
+    pid = Number(fs.readFileSync(pidfile, 'utf8').trim());
+  } catch {
+    return true; // never started, or already cleaned up
+  }
+  try {
+    const cmd = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    if (pid > 1 && cmd.includes('qemu') && cmd.includes(`guest=${name}`)) {
+      process.kill(pid, 'SIGKILL');
+      addEvent(e, 'Normal', 'LeftoverCleaned', `killed leftover QEMU ${pid} of the embedded driver`);
+    }
+  } catch {
+    /* gone */
+  }
+  fs.rmSync(pidfile, { force: true });
+  return true;
 }
 
 function kill(pid: number, startTime: number): void {

@@ -42,6 +42,8 @@ export interface ManagerOptions {
   workers: number;
   /** The libvirt launchers use (the node's libvirtd); null = no libvirt configured. */
   libvirtUri: string | null;
+  /** Without a connected node libvirtd, run VMIs through qemu:///embed inside their launcher. */
+  embedFallback: boolean;
   /** The handler's own libvirt connection (leftover-domain cleanup), when connected. */
   libvirt: () => Connection | null;
   capabilities: () => NodeCapabilities | null;

@@ -29,6 +29,8 @@ export interface LauncherRecord {
   /** sha256 (hex) of the session token handed out at registration; '' before. */
   sessionTokenHash: string;
   spawnedAt: string;
+  /** The libvirt this launcher was told to use (node libvirtd, or qemu:///embed in the VMI dir). */
+  libvirtUri?: string;
 }
 
 export interface VmiRecord {

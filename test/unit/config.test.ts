@@ -131,7 +131,7 @@ describe('every invalid value names its key and its source', () => {
     'grpc.tls.cert': 'server.crt', 'grpc.tls.key': './server.key', 'grpc.tls.ca': 'ca/ca.crt',
     'probe.procRoot': 'proc', 'probe.sysRoot': './sys', 'probe.devRoot': 'dev', 'probe.kvmDevice': 'kvm',
     'libvirt.uri': 'qemu+ssh://evil.example/system', 'libvirt.required': 'maybe', 'libvirt.lanes': '0',
-    'vmi.imageRoot': 'images', 'vmi.hostPathRoots': '/ok:relative', 'vmi.allowTcg': 'perhaps', 'vmi.maxVmis': '0',
+    'vmi.imageRoot': 'images', 'vmi.hostPathRoots': '/ok:relative', 'vmi.allowTcg': 'perhaps', 'vmi.embeddedLibvirt': 'sometimes', 'vmi.maxVmis': '0',
     'vmi.bridge': 'br0;rm -rf', 'vmi.reconcileWorkers': '65',
   };
   test('the table covers every key', () => assert.deepEqual(Object.keys(bad).sort(), KEYS.map((k) => k.key).sort()));

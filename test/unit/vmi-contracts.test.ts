@@ -32,7 +32,8 @@ function newManager(): VmiManager {
   return new VmiManager({
     stateDir: STATE, nodeName: 'node-a', handlerSocket: SOCK, logger: log, logLevel: 'warn',
     validation: { imageRoot: IMAGES, hostPathRoots: [] }, allowTcg: false, maxVmis: 3, bridge: null, workers: 2,
-    libvirtUri: null, libvirt: () => null, capabilities: () => null, nodeInfo: () => null,
+    libvirtUri: null,
+    embedFallback: false, libvirt: () => null, capabilities: () => null, nodeInfo: () => null,
   });
 }
 
