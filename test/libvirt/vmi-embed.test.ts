@@ -73,6 +73,16 @@ describe('VMIs through the embedded libvirt driver (no libvirtd)', { timeout: 30
       daemon.kill('SIGTERM');
       await new Promise((r) => daemon.once('exit', r));
     }
+    // Launchers outlive the daemon by design: kill those of VMIs a failed run left behind.
+    const vmis = path.join(tmp, 'state', 'vmis');
+    for (const uid of fs.existsSync(vmis) ? fs.readdirSync(vmis) : []) {
+      try {
+        const pid = (JSON.parse(fs.readFileSync(path.join(vmis, uid, 'record.json'), 'utf8')) as { launcher?: { pid?: number } }).launcher?.pid ?? 0;
+        if (pid > 0) process.kill(pid, 'SIGKILL');
+      } catch {
+        /* no record or already gone */
+      }
+    }
     for (const pid of qemuPids('embed_tiny')) process.kill(pid, 'SIGKILL');
     fs.rmSync(tmp, { recursive: true, force: true });
   });
