@@ -87,18 +87,23 @@ uid=$("${vhctl[@]}" get tiny -o json | node -e 'console.log(JSON.parse(require("
 serial="$state_dir/vmis/$uid/serial.log"
 
 say "waiting for the guest's console (TCG boots in a few seconds)"
+# Print only complete lines, and test for the marker in what was printed: the guest keeps
+# writing between our reads, so a marker found by a separate grep may not have been shown yet.
 shown=0
+ready=0
 for _ in $(seq 1 1200); do
   if [[ -f $serial ]]; then
     lines=$(wc -l <"$serial")
     if ((lines > shown)); then
-      sed -n "$((shown + 1)),${lines}p" "$serial" | sed 's/^/  console| /'
+      chunk=$(sed -n "$((shown + 1)),${lines}p" "$serial")
+      printf '%s\n' "$chunk" | sed 's/^/  console| /'
       shown=$lines
+      [[ $chunk == *VH-GUEST-READY* ]] && { ready=1; break; }
     fi
-    grep -q VH-GUEST-READY "$serial" && break
   fi
   sleep 0.1
 done
+((ready)) || say "the guest's console marker did not appear within 120 s (see $serial)"
 "${vhctl[@]}" get tiny || true
 
 echo
