@@ -10,10 +10,9 @@ import type { Logger } from '../log';
 import type { VmiManager, VmiRefIn, WatchEventOut } from '../vmi/manager';
 import type { VmiView } from '../vmi/types';
 import { MalformedRequest, toGrpcStatus } from './errors';
+import { isDnsLabel, isUuid } from '../vmi/ids';
 
 const MAX_MANIFEST = 1024 * 1024;
-const LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const CONSOLE_CHUNK = 64 * 1024;
 
 /** The wire form of a VMI (vmi.proto's Vmi message, camelCase as the loader decodes it). */
@@ -44,18 +43,18 @@ export function checkRef(raw: unknown): VmiRefIn {
   const str = (k: string): string => (typeof r[k] === 'string' ? (r[k] as string) : '');
   const ref = { namespace: str('namespace'), name: str('name'), uid: str('uid') };
   if (ref.uid) {
-    if (!UUID.test(ref.uid)) throw new VhError(ErrorCodes.INVALID_ARGUMENT, 'uid: must be a lower-case UUID', { field: 'uid' });
+    if (!isUuid(ref.uid)) throw new VhError(ErrorCodes.INVALID_ARGUMENT, 'uid: must be a lower-case UUID', { field: 'uid' });
     return ref;
   }
   if (!ref.name) throw new VhError(ErrorCodes.INVALID_ARGUMENT, 'name: required (or uid)', { field: 'name' });
-  if (!LABEL.test(ref.name)) throw new VhError(ErrorCodes.INVALID_ARGUMENT, 'name: must be a DNS-1123 label', { field: 'name' });
-  if (ref.namespace && !LABEL.test(ref.namespace)) throw new VhError(ErrorCodes.INVALID_ARGUMENT, 'namespace: must be a DNS-1123 label', { field: 'namespace' });
+  if (!isDnsLabel(ref.name)) throw new VhError(ErrorCodes.INVALID_ARGUMENT, 'name: must be a DNS-1123 label', { field: 'name' });
+  if (ref.namespace && !isDnsLabel(ref.namespace)) throw new VhError(ErrorCodes.INVALID_ARGUMENT, 'namespace: must be a DNS-1123 label', { field: 'namespace' });
   return ref;
 }
 
 function checkNamespace(raw: unknown): string {
   const ns = typeof raw === 'string' ? raw : '';
-  if (ns && !LABEL.test(ns)) throw new VhError(ErrorCodes.INVALID_ARGUMENT, 'namespace: must be a DNS-1123 label', { field: 'namespace' });
+  if (ns && !isDnsLabel(ns)) throw new VhError(ErrorCodes.INVALID_ARGUMENT, 'namespace: must be a DNS-1123 label', { field: 'namespace' });
   return ns;
 }
 

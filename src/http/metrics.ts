@@ -6,6 +6,10 @@
 import type * as Prom from 'prom-client';
 import type { NodeInfo } from '../node/types';
 import { LIBVIRT_STATES, type LibvirtStatus } from '../libvirt/supervisor';
+import type { HistogramSnapshot } from '../util/histogram';
+import type { Collection, CollectorCounters } from '../vmi/metrics-collector';
+import type { WorkQueueStats } from '../vmi/work-queue';
+import { VMI_SERIES } from './vmi-metrics';
 
 /** Where the metric values come from. */
 export interface MetricsSources {
@@ -16,8 +20,19 @@ export interface MetricsSources {
   /** The libvirt supervisor's status; absent or null when libvirt is switched off. */
   libvirt?: () => LibvirtStatus | null;
   /** VMI phase counts and reconcile queue figures; absent when VMIs are off. */
-  vmis?: () => { phases: Record<string, number>; queue: { depth: number; inFlight: number; processed: number; failures: number; runMsTotal: number } } | null;
+  vmis?: () => { phases: Record<string, number>; queue: WorkQueueStats } | null;
+  /** Per-VMI domain statistics (src/vmi/metrics-collector.ts); absent when VMIs are off. */
+  vmiStats?: { collect(): Promise<Collection>; counters(): CollectorCounters };
 }
+
+/**
+ * What a collect() of a Gauge or a Counter needs: reset, then inc from zero (which sets the
+ * value), so one collect serves both types.
+ */
+type Settable = { reset(): void; inc(labels: Prom.LabelValues<string>, value: number): void };
+
+/** client-go's workqueue metrics label the queue by name; this is ours. */
+const QUEUE_NAME = 'virt-handler-vmi';
 
 /** The daemon's metric set. */
 export class Metrics {
@@ -120,12 +135,108 @@ export class Metrics {
       q('virt_handler_reconcile_total', 'Reconcile runs so far.', (x) => x.processed);
       q('virt_handler_reconcile_failures_total', 'Reconcile runs that failed (retried with backoff).', (x) => x.failures);
       q('virt_handler_reconcile_duration_seconds_avg', 'Mean reconcile run duration.', (x) => (x.processed ? x.runMsTotal / x.processed / 1000 : 0));
+
+      // The same queue under the names KubeVirt's client-go workqueues export.
+      const wq = (type: 'gauge' | 'counter', name: string, help: string, pick: (x: WorkQueueStats) => number): void => {
+        const Kind = type === 'gauge' ? prom.Gauge : prom.Counter;
+        new Kind({
+          name, help, labelNames: ['name'], registers,
+          collect(this: Settable) {
+            const v = vm();
+            this.reset();
+            if (v) this.inc({ name: QUEUE_NAME }, pick(v.queue));
+          },
+        });
+      };
+      wq('gauge', 'kubevirt_workqueue_depth', 'Current depth of the workqueue (KubeVirt name).', (x) => x.depth);
+      wq('counter', 'kubevirt_workqueue_adds_total', 'Total number of adds handled by the workqueue (KubeVirt name).', (x) => x.adds);
+      wq('counter', 'kubevirt_workqueue_retries_total', 'Total number of retries (failed runs requeued with backoff) handled by the workqueue (KubeVirt name).', (x) => x.failures);
+      // Fixed-bucket histograms kept by the queue itself, exposed as they are at scrape time.
+      const hist = (name: string, help: string, pick: (x: WorkQueueStats) => HistogramSnapshot): void => {
+        // prom-client renders a histogram through getForPromString() (untyped) and get().
+        class QueueHistogram extends prom.Histogram {
+          async getForPromString(): Promise<Prom.MetricObjectWithValues<Prom.MetricValueWithName<string>>> {
+            const v = vm();
+            const values = v ? histogramValues(name, pick(v.queue), { name: QUEUE_NAME }) : [];
+            return { name, help, type: 'histogram', aggregator: 'sum', values } as unknown as Prom.MetricObjectWithValues<Prom.MetricValueWithName<string>>;
+          }
+          override async get(): Promise<Prom.MetricObjectWithValues<Prom.MetricValueWithName<string>>> {
+            return this.getForPromString();
+          }
+        }
+        new QueueHistogram({ name, help, labelNames: ['name'], registers });
+      };
+      hist('kubevirt_workqueue_queue_duration_seconds', 'How long in seconds an item stays in the workqueue before being requested (KubeVirt name).', (x) => x.waitSeconds);
+      hist('kubevirt_workqueue_work_duration_seconds', 'How long in seconds processing an item from the workqueue takes (KubeVirt name).', (x) => x.runSeconds);
     }
+
+    if (src.vmiStats) this.registerVmiStats(prom, registers, src.vmiStats);
 
     const build = new prom.Gauge({ name: 'virt_handler_build_info', help: 'Build information; always 1.', labelNames: ['version', 'node'], registers });
     build.set({ version: src.version, node: src.nodeName }, 1);
     this.registry = registry;
     return registry;
+  }
+
+  /**
+   * Per-VMI series with KubeVirt's names and labels. Every one awaits the same (coalesced,
+   * deadline-bounded) collection, then exposes exactly the samples it returned: a field libvirt
+   * did not report has no series, and a VMI that is gone has none either.
+   */
+  private registerVmiStats(prom: typeof Prom, registers: Prom.Registry[], stats: NonNullable<MetricsSources['vmiStats']>): void {
+    const node = this.src.nodeName;
+    for (const def of VMI_SERIES) {
+      const Kind = def.type === 'gauge' ? prom.Gauge : prom.Counter;
+      new Kind({
+        name: def.name,
+        help: def.help,
+        labelNames: ['node', 'namespace', 'name', ...def.labels],
+        registers,
+        async collect(this: Settable) {
+          const c = await stats.collect();
+          this.reset();
+          for (const s of c.samples) {
+            for (const [labels, value] of def.rows(s.report)) {
+              if (!Number.isFinite(value) || value < 0) continue;
+              this.inc({ node, namespace: s.namespace, name: s.name, ...labels }, value);
+            }
+          }
+        },
+      });
+    }
+    new prom.Gauge({
+      name: 'virt_handler_vmi_stats_sample_age_seconds',
+      help: 'Age of the per-VMI statistics served: 0 when the launcher answered this scrape, more when its last good sample is served because it did not.',
+      labelNames: ['node', 'namespace', 'name'],
+      registers,
+      async collect() {
+        const c = await stats.collect();
+        this.reset();
+        for (const s of c.samples) this.set({ node, namespace: s.namespace, name: s.name }, s.fresh ? 0 : Math.max(0, c.at - s.receivedAt) / 1000);
+      },
+    });
+    new prom.Gauge({
+      name: 'virt_handler_vmi_stats_collection_duration_seconds',
+      help: 'How long the last per-VMI statistics collection took (bounded by its deadline).',
+      registers,
+      async collect() {
+        await stats.collect();
+        this.set(stats.counters().lastDurationMs / 1000);
+      },
+    });
+    const total = (name: string, help: string, pick: (x: CollectorCounters) => number): void => {
+      new prom.Counter({
+        name, help, registers,
+        async collect() {
+          await stats.collect();
+          this.reset();
+          this.inc(pick(stats.counters()));
+        },
+      });
+    };
+    total('virt_handler_vmi_stats_timeouts_total', 'Launchers that did not answer a statistics request in time.', (x) => x.timeouts);
+    total('virt_handler_vmi_stats_errors_total', 'Failed statistics requests: launcher errors, disconnected launchers, invalid reports.', (x) => x.errors);
+    total('virt_handler_vmi_stats_skipped_total', 'Launchers not asked because they still owed the previous answer.', (x) => x.skipped);
   }
 
   /** Content-Type of render()'s output (Prometheus text format). */
@@ -137,4 +248,18 @@ export class Metrics {
   render(): Promise<string> {
     return this.init().metrics();
   }
+}
+
+/** Prometheus histogram samples (cumulative buckets, +Inf, sum, count) from a snapshot. */
+function histogramValues(name: string, h: HistogramSnapshot, labels: Record<string, string>): Array<Prom.MetricValueWithName<string>> {
+  const out: Array<Prom.MetricValueWithName<string>> = [];
+  let acc = 0;
+  h.buckets.forEach((le, i) => {
+    acc += h.counts[i] ?? 0;
+    out.push({ metricName: `${name}_bucket`, labels: { le, ...labels }, value: acc });
+  });
+  out.push({ metricName: `${name}_bucket`, labels: { le: '+Inf', ...labels }, value: h.count });
+  out.push({ metricName: `${name}_sum`, labels, value: h.sum });
+  out.push({ metricName: `${name}_count`, labels, value: h.count });
+  return out;
 }

@@ -1,5 +1,6 @@
 /**
- * GET /v1/vmis and GET /v1/vmis/:namespace/:name: read-only views of the VMIs this node runs.
+ * GET /v1/vmis, GET /v1/vmis/:namespace/:name and GET /v1/vmis/:namespace/:name/events:
+ * read-only views of the VMIs this node runs and of their recent events.
  * Every parameter is checked strictly (a DNS-1123 label, at most 63 characters) before it
  * reaches the read model; failures are VhErrors, turned into `{code, message}` by errors.ts.
  *
@@ -10,10 +11,9 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ErrorCodes, VhError } from '../errors';
 import type { VmiReadModel, VmiView } from '../vmi/types';
+import { DNS_LABEL_MAX, isDnsLabel } from '../vmi/ids';
 
 /** Kubernetes' DNS-1123 label: lowercase alphanumerics and '-', alphanumeric at both ends. */
-const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
-const MAX_LABEL = 63;
 
 /** How a rejected value is echoed back: JSON-quoted (control bytes escaped) and bounded. */
 function quote(value: string): string {
@@ -27,10 +27,10 @@ export function checkLabel(param: string, value: unknown): string {
     throw new VhError(ErrorCodes.INVALID_ARGUMENT, `${param}: expected a single value`, { param });
   }
   if (value === '') throw new VhError(ErrorCodes.INVALID_ARGUMENT, `${param}: must not be empty`, { param });
-  if (value.length > MAX_LABEL) {
-    throw new VhError(ErrorCodes.INVALID_ARGUMENT, `${param}: at most ${MAX_LABEL} characters, got ${value.length}`, { param });
+  if (value.length > DNS_LABEL_MAX) {
+    throw new VhError(ErrorCodes.INVALID_ARGUMENT, `${param}: at most ${DNS_LABEL_MAX} characters, got ${value.length}`, { param });
   }
-  if (!DNS1123_LABEL.test(value)) {
+  if (!isDnsLabel(value)) {
     throw new VhError(
       ErrorCodes.INVALID_ARGUMENT,
       `${param}: must be a DNS-1123 label (lowercase letters, digits and '-', starting and ending with a letter or digit), got ${quote(value)}`,
@@ -62,10 +62,15 @@ function requireModel(vmis: VmiReadModel | undefined): VmiReadModel {
  * Decoding is done here, segment by segment, so an encoded '/' (%2F) stays inside its segment
  * (and is then refused by the label check) instead of shifting namespace and name.
  */
-function splitRef(rawUrl: string): { namespace: string; name: string } | null {
+function splitRef(rawUrl: string): { namespace: string; name: string; sub: 'events' | null } | null {
   const pathPart = rawUrl.split('?')[0] ?? '';
   const rest = pathPart.slice('/v1/vmis/'.length);
   const segments = rest.split('/');
+  let sub: 'events' | null = null;
+  if (segments.length === 3 && segments[2] === 'events') {
+    sub = 'events';
+    segments.pop();
+  }
   if (segments.length !== 2) return null;
   const decoded = segments.map((s, i) => {
     try {
@@ -74,7 +79,7 @@ function splitRef(rawUrl: string): { namespace: string; name: string } | null {
       throw new VhError(ErrorCodes.INVALID_ARGUMENT, `${i === 0 ? 'namespace' : 'name'}: malformed percent-encoding`, { param: i === 0 ? 'namespace' : 'name' });
     }
   });
-  return { namespace: decoded[0]!, name: decoded[1]! };
+  return { namespace: decoded[0]!, name: decoded[1]!, sub };
 }
 
 function byNamespaceAndName(a: VmiView, b: VmiView): number {
@@ -95,12 +100,14 @@ export function registerVmiRoutes(app: FastifyInstance, vmis: VmiReadModel | und
     checkQueryKeys(req, []);
     const ref = splitRef(req.url);
     if (!ref) {
-      throw new VhError(ErrorCodes.NOT_FOUND, `no route for GET ${req.url.split('?')[0]}; use GET /v1/vmis or /v1/vmis/<namespace>/<name>`);
+      throw new VhError(ErrorCodes.NOT_FOUND, `no route for GET ${req.url.split('?')[0]}; use GET /v1/vmis, /v1/vmis/<namespace>/<name> or /v1/vmis/<namespace>/<name>/events`);
     }
     const namespace = checkLabel('namespace', ref.namespace);
     const name = checkLabel('name', ref.name);
     const view = requireModel(vmis).get(namespace, name);
     if (!view) throw new VhError(ErrorCodes.NOT_FOUND, `vmi ${namespace}/${name} not found`, { namespace, name });
+    // Events oldest first (by last occurrence), repeats folded with count/first/lastTimestamp.
+    if (ref.sub === 'events') return { namespace, name, uid: view.uid, items: view.events };
     return view;
   });
 }

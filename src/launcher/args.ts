@@ -7,12 +7,12 @@
 import * as path from 'node:path';
 import type { LogLevel } from '../config/types';
 import { MAX_UNIX_PATH } from '../util/unix-socket';
+import { isUuid } from '../vmi/ids';
 
 /** The environment variable carrying the one-time spawn token. */
 export const TOKEN_ENV = 'VH_LAUNCHER_TOKEN';
 
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 export interface LauncherArgs {
   vmiUid: string;
@@ -72,7 +72,7 @@ export function parseLauncherArgs(argv: readonly string[], env: NodeJS.ProcessEn
     return v;
   };
   const vmiUid = need('--vmi-uid');
-  if (!UUID_RE.test(vmiUid)) throw new UsageError('--vmi-uid', `'${vmiUid}' is not a UUID`);
+  if (!isUuid(vmiUid)) throw new UsageError('--vmi-uid', `'${vmiUid}' is not a UUID`);
   const handlerSocket = absolutePath('--handler-socket', need('--handler-socket'));
   if (Buffer.byteLength(handlerSocket) > MAX_UNIX_PATH) throw new UsageError('--handler-socket', `longer than ${MAX_UNIX_PATH} bytes`);
   const vmiDir = absolutePath('--vmi-dir', need('--vmi-dir'));

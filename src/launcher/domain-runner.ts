@@ -18,7 +18,7 @@ import type { LifecycleEvent } from '../libvirt/events';
 import { type Backoff, LibvirtSupervisor, type LibvirtState, type LibvirtStatus } from '../libvirt/supervisor';
 import type { DiskPrep } from '../vmi/types';
 import { DiskPlanError, parseDiskPlan, prepareDisks, removePreparedDisks } from './disk-prep';
-import { type Command, type CommandResult, type DomainStatus, type StartDomain, emptyStatus } from './messages';
+import { type Command, type CommandResult, type DomainStatus, STATS_GROUPS, type StartDomain, emptyStatus, encodeStatsReport } from './messages';
 
 /** Grace period for SIGTERM before any Shutdown command said otherwise (KubeVirt's default terminationGracePeriodSeconds). */
 export const DEFAULT_GRACE_SECONDS = 30;
@@ -54,6 +54,7 @@ export class DomainRunner extends EventEmitter {
   private graceSeconds = DEFAULT_GRACE_SECONDS;
   private shutdownDeadline: number | null = null;
   private shutdownWatch: Promise<void> | null = null;
+  private uri = '';
   /** Status refreshes run one at a time so they reach the handler in event order. */
   private chain: Promise<void> = Promise.resolve();
   private readonly log: Logger;
@@ -77,6 +78,7 @@ export class DomainRunner extends EventEmitter {
   async handle(cmd: Command): Promise<CommandResult> {
     const id = typeof cmd?.id === 'string' ? cmd.id : '';
     try {
+      if (cmd.getStats) return { id, ...(await this.stats()) };
       const error = await this.dispatch(cmd);
       return { id, ok: error === null, error: error ?? '' };
     } catch (e) {
@@ -131,6 +133,7 @@ export class DomainRunner extends EventEmitter {
     this.phase = 'starting';
     this.name = name;
     this.plan = plan;
+    this.uri = s.libvirtUri;
     const t0 = Date.now();
     try {
       await prepareDisks(plan, { vmiDir: this.opts.vmiDir, logger: this.log });
@@ -238,6 +241,31 @@ export class DomainRunner extends EventEmitter {
   private setStatus(s: DomainStatus): void {
     this.current = s;
     this.emit('status', s);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // stats
+
+  /**
+   * The domain's statistics as a StatsReport JSON string: virDomainListGetStats for this one
+   * domain (a scrape costs each launcher its own domain, not every domain on the node). With
+   * QEMU, NOWAIT skips the balloon/block queries that would wait behind a running domain job (a
+   * migration) instead of blocking the scrape; the test driver refuses that flag.
+   */
+  private async stats(): Promise<Omit<CommandResult, 'id'>> {
+    const fail = (error: string): Omit<CommandResult, 'id'> => ({ ok: false, error });
+    if (this.phase === 'tearingDown' || this.phase === 'tornDown') return fail('the launcher is tearing down');
+    if (this.phase !== 'started') return fail('get_stats: no domain yet (send StartDomain first)');
+    const conn = await this.connection('get_stats');
+    const dom = await lookup(conn, this.name);
+    if (!dom) return fail(`get_stats: domain '${this.name}' does not exist`);
+    try {
+      const mine = await dom.getStats(STATS_GROUPS, this.uri.startsWith('qemu') ? ['nowait'] : []);
+      if (!mine) return fail(`get_stats: libvirt returned no statistics for '${this.name}'`);
+      return { ok: true, error: '', statsJson: encodeStatsReport(mine, Date.now()) };
+    } finally {
+      await dom.free().catch(() => undefined);
+    }
   }
 
   // ------------------------------------------------------------------------------------------

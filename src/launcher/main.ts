@@ -76,7 +76,9 @@ async function main(argv: readonly string[]): Promise<number> {
   link.on('command', (cmd) => {
     const t0 = Date.now();
     void runner.handle(cmd).then(async (result) => {
-      log.info({ id: result.id, cmd: commandName(cmd), ok: result.ok, error: result.error || undefined, ms: Date.now() - t0 }, 'command done');
+      // Stats are read on every scrape: info would drown the commands that change something.
+      const level = cmd.getStats ? 'debug' : 'info';
+      log[level]({ id: result.id, cmd: commandName(cmd), ok: result.ok, error: result.error || undefined, ms: Date.now() - t0 }, 'command done');
       await link.sendResult(result);
       if (runner.tornDown) {
         await link.stop();

@@ -3,6 +3,7 @@
  * int64 as number, defaults filled in, an unset oneof member simply absent).
  */
 
+import type { DomainStats } from '../libvirt/stats';
 import type { DomainStatusMsg } from '../vmi/launcher-server';
 
 /** The DomainStatus message: one definition, shared with the handler's side (launcher-server.ts). */
@@ -12,6 +13,8 @@ export interface CommandResult {
   id: string;
   ok: boolean;
   error: string;
+  /** Only in the answer to getStats: encodeStatsReport's output. */
+  statsJson?: string;
 }
 
 export type LauncherMessage =
@@ -37,6 +40,7 @@ export interface Command {
   destroy?: object;
   teardown?: object;
   getStatus?: object;
+  getStats?: object;
 }
 
 export interface HandlerMessage {
@@ -46,4 +50,19 @@ export interface HandlerMessage {
 
 export function emptyStatus(): DomainStatus {
   return { state: '', reason: '', domainUuid: '', lastEvent: '', error: '', domainXml: '' };
+}
+
+/** The stats groups a getStats answer carries (what KubeVirt's domain stats collector reads). */
+export const STATS_GROUPS = ['state', 'cpu-total', 'balloon', 'vcpu', 'interface', 'block'] as const;
+
+/**
+ * The getStats payload: DomainStats (src/libvirt/stats.ts) without `raw`, with every bigint as
+ * a decimal string (JSON has no 64-bit integers) and vCPUs as a list carrying their index.
+ * Fields libvirt did not report stay absent. The handler validates all of it
+ * (src/vmi/metrics-collector.ts): this is the launcher's claim, not a trusted structure.
+ */
+export function encodeStatsReport(s: DomainStats, takenAtMs: number): string {
+  const vcpus = s.vcpus?.flatMap((v, id) => (v ? [{ id, ...v }] : []));
+  const report = { takenAtMs, state: s.state, cpu: s.cpu, balloon: s.balloon, vcpuCurrent: s.vcpuCurrent, vcpus, net: s.net, block: s.block };
+  return JSON.stringify(report, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v));
 }

@@ -6,6 +6,7 @@
 import { ErrorCodes, VhError } from '../errors';
 import type { Handle, RawDomainInfo } from './ffi';
 import type { Lane } from './lane';
+import { type DomainStats, fetchDomainStats } from './stats';
 import { type TypedParamRecord, decodeTypedParams, encodeTypedParams, migrationTypedParams, type MigrationParams, typedParamsToRecord } from './typed-params';
 
 /** virDomainState names, indexed by value. */
@@ -228,6 +229,15 @@ export class Domain {
   /** Hard reset, like the reset button: the guest OS gets no notice (virDomainReset). */
   async reset(): Promise<void> {
     await this.flagCall('virDomainReset', 0);
+  }
+
+  /**
+   * This domain's statistics (virDomainListGetStats), decoded like Connection.getAllDomainStats;
+   * `groups` empty = every group. Flags: the non-filtering ones ('nowait', 'backing',
+   * 'enforce-stats'); null when libvirt returned no record.
+   */
+  async getStats(groups: readonly string[] = [], flags: readonly string[] = []): Promise<DomainStats | null> {
+    return fetchDomainStats(this.lane, this.handle(), groups, flags, this.subject);
   }
 
   /**

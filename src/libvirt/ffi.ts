@@ -95,6 +95,7 @@ export interface LibvirtBinding {
     virDomainReset: ForeignFn;
     virDomainMemoryStats: ForeignFn;
     virConnectGetAllDomainStats: ForeignFn;
+    virDomainListGetStats: ForeignFn;
     virDomainStatsRecordListFree: ForeignFn;
     virDomainStartDirtyRateCalc: ForeignFn;
     virDomainMigrateToURI3: ForeignFn;
@@ -189,6 +190,9 @@ function bind(koffi: Koffi, lib: ReturnType<Koffi['load']>): LibvirtBinding {
     // caller frees the whole list (records, their typed params and domain refs) with
     // virDomainStatsRecordListFree.
     virConnectGetAllDomainStats: f('int virConnectGetAllDomainStats(virConnect *conn, unsigned int stats, _Out_ void **retStats, unsigned int flags)'),
+    // doms: a NULL-terminated array of virDomainPtr (stats.ts builds it in a Buffer); same
+    // record list as above.
+    virDomainListGetStats: f('int virDomainListGetStats(void *doms, unsigned int stats, _Out_ void **retStats, unsigned int flags)'),
     virDomainStatsRecordListFree: f('void virDomainStatsRecordListFree(void *stats)'),
     virDomainStartDirtyRateCalc: f('int virDomainStartDirtyRateCalc(virDomain *dom, int seconds, unsigned int flags)'),
     // params: a caller-owned virTypedParameter array (typed-params.ts builds it in a Buffer).

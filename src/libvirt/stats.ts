@@ -315,18 +315,41 @@ const VIR_UUID_STRING_BUFLEN = 37;
 
 /**
  * virConnectGetAllDomainStats on `lane`, decoded. `groups` empty means every group the driver
- * supports (stats = 0). The record list (records, their typed params and the domain references
- * inside) is decoded into JS first and then freed with virDomainStatsRecordListFree, on the
- * lane like every other call, even when decoding throws.
+ * supports (stats = 0).
  */
 export async function fetchAllDomainStats(lane: Lane, groups: readonly string[], flags: number | readonly string[]): Promise<DomainStats[]> {
-  const lv = lane.lv;
-  const mask = statsMask(groups);
-  const flagMask = statsFlagsMask(flags);
   const out: Handle[] = [null];
-  const n = await lane.run<number>('virConnectGetAllDomainStats', lv.fn.virConnectGetAllDomainStats, [lane.conn, mask, out, flagMask], (r) => r < 0);
-  const list = out[0];
+  const n = await lane.run<number>('virConnectGetAllDomainStats', lane.lv.fn.virConnectGetAllDomainStats, [lane.conn, statsMask(groups), out, statsFlagsMask(flags)], (r) => r < 0);
+  return decodeStatsList(lane, out[0] ?? null, n);
+}
+
+/** The domain-list filters virDomainListGetStats rejects (it is given the domains). */
+const LIST_FILTER_FLAGS = ['active', 'inactive', 'persistent', 'transient', 'running', 'paused', 'shutoff', 'other'];
+
+/**
+ * virDomainListGetStats for one domain: what a per-VMI launcher asks on every scrape, at the
+ * cost of one domain instead of every domain on the node. null when libvirt returned no record.
+ */
+export async function fetchDomainStats(lane: Lane, dom: Handle, groups: readonly string[], flags: readonly string[], subject?: string): Promise<DomainStats | null> {
+  const filter = flags.find((f) => LIST_FILTER_FLAGS.includes(f));
+  if (filter) throw new RangeError(`flag '${filter}' filters a domain list; it cannot be used for one domain`);
+  const lv = lane.lv;
+  // The NULL-terminated virDomainPtr array: the domain's address, then NULL.
+  const doms = Buffer.alloc(16);
+  doms.writeBigUInt64LE(BigInt(lv.koffi.address(dom)), 0);
+  const out: Handle[] = [null];
+  const n = await lane.run<number>('virDomainListGetStats', lv.fn.virDomainListGetStats, [doms, statsMask(groups), out, statsFlagsMask(flags)], (r) => r < 0, subject);
+  return (await decodeStatsList(lane, out[0] ?? null, n))[0] ?? null;
+}
+
+/**
+ * A record list decoded into JS (records, their typed params and the domain references inside)
+ * and then freed with virDomainStatsRecordListFree, on the lane like every other call, even when
+ * decoding throws.
+ */
+async function decodeStatsList(lane: Lane, list: Handle, n: number): Promise<DomainStats[]> {
   if (!list) return [];
+  const lv = lane.lv;
   try {
     const uuidBuf = Buffer.alloc(VIR_UUID_STRING_BUFLEN);
     return lv.decodePtrArray(list, n).map((recPtr) => {

@@ -8,7 +8,8 @@ import type { LauncherLink, DomainStatusMsg } from './launcher-server';
 import type { VmiRecord } from './store';
 import type { NormalizedVmi, VmiCondition, VmiEvent, VmiPhase, VmiStatus, VmiView } from './types';
 
-export const MAX_EVENTS = 50;
+/** Events kept per VMI (distinct ones: repeats are folded into their entry). */
+export const MAX_EVENTS = 100;
 
 export interface Entry {
   rec: VmiRecord;
@@ -52,9 +53,20 @@ export function setCondition(status: VmiStatus, type: string, value: VmiConditio
   else status.conditions.push(next);
 }
 
-/** Appends to the bounded event history. */
-export function addEvent(e: Entry, type: VmiEvent['type'], reason: string, message: string): void {
-  e.events.push({ time: new Date().toISOString(), type, reason, message });
+/**
+ * Records an event in the bounded history (oldest first, by last occurrence). An identical
+ * event already kept is moved to the end with its count raised (Kubernetes' event
+ * de-duplication), so a launcher flapping in a loop cannot push every other event out.
+ */
+export function addEvent(e: Entry, type: VmiEvent['type'], reason: string, message: string, now: Date = new Date()): void {
+  const time = now.toISOString();
+  const i = e.events.findIndex((x) => x.type === type && x.reason === reason && x.message === message);
+  if (i >= 0) {
+    const [prev] = e.events.splice(i, 1) as [VmiEvent];
+    e.events.push({ ...prev, time, count: (prev.count ?? 1) + 1, lastTimestamp: time });
+    return;
+  }
+  e.events.push({ time, type, reason, message, count: 1, firstTimestamp: time, lastTimestamp: time });
   if (e.events.length > MAX_EVENTS) e.events.splice(0, e.events.length - MAX_EVENTS);
 }
 
@@ -69,7 +81,7 @@ export function viewOf(e: Entry): VmiView {
     status: { ...e.status, conditions: e.status.conditions.map((c) => ({ ...c })), interfaces: e.status.interfaces.map((i) => ({ ...i })) },
     revision: e.rec.revision,
     deleting: e.rec.deleting,
-    events: e.events.slice(),
+    events: e.events.map((x) => ({ ...x })),
     domainXml: e.domainXml,
   };
 }

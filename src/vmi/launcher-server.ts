@@ -12,12 +12,14 @@ import type * as grpc from '@grpc/grpc-js';
 import { ErrorCodes, VhError } from '../errors';
 import { MalformedRequest, toGrpcStatus } from '../grpc/errors';
 import type { Logger } from '../log';
+import { isUuid } from './ids';
 
 export const REGISTER_TIMEOUT_MS = 5_000;
 export const HEARTBEAT_INTERVAL_MS = 1_000;
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const MAX_FIELD = 64 * 1024;
 const MAX_XML = 1024 * 1024;
+/** A stats answer larger than this is refused (hundreds of disks and NICs fit well below). */
+const MAX_STATS_JSON = 1024 * 1024;
 /** libvirt state names the launcher may report ('' = no domain yet). */
 const DOMAIN_STATES = new Set(['', 'nostate', 'running', 'blocked', 'paused', 'shutdown', 'shutoff', 'crashed', 'pmsuspended', 'unknown']);
 
@@ -40,7 +42,8 @@ export type CommandBody =
   | { shutdown: { gracePeriodSeconds: number } }
   | { destroy: Record<string, never> }
   | { teardown: Record<string, never> }
-  | { getStatus: Record<string, never> };
+  | { getStatus: Record<string, never> }
+  | { getStats: Record<string, never> };
 
 /** What the launcher server asks of the VMI manager. */
 export interface LauncherRegistry {
@@ -60,7 +63,7 @@ type Duplex = grpc.ServerDuplexStream<unknown, unknown>;
 export class LauncherLink {
   lastHeartbeatAt = Date.now();
   private seq = 0;
-  private readonly pending = new Map<string, { resolve: () => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  private readonly pending = new Map<string, { resolve: (statsJson: string) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   private ended = false;
 
   constructor(
@@ -75,9 +78,18 @@ export class LauncherLink {
 
   /** Sends a command; resolves on ok=true, rejects with the launcher's error or DEADLINE_EXCEEDED. */
   send(body: CommandBody, timeoutMs: number): Promise<void> {
+    return this.request(body, timeoutMs).then(() => undefined);
+  }
+
+  /** Asks for the domain's statistics; resolves with the launcher's stats JSON (unvalidated). */
+  stats(timeoutMs: number): Promise<string> {
+    return this.request({ getStats: {} }, timeoutMs);
+  }
+
+  private request(body: CommandBody, timeoutMs: number): Promise<string> {
     if (this.ended) return Promise.reject(new VhError(ErrorCodes.FAILED_PRECONDITION, `launcher for ${this.uid} is not connected`));
     const id = `c${++this.seq}`;
-    return new Promise<void>((resolve, reject) => {
+    return new Promise<string>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
         reject(new VhError(ErrorCodes.DEADLINE_EXCEEDED, `launcher for ${this.uid} did not answer ${Object.keys(body)[0]} within ${timeoutMs} ms`));
@@ -88,12 +100,12 @@ export class LauncherLink {
   }
 
   /** A CommandResult arrived. Unknown ids (late answers after a timeout) are ignored. */
-  result(id: string, ok: boolean, error: string): void {
+  result(id: string, ok: boolean, error: string, statsJson = ''): void {
     const p = this.pending.get(id);
     if (!p) return;
     this.pending.delete(id);
     clearTimeout(p.timer);
-    if (ok) p.resolve();
+    if (ok) p.resolve(statsJson);
     else p.reject(new VhError(ErrorCodes.FAILED_PRECONDITION, `launcher: ${error || 'command failed'}`));
   }
 
@@ -169,7 +181,7 @@ export function launcherServiceImplementation(registry: LauncherRegistry, log: L
           const uid = reg.vmiUid;
           const token = reg.token;
           const pid = reg.pid;
-          if (typeof uid !== 'string' || !UUID_RE.test(uid)) return reject(new VhError(ErrorCodes.INVALID_ARGUMENT, 'register.vmi_uid: must be a lower-case UUID'));
+          if (typeof uid !== 'string' || !isUuid(uid)) return reject(new VhError(ErrorCodes.INVALID_ARGUMENT, 'register.vmi_uid: must be a lower-case UUID'));
           if (typeof token !== 'string' || token.length === 0 || token.length > 256) return reject(new VhError(ErrorCodes.UNAUTHENTICATED, 'register.token: missing or malformed'));
           if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0) return reject(new VhError(ErrorCodes.INVALID_ARGUMENT, 'register.pid: must be a positive integer'));
           registering = true;
@@ -196,7 +208,10 @@ export function launcherServiceImplementation(registry: LauncherRegistry, log: L
           } else if (m.result) {
             const r = m.result as Record<string, unknown>;
             if (typeof r.id !== 'string' || typeof r.ok !== 'boolean' || typeof (r.error ?? '') !== 'string') throw new VhError(ErrorCodes.INVALID_ARGUMENT, 'result: id, ok and error are required');
-            l.result(r.id, r.ok, String(r.error ?? '').slice(0, MAX_FIELD));
+            const statsJson = r.statsJson ?? '';
+            // An unusable stats answer fails that one command; the link itself stays.
+            if (typeof statsJson !== 'string' || statsJson.length > MAX_STATS_JSON) l.result(r.id, false, `result.stats_json: not a string of at most ${MAX_STATS_JSON} characters`);
+            else l.result(r.id, r.ok, String(r.error ?? '').slice(0, MAX_FIELD), statsJson);
           } else if (m.register) {
             throw new VhError(ErrorCodes.INVALID_ARGUMENT, 'register sent twice');
           } else {

@@ -268,12 +268,19 @@ export interface VmiStatus {
   domainState: string;
 }
 
-/** One entry of a VMI's recent event history. */
+/**
+ * One entry of a VMI's recent event history. Repeats of an identical event (same type, reason
+ * and message) are folded into one entry as Kubernetes does: `count` occurrences between
+ * `firstTimestamp` and `lastTimestamp`; `time` is the last occurrence.
+ */
 export interface VmiEvent {
   time: string;
   type: 'Normal' | 'Warning';
   reason: string;
   message: string;
+  count?: number;
+  firstTimestamp?: string;
+  lastTimestamp?: string;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ import {
   type NormalizedVmi, type NormalizedVolume, type RunStrategy, type ValidationContext, type ValidationResult,
   type VmiLimits,
 } from './types';
+import { isDnsLabel, isUuid } from './ids';
 
 /** Node limits used when ValidationContext.limits leaves one out. */
 export const DEFAULT_LIMITS: Readonly<VmiLimits> = Object.freeze({
@@ -68,8 +69,6 @@ const MIN_GUEST_MEMORY = 16 * 2 ** 20;
 const MIN_DISK_BYTES = 2 ** 20;
 const HUGEPAGE_SIZES = [2 * 2 ** 20, 2 ** 30];
 
-const DNS_LABEL_RE = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const CPU_MODEL_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const MACHINE_RE = /^(q35|pc|pc-q35-\d{1,2}\.\d{1,2}|pc-i440fx-\d{1,2}\.\d{1,2})$/;
 const SERIAL_RE = /^[A-Za-z0-9_-]{1,20}$/;
@@ -252,7 +251,7 @@ class Validator {
   private dnsLabel(value: unknown, field: string): string | undefined {
     const s = this.str(value, field, { max: 253 });
     if (s === undefined) return undefined;
-    if (s.length === 0 || s.length > 63 || !DNS_LABEL_RE.test(s)) {
+    if (!isDnsLabel(s)) {
       this.v.add(field, `${q(s)} must be a DNS-1123 label (lower-case alphanumerics and '-', at most 63 characters)`);
       return undefined;
     }
@@ -341,7 +340,7 @@ class Validator {
     let uid = '';
     if (m.has('uid')) {
       const s = this.str(m.get('uid'), 'metadata.uid', { max: 64 });
-      if (s !== undefined && !UUID_RE.test(s)) this.v.add('metadata.uid', `${q(s)} must be a lower-case UUID`);
+      if (s !== undefined && !isUuid(s)) this.v.add('metadata.uid', `${q(s)} must be a lower-case UUID`);
       else if (s !== undefined && /^[0-]+$/.test(s)) this.v.add('metadata.uid', 'must not be the nil UUID');
       else if (s !== undefined) uid = s;
     }

@@ -6,9 +6,11 @@
  * - a failed run is retried after a jittered, capped, per-key exponential backoff; success
  *   resets the key's backoff; `addAfter` schedules a re-check (e.g. a timeout) without counting
  *   as a failure;
- * - counters for metrics: depth, in flight, processed, failures, and run latency.
+ * - counters for metrics: depth, in flight, adds, processed, failures, and histograms of the
+ *   wait (queued -> started) and of the run duration.
  */
 import { backoffDelay, type Backoff } from '../libvirt/supervisor';
+import { Histogram, type HistogramSnapshot } from '../util/histogram';
 
 export type Handler = (key: string) => Promise<void>;
 
@@ -19,6 +21,12 @@ export interface WorkQueueStats {
   failures: number;
   /** Sum and count of run durations (ms), for an average. */
   runMsTotal: number;
+  /** Keys queued (a key already queued or dirty does not count again), as client-go's adds. */
+  adds: number;
+  /** Seconds from queued to started (a dirty re-run: from the end of the previous run). */
+  waitSeconds: HistogramSnapshot;
+  /** Seconds a run took. */
+  runSeconds: HistogramSnapshot;
 }
 
 export class WorkQueue {
@@ -31,7 +39,11 @@ export class WorkQueue {
   private readonly failuresByKey = new Map<string, number>();
   private readonly idleWaiters: Array<() => void> = [];
   private stopped = false;
-  private readonly counters = { processed: 0, failures: 0, runMsTotal: 0 };
+  private readonly counters = { processed: 0, failures: 0, runMsTotal: 0, adds: 0 };
+  /** performance.now() when each queued key was queued. */
+  private readonly queuedAt = new Map<string, number>();
+  private readonly waitHist = new Histogram();
+  private readonly runHist = new Histogram();
 
   constructor(
     private readonly handler: Handler,
@@ -55,6 +67,8 @@ export class WorkQueue {
     }
     if (this.queued.has(key)) return;
     this.queued.add(key);
+    this.queuedAt.set(key, performance.now());
+    this.counters.adds++;
     this.queue.push(key);
     this.pump();
   }
@@ -88,7 +102,7 @@ export class WorkQueue {
   }
 
   stats(): WorkQueueStats {
-    return { depth: this.queue.length, inFlight: this.running.size, ...this.counters };
+    return { depth: this.queue.length, inFlight: this.running.size, ...this.counters, waitSeconds: this.waitHist.snapshot(), runSeconds: this.runHist.snapshot() };
   }
 
   /** Resolves when nothing is queued or running (delayed adds do not count). */
@@ -105,6 +119,7 @@ export class WorkQueue {
     this.due.clear();
     this.queue.length = 0;
     this.queued.clear();
+    this.queuedAt.clear();
     this.dirty.clear();
     if (this.running.size > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
   }
@@ -113,6 +128,9 @@ export class WorkQueue {
     while (!this.stopped && this.running.size < this.workers && this.queue.length > 0) {
       const key = this.queue.shift() as string;
       this.queued.delete(key);
+      const at = this.queuedAt.get(key);
+      this.queuedAt.delete(key);
+      if (at !== undefined) this.waitHist.observe((performance.now() - at) / 1000);
       this.running.add(key);
       void this.run(key);
     }
@@ -120,6 +138,7 @@ export class WorkQueue {
 
   private async run(key: string): Promise<void> {
     const t0 = Date.now();
+    const p0 = performance.now();
     let retryIn = -1;
     try {
       await this.handler(key);
@@ -137,6 +156,7 @@ export class WorkQueue {
     } finally {
       this.counters.processed++;
       this.counters.runMsTotal += Date.now() - t0;
+      this.runHist.observe((performance.now() - p0) / 1000);
       this.running.delete(key);
     }
     if (this.dirty.delete(key)) this.add(key);

@@ -187,6 +187,25 @@ describe('libvirt domain API on test:///default', () => {
     }
   });
 
+  it('Domain.getStats: one domain through virDomainListGetStats, same decoding, list filters refused', async () => {
+    const d = await conn.lookupByName('test');
+    try {
+      const one = await d.getStats(['state', 'cpu-total', 'balloon', 'vcpu', 'interface', 'block']);
+      const all = (await conn.getAllDomainStats(['state'])).find((s) => s.name === 'test');
+      assert.ok(one && all);
+      assert.equal(one.name, 'test');
+      assert.equal(one.uuid, d.uuid);
+      assert.deepEqual(one.raw, all.raw);
+      assert.deepEqual(await d.getStats(), one, 'no groups = every group the driver has');
+      await assert.rejects(() => d.getStats(['state'], ['running']), /filters a domain list/);
+      await assert.rejects(() => d.getStats(['cpu']), RangeError);
+      // Rejected by libvirt itself: the typed error names the call.
+      await assert.rejects(() => d.getStats(['state', 'cpu-total'], ['enforceStats']), libvirtErr('virDomainListGetStats', 'VIR_ERR_ARGUMENT_UNSUPPORTED'));
+    } finally {
+      await d.free();
+    }
+  });
+
   it('getAllDomainStats decodes what the test driver reports (state only) and invents nothing', async () => {
     const all = await conn.getAllDomainStats(['state', 'cpu-total', 'balloon', 'vcpu', 'interface', 'block', 'dirtyrate']);
     const t = all.find((s) => s.name === 'test');
