@@ -34,7 +34,9 @@ import { Readiness } from './util/readiness';
 import { LibvirtSupervisor } from './libvirt/supervisor';
 import { type NodeCapabilities, readNodeCapabilities, summarizeCapabilities } from './libvirt/node-capabilities';
 import type { Connection } from './libvirt/connection';
+import { testManagerOverrides } from './vmi/failpoints';
 import { VmiManager } from './vmi/manager';
+import { MetricsCollector, statsTargets } from './vmi/metrics-collector';
 import { vmiServiceImplementation } from './grpc/vmi-service';
 import { launcherServiceImplementation } from './vmi/launcher-server';
 import { loadProtos } from './grpc/proto';
@@ -117,6 +119,11 @@ export class App {
         for (const v of m.list()) phases[v.status.phase] = (phases[v.status.phase] ?? 0) + 1;
         return { phases, queue: m.queueStats() };
       },
+      // Per-VMI domain stats, asked of each launcher at scrape time (bounded: metrics-collector.ts).
+      vmiStats: new MetricsCollector({
+        targets: () => statsTargets(this.vmis?.entriesSnapshot() ?? []),
+        onError: (t, err) => logger.debug({ vmi: `${t.namespace}/${t.name}`, err: err instanceof Error ? err.message : String(err) }, 'vmi stats unavailable'),
+      }),
     });
 
     const http = new HttpServer({
@@ -153,8 +160,13 @@ export class App {
       libvirtUri: config.libvirt.uri,
       embedFallback: config.vmi.embeddedLibvirt,
       libvirt: () => (this.libvirt?.connection as Connection | null | undefined) ?? null,
+      libvirtSettled: () => {
+        const s = this.libvirt?.status(); // null until startLibvirt (which runs only when libvirt.uri is set)
+        return s ? s.connects > 0 || s.failedAttempts > 0 : false;
+      },
       capabilities: () => this.libvirtCaps,
       nodeInfo: () => this.nodeInfo,
+      ...testManagerOverrides(), // test-only (src/vmi/failpoints.ts); {} in production
     });
     fs.mkdirSync(config.vmi.imageRoot, { recursive: true, mode: 0o750 });
     vmis.start();

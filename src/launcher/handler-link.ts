@@ -6,24 +6,33 @@
  *   spawn token is one-time), and nothing else until Registered; then heartbeats every
  *   heartbeat_interval_ms.
  * - Any end of the stream (handler restart, UNAUTHENTICATED, a protocol violation) is retried
- *   with the supervisor's capped, jittered backoff, forever: the VM keeps running while the
- *   handler is away, and only the handler (teardown) or a signal ends the launcher. Each
- *   distinct failure is logged once at warn, repeats at debug.
+ *   with jittered backoff capped at 4 s, forever: the VM keeps running while the handler is
+ *   away, and only the handler (teardown) or a signal ends the launcher. The cap is low because
+ *   a restarted handler gives a live launcher 30 s to reconnect before it calls the VMI Unknown,
+ *   and a retry is one local connect. While waiting, the socket's directory is watched: the
+ *   handler's socket appearing again triggers the retry at once, so re-adoption takes
+ *   milliseconds, not the remaining backoff. Each distinct failure is logged once at warn,
+ *   repeats at debug.
  * - Statuses produced while disconnected are dropped (the owner re-sends the current status on
  *   every Registered); command results are kept (bounded) and sent after the next Registered,
- *   since the command that produced them may have changed the domain.
+ *   since the command that produced them may have changed the domain (stats answers are
+ *   dropped instead: the scrape that asked has given up).
  */
 import { EventEmitter } from 'node:events';
+import * as fs from 'node:fs';
+import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { loadProtos } from '../grpc/proto';
 import type { Logger } from '../log';
-import { type Backoff, DEFAULT_BACKOFF, backoffDelay } from '../libvirt/supervisor';
+import { type Backoff, backoffDelay } from '../libvirt/supervisor';
 import type { Command, CommandResult, DomainStatus, HandlerMessage, LauncherMessage } from './messages';
 
 /** Used when Registered carries no (or an absurd) interval. */
 export const DEFAULT_HEARTBEAT_MS = 10_000;
 /** A Register unanswered this long is treated as a dead stream. */
 export const REGISTER_TIMEOUT_MS = 15_000;
+/** Reconnect backoff to the handler's local socket (see the header for why the cap is low). */
+export const LINK_BACKOFF: Backoff = { initialMs: 250, maxMs: 4_000, stableMs: 10_000 };
 /** Results kept while disconnected; older ones are dropped (and logged). */
 const MAX_PENDING_RESULTS = 64;
 
@@ -69,10 +78,13 @@ export class HandlerLink extends EventEmitter {
   private registrations = 0;
   /** Why we cancelled the current stream ourselves (reported instead of grpc's CANCELLED). */
   private cancelReason: string | null = null;
+  private socketWatch: fs.FSWatcher | null = null;
+  /** The socket appeared while an attempt was in flight. */
+  private retrySoon = false;
 
   constructor(private readonly opts: HandlerLinkOptions) {
     super();
-    this.backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
+    this.backoff = { ...LINK_BACKOFF, ...opts.backoff };
   }
 
   /** Starts dialling (idempotent). */
@@ -171,6 +183,8 @@ export class HandlerLink extends EventEmitter {
     if (this.registerTimer) clearTimeout(this.registerTimer);
     this.registerTimer = null;
     this.registered = true;
+    this.unwatchSocket(); // only watched while waiting to reconnect
+    this.retrySoon = false;
     if (reg.sessionToken) this.sessionToken = reg.sessionToken;
     else if (!this.sessionToken) this.opts.logger.warn('Registered carried no session token; reconnects will reuse the spawn token');
     const ms = reg.heartbeatIntervalMs;
@@ -222,11 +236,43 @@ export class HandlerLink extends EventEmitter {
 
   private schedule(): void {
     if (this.stopped || this.retryTimer) return;
-    const delay = backoffDelay(this.attempt++, this.backoff, this.opts.random);
+    const delay = this.retrySoon ? 0 : backoffDelay(this.attempt++, this.backoff, this.opts.random);
+    this.retrySoon = false;
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
       this.connect();
     }, delay);
+    this.watchSocket();
+  }
+
+  /** While a retry is pending, the handler's socket (re)appearing means: retry now. */
+  private watchSocket(): void {
+    if (this.socketWatch || this.stopped) return;
+    const dir = path.dirname(this.opts.socketPath);
+    const base = path.basename(this.opts.socketPath);
+    try {
+      this.socketWatch = fs.watch(dir, { persistent: false }, (_event, file) => {
+        if (file !== base || this.stopped) return;
+        if (!this.retryTimer) {
+          // An attempt is in flight (it may fail: the handler was still binding): the retry
+          // after it goes at once instead of after the backoff.
+          this.retrySoon = true;
+          return;
+        }
+        clearTimeout(this.retryTimer);
+        this.retryTimer = null;
+        this.opts.logger.debug({ socket: this.opts.socketPath }, 'handler socket appeared; reconnecting now');
+        this.connect();
+      });
+      this.socketWatch.on('error', () => this.unwatchSocket());
+    } catch {
+      this.socketWatch = null; // no directory (yet): the timer alone retries
+    }
+  }
+
+  private unwatchSocket(): void {
+    this.socketWatch?.close();
+    this.socketWatch = null;
   }
 
   private write(msg: LauncherMessage): Promise<void> {
@@ -247,6 +293,8 @@ export class HandlerLink extends EventEmitter {
   }
 
   private queueResult(result: CommandResult): void {
+    // A stats answer is only worth something to the scrape that asked; that one has given up.
+    if (result.statsJson) return;
     this.pendingResults.push(result);
     if (this.pendingResults.length > MAX_PENDING_RESULTS) {
       const dropped = this.pendingResults.shift();
@@ -257,5 +305,6 @@ export class HandlerLink extends EventEmitter {
   private clearTimers(): void {
     for (const t of [this.heartbeat, this.retryTimer, this.registerTimer, this.stableTimer]) if (t) clearTimeout(t);
     this.heartbeat = this.retryTimer = this.registerTimer = this.stableTimer = null;
+    this.unwatchSocket();
   }
 }

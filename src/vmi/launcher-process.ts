@@ -10,6 +10,7 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import * as fs from 'node:fs';
+import * as os from 'node:os';
 import * as path from 'node:path';
 
 /** A new random token (256 bits, base64url). */
@@ -122,7 +123,7 @@ export async function spawnLauncher(o: SpawnOptions): Promise<SpawnedLauncher> {
   return { pid, startTime, token, child, exited };
 }
 
-/** The last non-empty line of the launcher's log (for "launcher exited 1: ..." reasons). */
+/** The launcher log's last warning, error or plain-text line (for "launcher exited 1: ..." reasons). */
 export function lastLogLine(vmiDir: string, maxBytes = 4096): string {
   try {
     const file = path.join(vmiDir, 'launcher.log');
@@ -131,19 +132,131 @@ export function lastLogLine(vmiDir: string, maxBytes = 4096): string {
       const size = fs.fstatSync(fd).size;
       const buf = Buffer.alloc(Math.min(size, maxBytes));
       fs.readSync(fd, buf, 0, buf.length, size - buf.length);
-      const lines = buf.toString('utf8').split('\n').map((l) => l.trim()).filter(Boolean);
-      const last = lines.at(-1) ?? '';
-      // Launcher logs are pino JSON: show the message and error, not the whole object.
-      try {
-        const j = JSON.parse(last) as { msg?: string; err?: { message?: string } };
-        return [j.msg, j.err?.message].filter(Boolean).join(': ').slice(0, 300);
-      } catch {
-        return last.slice(0, 300);
+      const lines = buf.toString('utf8').split('\n');
+      if (buf.length < size) lines.shift(); // the window began mid-line
+      for (let i = 0; i < lines.length; i++) lines[i] = (lines[i] as string).trim();
+      // Launcher logs are pino JSON: the last warning or error (message and error, not the whole
+      // object), or the last plain-text line (an uncaught exception's stack). Info lines say
+      // nothing about why a launcher died.
+      for (let i = lines.length - 1; i >= 0; i--) {
+        const line = lines[i] as string;
+        if (!line) continue;
+        type PinoLine = { level?: number; msg?: string; err?: { message?: string } } | null;
+        let j: PinoLine;
+        try {
+          j = JSON.parse(line) as PinoLine;
+        } catch {
+          if (/^(Node\.js v\d|at |\^|\})/.test(line)) continue; // stack frames and node's footer
+          return line.slice(0, 300);
+        }
+        if (j && typeof j === 'object' && (j.level ?? 0) >= 40) return [j.msg, j.err?.message].filter(Boolean).join(': ').slice(0, 300);
       }
+      return '';
     } finally {
       fs.closeSync(fd);
     }
   } catch {
     return '';
   }
+}
+
+/**
+ * Live launcher processes of VMI `uid` for the handler at `handlerSocket`, found by their command
+ * line (`--vmi-uid UID --handler-socket SOCK`, set by spawnLauncher). A handler killed between
+ * spawning a launcher and recording its pid knows no pid: this is how its successor finds it.
+ */
+export function findLauncherProcesses(uid: string, handlerSocket: string, procRoot = '/proc'): Array<{ pid: number; startTime: number }> {
+  return scanLauncherProcesses(handlerSocket, procRoot).get(uid) ?? [];
+}
+
+/** Every live launcher process of the handler at `handlerSocket`, by VMI uid: one pass over /proc. */
+export function scanLauncherProcesses(handlerSocket: string, procRoot = '/proc'): Map<string, Array<{ pid: number; startTime: number }>> {
+  const out = new Map<string, Array<{ pid: number; startTime: number }>>();
+  let names: string[];
+  try {
+    names = fs.readdirSync(procRoot);
+  } catch {
+    return out;
+  }
+  for (const n of names) {
+    const pid = Number(n);
+    if (!Number.isInteger(pid) || pid <= 1 || pid === process.pid) continue;
+    let argv: string[];
+    try {
+      argv = fs.readFileSync(path.join(procRoot, n, 'cmdline'), 'utf8').split('\0');
+    } catch {
+      continue;
+    }
+    const at = (flag: string): string | undefined => argv[argv.indexOf(flag) + 1];
+    const uid = argv.includes('--vmi-uid') ? at('--vmi-uid') : undefined;
+    if (!uid || at('--handler-socket') !== handlerSocket) continue;
+    const startTime = procStartTime(pid, procRoot);
+    if (startTime === null) continue;
+    const list = out.get(uid) ?? [];
+    list.push({ pid, startTime });
+    out.set(uid, list);
+  }
+  return out;
+}
+
+/**
+ * Bounds how many launchers are starting at once (spawned, not yet registered). A launcher's
+ * start is CPU-bound (~0.2-0.3 s of node start, bundle load, libvirt open); started all at once,
+ * N launchers share the CPUs fairly, so every one of them is late by ~N x that, and past the
+ * registration timeouts (20 s here, 15 s in the launcher) a burst of 200 on 2 CPUs turned into a
+ * kill-and-respawn storm. Gated, the CPUs stay just as busy but launchers finish one batch after
+ * another, each within the timeouts. Waiters are served in arrival order; `wake` requeues one
+ * when a slot frees.
+ */
+export class LauncherStartGate {
+  private readonly holders = new Set<string>();
+  private readonly waiting = new Set<string>();
+
+  constructor(
+    readonly limit: number,
+    private readonly wake: (uid: string) => void,
+  ) {}
+
+  /** Takes a start slot for `uid` (true), or queues it behind earlier waiters (false). */
+  tryAcquire(uid: string): boolean {
+    if (this.holders.has(uid)) return true;
+    const free = this.limit - this.holders.size;
+    let ahead = 0;
+    for (const w of this.waiting) {
+      if (w === uid) break;
+      ahead++;
+    }
+    if (free > 0 && ahead < free) {
+      this.waiting.delete(uid);
+      this.holders.add(uid);
+      return true;
+    }
+    this.waiting.add(uid);
+    return false;
+  }
+
+  /** `uid`'s launcher registered or is gone: frees its slot (a waiter keeps its place). */
+  release(uid: string): void {
+    if (!this.holders.delete(uid)) return;
+    let n = 0;
+    for (const w of this.waiting) {
+      if (n++ >= this.limit - this.holders.size) break;
+      this.wake(w);
+    }
+  }
+
+  /** `uid` is being deleted: frees its slot and its place in the line. */
+  forget(uid: string): void {
+    this.waiting.delete(uid);
+    this.release(uid);
+  }
+
+  stats(): { starting: number; waiting: number } {
+    return { starting: this.holders.size, waiting: this.waiting.size };
+  }
+}
+
+/** Launchers starting at once: two per CPU keeps every CPU busy while some wait on I/O. */
+export function defaultStartConcurrency(): number {
+  return Math.max(2, 2 * os.availableParallelism());
 }

@@ -21,7 +21,8 @@ import { buildDomainXml } from './domain-xml';
 import { planDisks } from './disk-plan';
 import { type Entry, addEvent, domainNameOf, setCondition } from './entry';
 import type { DomainStatusMsg } from './launcher-server';
-import { hashToken, isSameProcess, lastLogLine, newToken, spawnLauncher, defaultLauncherCommand } from './launcher-process';
+import { failpoint } from './failpoints';
+import { findLauncherProcesses, hashToken, isSameProcess, lastLogLine, newToken, spawnLauncher, defaultLauncherCommand } from './launcher-process';
 import type { ManagerOptions, VmiManager } from './manager';
 import type { DomainXmlContext, VmiPhase } from './types';
 
@@ -38,14 +39,15 @@ const MAX_UNIX_PATH = 107;
 export async function reconcile(d: LifecycleDeps, e: Entry): Promise<void> {
   const { m } = d;
   const uid = e.rec.uid;
+  // A start slot is held from spawn until the launcher registers (or is gone, or deleted).
+  if (e.rec.deleting) m.startGate.forget(uid);
+  else if (e.link?.isOpen || !e.rec.launcher) m.startGate.release(uid);
+  if (e.rec.launcher?.pid === 0) return findUnrecordedLauncher(d, e);
   if (e.rec.deleting) return teardownForDelete(d, e);
   const l = e.rec.launcher;
   if (l) {
     const alive = l.pid > 0 && isSameProcess(l.pid, l.startTime);
     if (!alive) {
-      // pid 0: the handler crashed between recording the spawn and recording the pid; a launcher
-      // started then may still register with its spawn token.
-      if (l.pid === 0 && Date.now() - e.launcherSince < m.timing.registerTimeoutMs) return m.requeue(uid, 1000);
       return launcherGone(d, e);
     }
     if (!e.link || !e.link.isOpen) {
@@ -116,6 +118,7 @@ function preflight(d: LifecycleDeps, e: Entry): { phase: 'Pending' | 'Failed'; r
   const vmi = e.vmi;
   if (!vmi) return { phase: 'Failed', reason: e.status.reason || 'invalid spec', retryMs: -1 };
   const nodeLibvirt = opts.libvirtUri !== null && opts.libvirt() !== null;
+  if (!nodeLibvirt && opts.libvirtUri !== null && opts.libvirtSettled?.() === false) return { phase: 'Pending', reason: `waiting for the first connection to libvirt ${opts.libvirtUri}`, retryMs: 500 };
   if (!nodeLibvirt && !opts.embedFallback) {
     return opts.libvirtUri === null
       ? { phase: 'Pending', reason: 'libvirt is switched off (libvirt.uri=off) and vmi.embeddedLibvirt is off: VMIs cannot run on this node', retryMs: 30_000 }
@@ -221,7 +224,13 @@ async function startLauncher(d: LifecycleDeps, e: Entry): Promise<void> {
     afterStop(d, e, false);
     return;
   }
+  if (!m.startGate.tryAcquire(uid)) {
+    setPhase(d, e, 'Scheduling', 'waiting for a launcher start slot');
+    m.log.debug({ uid, ...m.startGate.stats() }, 'launcher start deferred');
+    return m.requeue(uid, 5_000); // the gate wakes it sooner; this is only a safety net
+  }
   const dir = m.store.ensureDir(uid);
+  killStrayLaunchers(d, e);
   const token = newToken();
   // Durable before the side effect: a crash after this line leaves a record that expects a
   // launcher holding this token, which may still register (see reconcile, pid 0).
@@ -232,6 +241,7 @@ async function startLauncher(d: LifecycleDeps, e: Entry): Promise<void> {
   e.status.phase = 'Scheduling';
   e.status.reason = 'starting the launcher';
   m.persist(e);
+  failpoint('launcher-after-record');
   e.launcherSince = Date.now();
   e.started = false;
   e.domain = null;
@@ -242,10 +252,12 @@ async function startLauncher(d: LifecycleDeps, e: Entry): Promise<void> {
     spawned = await spawnLauncher({ command: opts.launcherCommand ?? defaultLauncherCommand(), uid, vmiDir: dir, handlerSocket: opts.handlerSocket, logLevel: opts.logLevel, token });
   } catch (err) {
     e.rec = { ...e.rec, launcher: null };
+    m.startGate.release(uid);
     setPhase(d, e, 'Failed', `cannot start the launcher: ${(err as Error).message}`, true);
     afterStop(d, e, true);
     return;
   }
+  failpoint('launcher-after-spawn');
   e.child = spawned.child;
   void spawned.exited.then((x) => {
     e.childExit = x;
@@ -255,6 +267,7 @@ async function startLauncher(d: LifecycleDeps, e: Entry): Promise<void> {
   e.status.launcherPid = spawned.pid;
   addEvent(e, 'Normal', 'LauncherStarted', `launcher ${spawned.pid}`);
   m.publish(e, 'MODIFIED'); // persists the pid
+  failpoint('launcher-after-pid-record');
   m.requeue(uid, m.timing.registerTimeoutMs);
 }
 
@@ -273,6 +286,7 @@ async function startDomain(d: LifecycleDeps, e: Entry): Promise<void> {
   try {
     const libvirtUri = e.rec.launcher?.libvirtUri || opts.libvirtUri || launcherLibvirtUri(d, e);
     await link.send({ start: { domainXml: inputs.xml, disksJson: inputs.disksJson, libvirtUri } }, START_TIMEOUT_MS);
+    failpoint('domain-start-sent');
     e.started = true;
   } catch (err) {
     if (!link.isOpen) return; // the launcher went away; its exit is handled on the next run
@@ -318,6 +332,7 @@ async function requestTeardown(d: LifecycleDeps, e: Entry): Promise<void> {
   e.intent = 'teardown';
   e.intentSince = Date.now();
   await e.link?.send({ teardown: {} }, d.m.timing.commandTimeoutMs).catch((err: unknown) => d.m.log.warn({ err, uid: e.rec.uid }, 'teardown command failed; the launcher will be killed'));
+  if (e.rec.deleting) failpoint('teardown-sent');
   d.m.requeue(e.rec.uid, 200);
 }
 
@@ -330,12 +345,21 @@ async function waitForExit(d: LifecycleDeps, e: Entry): Promise<void> {
 /** The launcher process is gone: expected after teardown, a failure otherwise. */
 async function launcherGone(d: LifecycleDeps, e: Entry): Promise<void> {
   const { m } = d;
+  m.startGate.release(e.rec.uid);
   const l = e.rec.launcher;
   const expected = e.intent === 'teardown';
   // Our own child: its exit status says how it died (the pid poll can be faster than the exit event).
   const exit = e.childExit ?? (e.child && (e.child.exitCode !== null || e.child.signalCode !== null) ? { code: e.child.exitCode, signal: e.child.signalCode } : null);
   const how = exit ? (exit.signal ? `killed by ${exit.signal}` : `exited ${exit.code}`) : `exited (pid ${l?.pid ?? 0} gone)`;
+  const failed = !expected && !e.rec.deleting;
+  // Reported at once (setPhase is idempotent, so a cleanup retry does not repeat it); the
+  // runStrategy decision waits until the leftover domain is gone.
+  if (failed) {
+    const last = lastLogLine(m.store.dir(e.rec.uid));
+    setPhase(d, e, 'Failed', `launcher ${how}${last ? `: ${last}` : ''}`, true);
+  }
   // Never leave an orphan QEMU: the domain lives in libvirtd, not in the launcher.
+  killStrayLaunchers(d, e);
   const cleaned = await destroyLeftoverDomain(d, e);
   if (!cleaned) return m.requeue(e.rec.uid, 2000);
   e.rec = { ...e.rec, launcher: null };
@@ -350,9 +374,7 @@ async function launcherGone(d: LifecycleDeps, e: Entry): Promise<void> {
   e.status.launcherPid = null;
   e.status.domainState = '';
   setCondition(e.status, 'LauncherConnected', 'False', 'LauncherGone', how);
-  if (!expected && !e.rec.deleting) {
-    const last = lastLogLine(m.store.dir(e.rec.uid));
-    setPhase(d, e, 'Failed', `launcher ${how}${last ? `: ${last}` : ''}`, true);
+  if (failed) {
     afterStop(d, e, true);
   } else {
     m.persist(e);
@@ -374,7 +396,6 @@ async function teardownForDelete(d: LifecycleDeps, e: Entry): Promise<void> {
   const { m } = d;
   const l = e.rec.launcher;
   if (l && (l.pid === 0 || isSameProcess(l.pid, l.startTime))) {
-    if (l.pid === 0 && Date.now() - e.launcherSince < m.timing.registerTimeoutMs) return m.requeue(e.rec.uid, 500);
     if (e.link && e.link.isOpen && e.intent !== 'teardown') {
       const st = e.domain?.state ?? '';
       if (e.started && st !== '' && st !== 'shutoff' && st !== 'crashed') return gracefulShutdown(d, e, () => requestTeardown(d, e));
@@ -387,6 +408,8 @@ async function teardownForDelete(d: LifecycleDeps, e: Entry): Promise<void> {
     e.intent = 'teardown';
     return m.requeue(e.rec.uid, 250);
   }
+  failpoint('launcher-exited');
+  killStrayLaunchers(d, e);
   if (!(await destroyLeftoverDomain(d, e))) return m.requeue(e.rec.uid, 2000);
   fs.rmSync(embedRoot(d, e), { recursive: true, force: true });
   m.log.info({ uid: e.rec.uid, vmi: `${e.rec.namespace}/${e.rec.name}` }, 'VMI deleted');
@@ -453,6 +476,50 @@ function killEmbeddedQemu(d: LifecycleDeps, e: Entry): boolean {
   }
   fs.rmSync(pidfile, { force: true });
   return true;
+}
+
+/**
+ * A record with launcher pid 0: a handler died between recording a spawn and recording its pid.
+ * If the spawn happened, the launcher is found by its command line and adopted (it holds the
+ * spawn token the record expects, and registers with it); if it did not, nothing was started and
+ * the launcher is cleared from the record, so the VMI starts afresh.
+ */
+async function findUnrecordedLauncher(d: LifecycleDeps, e: Entry): Promise<void> {
+  const { m } = d;
+  const l = e.rec.launcher as NonNullable<Entry['rec']['launcher']>;
+  const [found, ...more] = findLauncherProcesses(e.rec.uid, d.opts.handlerSocket);
+  for (const p of more) kill(p.pid, p.startTime); // at most one spawn per record write; never two launchers
+  if (found) {
+    e.rec = { ...e.rec, launcher: { ...l, pid: found.pid, startTime: found.startTime } };
+    e.launcherSince = Date.now();
+    addEvent(e, 'Normal', 'LauncherFound', `launcher ${found.pid} was spawned by the previous handler before it recorded the pid; adopted`);
+    m.log.info({ uid: e.rec.uid, pid: found.pid }, 'adopted a launcher whose pid was never recorded');
+  } else {
+    // fork..exec: a child forked just before the crash may not show its launcher argv yet.
+    if (Date.now() - e.launcherSince < Math.min(2_000, m.timing.registerTimeoutMs)) return m.requeue(e.rec.uid, 500);
+    e.rec = { ...e.rec, launcher: null };
+    addEvent(e, 'Normal', 'LauncherNeverStarted', 'the previous handler recorded a launcher spawn but died before it happened');
+  }
+  m.persist(e);
+  m.requeue(e.rec.uid, 0);
+}
+
+/**
+ * Kills launcher processes of this VMI that are not its recorded, live launcher (one spawned by
+ * a handler that died before recording it and was not adopted): such a process holds a token no
+ * record accepts any more, and would otherwise retry forever. Only a previous handler can have
+ * left one (this one records every spawn in memory at once), so the candidates are the launchers
+ * found by the manager's one /proc scan at startup, not a scan per launcher start (which made a
+ * burst of N starts O(N^2) in /proc reads).
+ */
+function killStrayLaunchers(d: LifecycleDeps, e: Entry): void {
+  const l = e.rec.launcher;
+  for (const p of d.m.takeLaunchersFoundAtStart(e.rec.uid)) {
+    if (l && l.pid === p.pid && l.startTime === p.startTime) continue;
+    kill(p.pid, p.startTime);
+    addEvent(e, 'Warning', 'StrayLauncherKilled', `killed launcher ${p.pid}, which no record owns`);
+    d.m.log.warn({ uid: e.rec.uid, pid: p.pid }, 'killed a stray launcher');
+  }
 }
 
 function kill(pid: number, startTime: number): void {

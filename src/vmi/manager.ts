@@ -20,7 +20,8 @@ import type { NodeCapabilities } from '../libvirt/node-capabilities';
 import type { NodeInfo } from '../node/types';
 import { type Entry, addEvent, initialStatus, setCondition, viewOf } from './entry';
 import { type DomainStatusMsg, type LauncherLink, type LauncherRegistry, type CommandBody } from './launcher-server';
-import { hashToken, isSameProcess, newToken, procStartTime, tokenMatches } from './launcher-process';
+import { failpoint } from './failpoints';
+import { LauncherStartGate, defaultStartConcurrency, hashToken, scanLauncherProcesses, isSameProcess, newToken, procStartTime, tokenMatches } from './launcher-process';
 import { type LifecycleDeps, onDomainStatus, reconcile } from './lifecycle';
 import { parseManifest } from './manifest';
 import { RecordStore, type VmiRecord } from './store';
@@ -46,6 +47,12 @@ export interface ManagerOptions {
   embedFallback: boolean;
   /** The handler's own libvirt connection (leftover-domain cleanup), when connected. */
   libvirt: () => Connection | null;
+  /**
+   * Whether the node libvirt's first connection attempt has finished. Until then a VMI waits
+   * instead of falling back to the embedded driver (a handler restart must not move VMIs off a
+   * node libvirtd that is merely not connected yet). Absent = settled.
+   */
+  libvirtSettled?: () => boolean;
   capabilities: () => NodeCapabilities | null;
   nodeInfo: () => NodeInfo | null;
   launcherCommand?: readonly string[];
@@ -87,6 +94,8 @@ export class VmiManager implements VmiReadModel, LauncherRegistry {
   private readonly history: WatchEventOut[] = [];
   private readonly watchers = new Set<{ ns: string; cb: (e: WatchEventOut) => void }>();
   private readonly queue: WorkQueue;
+  /** Launchers spawned but not yet registered are bounded (see LauncherStartGate). */
+  readonly startGate = new LauncherStartGate(defaultStartConcurrency(), (uid) => this.requeue(uid, 0));
   private poll: NodeJS.Timeout | null = null;
   private stopped = false;
   readonly log: Logger;
@@ -102,8 +111,19 @@ export class VmiManager implements VmiReadModel, LauncherRegistry {
 
   // ------------------------------------------------------------------ lifecycle of the manager
 
+  /** Launcher processes running when this handler started, by VMI uid (see takeLaunchersFoundAtStart). */
+  private launchersAtStart = new Map<string, Array<{ pid: number; startTime: number }>>();
+
+  /** The launchers of `uid` that were running when this handler started; each uid's list is handed out once. */
+  takeLaunchersFoundAtStart(uid: string): Array<{ pid: number; startTime: number }> {
+    const found = this.launchersAtStart.get(uid) ?? [];
+    this.launchersAtStart.delete(uid);
+    return found;
+  }
+
   /** Loads every record, re-adopts live launchers, starts reconciling. */
   start(): void {
+    this.launchersAtStart = scanLauncherProcesses(this.opts.handlerSocket);
     const { records, problems } = this.store.load();
     for (const p of problems) this.log.warn({ problem: p }, 'VMI state directory problem');
     this.revision = this.store.readRevision();
@@ -208,7 +228,13 @@ export class VmiManager implements VmiReadModel, LauncherRegistry {
         deleting: false, wantRunning: vmi.runStrategy !== 'Halted', launcher: null,
         phase: 'Pending', reason: '', restarts: 0, revision: this.revision + 1, updatedAt: '',
       };
-      this.store.write(rec); // durable first; a failure here leaves nothing behind
+      try {
+        this.store.write(rec); // durable first; a failure here leaves nothing behind
+      } catch (err) {
+        this.store.removeQuietly(uid); // not even the empty directory write() created (it would read as an interrupted teardown)
+        throw err;
+      }
+      failpoint('sync-after-record-write');
       const ne = this.newEntry(rec, normalized);
       ne.status.reason = vmi.runStrategy === 'Halted' ? 'runStrategy Halted: not started' : 'accepted';
       addEvent(ne, 'Normal', 'Created', `accepted generation ${vmi.generation}`);
@@ -244,8 +270,15 @@ export class VmiManager implements VmiReadModel, LauncherRegistry {
   delete(ref: VmiRefIn): VmiView {
     const e = this.find(ref);
     if (!e.rec.deleting) {
+      const prev = e.rec;
       e.rec = { ...e.rec, deleting: true, wantRunning: false };
-      this.persist(e);
+      try {
+        this.persist(e);
+      } catch (err) {
+        e.rec = prev; // not durable: nothing may act on it (a full disk keeps the last good record)
+        throw err;
+      }
+      failpoint('delete-after-record-write');
       addEvent(e, 'Normal', 'Deleting', 'delete requested');
       this.publish(e, 'MODIFIED');
     }
@@ -338,12 +371,25 @@ export class VmiManager implements VmiReadModel, LauncherRegistry {
     const bySpawn = l.spawnTokenHash !== '' && tokenMatches(token, l.spawnTokenHash);
     const bySession = !bySpawn && tokenMatches(token, l.sessionTokenHash);
     if (!bySpawn && !bySession) throw new VhError(ErrorCodes.UNAUTHENTICATED, `bad token for ${uid}`);
-    if (l.pid > 0 && l.pid !== pid) throw new VhError(ErrorCodes.UNAUTHENTICATED, `pid ${pid} is not the launcher of ${uid} (${l.pid})`);
+    if (l.pid > 0 && (l.pid !== pid || (l.startTime > 0 && !isSameProcess(pid, l.startTime)))) throw new VhError(ErrorCodes.UNAUTHENTICATED, `pid ${pid} is not the launcher of ${uid} (${l.pid})`);
+    // A known launcher reconnecting with its session keeps it: nothing to make durable, so a
+    // launcher re-links even while the state disk is full.
+    if (bySession && l.spawnTokenHash === '' && l.startTime > 0) return token;
     const session = newToken();
     const startTime = l.startTime || procStartTime(pid) || 0;
-    // The spawn token is one-time: cleared in the same durable write that stores the session hash.
-    e.rec = { ...e.rec, launcher: { ...l, pid, startTime, spawnTokenHash: '', sessionTokenHash: hashToken(session) } };
-    this.persist(e);
+    // The spawn token is one-time, but it is spent only once the launcher shows it got a session
+    // (its first status, or a register with the session token): a handler killed after this write
+    // but before Registered reached the launcher must not lock its own launcher out. Until then
+    // only that same process (pid + start time, checked above) can use it again.
+    const spawnTokenHash = bySession ? '' : l.spawnTokenHash;
+    const prev = e.rec;
+    e.rec = { ...e.rec, launcher: { ...l, pid, startTime, spawnTokenHash, sessionTokenHash: hashToken(session) } };
+    try {
+      this.persist(e);
+    } catch (err) {
+      e.rec = prev; // a session that is not durable is not handed out; the launcher's current token stays valid
+      throw err;
+    }
     return session;
   }
 
@@ -352,6 +398,8 @@ export class VmiManager implements VmiReadModel, LauncherRegistry {
     if (!e) return link.end();
     const old = e.link;
     e.link = link;
+    this.startGate.release(uid);
+    failpoint('launcher-registered');
     if (old && old !== link) old.end();
     e.status.launcherPid = link.pid;
     setCondition(e.status, 'LauncherConnected', 'True', 'Registered', `launcher ${link.pid}`);
@@ -374,7 +422,21 @@ export class VmiManager implements VmiReadModel, LauncherRegistry {
   status(uid: string, link: LauncherLink, s: DomainStatusMsg): void {
     const e = this.entries.get(uid);
     if (!e || e.link !== link) return;
+    this.spendSpawnToken(e);
     if (onDomainStatus(this.deps(), e, s)) this.queue.add(uid);
+  }
+
+  /** The launcher is talking on its session: its spawn token can never be used again. */
+  private spendSpawnToken(e: Entry): void {
+    const l = e.rec.launcher;
+    if (!l || l.spawnTokenHash === '') return;
+    e.rec = { ...e.rec, launcher: { ...l, spawnTokenHash: '' } };
+    try {
+      this.persist(e);
+    } catch (err) {
+      this.log.error({ err, uid: e.rec.uid }, 'could not persist the spent spawn token; retried on the next status');
+      e.rec = { ...e.rec, launcher: l };
+    }
   }
 
   // ------------------------------------------------------------------ internals used by lifecycle.ts
@@ -391,13 +453,16 @@ export class VmiManager implements VmiReadModel, LauncherRegistry {
     e.rec = { ...e.rec, revision: this.revision, phase: e.status.phase, reason: e.status.reason };
     if (persist && type !== 'DELETED') {
       try {
-        this.store.write(e.rec);
+        this.store.write(e.rec, { sync: false }); // status bookkeeping: atomic, not fsync'ed (see store.ts)
       } catch (err) {
         // Status bookkeeping only: the previous record stays valid; the next change retries.
         this.log.error({ err, uid: e.rec.uid }, 'could not persist VMI status');
       }
     }
-    const ev: WatchEventOut = { type, vmi: viewOf(e), revision: this.revision };
+    // The history keeps HISTORY events: without the per-VMI events and the launcher-reported XML
+    // (up to 1 MiB each; the wire form carries neither), a launcher sending distinct statuses
+    // cannot pin HISTORY x 1 MiB.
+    const ev: WatchEventOut = { type, vmi: { ...viewOf(e), events: [], domainXml: null }, revision: this.revision };
     this.history.push(ev);
     if (this.history.length > HISTORY) this.history.splice(0, this.history.length - HISTORY);
     for (const w of this.watchers) {
@@ -414,7 +479,9 @@ export class VmiManager implements VmiReadModel, LauncherRegistry {
   forget(e: Entry): void {
     // The DELETED event's revision is stored in no record: keep it as the high-water mark first.
     this.store.writeRevision(this.revision + 1);
+    failpoint('record-remove-before');
     this.store.remove(e.rec.uid);
+    failpoint('record-remove-after');
     this.entries.delete(e.rec.uid);
     this.byName.delete(`${e.rec.namespace}/${e.rec.name}`);
     this.queue.forget(e.rec.uid);
