@@ -13,15 +13,18 @@
  * leaving the modules not needed before ready (yaml, prom-client, ...) external did not measurably
  * speed up ready and cost ~3 MB RSS.
  *
- * Daemon code cache (Node 20 has no module.enableCompileCache): the daemon bundle is written to
- * dist/virt-handler.bundle.js and dist/virt-handler.cjs is a small generated loader that compiles
- * it with vm.Script and a V8 code cache, dist/virt-handler.bundle.vcache. The cache is produced
- * here, at build time, by starting the daemon once (VH_CODE_CACHE_WRITE: the loader serialises
- * the script when the process exits, so it holds every function compiled up to ready and
- * shutdown) and is only read at runtime (/opt is read-only under systemd). It starts with the
- * bundle's sha256, which the loader embeds, because V8 only checks the source's length. Missing,
- * stale or rejected cache (other node/V8 version or flags) = the loader compiles without it.
- * With --enable-source-maps the loader simply require()s the bundle, so stack traces still map.
+ * Code caches (Node 20 has no module.enableCompileCache): the daemon and the launcher bundles are
+ * written to dist/<bin>.bundle.js and dist/<bin>.cjs is a small generated loader that compiles
+ * it with vm.Script and a V8 code cache, dist/<bin>.bundle.vcache. The launcher matters as much
+ * as the daemon: one starts per VMI, and a burst of them is CPU-bound (bench:scale). The caches
+ * are produced here, at build time, by one training run (produceCodeCaches): the daemon up to
+ * ready, one VMI on libvirt's test driver through SyncVMI -> Running -> DeleteVMI, and shutdown;
+ * each loader (VH_CODE_CACHE_WRITE) serialises its script when its process exits, so a cache
+ * holds every function compiled on that path. Caches are only read at runtime (/opt is read-only
+ * under systemd). Each starts with its bundle's sha256, which the loader embeds, because V8 only
+ * checks the source's length. Missing, stale or rejected cache (other node/V8 version or flags)
+ * = the loader compiles without it. With --enable-source-maps the loader simply require()s the
+ * bundle, so stack traces still map.
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
@@ -38,7 +41,7 @@ const DIST = path.resolve(__dirname, '..');
 const BUNDLES: ReadonlyArray<{ out: string; entry: string; codeCache?: boolean }> = [
   { out: 'virt-handler.cjs', entry: 'src/main.js', codeCache: true },
   { out: 'vhctl.cjs', entry: 'src/cli/vhctl.js' },
-  { out: 'virt-launcher.cjs', entry: 'src/launcher/main.js' },
+  { out: 'virt-launcher.cjs', entry: 'src/launcher/main.js', codeCache: true },
 ];
 
 /** Node's CommonJS wrapper, on one line so the bundle's line numbers are unchanged. Loader and build must agree byte for byte. */
@@ -114,46 +117,115 @@ function readyz(socketPath: string): Promise<number> {
   });
 }
 
+/** sha256-checked cache file -> whether V8 on this node accepts it for `bundle`. */
+function cacheAccepted(file: string, bundle: string): boolean {
+  const data = fs.readFileSync(file); // ENOENT if the loader could not write it
+  const nl = data.indexOf(10);
+  return !new vm.Script(wrapBundle(fs.readFileSync(bundle, 'utf8')), { filename: bundle, cachedData: data.subarray(nl + 1) }).cachedDataRejected;
+}
+
+interface CacheTarget {
+  loader: string;
+  bundle: string;
+  cache: string;
+}
+
 /**
- * Starts the daemon once (dev profile, temp dirs, TCP port 0) with VH_CODE_CACHE_WRITE, waits
- * for /readyz 200, SIGTERMs it, then checks that this node accepts the cache before installing
- * it. Throws on any failure; the caller only warns (no cache = slower start, not a broken build).
+ * One training run for both caches: starts the daemon (dev profile, temp dirs, TCP port 0,
+ * libvirt's in-process test driver) with VH_CODE_CACHE_WRITE, waits for /readyz 200, then, when
+ * libvirt0 is installed, runs one VMI through SyncVMI -> Running -> DeleteVMI -> gone, so the
+ * launcher it spawns writes its own cache on exit (the handler gives launchers a clean
+ * environment, so the variable reaches it through the test-only launcher command,
+ * `env VH_CODE_CACHE_WRITE=... node virt-launcher.cjs`), then SIGTERMs the daemon. Each cache is
+ * installed only if this node accepts it. Throws when the daemon part fails; a launcher that
+ * could not be trained is returned as a reason, because the daemon's cache is still good.
  */
-async function produceCodeCache(loader: string, bundle: string, cache: string): Promise<number> {
+async function produceCodeCaches(daemon: CacheTarget, launcher: CacheTarget | null): Promise<{ daemonBytes: number; launcherBytes: number; launcherSkipped: string }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vh-code-cache-'));
-  const tmp = path.join(dir, 'cache');
+  const dTmp = path.join(dir, 'daemon.cache');
+  const lTmp = path.join(dir, 'launcher.cache');
+  const run = path.join(dir, 'run');
+  let launcherSkipped = launcher ? '' : 'no launcher bundle';
   try {
+    fs.mkdirSync(path.join(dir, 'images', 'tiny'), { recursive: true });
+    for (const f of ['vmlinux', 'initrd.gz']) fs.writeFileSync(path.join(dir, 'images', 'tiny', f), ''); // the test driver never reads them
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('VH_') && k !== 'NOTIFY_SOCKET' && k !== 'NODE_OPTIONS'));
-    const child = spawn(process.execPath, [loader, '--profile=dev', '--state-dir', path.join(dir, 'state'), '--run-dir', path.join(dir, 'run'),
-      '--http-tcp-port', '0', '--log-level', 'warn'], { env: { ...env, VH_CODE_CACHE_WRITE: tmp, VH_LIBVIRT_URI: 'off' }, stdio: ['ignore', 'ignore', 'pipe'] });
+    const child = spawn(process.execPath, [daemon.loader, '--profile=dev', '--state-dir', path.join(dir, 'state'), '--run-dir', run,
+      '--http-tcp-port', '0', '--log-level', 'warn', '--libvirt-uri', 'test:///default', '--vmi-image-root', path.join(dir, 'images')], {
+      env: { ...env, VH_CODE_CACHE_WRITE: dTmp, ...(launcher ? { VH_TEST_LAUNCHER_COMMAND: JSON.stringify(['/usr/bin/env', `VH_CODE_CACHE_WRITE=${lTmp}`, process.execPath, launcher.loader]) } : {}) },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
     let stderr = '';
     child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
     const exit = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
     const deadline = Date.now() + 30_000;
     try {
-      while ((await readyz(path.join(dir, 'run/http.sock'))) !== 200) {
+      while ((await readyz(path.join(run, 'http.sock'))) !== 200) {
         if (child.exitCode !== null) throw new Error(`daemon exited with ${child.exitCode} before ready: ${stderr.trim()}`);
         if (Date.now() > deadline) throw new Error('daemon not ready within 30 s');
         await sleep(10);
       }
       await sleep(200); // what runs right after ready (metrics init...) belongs in the cache too
+      if (launcher) launcherSkipped = await trainLauncher(path.join(run, 'grpc.sock')).then(() => '', (e: Error) => e.message);
     } finally {
       if (child.exitCode === null) child.kill('SIGTERM');
     }
     const code = await exit;
     if (code !== 0) throw new Error(`daemon exited with ${code} after SIGTERM: ${stderr.trim()}`);
-    const data = fs.readFileSync(tmp); // ENOENT if the loader could not write it
-    const nl = data.indexOf(10);
-    const script = new vm.Script(wrapBundle(fs.readFileSync(bundle, 'utf8')), { filename: bundle, cachedData: data.subarray(nl + 1) });
-    if (script.cachedDataRejected) throw new Error('V8 rejected the cache it just wrote');
-    fs.renameSync(tmp, cache);
-    return data.length;
+    if (!cacheAccepted(dTmp, daemon.bundle)) throw new Error('V8 rejected the daemon cache it just wrote');
+    fs.renameSync(dTmp, daemon.cache);
+    let launcherBytes = 0;
+    if (launcher && !launcherSkipped) {
+      if (!fs.existsSync(lTmp)) launcherSkipped = 'the launcher wrote no cache';
+      else if (!cacheAccepted(lTmp, launcher.bundle)) launcherSkipped = 'V8 rejected the launcher cache it just wrote';
+      else {
+        launcherBytes = fs.statSync(lTmp).size;
+        fs.renameSync(lTmp, launcher.cache);
+      }
+    }
+    return { daemonBytes: fs.statSync(daemon.cache).size, launcherBytes, launcherSkipped };
   } finally {
     fs.rmSync(dir, { recursive: true, force: true });
   }
 }
 
+/** One VMI on the test driver, created and deleted through gRPC; resolves once its launcher exited (and so wrote its cache). */
+async function trainLauncher(grpcSocket: string): Promise<void> {
+  const grpc = await import('@grpc/grpc-js');
+  const { loadProtos } = await import('../src/grpc/proto');
+  const client = new (loadProtos().VmiClient)(`unix:${grpcSocket}`, grpc.credentials.createInsecure()) as unknown as Record<string, (r: unknown, cb: (e: Error | null, v: unknown) => void) => void> & { close(): void };
+  const call = <T>(method: string, req: unknown): Promise<T> =>
+    new Promise((resolve, reject) => client[method]!.call(client, req, (e, v) => (e ? reject(e) : resolve(v as T))));
+  const ref = { namespace: 'build', name: 'code-cache' };
+  type Vmi = { status: { phase: string; reason: string; launcherPid: number } };
+  try {
+    await call('SyncVMI', { manifest: JSON.stringify({ metadata: ref, spec: { terminationGracePeriodSeconds: 0, domain: { memory: { guest: '64Mi' }, firmware: { kernelBoot: { kernel: 'tiny/vmlinux', initrd: 'tiny/initrd.gz' } }, devices: { autoattachSerialConsole: true } } } }) });
+    let vmi: Vmi;
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      vmi = await call<Vmi>('GetVMI', ref);
+      if (vmi.status.phase === 'Running') break;
+      if (vmi.status.phase === 'Failed') throw new Error(`training VMI failed: ${vmi.status.reason}`);
+      if (Date.now() > deadline) throw new Error(`training VMI not Running within 20 s (phase ${vmi.status.phase || 'none'}: ${vmi.status.reason}); is libvirt0 installed?`);
+      await sleep(20);
+    }
+    const pid = vmi.status.launcherPid;
+    await call('DeleteVMI', ref);
+    while ((await call<{ vmis: unknown[] }>('ListVMIs', { namespace: ref.namespace })).vmis.length > 0) {
+      if (Date.now() > deadline + 20_000) throw new Error('training VMI not deleted within 20 s');
+      await sleep(20);
+    }
+    while (pid > 0 && fs.existsSync(`/proc/${pid}`) && !/^\S+ \(.*\) Z/.test(fs.readFileSync(`/proc/${pid}/stat`, 'utf8'))) {
+      if (Date.now() > deadline + 30_000) throw new Error('training launcher did not exit');
+      await sleep(20);
+    }
+  } finally {
+    client.close();
+  }
+}
+
 async function main(): Promise<void> {
+  const targets = new Map<string, CacheTarget>();
   for (const { out, entry, codeCache } of BUNDLES) {
     const outfile = path.join(DIST, out);
     const { bundle, cache } = codeCachePaths(DIST, out);
@@ -183,12 +255,18 @@ async function main(): Promise<void> {
     const id = createHash('sha256').update(fs.readFileSync(bundle)).digest('hex');
     fs.writeFileSync(outfile, loaderSource(path.basename(bundle), path.basename(cache), id), { mode: 0o755 });
     process.stderr.write(`build-bundle: wrote ${path.relative(process.cwd(), bundle)} and its loader ${path.relative(process.cwd(), outfile)}\n`);
-    try {
-      const bytes = await produceCodeCache(outfile, bundle, cache);
-      process.stderr.write(`build-bundle: wrote ${path.relative(process.cwd(), cache)} (${(bytes / 1024 / 1024).toFixed(1)} MB V8 code cache)\n`);
-    } catch (e) {
-      process.stderr.write(`build-bundle: WARNING: no code cache (the daemon still works, it just starts slower): ${(e as Error).message}\n`);
-    }
+    targets.set(out, { loader: outfile, bundle, cache });
+  }
+  const rel = (p: string): string => path.relative(process.cwd(), p);
+  const daemon = targets.get('virt-handler.cjs') as CacheTarget;
+  const launcher = targets.get('virt-launcher.cjs') ?? null;
+  try {
+    const r = await produceCodeCaches(daemon, launcher);
+    process.stderr.write(`build-bundle: wrote ${rel(daemon.cache)} (${(r.daemonBytes / 1024 / 1024).toFixed(1)} MB V8 code cache)\n`);
+    if (launcher && r.launcherSkipped) process.stderr.write(`build-bundle: WARNING: no launcher code cache (launchers still work, they just start slower): ${r.launcherSkipped}\n`);
+    else if (launcher) process.stderr.write(`build-bundle: wrote ${rel(launcher.cache)} (${(r.launcherBytes / 1024 / 1024).toFixed(1)} MB V8 code cache)\n`);
+  } catch (e) {
+    process.stderr.write(`build-bundle: WARNING: no code cache (the daemon and launchers still work, they just start slower): ${(e as Error).message}\n`);
   }
 }
 
