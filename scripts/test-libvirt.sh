@@ -9,7 +9,8 @@
 # (`npm run build:ts`; scripts/test.sh does it through setup.sh). Guests run under QEMU TCG.
 #
 # Environment: VH_LIBVIRT_DIR (the daemon's directory, default /tmp/vh-libvirtd), VH_TEST_KEEP=1
-# keeps the tests' run directories (serial logs). Extra arguments go to `node --test`
+# keeps the tests' run directories (serial logs), VH_TEST_FILES="chaos vmi-e2e" runs only
+# those files of dist/test/libvirt/. Extra arguments go to `node --test`
 # (e.g. --test-name-pattern=lifecycle).
 set -euo pipefail
 
@@ -79,5 +80,13 @@ export VH_TEST_GUEST_INITRD=${guest[1]}
 export VH_TEST_LIBVIRT_DIR=$VH_LIBVIRT_DIR
 
 say "daemon $uri, guest ${guest[0]} + ${guest[1]} (ready after $((SECONDS - t0)) s)"
-node --test --test-concurrency=1 "$@" dist/test/libvirt/
+targets=(dist/test/libvirt/)
+if [[ -n ${VH_TEST_FILES:-} ]]; then
+    targets=()
+    for f in $VH_TEST_FILES; do
+        [[ $f =~ ^[a-z0-9-]+$ && -f dist/test/libvirt/$f.test.js ]] || die "VH_TEST_FILES: no dist/test/libvirt/$f.test.js"
+        targets+=("dist/test/libvirt/$f.test.js")
+    done
+fi
+node --test --test-concurrency=1 "$@" "${targets[@]}"
 say "passed in $((SECONDS - t0)) s"

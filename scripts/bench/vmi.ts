@@ -20,6 +20,7 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { Connection } from '../../src/libvirt/connection';
 import { loadProtos } from '../../src/grpc/proto';
+import { tinyGuestXml } from '../lib/tiny-guest';
 
 const REPO = path.resolve(__dirname, '../../..');
 const ENV_SCRIPT = path.join(REPO, 'scripts/libvirt/libvirtd-env.sh');
@@ -63,13 +64,6 @@ function hasMarker(file: string): boolean {
   }
 }
 
-function tinyXml(name: string, kernel: string, initrd: string, serial: string): string {
-  return `<domain type='qemu'><name>${name}</name><memory unit='MiB'>128</memory><vcpu>1</vcpu>
-<os><type arch='x86_64' machine='pc'>hvm</type><kernel>${kernel}</kernel><initrd>${initrd}</initrd><cmdline>console=ttyS0 panic=-1</cmdline></os>
-<cpu mode='custom' match='exact' check='none'><model fallback='allow'>qemu64</model></cpu>
-<devices><serial type='file'><source path='${serial}'/><target port='0'/></serial><memballoon model='virtio'/></devices></domain>`;
-}
-
 async function main(): Promise<void> {
   const guest = sh([path.join(REPO, 'scripts/libvirt/build-tiny-guest.sh')]);
   if (!guest.ok) throw new Error(`tiny guest build failed: ${guest.err}`);
@@ -87,7 +81,7 @@ async function main(): Promise<void> {
     for (let i = 0; i < ROUNDS; i++) {
       const serial = path.join(tmp, `base-${i}.log`);
       const t0 = performance.now();
-      const d = await conn.defineXML(tinyXml(`vh-bench-base-${process.pid}-${i}`, kernel, initrd, serial));
+      const d = await conn.defineXML(tinyGuestXml({ name: `vh-bench-base-${process.pid}-${i}`, kernel, initrd, serialPath: serial }));
       await d.create();
       base.running.push(performance.now() - t0);
       await until(() => hasMarker(serial), 120_000, 'baseline marker');

@@ -19,6 +19,8 @@ import * as path from 'node:path';
 import type { Connection } from '../../src/libvirt/connection';
 import { LibvirtError } from '../../src/libvirt/errors';
 
+export { type TinyGuestOptions, tinyGuestXml, xmlEscape } from '../../scripts/lib/tiny-guest';
+
 /** What scripts/test-libvirt.sh exports. */
 export interface LibvirtTestEnv {
   /** VH_TEST_LIBVIRT_URI: the private daemon, e.g. qemu+unix:///system?socket=/tmp/vh-libvirtd/sock/libvirt-sock. */
@@ -55,11 +57,6 @@ export function testEnv(): LibvirtTestEnv {
   return { uri: get('uri'), envScript: get('envScript'), kernel: get('kernel'), initrd: get('initrd'), libvirtDir: get('libvirtDir') };
 }
 
-/** Escapes text for XML element content and single- or double-quoted attributes. */
-export function xmlEscape(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;').replace(/'/g, '&apos;');
-}
-
 /** Prefix of every domain these tests create; scripts/test-libvirt.sh removes leftovers by it. */
 export const DOMAIN_PREFIX = 'vh-test-';
 
@@ -72,55 +69,6 @@ export function guestName(suffix: string): string {
 /** A suffix unique to this process and moment: `<tag>-<pid>-<base36 time>`. */
 export function uniqueSuffix(tag: string): string {
   return `${tag}-${process.pid}-${Date.now().toString(36)}`;
-}
-
-export interface TinyGuestOptions {
-  /** The full domain name (use guestName()). */
-  name: string;
-  kernel: string;
-  initrd: string;
-  /** File QEMU writes the guest's ttyS0 to (its directory must be writable by QEMU). */
-  serialPath: string;
-  /** Default 128. */
-  memoryMiB?: number;
-  /** Default 1. */
-  vcpus?: number;
-}
-
-/**
- * The tiny guest's domain XML: TCG (type='qemu': never kvm here, this host's /dev/kvm makes QEMU
- * die with "emulation failure"), machine pc, cpu qemu64 with check='none', direct kernel boot,
- * ttyS0 to a file, and a virtio balloon with a stats period so memory stats work.
- */
-export function tinyGuestXml(o: TinyGuestOptions): string {
-  const mem = o.memoryMiB ?? 128;
-  const vcpus = o.vcpus ?? 1;
-  if (!Number.isInteger(mem) || mem < 16) throw new RangeError(`memoryMiB must be an integer >= 16, got ${mem}`);
-  if (!Number.isInteger(vcpus) || vcpus < 1) throw new RangeError(`vcpus must be a positive integer, got ${vcpus}`);
-  return `<domain type='qemu'>
-  <name>${xmlEscape(o.name)}</name>
-  <memory unit='MiB'>${mem}</memory>
-  <currentMemory unit='MiB'>${mem}</currentMemory>
-  <vcpu>${vcpus}</vcpu>
-  <os>
-    <type arch='x86_64' machine='pc'>hvm</type>
-    <kernel>${xmlEscape(o.kernel)}</kernel>
-    <initrd>${xmlEscape(o.initrd)}</initrd>
-    <cmdline>console=ttyS0 panic=-1</cmdline>
-  </os>
-  <cpu mode='custom' match='exact' check='none'><model fallback='allow'>qemu64</model></cpu>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <serial type='file'>
-      <source path='${xmlEscape(o.serialPath)}'/>
-      <target port='0'/>
-    </serial>
-    <memballoon model='virtio'><stats period='1'/></memballoon>
-  </devices>
-</domain>
-`;
 }
 
 /** A fresh temp directory (mode 0755 so QEMU can write into it); remove with removeRunDir. */
@@ -307,4 +255,18 @@ export function mallocInUse(): number {
   }
   const m = mallinfo2();
   return Number(m.uordblks) + Number(m.hblkhd);
+}
+
+/** The last "vh-guest: uptime N" the tiny guest printed to its serial log, or -1 before the first. */
+export async function guestUptime(serialPath: string): Promise<number> {
+  const text = await fs.readFile(serialPath, 'utf8').catch(() => '');
+  const all = [...text.matchAll(/vh-guest: uptime (\d+)/g)];
+  return all.length === 0 ? -1 : Number((all.at(-1) as RegExpMatchArray)[1]);
+}
+
+/** The test libvirtd's pid (from its pidfile). */
+export async function libvirtdPid(env: LibvirtTestEnv): Promise<number> {
+  const pid = Number((await fs.readFile(path.join(env.libvirtDir, 'libvirtd.pid'), 'utf8')).trim());
+  if (!Number.isInteger(pid) || pid <= 1) throw new Error(`bad libvirtd pid ${pid}`);
+  return pid;
 }

@@ -10,7 +10,6 @@ ensureThreadpoolSize(16);
 
 import { after, before, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
-import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { Connection } from '../../src/libvirt/connection';
@@ -22,6 +21,8 @@ import {
   cleanupDomain,
   daemonStatus,
   guestName,
+  guestUptime,
+  libvirtdPid,
   makeRunDir,
   removeRunDir,
   startDaemon,
@@ -34,19 +35,6 @@ import {
 } from './guest';
 
 const READY = 'VH-GUEST-READY';
-
-/** The guest's last "vh-guest: uptime <s>" value (its /proc/uptime, whole seconds), or -1. */
-async function guestUptime(serialPath: string): Promise<number> {
-  const text = await fs.readFile(serialPath, 'utf8').catch(() => '');
-  const all = [...text.matchAll(/vh-guest: uptime (\d+)/g)];
-  return all.length === 0 ? -1 : Number((all.at(-1) as RegExpMatchArray)[1]);
-}
-
-async function daemonPid(env: LibvirtTestEnv): Promise<number> {
-  const pid = Number((await fs.readFile(path.join(env.libvirtDir, 'libvirtd.pid'), 'utf8')).trim());
-  assert.ok(Number.isInteger(pid) && pid > 1, `bad libvirtd pid ${pid}`);
-  return pid;
-}
 
 describe('libvirtd killed and restarted under a running guest', () => {
   const name = guestName(uniqueSuffix('reconnect'));
@@ -97,7 +85,7 @@ describe('libvirtd killed and restarted under a running guest', () => {
     const uptimeBefore = await guestUptime(serial);
 
     const lost = new Promise<string>((resolve) => s.once('disconnected', resolve));
-    const pid = await daemonPid(env);
+    const pid = await libvirtdPid(env);
     const tKill = Date.now();
     process.kill(pid, 'SIGKILL');
     const reason = await Promise.race([lost, new Promise<string>((_, rej) => setTimeout(() => rej(new Error('no disconnect within 10 s of kill -9')), 10_000))]);

@@ -10,129 +10,59 @@
  */
 import { after, before, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { loadProtos } from '../../src/grpc/proto';
 import { VIOLATIONS_TRAILER } from '../../src/grpc/errors';
+import { loadProtos } from '../../src/grpc/proto';
 import { procStartTime } from '../../src/vmi/launcher-process';
+import { type Client, HandlerUnderTest, type VmiView, stageTinyImages, tinyVmi } from './daemon';
 import { type LibvirtTestEnv, testEnv, waitFor } from './guest';
 
-const ROOT = path.resolve(__dirname, '../../..');
-const DAEMON = path.join(ROOT, 'dist', 'virt-handler.cjs');
-
-type Vmi = { uid: string; name: string; namespace: string; status: { phase: string; reason: string; launcherPid: number; domainState: string } };
-type Client = grpc.Client & Record<string, (...a: unknown[]) => unknown>;
+type Vmi = VmiView;
 
 function manifest(name: string, opts: { runStrategy?: string; kernelArgs?: string } = {}): string {
-  return JSON.stringify({
-    apiVersion: 'kubevirt.io/v1',
-    kind: 'VirtualMachineInstance',
-    metadata: { name, namespace: 'e2e' },
-    spec: {
-      runStrategy: opts.runStrategy ?? 'Always',
-      terminationGracePeriodSeconds: 3,
-      domain: {
-        memory: { guest: '128Mi' },
-        machine: { type: 'pc' },
-        firmware: { kernelBoot: { kernel: 'tiny/vmlinux', initrd: 'tiny/initrd.gz', kernelArgs: opts.kernelArgs ?? 'panic=-1' } },
-        devices: { autoattachSerialConsole: true },
-      },
-    },
-  });
-}
-
-function call<T>(c: Client, method: string, req: unknown): Promise<T> {
-  return new Promise((resolve, reject) => {
-    (c[method] as (r: unknown, cb: (e: grpc.ServiceError | null, v: T) => void) => void).call(c, req, (e, v) => (e ? reject(e) : resolve(v)));
-  });
-}
-
-function getReadyz(sock: string): Promise<number> {
-  return new Promise((resolve) => {
-    const r = http.get({ socketPath: sock, path: '/readyz', agent: false }, (res) => {
-      res.resume();
-      resolve(res.statusCode ?? 0);
-    });
-    r.on('error', () => resolve(0));
-  });
+  return tinyVmi(name, 'e2e', opts);
 }
 
 describe('VMI lifecycle end to end (daemon + launcher + libvirtd + QEMU TCG)', { timeout: 600_000 }, () => {
   let env: LibvirtTestEnv;
   let tmp: string;
-  let daemon: ChildProcess;
-  let out = '';
+  let h: HandlerUnderTest;
   let client: Client;
   let stateDir: string;
 
   before(async () => {
     env = testEnv();
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vh-e2e-'));
-    stateDir = path.join(tmp, 'state');
-    const images = path.join(tmp, 'images', 'tiny');
-    fs.mkdirSync(images, { recursive: true });
-    fs.copyFileSync(env.kernel, path.join(images, 'vmlinux'));
-    fs.copyFileSync(env.initrd, path.join(images, 'initrd.gz'));
+    stageTinyImages(tmp, env);
     // A small base image for the containerDisk test (a qcow2, so the overlay's backing format is checked).
     const made = spawnSync('qemu-img', ['create', '-q', '-f', 'qcow2', path.join(tmp, 'images', 'base.qcow2'), '64M'], { encoding: 'utf8' });
     assert.equal(made.status, 0, made.stderr);
-    const args = ['--state-dir', stateDir, '--run-dir', path.join(tmp, 'run'), '--http-tcp=off', '--libvirt-uri', env.uri, '--vmi-image-root', path.join(tmp, 'images'), '--log-level', 'debug'];
-    const cleanEnv = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('VH_')));
-    daemon = spawn(process.execPath, [DAEMON, ...args], { env: { ...cleanEnv, NODE_NAME: 'e2e-node' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    daemon.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
-    daemon.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
-    await waitFor(async () => (await getReadyz(path.join(tmp, 'run', 'http.sock'))) === 200, 30_000, 'daemon ready');
-    await waitFor(() => out.includes('libvirt capabilities read'), 30_000, 'libvirt connected');
-    const { VmiClient } = loadProtos();
-    client = new VmiClient(`unix:${path.join(tmp, 'run', 'grpc.sock')}`, grpc.credentials.createInsecure()) as unknown as Client;
+    h = await HandlerUnderTest.start({ tmp, libvirtUri: env.uri, nodeName: 'e2e-node', waitLibvirt: true });
+    stateDir = h.stateDir;
+    client = h.vmiClient();
   });
 
   after(async () => {
-    client?.close();
-    if (daemon && daemon.exitCode === null) {
-      daemon.kill('SIGTERM');
-      await new Promise((r) => daemon.once('exit', r));
-    }
     // Leave nothing running: launchers of VMIs a failed test did not delete.
-    for (const uid of fs.existsSync(path.join(stateDir, 'vmis')) ? fs.readdirSync(path.join(stateDir, 'vmis')) : []) {
-      try {
-        const rec = JSON.parse(fs.readFileSync(path.join(stateDir, 'vmis', uid, 'record.json'), 'utf8')) as { launcher?: { pid: number } };
-        if (rec.launcher?.pid) process.kill(rec.launcher.pid, 'SIGKILL');
-      } catch {
-        /* gone */
-      }
-    }
+    await h?.killLeftovers();
     if (process.env.VH_TEST_KEEP) console.log(`kept ${tmp}`);
     else fs.rmSync(tmp, { recursive: true, force: true });
   });
 
-  async function waitPhase(name: string, phases: string[], timeoutMs: number): Promise<Vmi> {
-    let last: Vmi | null = null;
-    await waitFor(
-      async () => {
-        last = await call<Vmi>(client, 'GetVMI', { namespace: 'e2e', name });
-        return phases.includes(last.status.phase);
-      },
-      timeoutMs,
-      `${name} in ${phases.join('|')} (last: ${JSON.stringify(last)})`,
-      200,
-    ).catch((e: Error) => {
-      throw new Error(`${e.message}\n--- daemon log tail ---\n${out.split('\n').slice(-30).join('\n')}`);
-    });
-    return last as unknown as Vmi;
-  }
+  const waitPhase = (name: string, phases: string[], timeoutMs: number): Promise<Vmi> => h.waitPhase('e2e', name, phases, timeoutMs);
 
   it('create -> Running -> console -> pause/unpause -> delete leaves nothing behind', async () => {
     const t0 = Date.now();
-    const created = await call<{ vmi: Vmi; changed: boolean }>(client, 'SyncVMI', { manifest: manifest('tiny') });
+    const created = await h.call<{ vmi: Vmi; changed: boolean }>('SyncVMI', { manifest: manifest('tiny') });
     assert.equal(created.changed, true);
     const uid = created.vmi.uid;
     assert.match(uid, /^[0-9a-f-]{36}$/);
-    const again = await call<{ changed: boolean }>(client, 'SyncVMI', { manifest: manifest('tiny') });
+    const again = await h.call<{ changed: boolean }>('SyncVMI', { manifest: manifest('tiny') });
     assert.equal(again.changed, false, 'the same manifest again changes nothing');
 
     const running = await waitPhase('tiny', ['Running'], 120_000);
@@ -162,18 +92,18 @@ describe('VMI lifecycle end to end (daemon + launcher + libvirtd + QEMU TCG)', {
     stream.end();
     stream.cancel();
 
-    await call(client, 'Pause', { namespace: 'e2e', name: 'tiny' });
-    await waitFor(async () => (await call<Vmi>(client, 'GetVMI', { namespace: 'e2e', name: 'tiny' })).status.domainState.startsWith('paused'), 10_000, 'paused');
-    await assert.rejects(call(client, 'Pause', { namespace: 'e2e', name: 'tiny' }), (e: grpc.ServiceError) => e.code === grpc.status.FAILED_PRECONDITION);
-    await call(client, 'Unpause', { namespace: 'e2e', name: 'tiny' });
-    await waitFor(async () => (await call<Vmi>(client, 'GetVMI', { namespace: 'e2e', name: 'tiny' })).status.domainState.startsWith('running'), 10_000, 'running again');
+    await h.call('Pause', { namespace: 'e2e', name: 'tiny' });
+    await waitFor(async () => (await h.call<Vmi>('GetVMI', { namespace: 'e2e', name: 'tiny' })).status.domainState.startsWith('paused'), 10_000, 'paused');
+    await assert.rejects(h.call('Pause', { namespace: 'e2e', name: 'tiny' }), (e: grpc.ServiceError) => e.code === grpc.status.FAILED_PRECONDITION);
+    await h.call('Unpause', { namespace: 'e2e', name: 'tiny' });
+    await waitFor(async () => (await h.call<Vmi>('GetVMI', { namespace: 'e2e', name: 'tiny' })).status.domainState.startsWith('running'), 10_000, 'running again');
 
     const tDel = Date.now();
-    await call(client, 'DeleteVMI', { namespace: 'e2e', name: 'tiny' });
+    await h.call('DeleteVMI', { namespace: 'e2e', name: 'tiny' });
     await waitFor(
       async () => {
         try {
-          await call(client, 'GetVMI', { namespace: 'e2e', name: 'tiny' });
+          await h.call('GetVMI', { namespace: 'e2e', name: 'tiny' });
           return false;
         } catch (e) {
           return (e as grpc.ServiceError).code === grpc.status.NOT_FOUND;
@@ -197,12 +127,12 @@ describe('VMI lifecycle end to end (daemon + launcher + libvirtd + QEMU TCG)', {
   });
 
   it('runStrategy: Once stays Succeeded after the guest powers off; Always restarts it', async () => {
-    await call(client, 'SyncVMI', { manifest: manifest('once', { runStrategy: 'Once', kernelArgs: 'panic=-1 vh.poweroff=2' }) });
-    await call(client, 'SyncVMI', { manifest: manifest('always', { runStrategy: 'Always', kernelArgs: 'panic=-1 vh.poweroff=2' }) });
+    await h.call('SyncVMI', { manifest: manifest('once', { runStrategy: 'Once', kernelArgs: 'panic=-1 vh.poweroff=2' }) });
+    await h.call('SyncVMI', { manifest: manifest('always', { runStrategy: 'Always', kernelArgs: 'panic=-1 vh.poweroff=2' }) });
     const once = await waitPhase('once', ['Succeeded', 'Failed'], 180_000);
     assert.equal(once.status.phase, 'Succeeded', once.status.reason);
     // Always: after the power-off it runs again; the restart is counted in its durable record.
-    const always = await call<Vmi>(client, 'GetVMI', { namespace: 'e2e', name: 'always' });
+    const always = await h.call<Vmi>('GetVMI', { namespace: 'e2e', name: 'always' });
     const recFile = path.join(stateDir, 'vmis', always.uid, 'record.json');
     const restarts = (): number => {
       try {
@@ -214,11 +144,11 @@ describe('VMI lifecycle end to end (daemon + launcher + libvirtd + QEMU TCG)', {
     await waitFor(() => restarts() >= 1, 180_000, 'Always restarted after power-off', 250);
     await waitPhase('always', ['Running'], 120_000);
     await new Promise((r) => setTimeout(r, 3000));
-    const stillOnce = await call<Vmi>(client, 'GetVMI', { namespace: 'e2e', name: 'once' });
+    const stillOnce = await h.call<Vmi>('GetVMI', { namespace: 'e2e', name: 'once' });
     assert.equal(stillOnce.status.phase, 'Succeeded', 'Once is never restarted');
     assert.equal(stillOnce.status.launcherPid, 0);
-    for (const name of ['once', 'always']) await call(client, 'DeleteVMI', { namespace: 'e2e', name });
-    await waitFor(async () => (await call<{ vmis: unknown[] }>(client, 'ListVMIs', { namespace: 'e2e' })).vmis.length === 0, 90_000, 'both deleted', 250);
+    for (const name of ['once', 'always']) await h.call('DeleteVMI', { namespace: 'e2e', name });
+    await waitFor(async () => (await h.call<{ vmis: unknown[] }>('ListVMIs', { namespace: 'e2e' })).vmis.length === 0, 90_000, 'both deleted', 250);
   });
 
   it('disks, cloud-init and a NIC: overlay on the read-only base, sparse scratch, NoCloud seed, user-mode NAT; all removed on delete', async () => {
@@ -252,7 +182,7 @@ describe('VMI lifecycle end to end (daemon + launcher + libvirtd + QEMU TCG)', {
         ],
       },
     };
-    const { vmi } = await call<{ vmi: Vmi }>(client, 'SyncVMI', { manifest: JSON.stringify(full) });
+    const { vmi } = await h.call<{ vmi: Vmi }>('SyncVMI', { manifest: JSON.stringify(full) });
     await waitPhase('full', ['Running'], 120_000);
     const dir = path.join(stateDir, 'vmis', vmi.uid);
     await waitFor(() => fs.existsSync(path.join(dir, 'serial.log')) && fs.readFileSync(path.join(dir, 'serial.log'), 'utf8').includes('VH-GUEST-READY'), 120_000, 'full guest marker');
@@ -278,15 +208,15 @@ describe('VMI lifecycle end to end (daemon + launcher + libvirtd + QEMU TCG)', {
     assert.match(view.domainXml, /<rng model=['"]virtio['"]/);
     assert.equal(view.status.interfaces[0]?.name, 'default');
     assert.match(view.status.interfaces[0]?.mac ?? '', /^52:54:00(:[0-9a-f]{2}){3}$/);
-    await call(client, 'DeleteVMI', { namespace: 'e2e', name: 'full' });
+    await h.call('DeleteVMI', { namespace: 'e2e', name: 'full' });
     await waitFor(() => !fs.existsSync(dir), 60_000, 'full removed', 200);
     assert.deepEqual(fs.readFileSync(base), baseBefore, 'the base image was never written');
   });
 
   it('a bad manifest: INVALID_ARGUMENT with every violation, nothing stored', async () => {
-    const before = await call<{ vmis: unknown[]; revision: number }>(client, 'ListVMIs', {});
+    const before = await h.call<{ vmis: unknown[]; revision: number }>('ListVMIs', {});
     const bad = JSON.stringify({ metadata: { name: 'Bad_Name' }, spec: { domain: { memory: { guest: 'lots' }, devices: { disks: [{ name: 'data' }] } } } });
-    const err = await call(client, 'SyncVMI', { manifest: bad }).then(
+    const err = await h.call('SyncVMI', { manifest: bad }).then(
       () => null,
       (e: grpc.ServiceError) => e,
     );
@@ -299,7 +229,7 @@ describe('VMI lifecycle end to end (daemon + launcher + libvirtd + QEMU TCG)', {
     assert.ok(fields.includes('metadata.name'), fields.join(','));
     assert.ok(fields.some((f) => f.startsWith('spec.domain.memory')), fields.join(','));
     assert.ok(fields.includes('spec.domain.devices.disks[0].name'), fields.join(','));
-    const afterList = await call<{ vmis: unknown[]; revision: number }>(client, 'ListVMIs', {});
+    const afterList = await h.call<{ vmis: unknown[]; revision: number }>('ListVMIs', {});
     assert.equal(afterList.revision, before.revision, 'nothing changed');
     assert.equal(afterList.vmis.length, before.vmis.length);
   });

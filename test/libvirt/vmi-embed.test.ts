@@ -1,88 +1,35 @@
 /**
  * A node without a reachable libvirtd: the daemon runs with libvirt.uri=off, so each VMI's
- * launcher runs libvirt's embedded QEMU driver (qemu:///embed?root=<vmiDir>/libvirt) in-process.
+ * launcher runs libvirt's embedded QEMU driver (qemu:///embed?root=<runDir>/e/<12 hex of the uid>) in-process.
  * create -> Running -> console marker -> kill -9 of the launcher -> Failed with a reason, the
  * orphaned QEMU killed, restarted (runStrategy Always) -> delete -> nothing left.
  * Run through scripts/test-libvirt.sh (only for the tiny guest and root; no libvirtd is used).
  */
 import { after, before, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
-import * as http from 'node:http';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { HandlerUnderTest, qemuPids, stageTinyImages } from './daemon';
 import { type LibvirtTestEnv, testEnv, waitFor } from './guest';
-
-const DAEMON = path.resolve(__dirname, '../../..', 'dist', 'virt-handler.cjs');
-
-function req(sock: string, method: string, p: string): Promise<{ status: number; body: string }> {
-  return new Promise((resolve, reject) => {
-    const r = http.request({ socketPath: sock, method, path: p, agent: false }, (res) => {
-      let b = '';
-      res.on('data', (c: Buffer) => (b += c.toString()));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: b }));
-    });
-    r.on('error', reject);
-    r.end();
-  });
-}
-
-function qemuPids(name: string): number[] {
-  return fs
-    .readdirSync('/proc')
-    .filter((p) => /^\d+$/.test(p))
-    .filter((p) => {
-      try {
-        const cmd = fs.readFileSync(`/proc/${p}/cmdline`, 'utf8');
-        return cmd.includes('qemu-system') && cmd.includes(`guest=${name}`);
-      } catch {
-        return false;
-      }
-    })
-    .map(Number);
-}
 
 describe('VMIs through the embedded libvirt driver (no libvirtd)', { timeout: 300_000 }, () => {
   let env: LibvirtTestEnv;
   let tmp: string;
-  let daemon: ChildProcess;
-  let out = '';
-  let sock: string;
+  let h: HandlerUnderTest;
 
   before(async () => {
     env = testEnv();
-    // Short: the embedded driver's QMP sockets live below <stateDir>/vmis/<uid>/lv (107-byte limit).
+    // Short: the embedded driver's sockets live below <runDir>/e/<12 hex> (107-byte limit).
     tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vhe-'));
-    fs.mkdirSync(path.join(tmp, 'images', 'tiny'), { recursive: true });
-    fs.copyFileSync(env.kernel, path.join(tmp, 'images', 'tiny', 'vmlinux'));
-    fs.copyFileSync(env.initrd, path.join(tmp, 'images', 'tiny', 'initrd.gz'));
-    const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('VH_')));
-    daemon = spawn(process.execPath, [DAEMON, '--state-dir', path.join(tmp, 'state'), '--run-dir', path.join(tmp, 'run'), '--http-tcp=off', '--libvirt-uri=off', '--vmi-image-root', path.join(tmp, 'images'), '--log-level', 'debug'], {
-      env: { ...clean, NODE_NAME: 'embed-node' },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    daemon.stdout!.setEncoding('utf8').on('data', (d: string) => (out += d));
-    daemon.stderr!.setEncoding('utf8').on('data', (d: string) => (out += d));
-    sock = path.join(tmp, 'run', 'http.sock');
-    await waitFor(async () => (await req(sock, 'GET', '/readyz').catch(() => ({ status: 0 }))).status === 200, 30_000, 'daemon ready');
+    stageTinyImages(tmp, env);
+    h = await HandlerUnderTest.start({ tmp, libvirtUri: 'off', nodeName: 'embed-node' });
   });
 
   after(async () => {
-    if (daemon.exitCode === null) {
-      daemon.kill('SIGTERM');
-      await new Promise((r) => daemon.once('exit', r));
-    }
     // Launchers outlive the daemon by design: kill those of VMIs a failed run left behind.
-    const vmis = path.join(tmp, 'state', 'vmis');
-    for (const uid of fs.existsSync(vmis) ? fs.readdirSync(vmis) : []) {
-      try {
-        const pid = (JSON.parse(fs.readFileSync(path.join(vmis, uid, 'record.json'), 'utf8')) as { launcher?: { pid?: number } }).launcher?.pid ?? 0;
-        if (pid > 0) process.kill(pid, 'SIGKILL');
-      } catch {
-        /* no record or already gone */
-      }
-    }
+    await h?.killLeftovers();
     for (const pid of qemuPids('embed_tiny')) process.kill(pid, 'SIGKILL');
     fs.rmSync(tmp, { recursive: true, force: true });
   });
@@ -97,11 +44,11 @@ describe('VMIs through the embedded libvirt driver (no libvirtd)', { timeout: 30
     const created = await new Promise<number | null>((resolve) => spawn(process.execPath, [vhctl, '--socket', path.join(tmp, 'run', 'grpc.sock'), 'create', '-f', manifest], { stdio: 'ignore' }).on('exit', resolve));
     assert.equal(created, 0);
     type View = { uid: string; status: { phase: string; reason: string; launcherPid: number }; domainXml: string | null };
-    const view = async (): Promise<View> => JSON.parse((await req(sock, 'GET', '/v1/vmis/embed/tiny')).body) as View;
+    const view = async (): Promise<View> => JSON.parse((await h.http('GET', '/v1/vmis/embed/tiny')).body) as View;
     await waitFor(async () => (await view()).status.phase === 'Running', 120_000, 'Running', 250).catch(async (e: Error) => {
       const launchers = path.join(tmp, 'state', 'vmis');
       const logs = fs.existsSync(launchers) ? fs.readdirSync(launchers).map((u) => { try { return fs.readFileSync(path.join(launchers, u, 'launcher.log'), 'utf8').slice(-2000); } catch { return ''; } }).join('\n') : '';
-      throw new Error(`${e.message}; view ${JSON.stringify(await view().catch(() => null))}\ndaemon: ${out.slice(-2000)}\nlauncher: ${logs}`);
+      throw new Error(`${e.message}; view ${JSON.stringify(await view().catch(() => null))}\n${h.tail()}\nlauncher: ${logs}`);
     });
     const v = await view();
     const dir = path.join(tmp, 'state', 'vmis', v.uid);
@@ -119,11 +66,11 @@ describe('VMIs through the embedded libvirt driver (no libvirtd)', { timeout: 30
       const x = await view();
       return x.status.phase === 'Running' && x.status.launcherPid !== launcher;
     }, 120_000, 'restarted by runStrategy Always', 250);
-    const events = (JSON.parse((await req(sock, 'GET', '/v1/vmis/embed/tiny')).body) as { events: Array<{ reason: string; message: string }> }).events;
+    const events = (JSON.parse((await h.http('GET', '/v1/vmis/embed/tiny')).body) as { events: Array<{ reason: string; message: string }> }).events;
     assert.ok(events.some((ev) => ev.reason === 'Failed' && /launcher (killed by SIGKILL|exited \(pid \d+ gone\))/.test(ev.message)), JSON.stringify(events));
     assert.ok(events.some((ev) => ev.reason === 'LeftoverCleaned'), 'the orphaned QEMU was cleaned up by the handler');
 
-    await req(sock, 'GET', '/v1/vmis'); // still serving
+    await h.http('GET', '/v1/vmis'); // still serving
     const del = await new Promise<number | null>((resolve) => spawn(process.execPath, [vhctl, '--socket', path.join(tmp, 'run', 'grpc.sock'), 'delete', 'tiny', '-n', 'embed', '--wait', '--timeout', '60s'], { stdio: 'ignore' }).on('exit', resolve));
     assert.equal(del, 0);
     assert.equal(fs.existsSync(dir), false);
