@@ -23,6 +23,7 @@ import { LAUNCHER_SERVICE, loadProtos } from '../../src/grpc/proto';
 import {
   type Client, type Daemon, type VmiOut, call, httpGet, killEverything, makeRoot, manifest, procFigures, recordUids, sleep, startDaemon, vmiClient, waitFor, waitReady,
 } from './vmi-daemon';
+import { mulberry32 as prng } from '../lib/prng';
 
 const TOTAL = Number(process.env.FUZZ_TOTAL ?? 10_000);
 const IN_FLIGHT = 32;
@@ -35,17 +36,6 @@ after(async () => {
   fs.rmSync(ROOT, { recursive: true, force: true });
 });
 
-/** mulberry32: small, seeded, good enough to pick mutations. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const rnd = prng(SEED);
 const int = (n: number): number => Math.floor(rnd() * n);
 const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)] as T;

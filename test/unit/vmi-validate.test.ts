@@ -7,6 +7,7 @@ import { parseManifest, MAX_MANIFEST_BYTES } from '../../src/vmi/manifest';
 import { parseBytes, parseMilli } from '../../src/vmi/quantity';
 import { validateVmi } from '../../src/vmi/validate';
 import type { FieldViolation, NormalizedVmi, ValidationContext, ValidationResult } from '../../src/vmi/types';
+import { mulberry32 } from '../lib/prng';
 
 // ---------------------------------------------------------------------------------------------
 // A host tree: images/ is the image root, host/ and linkroot (-> host2) are host path roots,
@@ -530,16 +531,6 @@ test('manifest: __proto__ keys stay data', () => {
 // Property-style: random mutations never throw and always explain themselves
 // ---------------------------------------------------------------------------------------------
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** Every container (object or array) reachable in a spec, with its keys. */
 function containers(v: unknown, out: Array<Record<string, unknown> | unknown[]> = []): Array<Record<string, unknown> | unknown[]> {
