@@ -24,7 +24,7 @@
  * - Networks: `pod: {}` is the only source, so "at most one pod network" means one network.
  *   A spec with no interfaces and no networks is valid (no NIC); unlike KubeVirt we do not
  *   auto-attach a pod interface, because what a VM gets should be what its manifest says.
- * - Host paths: both the path as written (after joining relative ones onto imageRoot) and its
+ * - Host paths (host-paths.ts): both the path as written (after joining relative ones onto imageRoot) and its
  *   realpath must lie strictly inside a root (imageRoot or a hostPathRoot, taken as given or as
  *   realpath). Relative and absolute paths share the same roots. Only regular files are accepted
  *   (hostDisk too: no block devices). DiskOrCreate on a missing file needs an existing parent
@@ -36,17 +36,16 @@
  *   getters, no prototype lookups), and an unexpected failure becomes a 'manifest' violation.
  */
 
-import * as fs from 'node:fs';
-import * as path from 'node:path';
-import { errnoFacts } from '../errors';
 import { isValidLabelKey, isValidLabelValue } from '../node/labels';
 import { formatBytes, parseBytes, parseMilli } from './quantity';
 import {
-  RUN_STRATEGIES, type DiskBus, type FieldViolation, type NormalizedDisk, type NormalizedInterface,
+  RUN_STRATEGIES, type DiskBus, type NormalizedDisk, type NormalizedInterface,
   type NormalizedVmi, type NormalizedVolume, type RunStrategy, type ValidationContext, type ValidationResult,
   type VmiLimits,
 } from './types';
-import { isDnsLabel, isUuid } from './ids';
+import { FieldReader, type Fields, Violations, child, isPlainObject, q } from './field-reader';
+import { HostPaths } from './host-paths';
+import { isUuid } from './ids';
 
 /** Node limits used when ValidationContext.limits leaves one out. */
 export const DEFAULT_LIMITS: Readonly<VmiLimits> = Object.freeze({
@@ -58,13 +57,9 @@ export const DEFAULT_LIMITS: Readonly<VmiLimits> = Object.freeze({
   maxDiskBytes: 2 ** 40,
 });
 
-const MAX_VIOLATIONS = 1000;
-const MAX_LIST_ITEMS = 256;
 const MAX_LABELS = 256;
 const MAX_ANNOTATIONS = 1024;
 const MAX_ANNOTATION_BYTES = 256 * 1024;
-const MAX_PATH = 4096;
-const MAX_STRING = 4096;
 const MIN_GUEST_MEMORY = 16 * 2 ** 20;
 const MIN_DISK_BYTES = 2 ** 20;
 const HUGEPAGE_SIZES = [2 * 2 ** 20, 2 ** 30];
@@ -74,10 +69,6 @@ const MACHINE_RE = /^(q35|pc|pc-q35-\d{1,2}\.\d{1,2}|pc-i440fx-\d{1,2}\.\d{1,2})
 const SERIAL_RE = /^[A-Za-z0-9_-]{1,20}$/;
 const MAC_RE = /^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$/;
 const PRINTABLE_ASCII_RE = /^[\x20-\x7e]*$/;
-const LONE_SURROGATE = '[\\uD800-\\uDBFF](?![\\uDC00-\\uDFFF])|(?<![\\uD800-\\uDBFF])[\\uDC00-\\uDFFF]';
-const CONTROL_RE = new RegExp(`[\\u0000-\\u001f\\u007f-\\u009f\\ufffe\\uffff]|${LONE_SURROGATE}`);
-const CONTROL_MULTILINE_RE = new RegExp(`[\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f\\ufffe\\uffff]|${LONE_SURROGATE}`);
-const IDENT_RE = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 const DISK_BUSES: readonly DiskBus[] = ['virtio', 'sata', 'scsi'];
 const NIC_MODELS = ['virtio', 'e1000', 'e1000e', 'rtl8139'];
 
@@ -97,53 +88,12 @@ export function validateVmi(raw: unknown, ctx: ValidationContext): ValidationRes
   return { ok: true, vmi };
 }
 
-/** A JSON-escaped, length-bounded quotation of an untrusted string for messages. */
-function q(s: string): string {
-  return JSON.stringify(s.length > 64 ? `${s.slice(0, 64)}...` : s);
-}
-
-/** `parent.key`, or `parent["odd key"]` when the key is not a plain identifier. */
-function child(parent: string, key: string): string {
-  if (IDENT_RE.test(key)) return parent === '' ? key : `${parent}.${key}`;
-  return `${parent}[${q(key)}]`;
-}
-
-class Violations {
-  private readonly items: FieldViolation[] = [];
-  private omitted = 0;
-  get count(): number {
-    return this.items.length + this.omitted;
-  }
-  add(field: string, message: string): void {
-    if (this.items.length < MAX_VIOLATIONS - 1) this.items.push({ field: field === '' ? 'manifest' : field, message });
-    else this.omitted += 1;
-  }
-  list(): FieldViolation[] {
-    if (this.omitted === 0) return [...this.items];
-    return [...this.items, { field: 'manifest', message: `${this.omitted} further violations not shown` }];
-  }
-}
-
-/** Own enumerable data properties of a plain object, as a Map (no prototype, no getters). */
-type Fields = Map<string, unknown>;
-
-function isPlainObject(v: unknown): v is object {
-  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
-  const proto = Object.getPrototypeOf(v) as unknown;
-  return proto === Object.prototype || proto === null;
-}
-
-interface Roots {
-  lexical: string[];
-  real: string[];
-}
-
-class Validator {
+class Validator extends FieldReader {
   private readonly limits: VmiLimits;
-  private readonly imageRoot: string;
-  private readonly roots: Roots;
+  private readonly paths: HostPaths;
 
-  constructor(private readonly v: Violations, ctx: ValidationContext) {
+  constructor(v: Violations, ctx: ValidationContext) {
+    super(v);
     const given = (ctx.limits ?? {}) as Partial<Record<keyof VmiLimits, unknown>>;
     const limits = { ...DEFAULT_LIMITS };
     for (const key of Object.keys(DEFAULT_LIMITS) as Array<keyof VmiLimits>) {
@@ -151,124 +101,7 @@ class Validator {
       if (typeof value === 'number' && Number.isSafeInteger(value) && value > 0) limits[key] = value;
     }
     this.limits = limits;
-    this.imageRoot = path.resolve(typeof ctx.imageRoot === 'string' ? ctx.imageRoot : '/nonexistent');
-    const hostRoots = Array.isArray(ctx.hostPathRoots) ? ctx.hostPathRoots.filter((r) => typeof r === 'string') : [];
-    const lexical = [this.imageRoot, ...hostRoots.map((r) => path.resolve(r))];
-    const real: string[] = [];
-    for (const root of lexical) {
-      try {
-        real.push(fs.realpathSync(root));
-      } catch {
-        // A root that does not exist cannot contain anything.
-      }
-    }
-    this.roots = { lexical: [...lexical, ...real], real };
-  }
-
-  // ----- generic readers ------------------------------------------------------------------------
-
-  /** The fields of an object; unknown keys are reported. null (and a violation) if not an object. */
-  private obj(value: unknown, field: string, allowed: readonly string[], unknown = 'unknown field'): Fields | null {
-    if (!isPlainObject(value)) {
-      this.v.add(field, 'must be an object');
-      return null;
-    }
-    const fields: Fields = new Map();
-    for (const key of Object.keys(value)) {
-      const desc = Object.getOwnPropertyDescriptor(value, key);
-      if (!allowed.includes(key)) this.v.add(child(field, key), unknown);
-      else fields.set(key, desc !== undefined && 'value' in desc ? (desc.value as unknown) : undefined);
-    }
-    return fields;
-  }
-
-  /** An object with no fields at all ({}), e.g. `pod: {}`. */
-  private empty(value: unknown, field: string): boolean {
-    return this.obj(value, field, []) !== null;
-  }
-
-  /** A list's entries (up to MAX_LIST_ITEMS); `limit` adds the node's count limit for `noun`s. */
-  private list(value: unknown, field: string, limit?: { max: number; noun: string }): unknown[] {
-    if (!Array.isArray(value)) {
-      this.v.add(field, 'must be a list');
-      return [];
-    }
-    if (limit !== undefined && value.length > limit.max) {
-      this.v.add(field, `${value.length} ${limit.noun} exceed this node's limit of ${limit.max}`);
-    }
-    const items: unknown[] = [];
-    for (let i = 0; i < Math.min(value.length, MAX_LIST_ITEMS); i++) items.push(Object.hasOwn(value, i) ? value[i] : undefined);
-    return items;
-  }
-
-  private str(value: unknown, field: string, opts: { max?: number; multiline?: boolean } = {}): string | undefined {
-    const max = opts.max ?? MAX_STRING;
-    if (typeof value !== 'string') {
-      this.v.add(field, 'must be a string');
-      return undefined;
-    }
-    if (value.length > max) {
-      this.v.add(field, `must be at most ${max} characters`);
-      return undefined;
-    }
-    if ((opts.multiline === true ? CONTROL_MULTILINE_RE : CONTROL_RE).test(value)) {
-      this.v.add(field, 'must not contain control characters');
-      return undefined;
-    }
-    return value;
-  }
-
-  private int(value: unknown, field: string, min: number, max: number): number | undefined {
-    if (typeof value !== 'number' || !Number.isSafeInteger(value)) {
-      this.v.add(field, 'must be an integer');
-      return undefined;
-    }
-    if (value < min || value > max) {
-      this.v.add(field, `must be between ${min} and ${max}`);
-      return undefined;
-    }
-    return value;
-  }
-
-  private bool(value: unknown, field: string): boolean | undefined {
-    if (typeof value !== 'boolean') {
-      this.v.add(field, 'must be true or false');
-      return undefined;
-    }
-    return value;
-  }
-
-  private oneOf<T extends string>(value: unknown, field: string, allowed: readonly T[]): T | undefined {
-    const s = this.str(value, field, { max: 64 });
-    if (s === undefined) return undefined;
-    if (!(allowed as readonly string[]).includes(s)) {
-      this.v.add(field, `must be one of ${allowed.join(', ')} (got ${q(s)})`);
-      return undefined;
-    }
-    return s as T;
-  }
-
-  private dnsLabel(value: unknown, field: string): string | undefined {
-    const s = this.str(value, field, { max: 253 });
-    if (s === undefined) return undefined;
-    if (!isDnsLabel(s)) {
-      this.v.add(field, `${q(s)} must be a DNS-1123 label (lower-case alphanumerics and '-', at most 63 characters)`);
-      return undefined;
-    }
-    return s;
-  }
-
-  /** A byte quantity within [min, max]. */
-  private bytes(value: unknown, field: string, min: number, max: number): number | undefined {
-    const r = parseBytes(value);
-    if (!r.ok) {
-      this.v.add(field, r.error);
-      return undefined;
-    }
-    if (r.value < min) this.v.add(field, `must be at least ${formatBytes(min)}`);
-    else if (r.value > max) this.v.add(field, `must be at most ${formatBytes(max)}`);
-    else return r.value;
-    return undefined;
+    this.paths = new HostPaths(v, ctx);
   }
 
   // ----- the manifest ---------------------------------------------------------------------------
@@ -510,9 +343,9 @@ class Validator {
       const k = this.obj(f.get('kernelBoot'), base, ['kernel', 'initrd', 'kernelArgs']);
       if (k === null) return result;
       let kernel: string | undefined;
-      if (k.has('kernel')) kernel = this.hostPath(k.get('kernel'), `${base}.kernel`, false)?.path;
+      if (k.has('kernel')) kernel = this.paths.check(k.get('kernel'), `${base}.kernel`, false)?.path;
       else this.v.add(`${base}.kernel`, 'required when kernelBoot is set');
-      const initrd = k.has('initrd') ? this.hostPath(k.get('initrd'), `${base}.initrd`, false)?.path : null;
+      const initrd = k.has('initrd') ? this.paths.check(k.get('initrd'), `${base}.initrd`, false)?.path : null;
       let kernelArgs = '';
       if (k.has('kernelArgs')) {
         const args = this.str(k.get('kernelArgs'), `${base}.kernelArgs`, { max: 1024 });
@@ -546,81 +379,6 @@ class Validator {
       if (feature?.has('enabled') === true) result[key] = this.bool(feature.get('enabled'), `spec.domain.features.${key}.enabled`) ?? true;
     }
     return result;
-  }
-
-  // ----- host paths -----------------------------------------------------------------------------
-
-  private inside(p: string, roots: readonly string[]): boolean {
-    return roots.some((root) => {
-      const rel = path.relative(root, p);
-      return rel !== '' && rel !== '..' && !rel.startsWith(`..${path.sep}`) && !path.isAbsolute(rel);
-    });
-  }
-
-  /**
-   * A host path confined to the roots, resolved to its realpath. With `mayCreate`, a missing file
-   * is accepted when its parent directory exists inside the roots (exists: false).
-   */
-  private hostPath(value: unknown, field: string, mayCreate: boolean): { path: string; exists: boolean } | undefined {
-    if (typeof value !== 'string') {
-      this.v.add(field, 'must be a string');
-      return undefined;
-    }
-    if (value === '') return this.refuse(field, 'must not be empty');
-    if (value.length > MAX_PATH) return this.refuse(field, `must be at most ${MAX_PATH} characters`);
-    if (value.includes('\0')) return this.refuse(field, 'must not contain NUL');
-    if (CONTROL_RE.test(value)) return this.refuse(field, 'must not contain control characters (including newlines)');
-    if (value.split('/').includes('..')) return this.refuse(field, `${q(value)} must not contain ".." components`);
-    const lexical = path.isAbsolute(value) ? path.normalize(value) : path.join(this.imageRoot, value);
-    if (!this.inside(lexical, this.roots.lexical)) return this.refuse(field, `${q(value)} is outside the allowed host path roots`);
-    let real: string;
-    try {
-      real = fs.realpathSync(lexical);
-    } catch (e) {
-      const code = errnoFacts(e)?.code ?? 'unknown error';
-      if (code === 'ENOENT' && mayCreate) return this.toCreate(lexical, value, field);
-      if (code === 'ENOENT') return this.refuse(field, `${q(value)} does not exist`);
-      if (code === 'ELOOP') return this.refuse(field, `${q(value)} has a symlink loop`);
-      return this.refuse(field, `${q(value)} cannot be resolved (${code})`);
-    }
-    if (!this.inside(real, this.roots.real)) {
-      // The symlink target is not echoed: messages reach whoever submitted the manifest.
-      return this.refuse(field, `${q(value)} resolves (through a symlink) outside the allowed host path roots`);
-    }
-    let isFile = false;
-    try {
-      isFile = fs.statSync(real).isFile();
-    } catch (e) {
-      return this.refuse(field, `${q(value)} cannot be read (${errnoFacts(e)?.code ?? 'unknown error'})`);
-    }
-    if (!isFile) return this.refuse(field, `${q(value)} is not a regular file`);
-    return { path: real, exists: true };
-  }
-
-  private toCreate(lexical: string, value: string, field: string): { path: string; exists: boolean } | undefined {
-    try {
-      fs.lstatSync(lexical);
-      return this.refuse(field, `${q(value)} is a dangling symlink`);
-    } catch {
-      // Expected: nothing at all at the path.
-    }
-    let parent: string;
-    try {
-      parent = fs.realpathSync(path.dirname(lexical));
-      if (!fs.statSync(parent).isDirectory()) return this.refuse(field, `the parent of ${q(value)} is not a directory`);
-    } catch {
-      return this.refuse(field, `the parent directory of ${q(value)} does not exist`);
-    }
-    const target = path.join(parent, path.basename(lexical));
-    if (!this.inside(target, this.roots.real)) {
-      return this.refuse(field, `${q(value)} resolves (through a symlink) outside the allowed host path roots`);
-    }
-    return { path: target, exists: false };
-  }
-
-  private refuse(field: string, message: string): undefined {
-    this.v.add(field, message);
-    return undefined;
   }
 
   /** The `name` of a list entry: required, a DNS-1123 label, not yet in `seen`. */
@@ -668,7 +426,7 @@ class Validator {
       const s = this.obj(value, base, ['path']);
       if (s === null) return null;
       if (!s.has('path')) return this.refuse(`${base}.path`, 'required') ?? null;
-      const p = this.hostPath(s.get('path'), `${base}.path`, false);
+      const p = this.paths.check(s.get('path'), `${base}.path`, false);
       return p === undefined ? null : { kind, name, path: p.path };
     }
     if (kind === 'hostDisk') {
@@ -677,7 +435,7 @@ class Validator {
       const type = s.has('type') ? this.oneOf(s.get('type'), `${base}.type`, ['Disk', 'DiskOrCreate'] as const) : this.refuse(`${base}.type`, 'required');
       const capacity = s.has('capacity') ? this.bytes(s.get('capacity'), `${base}.capacity`, MIN_DISK_BYTES, maxDisk) : null;
       if (!s.has('path')) return this.refuse(`${base}.path`, 'required') ?? null;
-      const p = this.hostPath(s.get('path'), `${base}.path`, type === 'DiskOrCreate');
+      const p = this.paths.check(s.get('path'), `${base}.path`, type === 'DiskOrCreate');
       if (p === undefined || type === undefined || capacity === undefined) return null;
       if (!p.exists && capacity === null) return this.refuse(`${base}.capacity`, 'required when a DiskOrCreate file does not exist yet') ?? null;
       return { kind, name, path: p.path, type, capacityBytes: capacity };
