@@ -4,10 +4,18 @@
  */
 
 import type { DomainStats } from '../libvirt/stats';
-import type { DomainStatusMsg } from '../vmi/launcher-server';
-
-/** The DomainStatus message: one definition, shared with the handler's side (launcher-server.ts). */
-export type DomainStatus = DomainStatusMsg;
+/**
+ * The DomainStatus message, shared with the handler's side (src/vmi/launcher-server.ts imports
+ * the contract from here: one definition for both ends).
+ */
+export interface DomainStatus {
+  state: string;
+  reason: string;
+  domainUuid: string;
+  lastEvent: string;
+  error: string;
+  domainXml: string;
+}
 
 export interface CommandResult {
   id: string;
@@ -29,19 +37,26 @@ export interface StartDomain {
   libvirtUri: string;
 }
 
-/** A decoded Command: `id` plus at most one of the cmd members (none: a newer handler's command). */
-export interface Command {
-  id: string;
-  start?: StartDomain;
-  pause?: object;
-  unpause?: object;
-  softReboot?: object;
-  shutdown?: { gracePeriodSeconds: number };
-  destroy?: object;
-  teardown?: object;
-  getStatus?: object;
-  getStats?: object;
+type Empty = Record<string, never>;
+
+/** The members of launcher.proto's Command oneof, by name, with their payloads. */
+export interface CommandPayloads {
+  start: StartDomain;
+  pause: Empty;
+  unpause: Empty;
+  softReboot: Empty;
+  shutdown: { gracePeriodSeconds: number };
+  destroy: Empty;
+  teardown: Empty;
+  getStatus: Empty;
+  getStats: Empty;
 }
+
+/** What the handler sends: exactly one member. */
+export type CommandBody = { [K in keyof CommandPayloads]: Pick<CommandPayloads, K> }[keyof CommandPayloads];
+
+/** A decoded Command: `id` plus at most one member (none: a newer handler's command). */
+export type Command = { id: string } & Partial<CommandPayloads>;
 
 export interface HandlerMessage {
   registered?: { sessionToken: string; heartbeatIntervalMs: number };

@@ -13,6 +13,7 @@ import { ErrorCodes, VhError } from '../errors';
 import { MalformedRequest, toGrpcStatus } from '../grpc/errors';
 import type { Logger } from '../log';
 import { isUuid } from './ids';
+import type { CommandBody, DomainStatus as DomainStatusMsg } from '../launcher/messages';
 
 export const REGISTER_TIMEOUT_MS = 5_000;
 export const HEARTBEAT_INTERVAL_MS = 1_000;
@@ -23,27 +24,8 @@ const MAX_STATS_JSON = 1024 * 1024;
 /** libvirt state names the launcher may report ('' = no domain yet). */
 const DOMAIN_STATES = new Set(['', 'nostate', 'running', 'blocked', 'paused', 'shutdown', 'shutoff', 'crashed', 'pmsuspended', 'unknown']);
 
-/** A DomainStatus message as decoded. */
-export interface DomainStatusMsg {
-  state: string;
-  reason: string;
-  domainUuid: string;
-  lastEvent: string;
-  error: string;
-  domainXml: string;
-}
-
-/** The command bodies of launcher.proto's Command oneof (one key set). */
-export type CommandBody =
-  | { start: { domainXml: string; disksJson: string; libvirtUri: string } }
-  | { pause: Record<string, never> }
-  | { unpause: Record<string, never> }
-  | { softReboot: Record<string, never> }
-  | { shutdown: { gracePeriodSeconds: number } }
-  | { destroy: Record<string, never> }
-  | { teardown: Record<string, never> }
-  | { getStatus: Record<string, never> }
-  | { getStats: Record<string, never> };
+/** The contract's messages live in one module for both ends (src/launcher/messages.ts). */
+export type { CommandBody, DomainStatus as DomainStatusMsg } from '../launcher/messages';
 
 /** What the launcher server asks of the VMI manager. */
 export interface LauncherRegistry {
