@@ -270,17 +270,14 @@ export class VmiManager implements VmiReadModel, LauncherRegistry {
   delete(ref: VmiRefIn): VmiView {
     const e = this.find(ref);
     if (!e.rec.deleting) {
-      const prev = e.rec;
-      e.rec = { ...e.rec, deleting: true, wantRunning: false };
-      try {
-        this.persist(e);
-      } catch (err) {
-        e.rec = prev; // not durable: nothing may act on it (a full disk keeps the last good record)
-        throw err;
-      }
+      // One durable write, with the revision the MODIFIED event gets; if it fails (a full disk)
+      // nothing changed, in memory or on disk, and nothing acts on the delete.
+      const next: VmiRecord = { ...e.rec, deleting: true, wantRunning: false, phase: e.status.phase, reason: e.status.reason, revision: this.revision + 1 };
+      this.store.write(next);
+      e.rec = next;
       failpoint('delete-after-record-write');
       addEvent(e, 'Normal', 'Deleting', 'delete requested');
-      this.publish(e, 'MODIFIED');
+      this.publish(e, 'MODIFIED', false);
     }
     this.queue.add(e.rec.uid);
     return viewOf(e);
