@@ -20,7 +20,6 @@
  */
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { loadProtos } from '../grpc/proto';
 import type { Logger } from '../log';
@@ -31,6 +30,19 @@ import type { Command, CommandResult, DomainStatus, HandlerMessage, LauncherMess
 export const DEFAULT_HEARTBEAT_MS = 10_000;
 /** A Register unanswered this long is treated as a dead stream. */
 export const REGISTER_TIMEOUT_MS = 15_000;
+/** How often a waiting link looks for a new handler socket. */
+const SOCKET_POLL_MS = 250;
+
+/** The socket file's identity (inode and change time), or null when there is none. */
+function socketId(file: string): string | null {
+  try {
+    const st = fs.statSync(file, { bigint: true });
+    return `${st.dev}:${st.ino}:${st.ctimeNs}`;
+  } catch {
+    return null;
+  }
+}
+
 /** Reconnect backoff to the handler's local socket (see the header for why the cap is low). */
 export const LINK_BACKOFF: Backoff = { initialMs: 250, maxMs: 4_000, stableMs: 10_000 };
 /** Results kept while disconnected; older ones are dropped (and logged). */
@@ -78,9 +90,9 @@ export class HandlerLink extends EventEmitter {
   private registrations = 0;
   /** Why we cancelled the current stream ourselves (reported instead of grpc's CANCELLED). */
   private cancelReason: string | null = null;
-  private socketWatch: fs.FSWatcher | null = null;
-  /** The socket appeared while an attempt was in flight. */
-  private retrySoon = false;
+  private socketPoll: NodeJS.Timeout | null = null;
+  /** The handler socket's identity when the current attempt started (see watchSocket). */
+  private attemptSocketId: string | null = null;
 
   constructor(private readonly opts: HandlerLinkOptions) {
     super();
@@ -149,6 +161,7 @@ export class HandlerLink extends EventEmitter {
       'grpc.keepalive_timeout_ms': 10_000,
     });
     this.client = client;
+    this.attemptSocketId = socketId(this.opts.socketPath);
     const stream = (client as unknown as { connect(): Stream }).connect();
     this.stream = stream;
     this.registered = false;
@@ -184,7 +197,6 @@ export class HandlerLink extends EventEmitter {
     this.registerTimer = null;
     this.registered = true;
     this.unwatchSocket(); // only watched while waiting to reconnect
-    this.retrySoon = false;
     if (reg.sessionToken) this.sessionToken = reg.sessionToken;
     else if (!this.sessionToken) this.opts.logger.warn('Registered carried no session token; reconnects will reuse the spawn token');
     const ms = reg.heartbeatIntervalMs;
@@ -236,8 +248,7 @@ export class HandlerLink extends EventEmitter {
 
   private schedule(): void {
     if (this.stopped || this.retryTimer) return;
-    const delay = this.retrySoon ? 0 : backoffDelay(this.attempt++, this.backoff, this.opts.random);
-    this.retrySoon = false;
+    const delay = backoffDelay(this.attempt++, this.backoff, this.opts.random);
     this.retryTimer = setTimeout(() => {
       this.retryTimer = null;
       this.connect();
@@ -245,34 +256,29 @@ export class HandlerLink extends EventEmitter {
     this.watchSocket();
   }
 
-  /** While a retry is pending, the handler's socket (re)appearing means: retry now. */
+  /**
+   * While a retry is pending, the handler's socket is looked at every 250 ms: a socket file
+   * other than the one the last attempt found (a new inode: a restarted handler bound it) means
+   * retry now. A stat of one path is cheap; inotify was tried first and missed the handler's
+   * unlink+bind in some runs under load.
+   */
   private watchSocket(): void {
-    if (this.socketWatch || this.stopped) return;
-    const dir = path.dirname(this.opts.socketPath);
-    const base = path.basename(this.opts.socketPath);
-    try {
-      this.socketWatch = fs.watch(dir, { persistent: false }, (_event, file) => {
-        if (file !== base || this.stopped) return;
-        if (!this.retryTimer) {
-          // An attempt is in flight (it may fail: the handler was still binding): the retry
-          // after it goes at once instead of after the backoff.
-          this.retrySoon = true;
-          return;
-        }
-        clearTimeout(this.retryTimer);
-        this.retryTimer = null;
-        this.opts.logger.debug({ socket: this.opts.socketPath }, 'handler socket appeared; reconnecting now');
-        this.connect();
-      });
-      this.socketWatch.on('error', () => this.unwatchSocket());
-    } catch {
-      this.socketWatch = null; // no directory (yet): the timer alone retries
-    }
+    if (this.socketPoll || this.stopped) return;
+    this.socketPoll = setInterval(() => {
+      if (!this.retryTimer || this.stopped) return;
+      const id = socketId(this.opts.socketPath);
+      if (id === null || id === this.attemptSocketId) return;
+      clearTimeout(this.retryTimer);
+      this.retryTimer = null;
+      this.opts.logger.debug({ socket: this.opts.socketPath }, 'handler socket replaced; reconnecting now');
+      this.connect();
+    }, SOCKET_POLL_MS);
+    this.socketPoll.unref();
   }
 
   private unwatchSocket(): void {
-    this.socketWatch?.close();
-    this.socketWatch = null;
+    if (this.socketPoll) clearInterval(this.socketPoll);
+    this.socketPoll = null;
   }
 
   private write(msg: LauncherMessage): Promise<void> {

@@ -128,7 +128,23 @@ describe('chaos: handler, launcher and libvirtd killed under running VMIs', { ti
         .map((l) => (JSON.parse(l) as { attempt: number }).attempt);
       assert.ok(attempts.length >= 1 && attempts.length <= 10, `${n}: ${attempts.length} reconnect attempts in ~${Math.round((Date.now() - tKill) / 1000)} s`);
     }
-    console.log(`# handler kill -9: restarted daemon ready in ${readyMs} ms, all ${NAMES.length} VMIs re-adopted ${adoptedMs} ms after start`);
+    // When each launcher re-registered, from its own log (ms after the restart began).
+    const registeredAt = NAMES.map((n) => {
+      const line = fs
+        .readFileSync(launcherLog(n), 'utf8')
+        .split('\n')
+        .filter(Boolean)
+        .map((l) => JSON.parse(l) as { msg: string; time: string })
+        .find((j) => j.msg === 'registered with the handler' && Date.parse(j.time) >= tStart);
+      return line ? Date.parse(line.time) - tStart : -1;
+    });
+    console.log(`# handler kill -9: restarted daemon ready in ${readyMs} ms, launchers re-registered at ${registeredAt.join('/')} ms, all ${NAMES.length} VMIs re-adopted ${adoptedMs} ms after start`);
+    for (const [i, n] of NAMES.entries()) {
+      if ((registeredAt[i] as number) - readyMs < 1000) continue;
+      // A slow re-registration: show what the launcher's link did (diagnostics only).
+      const lines = fs.readFileSync(launcherLog(n), 'utf8').split('\n').filter((l) => l.includes('handler') && Date.parse((/"time":"([^"]+)"/.exec(l) ?? [])[1] ?? '') >= tKill);
+      console.log(`# slow re-registration of ${n}:\n${lines.map((l) => `#   ${l.slice(0, 400)}`).join('\n')}`);
+    }
   });
 
   it('kill -9 of an adopted launcher: Failed with a reason within 2 s, QEMU cleaned up, restarted (Always)', async () => {
@@ -225,7 +241,29 @@ describe('chaos: handler, launcher and libvirtd killed under running VMIs', { ti
       const line = text.split('\n').find((l) => l.startsWith(`${metric}{`) && l.includes(`name="${name}"`) && l.includes(`namespace="${NS}"`));
       return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : null;
     };
-    const first = await scrape();
+    // Right after the libvirtd restart a launcher may still be re-opening its connection: the
+    // first sample of each VMI must come within a few scrapes.
+    const tFirst = Date.now();
+    let first = await scrape();
+    const missingAtFirst = NAMES.filter((n) => value(first.text, 'kubevirt_vmi_cpu_usage_seconds_total', n) === null);
+    await waitFor(
+      async () => {
+        first = await scrape();
+        return NAMES.every((n) => value(first.text, 'kubevirt_vmi_cpu_usage_seconds_total', n) !== null);
+      },
+      20_000,
+      'a first stats sample of every VMI',
+      500,
+    ).catch((e: Error) => {
+      const collector = first.text.split('\n').filter((l) => l.startsWith('virt_handler_vmi_stats_')).join('\n');
+      throw new Error(`${e.message}\n${collector}\n${h.tail()}`);
+    });
+    const sampledMs = Date.now() - tFirst;
+    if (missingAtFirst.length > 0) {
+      // Diagnostics: why a launcher had no sample yet (the collector logs failures at debug).
+      const why = h.out.split('\n').filter((l) => /stats/i.test(l) && Date.parse((/"time":"([^"]+)"/.exec(l) ?? [])[1] ?? '') >= tFirst - 1000);
+      console.log(`# stats failures right after the libvirtd restart:\n${why.slice(0, 8).map((l) => `#   ${l.slice(0, 400)}`).join('\n')}`);
+    }
     await sleep(1500);
     const second = await scrape();
     for (const n of NAMES) {
@@ -248,7 +286,7 @@ describe('chaos: handler, launcher and libvirtd killed under running VMIs', { ti
       assert.ok((value(third.text, 'virt_handler_vmi_stats_sample_age_seconds', 'c') ?? 0) > 0, 'c: a stale sample, with its age');
       assert.ok(value(third.text, 'kubevirt_vmi_cpu_usage_seconds_total', 'c') !== null, 'c: still reported');
       assert.equal(value(third.text, 'virt_handler_vmi_stats_sample_age_seconds', 'a'), 0, 'a: fresh');
-      console.log(`# metrics: scrape ${second.ms} ms with ${NAMES.length} VMIs, ${third.ms} ms with one launcher frozen`);
+      console.log(`# metrics: every VMI sampled ${sampledMs} ms after the first scrape (missing at first: ${missingAtFirst.join(',') || 'none'}); scrape ${second.ms} ms with ${NAMES.length} VMIs, ${third.ms} ms with one launcher frozen`);
     } finally {
       process.kill(frozen, 'SIGCONT');
     }
