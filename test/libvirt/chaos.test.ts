@@ -171,13 +171,14 @@ describe('chaos: handler, launcher and libvirtd killed under running VMIs', { ti
       assert.ok(detectMs <= 2000, `detected in ${detectMs} ms (target <= 2000)`);
       await waitFor(() => !qemu.some(alive), 15_000, 'the leftover QEMU destroyed');
       const back = await h.waitPhase(NS, 'a', ['Running'], 60_000);
+      const runningMs = Date.now() - tKill;
       assert.notEqual(back.status.launcherPid, launcher, 'a new launcher');
       const qemu2 = qemuPids(`${NS}_a`);
       assert.equal(qemu2.length, 1, 'one new QEMU');
       assert.notDeepEqual(qemu2, qemu);
       // A fresh boot: a second marker in the same serial log, then its own uptime counter.
       await waitFor(() => readyCount('a') === 2 && uptimeNow('a') >= 1, 120_000, 'the restarted guest booted', 200);
-      console.log(`# launcher kill -9: Failed after ${detectMs} ms ("${failed.reason}"), Running again after ${Date.now() - tKill} ms`);
+      console.log(`# launcher kill -9: Failed after ${detectMs} ms ("${failed.reason}"), Running again (new launcher and QEMU) after ${runningMs} ms, the new guest booted after ${Date.now() - tKill} ms`);
     } finally {
       stream.cancel();
     }
