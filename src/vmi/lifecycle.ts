@@ -46,10 +46,7 @@ export async function reconcile(d: LifecycleDeps, e: Entry): Promise<void> {
   if (e.rec.deleting) return teardownForDelete(d, e);
   const l = e.rec.launcher;
   if (l) {
-    const alive = l.pid > 0 && isSameProcess(l.pid, l.startTime);
-    if (!alive) {
-      return launcherGone(d, e);
-    }
+    if (!isSameProcess(l.pid, l.startTime)) return launcherGone(d, e);
     if (!e.link || !e.link.isOpen) {
       const waited = Date.now() - e.launcherSince;
       const limit = e.status.launcherPid ? m.timing.readoptMs : m.timing.registerTimeoutMs;
@@ -395,7 +392,8 @@ function afterStop(d: LifecycleDeps, e: Entry, failed: boolean): void {
 async function teardownForDelete(d: LifecycleDeps, e: Entry): Promise<void> {
   const { m } = d;
   const l = e.rec.launcher;
-  if (l && (l.pid === 0 || isSameProcess(l.pid, l.startTime))) {
+  // (A pid-0 record never gets here: reconcile resolves it first, findUnrecordedLauncher.)
+  if (l && isSameProcess(l.pid, l.startTime)) {
     if (e.link && e.link.isOpen && e.intent !== 'teardown') {
       const st = e.domain?.state ?? '';
       if (e.started && st !== '' && st !== 'shutoff' && st !== 'crashed') return gracefulShutdown(d, e, () => requestTeardown(d, e));
@@ -404,7 +402,7 @@ async function teardownForDelete(d: LifecycleDeps, e: Entry): Promise<void> {
     if (e.intent === 'teardown') return waitForExit(d, e);
     // Alive but not linked: give it the reconnect window, then kill it.
     if (Date.now() - e.launcherSince < m.timing.readoptMs) return m.requeue(e.rec.uid, 500);
-    if (l.pid > 0) kill(l.pid, l.startTime);
+    kill(l.pid, l.startTime);
     e.intent = 'teardown';
     return m.requeue(e.rec.uid, 250);
   }
