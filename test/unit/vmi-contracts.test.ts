@@ -116,13 +116,24 @@ describe('VmiService + Launcher contracts (libvirt off)', () => {
     }
   };
 
-  before(async () => {
+  /** A manager on STATE, its gRPC server, and clients for both services. */
+  const startAll = async (): Promise<void> => {
     m = newManager();
     m.start();
     server = await startServer(m);
     vmi = new protos.VmiClient(`unix:${SOCK}`, grpc.credentials.createInsecure());
     launcher = new protos.LauncherClient(`unix:${SOCK}`, grpc.credentials.createInsecure());
-  });
+  };
+  /** The daemon restarting: everything stopped, then started again on the same stateDir. */
+  const restartAll = async (): Promise<void> => {
+    vmi.close();
+    launcher.close();
+    await server.shutdown(1000);
+    await m.stop();
+    await startAll();
+  };
+
+  before(startAll);
   after(async () => {
     vmi?.close();
     launcher?.close();
@@ -415,15 +426,7 @@ describe('VmiService + Launcher contracts (libvirt off)', () => {
   it('restart without a preceding delete: revision, generation, phase/reason all come back', async () => {
     await m.idle();
     const before = await call<{ vmis: WireVmi[]; revision: number }>(vmi, 'ListVMIs', {});
-    vmi.close();
-    launcher.close();
-    await server.shutdown(1000);
-    await m.stop();
-    m = newManager();
-    m.start();
-    server = await startServer(m);
-    vmi = new protos.VmiClient(`unix:${SOCK}`, grpc.credentials.createInsecure());
-    launcher = new protos.LauncherClient(`unix:${SOCK}`, grpc.credentials.createInsecure());
+    await restartAll();
     const afterList = await call<{ vmis: WireVmi[]; revision: number }>(vmi, 'ListVMIs', {});
     assert.equal(afterList.revision, before.revision);
     assert.deepEqual(afterList.vmis.map((v) => [v.uid, v.generation, v.status.phase, v.status.reason, v.revision]), before.vmis.map((v) => [v.uid, v.generation, v.status.phase, v.status.reason, v.revision]));
@@ -465,16 +468,7 @@ describe('VmiService + Launcher contracts (libvirt off)', () => {
     await m.idle();
     const before = await call<{ vmis: WireVmi[]; revision: number }>(vmi, 'ListVMIs', {});
     assert.equal(before.vmis.length, 2);
-    vmi.close();
-    launcher.close();
-    await server.shutdown(1000);
-    await m.stop();
-
-    m = newManager();
-    m.start();
-    server = await startServer(m);
-    vmi = new protos.VmiClient(`unix:${SOCK}`, grpc.credentials.createInsecure());
-    launcher = new protos.LauncherClient(`unix:${SOCK}`, grpc.credentials.createInsecure());
+    await restartAll();
     const afterList = await call<{ vmis: WireVmi[]; revision: number }>(vmi, 'ListVMIs', {});
     const pick = (l: { vmis: WireVmi[] }) => l.vmis.map((v) => ({ uid: v.uid, name: v.name, generation: v.generation, phase: v.status.phase, reason: v.status.reason, specJson: v.specJson }));
     assert.deepEqual(pick(afterList), pick(before));
