@@ -31,7 +31,6 @@ export interface WorkQueueStats {
 
 export class WorkQueue {
   private readonly queue: string[] = [];
-  private readonly queued = new Set<string>();
   private readonly running = new Set<string>();
   private readonly dirty = new Set<string>();
   private readonly timers = new Map<string, NodeJS.Timeout>();
@@ -40,7 +39,7 @@ export class WorkQueue {
   private readonly idleWaiters: Array<() => void> = [];
   private stopped = false;
   private readonly counters = { processed: 0, failures: 0, runMsTotal: 0, adds: 0 };
-  /** performance.now() when each queued key was queued. */
+  /** The keys in `queue`, with performance.now() when each was queued. */
   private readonly queuedAt = new Map<string, number>();
   private readonly waitHist = new Histogram();
   private readonly runHist = new Histogram();
@@ -65,8 +64,7 @@ export class WorkQueue {
       this.dirty.add(key);
       return;
     }
-    if (this.queued.has(key)) return;
-    this.queued.add(key);
+    if (this.queuedAt.has(key)) return;
     this.queuedAt.set(key, performance.now());
     this.counters.adds++;
     this.queue.push(key);
@@ -118,7 +116,6 @@ export class WorkQueue {
     this.timers.clear();
     this.due.clear();
     this.queue.length = 0;
-    this.queued.clear();
     this.queuedAt.clear();
     this.dirty.clear();
     if (this.running.size > 0) await new Promise<void>((r) => this.idleWaiters.push(r));
@@ -127,18 +124,16 @@ export class WorkQueue {
   private pump(): void {
     while (!this.stopped && this.running.size < this.workers && this.queue.length > 0) {
       const key = this.queue.shift() as string;
-      this.queued.delete(key);
-      const at = this.queuedAt.get(key);
+      const at = this.queuedAt.get(key) as number;
       this.queuedAt.delete(key);
-      if (at !== undefined) this.waitHist.observe((performance.now() - at) / 1000);
+      this.waitHist.observe((performance.now() - at) / 1000);
       this.running.add(key);
       void this.run(key);
     }
   }
 
   private async run(key: string): Promise<void> {
-    const t0 = Date.now();
-    const p0 = performance.now();
+    const t0 = performance.now();
     let retryIn = -1;
     try {
       await this.handler(key);
@@ -155,8 +150,9 @@ export class WorkQueue {
       }
     } finally {
       this.counters.processed++;
-      this.counters.runMsTotal += Date.now() - t0;
-      this.runHist.observe((performance.now() - p0) / 1000);
+      const ms = performance.now() - t0;
+      this.counters.runMsTotal += ms;
+      this.runHist.observe(ms / 1000);
       this.running.delete(key);
     }
     if (this.dirty.delete(key)) this.add(key);
