@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { ErrorCodes, isVhError } from '../../src/errors';
 import { loadNative } from '../../src/native/loader';
+import { stageForUnprivileged } from '../lib/unprivileged';
 import { UserspaceDirtyTracker, bitmapPopcount, bitmapToRuns, type DirtyHarvest } from '../../src/kvm/dirty-tracker';
 
 const MiB = 1 << 20;
@@ -291,7 +292,10 @@ test('unprivileged: falls back to UFFD_USER_MODE_ONLY and still tracks user and 
     t.skip('needs root and setpriv to start a child as nobody');
     return;
   }
-  const mod = path.resolve(__dirname, '../../src/kvm/dirty-tracker.js');
+  // A copy the child can reach even when the checkout sits under a 0700 directory.
+  const staged = stageForUnprivileged();
+  t.after(() => staged.remove());
+  const mod = path.join(staged.root, 'dist/src/kvm/dirty-tracker.js');
   const script = `
     const { UserspaceDirtyTracker } = require(${JSON.stringify(mod)});
     const fs = require('fs');

@@ -8,6 +8,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { defaultSocket, formatBytes } from '../../src/cli/vhctl';
 import { TestServer, sampleNodeInfo, startTestServer, unschedulableNodeInfo } from './grpc-fixture';
+import { stageForUnprivileged } from '../lib/unprivileged';
 
 const REPO = path.resolve(__dirname, '../../..');
 const VHCTL = path.join(REPO, (JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin.vhctl!);
@@ -19,11 +20,11 @@ interface Result {
 }
 
 /** Runs vhctl asynchronously (the server under test lives in this process's event loop). */
-function vhctl(args: string[], opts: { env?: NodeJS.ProcessEnv; uid?: number; gid?: number } = {}): Promise<Result> {
+function vhctl(args: string[], opts: { env?: NodeJS.ProcessEnv; uid?: number; gid?: number; bin?: string } = {}): Promise<Result> {
   // Drop VH_* from the parent so the defaults under test are not overridden by accident.
   const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('VH_')));
   return new Promise((resolve) => {
-    execFile(process.execPath, [VHCTL, ...args], { env: { ...base, ...opts.env }, uid: opts.uid, gid: opts.gid, timeout: 20_000 }, (err, stdout, stderr) => {
+    execFile(process.execPath, [opts.bin ?? VHCTL, ...args], { env: { ...base, ...opts.env }, uid: opts.uid, gid: opts.gid, timeout: 20_000 }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
       resolve({ code, stdout, stderr });
     });
@@ -91,8 +92,11 @@ describe('vhctl against a running server', () => {
     assert.equal((await vhctl(['health'], { env: { VH_RUN_DIR: ts.dir } })).code, 0);
   });
 
-  it('permission problems get a message that says so (as an unprivileged user)', { skip: process.getuid?.() !== 0 && 'needs root to drop to uid 65534' }, async () => {
-    const nobody = { uid: 65534, gid: 65534 };
+  it('permission problems get a message that says so (as an unprivileged user)', { skip: process.getuid?.() !== 0 && 'needs root to drop to uid 65534' }, async (t) => {
+    // vhctl from a copy uid 65534 can reach even when the checkout sits under a 0700 directory.
+    const staged = stageForUnprivileged();
+    t.after(() => staged.remove());
+    const nobody = { uid: 65534, gid: 65534, bin: path.join(staged.root, 'dist/vhctl.cjs') };
     const dirMode = fs.statSync(ts.dir).mode & 0o777; // mkdtemp: 0700, so the socket is unreachable
     let r = await vhctl(['node', '--socket', ts.socketPath], nobody);
     assert.equal(r.code, 1);
