@@ -12,6 +12,7 @@ import { ErrorCodes, isVhError } from '../../src/errors';
 import { KvmSystem } from '../../src/kvm/kvm-system';
 import { probeKvm } from '../../src/kvm/probe';
 import { defaultAddonCandidates, loadNative } from '../../src/native/loader';
+import { stageForUnprivileged } from '../lib/unprivileged';
 
 const native = loadNative();
 
@@ -80,9 +81,12 @@ describe('open failures', () => {
       t.diagnostic(`/dev/kvm is open to everyone; using root-only ${device}`);
     }
     try {
-      const addon = defaultAddonCandidates().find((p) => fs.existsSync(p));
-      assert.ok(addon, 'built addon');
-      const probeJs = path.resolve(__dirname, '../../src/kvm/probe.js');
+      assert.ok(defaultAddonCandidates().some((p) => fs.existsSync(p)), 'built addon');
+      // The child loads a copy it can reach even when the checkout sits under a 0700 directory.
+      const staged = stageForUnprivileged();
+      t.after(() => staged.remove());
+      const addon = path.join(staged.root, 'build/Release/virt_handler_native.node');
+      const probeJs = path.join(staged.root, 'dist/src/kvm/probe.js');
       const script = `
         const [addon, probeJs, device] = process.argv.slice(1);
         const n = require(addon);
