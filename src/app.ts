@@ -34,11 +34,11 @@ import { Readiness } from './util/readiness';
 import { LibvirtSupervisor } from './libvirt/supervisor';
 import { type NodeCapabilities, readNodeCapabilities, summarizeCapabilities } from './libvirt/node-capabilities';
 import type { Connection } from './libvirt/connection';
-import { testManagerOverrides } from './vmi/failpoints';
-import { VmiManager } from './vmi/manager';
-import { MetricsCollector, statsTargets } from './vmi/metrics-collector';
+import { testManagerOverrides } from './vmi/control/failpoints';
+import { VmiController } from './vmi/control/controller';
+import { MetricsCollector, statsTargets } from './vmi/control/metrics-collector';
 import { vmiServiceImplementation } from './grpc/vmi-service';
-import { launcherServiceImplementation } from './vmi/launcher-server';
+import { launcherServiceImplementation } from './grpc/launcher-service';
 import { loadProtos } from './grpc/proto';
 
 /** Inputs of startApp() besides the config. */
@@ -79,7 +79,7 @@ export class App {
   private nodeInfo: NodeInfo | null = null;
   private libvirt: LibvirtSupervisor | null = null;
   private libvirtCaps: NodeCapabilities | null = null;
-  private vmis: VmiManager | null = null;
+  private vmis: VmiController | null = null;
   private probeDone!: Promise<void>;
   private native: NativeBinding | null = null;
   private nativeError: string | undefined;
@@ -146,7 +146,7 @@ export class App {
 
     // VMIs: records are loaded (and launchers re-adopted) before the gRPC socket accepts
     // launcher connections, so a reconnecting launcher always finds its VMI.
-    const vmis = new VmiManager({
+    const vmis = new VmiController({
       stateDir: config.stateDir,
       nodeName: config.nodeName,
       handlerSocket: config.grpc.socket,

@@ -7,10 +7,10 @@ import * as net from 'node:net';
 import type * as grpc from '@grpc/grpc-js';
 import { ErrorCodes, VhError } from '../errors';
 import type { Logger } from '../log';
-import type { VmiManager, VmiRefIn, WatchEventOut } from '../vmi/manager';
-import type { VmiView } from '../vmi/types';
+import type { VmiController, VmiRefIn, WatchEventOut } from '../vmi/control/controller';
+import type { VmiView } from '../vmi/spec/types';
 import { MalformedRequest, toGrpcStatus } from './errors';
-import { isDnsLabel, isUuid } from '../vmi/ids';
+import { isDnsLabel, isUuid } from '../vmi/spec/ids';
 
 const MAX_MANIFEST = 1024 * 1024;
 const CONSOLE_CHUNK = 64 * 1024;
@@ -60,7 +60,7 @@ function checkNamespace(raw: unknown): string {
 
 type Unary = (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => void;
 
-export function vmiServiceImplementation(m: VmiManager, log: Logger): grpc.UntypedServiceImplementation {
+export function vmiServiceImplementation(m: VmiController, log: Logger): grpc.UntypedServiceImplementation {
   const unary = (fn: (req: Record<string, unknown>) => unknown | Promise<unknown>): Unary => (call, cb) => {
     Promise.resolve()
       .then(() => fn((call.request ?? {}) as Record<string, unknown>))
@@ -119,7 +119,7 @@ export function vmiServiceImplementation(m: VmiManager, log: Logger): grpc.Untyp
 }
 
 /** Console: the first message names the VMI; bytes flow between the stream and QEMU's serial socket. */
-function consoleStream(m: VmiManager, call: grpc.ServerDuplexStream<unknown, unknown>, log: Logger): void {
+function consoleStream(m: VmiController, call: grpc.ServerDuplexStream<unknown, unknown>, log: Logger): void {
   let sock: net.Socket | null = null;
   let release: (() => void) | null = null;
   let ended = false;

@@ -7,8 +7,8 @@ import type * as Prom from 'prom-client';
 import type { NodeInfo } from '../node/types';
 import { LIBVIRT_STATES, type LibvirtStatus } from '../libvirt/supervisor';
 import type { HistogramSnapshot } from '../util/histogram';
-import type { Collection, CollectorCounters } from '../vmi/metrics-collector';
-import type { WorkQueueStats } from '../vmi/work-queue';
+import type { Collection, CollectorCounters } from '../vmi/control/metrics-collector';
+import type { WorkQueueStats } from '../vmi/control/work-queue';
 import { VMI_SERIES } from './vmi-metrics';
 
 /** Where the metric values come from. */

@@ -7,7 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import { ErrorCodes, VhError } from '../errors';
 import type { NodeInfo } from '../node/types';
 import type { Readiness } from '../util/readiness';
-import type { VmiReadModel } from '../vmi/types';
+import type { VmiReadModel } from '../vmi/spec/types';
 import type { Metrics } from './metrics';
 import { registerVmiRoutes } from './vmi-routes';
 

@@ -13,7 +13,7 @@ import type { Logger } from '../log';
 import type { NodeInfo } from '../node/types';
 import { prepareUnixSocket, restrictSocket } from '../util/unix-socket';
 import type { Readiness } from '../util/readiness';
-import type { VmiReadModel } from '../vmi/types';
+import type { VmiReadModel } from '../vmi/spec/types';
 import { registerErrorHandling } from './errors';
 import type { Metrics } from './metrics';
 import { LagMonitor, registerRoutes } from './routes';

@@ -7,7 +7,7 @@
  * such as vda); KubeVirt maps them to the VMI's interface and disk names through the domain
  * XML aliases, which this handler does not do yet.
  */
-import type { VmiStatsReport } from '../vmi/metrics-collector';
+import type { VmiStatsReport } from '../vmi/control/metrics-collector';
 
 export type Row = [labels: Record<string, string>, value: number];
 

@@ -10,8 +10,8 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ErrorCodes, VhError } from '../errors';
-import type { VmiReadModel, VmiView } from '../vmi/types';
-import { DNS_LABEL_MAX, isDnsLabel } from '../vmi/ids';
+import type { VmiReadModel, VmiView } from '../vmi/spec/types';
+import { DNS_LABEL_MAX, isDnsLabel } from '../vmi/spec/ids';
 
 /** Kubernetes' DNS-1123 label: lowercase alphanumerics and '-', alphanumeric at both ends. */
 

@@ -7,7 +7,7 @@
 import * as path from 'node:path';
 import type { LogLevel } from '../config/types';
 import { MAX_UNIX_PATH } from '../util/unix-socket';
-import { isUuid } from '../vmi/ids';
+import { isUuid } from '../vmi/spec/ids';
 
 /** The environment variable carrying the one-time spawn token. */
 export const TOKEN_ENV = 'VH_LAUNCHER_TOKEN';

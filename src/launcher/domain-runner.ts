@@ -16,9 +16,9 @@ import type { Domain } from '../libvirt/domain';
 import { LibvirtError } from '../libvirt/errors';
 import type { LifecycleEvent } from '../libvirt/events';
 import { type Backoff, LibvirtSupervisor, type LibvirtState, type LibvirtStatus } from '../libvirt/supervisor';
-import type { DiskPrep } from '../vmi/types';
+import type { DiskPrep } from '../vmi/spec/types';
 import { DiskPlanError, parseDiskPlan, prepareDisks, removePreparedDisks } from './disk-prep';
-import { type Command, type CommandResult, type DomainStatus, STATS_GROUPS, type StartDomain, emptyStatus, encodeStatsReport } from './messages';
+import { type Command, type CommandResult, type DomainStatus, STATS_GROUPS, type StartDomain, emptyStatus, encodeStatsReport } from '../launcher-protocol/messages';
 
 /** Grace period for SIGTERM before any Shutdown command said otherwise (KubeVirt's default terminationGracePeriodSeconds). */
 export const DEFAULT_GRACE_SECONDS = 30;

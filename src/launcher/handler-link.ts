@@ -24,7 +24,7 @@ import * as grpc from '@grpc/grpc-js';
 import { loadProtos } from '../grpc/proto';
 import type { Logger } from '../log';
 import { type Backoff, backoffDelay } from '../libvirt/supervisor';
-import type { Command, CommandResult, DomainStatus, HandlerMessage, LauncherMessage } from './messages';
+import type { Command, CommandResult, DomainStatus, HandlerMessage, LauncherMessage } from '../launcher-protocol/messages';
 
 /** Used when Registered carries no (or an absurd) interval. */
 export const DEFAULT_HEARTBEAT_MS = 10_000;

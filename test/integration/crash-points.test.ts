@@ -13,7 +13,7 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
-import { FAILPOINTS, type FailpointName } from '../../src/vmi/failpoints';
+import { FAILPOINTS, type FailpointName } from '../../src/vmi/control/failpoints';
 import {
   type Daemon, type VmiOut, call, killEverything, makeRoot, manifest, pidsWithCmdline, recordUids, sleep, startDaemon, vmiClient, waitFor, waitReady,
 } from './vmi-daemon';

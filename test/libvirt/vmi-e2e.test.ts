@@ -18,7 +18,7 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { VIOLATIONS_TRAILER } from '../../src/grpc/errors';
 import { loadProtos } from '../../src/grpc/proto';
-import { procStartTime } from '../../src/vmi/launcher-process';
+import { procStartTime } from '../../src/vmi/control/launcher-process';
 import { type Client, HandlerUnderTest, type VmiView, stageTinyImages, tinyVmi } from './daemon';
 import { type LibvirtTestEnv, testEnv, waitFor } from './guest';
 

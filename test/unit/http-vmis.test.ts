@@ -11,7 +11,7 @@ import { Metrics } from '../../src/http/metrics';
 import { HttpServer } from '../../src/http/server';
 import { createLogger } from '../../src/log';
 import { Readiness } from '../../src/util/readiness';
-import type { VmiReadModel, VmiView } from '../../src/vmi/types';
+import type { VmiReadModel, VmiView } from '../../src/vmi/spec/types';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vh-http-vmis-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));

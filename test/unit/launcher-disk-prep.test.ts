@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import pino from 'pino';
 import { DiskPlanError, DiskPrepError, parseDiskPlan, prepareDisks, removePreparedDisks } from '../../src/launcher/disk-prep';
-import type { DiskPrep } from '../../src/vmi/types';
+import type { DiskPrep } from '../../src/vmi/spec/types';
 
 const logger = pino({ level: 'silent' });
 

@@ -4,7 +4,7 @@
  */
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { LauncherStartGate } from '../../src/vmi/launcher-process';
+import { LauncherStartGate } from '../../src/vmi/control/launcher-process';
 
 describe('LauncherStartGate', () => {
   it('admits up to the limit, then queues in arrival order', () => {

@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { tryLoadLibvirt } from '../../src/libvirt/ffi';
-import { parseStatsReport } from '../../src/vmi/metrics-collector';
+import { parseStatsReport } from '../../src/vmi/control/metrics-collector';
 import { FakeHandler } from './fake-launcher-handler';
 
 const LAUNCHER = path.resolve(__dirname, '../../src/launcher/main.js');

@@ -1,6 +1,6 @@
 /**
  * VmiService and Launcher contracts (proto/virthandler/v1/vmi.proto, launcher.proto) against a real
- * GrpcServer and a real VmiManager wired as app.ts wires them. libvirt is off, so VMIs stay
+ * GrpcServer and a real VmiController wired as app.ts wires them. libvirt is off, so VMIs stay
  * Pending and no launcher is ever spawned. Every refused request must change nothing: the
  * ListVMIs revision and count, and the record files on disk.
  */
@@ -16,8 +16,8 @@ import { VIOLATIONS_TRAILER } from '../../src/grpc/errors';
 import { loadProtos } from '../../src/grpc/proto';
 import { GrpcServer } from '../../src/grpc/server';
 import { vmiServiceImplementation } from '../../src/grpc/vmi-service';
-import { launcherServiceImplementation } from '../../src/vmi/launcher-server';
-import { VmiManager } from '../../src/vmi/manager';
+import { launcherServiceImplementation } from '../../src/grpc/launcher-service';
+import { VmiController } from '../../src/vmi/control/controller';
 
 const TMP = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'vh-vmic-')));
 const IMAGES = path.join(TMP, 'images');
@@ -28,8 +28,8 @@ fs.writeFileSync(path.join(IMAGES, 'vmlinuz'), 'kernel');
 const log = pino({ level: 'silent' });
 const protos = loadProtos();
 
-function newManager(): VmiManager {
-  return new VmiManager({
+function newManager(): VmiController {
+  return new VmiController({
     stateDir: STATE, nodeName: 'node-a', handlerSocket: SOCK, logger: log, logLevel: 'warn',
     validation: { imageRoot: IMAGES, hostPathRoots: [] }, allowTcg: false, maxVmis: 3, bridge: null, workers: 2,
     libvirtUri: null,
@@ -37,7 +37,7 @@ function newManager(): VmiManager {
   });
 }
 
-async function startServer(m: VmiManager): Promise<GrpcServer> {
+async function startServer(m: VmiController): Promise<GrpcServer> {
   const s = new GrpcServer({
     socketPath: SOCK, logger: log, nodeInfo: () => null,
     services: () => [
@@ -94,7 +94,7 @@ function readTree(dir: string, out: Record<string, string> = {}, rel = ''): Reco
 }
 
 describe('VmiService + Launcher contracts (libvirt off)', () => {
-  let m: VmiManager;
+  let m: VmiController;
   let server: GrpcServer;
   let vmi: grpc.Client;
   let launcher: grpc.Client;
@@ -464,7 +464,7 @@ describe('VmiService + Launcher contracts (libvirt off)', () => {
     assert.equal(list.revision, last);
   });
 
-  it('restart: a new VmiManager on the same stateDir brings back VMIs, generation, phase/reason, revision >= previous', async () => {
+  it('restart: a new VmiController on the same stateDir brings back VMIs, generation, phase/reason, revision >= previous', async () => {
     await m.idle();
     const before = await call<{ vmis: WireVmi[]; revision: number }>(vmi, 'ListVMIs', {});
     assert.equal(before.vmis.length, 2);

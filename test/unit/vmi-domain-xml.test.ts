@@ -17,10 +17,10 @@ import * as path from 'node:path';
 import { XMLParser, XMLValidator } from 'fast-xml-parser';
 import { parse as parseYaml } from 'yaml';
 import { ErrorCodes, isVhError } from '../../src/errors';
-import { buildDomainXml, deriveMac, diskSuffix, kernelCmdline, targetDevs, VMI_METADATA_NS } from '../../src/vmi/domain-xml';
-import { detectImageFormat, planDisks } from '../../src/vmi/disk-plan';
-import type { DomainXmlContext, NormalizedDisk, NormalizedVmi } from '../../src/vmi/types';
-import { element, escapeAttr, escapeText, serialize, text } from '../../src/vmi/xml';
+import { buildDomainXml, deriveMac, diskSuffix, kernelCmdline, targetDevs, VMI_METADATA_NS } from '../../src/vmi/render/domain-xml';
+import { detectImageFormat, planDisks } from '../../src/vmi/render/disk-plan';
+import type { DomainXmlContext, NormalizedDisk, NormalizedVmi } from '../../src/vmi/spec/types';
+import { element, escapeAttr, escapeText, serialize, text } from '../../src/vmi/render/xml';
 
 const GOLDEN_DIR = path.resolve(__dirname, '../../../test/fixtures/vmi/golden');
 const UPDATE = process.env.VH_UPDATE_GOLDEN === '1';

@@ -9,8 +9,8 @@ import { Metrics } from '../../src/http/metrics';
 import { HttpServer } from '../../src/http/server';
 import { createLogger } from '../../src/log';
 import { Readiness } from '../../src/util/readiness';
-import { type Entry, MAX_EVENTS, addEvent, viewOf } from '../../src/vmi/entry';
-import type { VmiReadModel, VmiView } from '../../src/vmi/types';
+import { type Entry, MAX_EVENTS, addEvent, viewOf } from '../../src/vmi/control/entry';
+import type { VmiReadModel, VmiView } from '../../src/vmi/spec/types';
 
 function entry(): Entry {
   return {

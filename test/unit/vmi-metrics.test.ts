@@ -11,15 +11,15 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { ErrorCodes, VhError } from '../../src/errors';
-import { encodeStatsReport } from '../../src/launcher/messages';
+import { encodeStatsReport } from '../../src/launcher-protocol/messages';
 import { Metrics } from '../../src/http/metrics';
 import { HttpServer } from '../../src/http/server';
 import { createLogger } from '../../src/log';
 import { Readiness } from '../../src/util/readiness';
-import type { Entry } from '../../src/vmi/entry';
-import { LauncherLink } from '../../src/vmi/launcher-server';
-import { MetricsCollector, type StatsTarget, parseStatsReport, statsTargets } from '../../src/vmi/metrics-collector';
-import { WorkQueue } from '../../src/vmi/work-queue';
+import type { Entry } from '../../src/vmi/control/entry';
+import { LauncherLink } from '../../src/grpc/launcher-service';
+import { MetricsCollector, type StatsTarget, parseStatsReport, statsTargets } from '../../src/vmi/control/metrics-collector';
+import { WorkQueue } from '../../src/vmi/control/work-queue';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 

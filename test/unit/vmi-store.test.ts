@@ -6,7 +6,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { ErrorCodes, isVhError } from '../../src/errors';
-import { RECORD_VERSION, RecordStore, type VmiRecord } from '../../src/vmi/store';
+import { RECORD_VERSION, RecordStore, type VmiRecord } from '../../src/vmi/control/store';
 
 const TMP = fs.mkdtempSync(path.join(os.tmpdir(), 'vmi-store-'));
 after(() => fs.rmSync(TMP, { recursive: true, force: true }));

@@ -3,10 +3,10 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { parseManifest, MAX_MANIFEST_BYTES } from '../../src/vmi/manifest';
-import { parseBytes, parseMilli } from '../../src/vmi/quantity';
-import { validateVmi } from '../../src/vmi/validate';
-import type { FieldViolation, NormalizedVmi, ValidationContext, ValidationResult } from '../../src/vmi/types';
+import { parseManifest, MAX_MANIFEST_BYTES } from '../../src/vmi/spec/manifest';
+import { parseBytes, parseMilli } from '../../src/vmi/spec/quantity';
+import { validateVmi } from '../../src/vmi/spec/validate';
+import type { FieldViolation, NormalizedVmi, ValidationContext, ValidationResult } from '../../src/vmi/spec/types';
 import { mulberry32 } from '../lib/prng';
 
 // ---------------------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { WorkQueue } from '../../src/vmi/work-queue';
+import { WorkQueue } from '../../src/vmi/control/work-queue';
 
 /** A promise with its resolve exposed. */
 function gate(): { promise: Promise<void>; open: () => void } {

@@ -13,23 +13,23 @@
  */
 import { randomUUID } from 'node:crypto';
 import { isDeepStrictEqual } from 'node:util';
-import { ErrorCodes, VhError } from '../errors';
-import type { Logger } from '../log';
-import type { Connection } from '../libvirt/connection';
-import type { NodeCapabilities } from '../libvirt/node-capabilities';
-import type { NodeInfo } from '../node/types';
+import { ErrorCodes, VhError } from '../../errors';
+import type { Logger } from '../../log';
+import type { Connection } from '../../libvirt/connection';
+import type { NodeCapabilities } from '../../libvirt/node-capabilities';
+import type { NodeInfo } from '../../node/types';
 import { type Entry, addEvent, initialStatus, setCondition, viewOf } from './entry';
-import { type DomainStatusMsg, type LauncherLink, type LauncherRegistry, type CommandBody } from './launcher-server';
+import { type DomainStatusMsg, type LauncherLink, type LauncherRegistry, type CommandBody } from '../../grpc/launcher-service';
 import { failpoint } from './failpoints';
 import { LauncherStartGate, defaultStartConcurrency, hashToken, scanLauncherProcesses, isSameProcess, newToken, procStartTime, tokenMatches } from './launcher-process';
-import { type LifecycleDeps, onDomainStatus, reconcile } from './lifecycle';
-import { parseManifest } from './manifest';
+import { type LifecycleDeps, onDomainStatus, reconcile } from './reconcile';
+import { parseManifest } from '../spec/manifest';
 import { RecordStore, type VmiRecord } from './store';
-import type { ValidationContext, VirtualMachineInstance, VmiReadModel, VmiView } from './types';
-import { validateVmi } from './validate';
+import type { ValidationContext, VirtualMachineInstance, VmiReadModel, VmiView } from '../spec/types';
+import { validateVmi } from '../spec/validate';
 import { WorkQueue } from './work-queue';
 
-export interface ManagerOptions {
+export interface ControllerOptions {
   stateDir: string;
   nodeName: string;
   /** The handler's gRPC socket (launchers dial it). */
@@ -85,7 +85,7 @@ export interface VmiRefIn {
   uid?: string;
 }
 
-export class VmiManager implements VmiReadModel, LauncherRegistry {
+export class VmiController implements VmiReadModel, LauncherRegistry {
   readonly store: RecordStore;
   readonly timing: Timing;
   private readonly entries = new Map<string, Entry>();
@@ -100,7 +100,7 @@ export class VmiManager implements VmiReadModel, LauncherRegistry {
   private stopped = false;
   readonly log: Logger;
 
-  constructor(readonly opts: ManagerOptions) {
+  constructor(readonly opts: ControllerOptions) {
     this.store = new RecordStore(opts.stateDir);
     this.timing = { ...DEFAULT_TIMING, ...opts.timing };
     this.log = opts.logger;
@@ -532,7 +532,7 @@ function withUid(m: VirtualMachineInstance, uid: string, namespace: string, gene
   return { ...m, metadata: { ...m.metadata, uid, namespace, generation } };
 }
 
-function immutablePart(v: import('./types').NormalizedVmi): unknown {
+function immutablePart(v: import('../spec/types').NormalizedVmi): unknown {
   const { runStrategy: _r, terminationGracePeriodSeconds: _t, labels: _l, annotations: _a, generation: _g, ...rest } = v;
   return rest;
 }

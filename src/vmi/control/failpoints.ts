@@ -14,12 +14,12 @@
  *
  * Other test-only knobs live here too, for the same reason (read once, never set in production):
  *   VH_TEST_VMI_TIMING       JSON, e.g. {"registerTimeoutMs":3000,"readoptMs":5000}: the
- *                            manager's waits (ManagerOptions.timing), so crash tests run quickly
- *   VH_TEST_LAUNCHER_COMMAND JSON array, the launcher argv prefix (ManagerOptions.launcherCommand),
+ *                            manager's waits (ControllerOptions.timing), so crash tests run quickly
+ *   VH_TEST_LAUNCHER_COMMAND JSON array, the launcher argv prefix (ControllerOptions.launcherCommand),
  *                            e.g. a fake launcher for the fuzz test
  */
 
-import { ErrorCodes, VhError } from '../errors';
+import { ErrorCodes, VhError } from '../../errors';
 
 /** Every point the code defines (a name outside this list is refused, so a typo is seen). */
 export const FAILPOINTS = [

@@ -10,10 +10,10 @@
  */
 import type * as grpc from '@grpc/grpc-js';
 import { ErrorCodes, VhError } from '../errors';
-import { MalformedRequest, toGrpcStatus } from '../grpc/errors';
+import { MalformedRequest, toGrpcStatus } from './errors';
 import type { Logger } from '../log';
-import { isUuid } from './ids';
-import type { CommandBody, DomainStatus as DomainStatusMsg } from '../launcher/messages';
+import { isUuid } from '../vmi/spec/ids';
+import type { CommandBody, DomainStatus as DomainStatusMsg } from '../launcher-protocol/messages';
 
 export const REGISTER_TIMEOUT_MS = 5_000;
 export const HEARTBEAT_INTERVAL_MS = 1_000;
@@ -25,7 +25,7 @@ const MAX_STATS_JSON = 1024 * 1024;
 const DOMAIN_STATES = new Set(['', 'nostate', 'running', 'blocked', 'paused', 'shutdown', 'shutoff', 'crashed', 'pmsuspended', 'unknown']);
 
 /** The contract's messages live in one module for both ends (src/launcher/messages.ts). */
-export type { CommandBody, DomainStatus as DomainStatusMsg } from '../launcher/messages';
+export type { CommandBody, DomainStatus as DomainStatusMsg } from '../launcher-protocol/messages';
 
 /** What the launcher server asks of the VMI manager. */
 export interface LauncherRegistry {

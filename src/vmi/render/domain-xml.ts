@@ -45,8 +45,8 @@
  */
 
 import { createHash } from 'node:crypto';
-import { ErrorCodes, VhError } from '../errors';
-import type { DiskBus, DomainXmlContext, NormalizedDisk, NormalizedInterface, NormalizedVmi } from './types';
+import { ErrorCodes, VhError } from '../../errors';
+import type { DiskBus, DomainXmlContext, NormalizedDisk, NormalizedInterface, NormalizedVmi } from '../spec/types';
 import { element, serialize, type XmlElement } from './xml';
 
 /** Namespace of the `<metadata>` element this daemon owns. */

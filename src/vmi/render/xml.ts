@@ -16,7 +16,7 @@
  *   byte for byte).
  */
 
-import { ErrorCodes, VhError } from '../errors';
+import { ErrorCodes, VhError } from '../../errors';
 
 export type XmlAttrValue = string | number | boolean | null | undefined;
 export type XmlAttrs = Readonly<Record<string, XmlAttrValue>>;

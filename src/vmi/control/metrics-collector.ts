@@ -16,7 +16,7 @@
  * field (types, ranges, sizes, unique device names). A report that fails is counted as an
  * error and never reaches the metrics.
  */
-import { ErrorCodes, VhError } from '../errors';
+import { ErrorCodes, VhError } from '../../errors';
 import type { Entry } from './entry';
 
 /** One VMI to collect from; `stats` is null when its launcher is not connected. */

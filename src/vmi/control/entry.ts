@@ -4,9 +4,9 @@
  * and lifecycle.ts (the reconcile steps).
  */
 import type { ChildProcess } from 'node:child_process';
-import type { LauncherLink, DomainStatusMsg } from './launcher-server';
+import type { LauncherLink, DomainStatusMsg } from '../../grpc/launcher-service';
 import type { VmiRecord } from './store';
-import type { NormalizedVmi, VmiCondition, VmiEvent, VmiPhase, VmiStatus, VmiView } from './types';
+import type { NormalizedVmi, VmiCondition, VmiEvent, VmiPhase, VmiStatus, VmiView } from '../spec/types';
 
 /** Events kept per VMI (distinct ones: repeats are folded into their entry). */
 export const MAX_EVENTS = 100;

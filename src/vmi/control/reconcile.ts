@@ -15,20 +15,20 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { LibvirtError } from '../libvirt/errors';
-import { backoffDelay } from '../libvirt/supervisor';
-import { buildDomainXml } from './domain-xml';
-import { planDisks } from './disk-plan';
+import { LibvirtError } from '../../libvirt/errors';
+import { backoffDelay } from '../../libvirt/supervisor';
+import { buildDomainXml } from '../render/domain-xml';
+import { planDisks } from '../render/disk-plan';
 import { type Entry, addEvent, domainNameOf, setCondition } from './entry';
-import type { DomainStatusMsg } from './launcher-server';
+import type { DomainStatusMsg } from '../../grpc/launcher-service';
 import { failpoint } from './failpoints';
 import { findLauncherProcesses, hashToken, isSameProcess, lastLogLine, newToken, spawnLauncher, defaultLauncherCommand } from './launcher-process';
-import type { ManagerOptions, VmiManager } from './manager';
-import type { DomainXmlContext, VmiPhase } from './types';
+import type { ControllerOptions, VmiController } from './controller';
+import type { DomainXmlContext, VmiPhase } from '../spec/types';
 
 export interface LifecycleDeps {
-  m: VmiManager;
-  opts: ManagerOptions;
+  m: VmiController;
+  opts: ControllerOptions;
 }
 
 const RESTART_BACKOFF = { initialMs: 1_000, maxMs: 60_000, stableMs: 0 };

@@ -36,7 +36,7 @@
  *   getters, no prototype lookups), and an unexpected failure becomes a 'manifest' violation.
  */
 
-import { isValidLabelKey, isValidLabelValue } from '../node/labels';
+import { isValidLabelKey, isValidLabelValue } from '../../node/labels';
 import { formatBytes, parseBytes, parseMilli } from './quantity';
 import {
   RUN_STRATEGIES, type DiskBus, type NormalizedDisk, type NormalizedInterface,

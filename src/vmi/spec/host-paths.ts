@@ -8,7 +8,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { errnoFacts } from '../errors';
+import { errnoFacts } from '../../errors';
 import { CONTROL_RE, type Violations, q } from './field-reader';
 
 const MAX_PATH = 4096;

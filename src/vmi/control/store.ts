@@ -17,9 +17,9 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ErrorCodes, VhError, errnoFacts } from '../errors';
-import type { VirtualMachineInstance, VmiPhase } from './types';
-import { isUuid } from './ids';
+import { ErrorCodes, VhError, errnoFacts } from '../../errors';
+import type { VirtualMachineInstance, VmiPhase } from '../spec/types';
+import { isUuid } from '../spec/ids';
 
 export const RECORD_VERSION = 1;
 
