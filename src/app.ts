@@ -34,7 +34,8 @@ import { Readiness } from './util/readiness';
 import { LibvirtSupervisor } from './libvirt/supervisor';
 import { type NodeCapabilities, readNodeCapabilities, summarizeCapabilities } from './libvirt/node-capabilities';
 import type { Connection } from './libvirt/connection';
-import { testManagerOverrides } from './vmi/control/failpoints';
+import type { Failpoints } from './vmi/control/failpoints';
+import type { Timing } from './vmi/control/controller';
 import { VmiController } from './vmi/control/controller';
 import { MetricsCollector, statsTargets } from './vmi/control/metrics-collector';
 import { vmiServiceImplementation } from './grpc/vmi-service';
@@ -48,6 +49,15 @@ export interface AppOptions {
   profile?: string;
   /** Where JSON log lines go (stdout when omitted). */
   logDestination?: Parameters<typeof createLogger>[0]['destination'];
+  /** Test seams, passed only by the test entry (test/lib/test-daemon.ts); the shipped daemon sets none. */
+  seams?: AppSeams;
+}
+
+/** What crash, timing and fuzz tests inject (never read from the environment). */
+export interface AppSeams {
+  failpoints?: Failpoints;
+  vmiTiming?: Partial<Timing>;
+  launcherCommand?: readonly string[];
 }
 
 type CloseHook = { name: string; close: (deadlineMs: number) => Promise<void> | void };
@@ -166,7 +176,9 @@ export class App {
       },
       capabilities: () => this.libvirtCaps,
       nodeInfo: () => this.nodeInfo,
-      ...testManagerOverrides(), // test-only (src/vmi/failpoints.ts); {} in production
+      failpoints: this.opts.seams?.failpoints,
+      timing: this.opts.seams?.vmiTiming,
+      launcherCommand: this.opts.seams?.launcherCommand,
     });
     fs.mkdirSync(config.vmi.imageRoot, { recursive: true, mode: 0o750 });
     vmis.start();

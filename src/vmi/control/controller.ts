@@ -20,7 +20,7 @@ import type { NodeCapabilities } from '../../libvirt/node-capabilities';
 import type { NodeInfo } from '../../node/types';
 import { type Entry, addEvent, initialStatus, setCondition, viewOf } from './entry';
 import { type DomainStatusMsg, type LauncherLink, type LauncherRegistry, type CommandBody } from '../../grpc/launcher-service';
-import { failpoint } from './failpoints';
+import { type Failpoints, NO_FAILPOINTS } from './failpoints';
 import { LauncherStartGate, defaultStartConcurrency, hashToken, scanLauncherProcesses, isSameProcess, newToken, procStartTime, tokenMatches } from './launcher-process';
 import { type LifecycleDeps, onDomainStatus, reconcile } from './reconcile';
 import { parseManifest } from '../spec/manifest';
@@ -55,8 +55,10 @@ export interface ControllerOptions {
   libvirtSettled?: () => boolean;
   capabilities: () => NodeCapabilities | null;
   nodeInfo: () => NodeInfo | null;
+  /** Test seams (the test entry sets them; the shipped daemon never does). */
   launcherCommand?: readonly string[];
   timing?: Partial<Timing>;
+  failpoints?: Failpoints;
 }
 
 export interface Timing {
@@ -88,6 +90,7 @@ export interface VmiRefIn {
 export class VmiController implements VmiReadModel, LauncherRegistry {
   readonly store: RecordStore;
   readonly timing: Timing;
+  readonly failpoints: Failpoints;
   private readonly entries = new Map<string, Entry>();
   private readonly byName = new Map<string, string>();
   private revision = 0;
@@ -103,6 +106,7 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
   constructor(readonly opts: ControllerOptions) {
     this.store = new RecordStore(opts.stateDir);
     this.timing = { ...DEFAULT_TIMING, ...opts.timing };
+    this.failpoints = opts.failpoints ?? NO_FAILPOINTS;
     this.log = opts.logger;
     this.queue = new WorkQueue((uid) => this.reconcileKey(uid), opts.workers, { initialMs: 500, maxMs: 30_000, stableMs: 0 }, (uid, err, retryInMs) =>
       this.log.warn({ uid, err, retryInMs }, 'reconcile failed; retrying'),
@@ -234,7 +238,7 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
         this.store.removeQuietly(uid); // not even the empty directory write() created (it would read as an interrupted teardown)
         throw err;
       }
-      failpoint('sync-after-record-write');
+      this.failpoints.hit('sync-after-record-write');
       const ne = this.newEntry(rec, normalized);
       ne.status.reason = vmi.runStrategy === 'Halted' ? 'runStrategy Halted: not started' : 'accepted';
       addEvent(ne, 'Normal', 'Created', `accepted generation ${vmi.generation}`);
@@ -275,7 +279,7 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
       const next: VmiRecord = { ...e.rec, deleting: true, wantRunning: false, phase: e.status.phase, reason: e.status.reason, revision: this.revision + 1 };
       this.store.write(next);
       e.rec = next;
-      failpoint('delete-after-record-write');
+      this.failpoints.hit('delete-after-record-write');
       addEvent(e, 'Normal', 'Deleting', 'delete requested');
       this.publish(e, 'MODIFIED', false);
     }
@@ -396,7 +400,7 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
     const old = e.link;
     e.link = link;
     this.startGate.release(uid);
-    failpoint('launcher-registered');
+    this.failpoints.hit('launcher-registered');
     if (old && old !== link) old.end();
     e.status.launcherPid = link.pid;
     setCondition(e.status, 'LauncherConnected', 'True', 'Registered', `launcher ${link.pid}`);
@@ -476,9 +480,9 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
   forget(e: Entry): void {
     // The DELETED event's revision is stored in no record: keep it as the high-water mark first.
     this.store.writeRevision(this.revision + 1);
-    failpoint('record-remove-before');
+    this.failpoints.hit('record-remove-before');
     this.store.remove(e.rec.uid);
-    failpoint('record-remove-after');
+    this.failpoints.hit('record-remove-after');
     this.entries.delete(e.rec.uid);
     this.byName.delete(`${e.rec.namespace}/${e.rec.name}`);
     this.queue.forget(e.rec.uid);

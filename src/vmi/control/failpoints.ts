@@ -1,25 +1,13 @@
 /**
- * Failpoints: a TEST-ONLY fault-injection facility (in the spirit of etcd's gofail). Named points
- * in the create/delete paths call `failpoint('name')`; when `VH_FAILPOINTS` names that point, the
- * process dies right there with SIGKILL, exactly like a `kill -9` (no cleanup, no flush), so the
- * crash tests (test/integration/crash-points.test.ts) can check that a restarted handler finishes
- * or rolls back what was half done.
+ * Failpoints: test-only fault injection (in the spirit of etcd's gofail), injected, never read
+ * from the environment. Named points in the create/delete paths call `failpoints.hit('name')`;
+ * an armed point kills the process right there with SIGKILL, exactly like a `kill -9` (no
+ * cleanup, no flush), so the crash tests can check that a restarted handler finishes or rolls
+ * back what was half done.
  *
- *   VH_FAILPOINTS="sync-after-record-write"            die at the first hit
- *   VH_FAILPOINTS="launcher-after-spawn:2,teardown-sent" die at the 2nd hit of one, 1st of the other
- *
- * The variable is parsed once, when this module loads; unset (production), `failpoint()` is one
- * Map size check. A malformed entry is reported on stderr and ignored: this never runs in
- * production, and a typo must not be mistaken for a crash.
- *
- * Other test-only knobs live here too, for the same reason (read once, never set in production):
- *   VH_TEST_VMI_TIMING       JSON, e.g. {"registerTimeoutMs":3000,"readoptMs":5000}: the
- *                            manager's waits (ControllerOptions.timing), so crash tests run quickly
- *   VH_TEST_LAUNCHER_COMMAND JSON array, the launcher argv prefix (ControllerOptions.launcherCommand),
- *                            e.g. a fake launcher for the fuzz test
+ * The shipped daemon constructs none (NO_FAILPOINTS: `hit` does nothing). Only the test entry
+ * (test/lib/test-daemon.ts) builds armed ones, from its own arguments, through the app's seams.
  */
-
-import { ErrorCodes, VhError } from '../../errors';
 
 /** Every point the code defines (a name outside this list is refused, so a typo is seen). */
 export const FAILPOINTS = [
@@ -37,55 +25,39 @@ export const FAILPOINTS = [
 ] as const;
 export type FailpointName = (typeof FAILPOINTS)[number];
 
-/** point -> hits left before it fires. */
-const armed = parse(process.env.VH_FAILPOINTS ?? '');
+/** What the control layer calls at each point. */
+export interface Failpoints {
+  hit(name: FailpointName): void;
+}
 
-function parse(spec: string): Map<string, number> {
-  const out = new Map<string, number>();
+/** Production: no point is armed. */
+export const NO_FAILPOINTS: Failpoints = { hit: () => undefined };
+
+/**
+ * Armed points from a spec: `name` (die at the first hit) or `name:N` (at the Nth), comma
+ * separated. Throws on an unknown name or a bad count, so a typo is never a silent no-op.
+ */
+export function armFailpoints(spec: string, die: (name: FailpointName) => void = killSelf): Failpoints {
+  const armed = new Map<FailpointName, number>();
   for (const item of spec.split(',').map((s) => s.trim()).filter(Boolean)) {
     const [name = '', nth = '1'] = item.split(':');
     const n = Number(nth);
     if (!(FAILPOINTS as readonly string[]).includes(name) || !Number.isInteger(n) || n < 1) {
-      process.stderr.write(`VH_FAILPOINTS: ignoring ${JSON.stringify(item)} (known points: ${FAILPOINTS.join(', ')}; form name or name:N)\n`);
-      continue;
+      throw new Error(`failpoint ${JSON.stringify(item)}: known points are ${FAILPOINTS.join(', ')}; form name or name:N`);
     }
-    out.set(name, n);
+    armed.set(name as FailpointName, n);
   }
-  if (out.size > 0) process.stderr.write(`VH_FAILPOINTS armed (test-only fault injection): ${[...out].map(([k, v]) => `${k}:${v}`).join(', ')}\n`);
-  return out;
+  return {
+    hit(name) {
+      const left = armed.get(name);
+      if (left === undefined) return;
+      if (left > 1) armed.set(name, left - 1);
+      else die(name);
+    },
+  };
 }
 
-/** Dies with SIGKILL when `name` is armed and this is its Nth hit; otherwise does nothing. */
-export function failpoint(name: FailpointName): void {
-  if (armed.size === 0) return;
-  const left = armed.get(name);
-  if (left === undefined) return;
-  if (left > 1) {
-    armed.set(name, left - 1);
-    return;
-  }
+function killSelf(name: FailpointName): void {
   process.stderr.write(`failpoint ${name}: SIGKILL\n`);
   process.kill(process.pid, 'SIGKILL');
-}
-
-/** The test-only manager overrides from the environment (see the header); {} when unset. */
-export function testManagerOverrides(env: Readonly<Record<string, string | undefined>> = process.env): {
-  timing?: Record<string, number>;
-  launcherCommand?: string[];
-} {
-  const out: { timing?: Record<string, number>; launcherCommand?: string[] } = {};
-  const t = env.VH_TEST_VMI_TIMING;
-  if (t) {
-    const v = JSON.parse(t) as unknown;
-    if (typeof v !== 'object' || v === null || Object.values(v).some((x) => typeof x !== 'number' || !(x > 0))) throw new VhError(ErrorCodes.CONFIG_INVALID, 'VH_TEST_VMI_TIMING (test-only): must be a JSON object of positive numbers');
-    out.timing = v as Record<string, number>;
-  }
-  const c = env.VH_TEST_LAUNCHER_COMMAND;
-  if (c) {
-    const v = JSON.parse(c) as unknown;
-    if (!Array.isArray(v) || v.length === 0 || v.some((x) => typeof x !== 'string')) throw new VhError(ErrorCodes.CONFIG_INVALID, 'VH_TEST_LAUNCHER_COMMAND (test-only): must be a JSON array of strings');
-    out.launcherCommand = v as string[];
-  }
-  if (out.timing || out.launcherCommand) process.stderr.write(`test-only overrides in effect: ${JSON.stringify(out)}\n`);
-  return out;
 }

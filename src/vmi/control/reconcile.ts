@@ -21,7 +21,6 @@ import { buildDomainXml } from '../render/domain-xml';
 import { planDisks } from '../render/disk-plan';
 import { type Entry, addEvent, domainNameOf, setCondition } from './entry';
 import type { DomainStatusMsg } from '../../grpc/launcher-service';
-import { failpoint } from './failpoints';
 import { findLauncherProcesses, hashToken, isSameProcess, lastLogLine, newToken, spawnLauncher, defaultLauncherCommand } from './launcher-process';
 import type { ControllerOptions, VmiController } from './controller';
 import type { DomainXmlContext, VmiPhase } from '../spec/types';
@@ -238,7 +237,7 @@ async function startLauncher(d: LifecycleDeps, e: Entry): Promise<void> {
   e.status.phase = 'Scheduling';
   e.status.reason = 'starting the launcher';
   m.persist(e);
-  failpoint('launcher-after-record');
+  d.m.failpoints.hit('launcher-after-record');
   e.launcherSince = Date.now();
   e.started = false;
   e.domain = null;
@@ -254,7 +253,7 @@ async function startLauncher(d: LifecycleDeps, e: Entry): Promise<void> {
     afterStop(d, e, true);
     return;
   }
-  failpoint('launcher-after-spawn');
+  d.m.failpoints.hit('launcher-after-spawn');
   e.child = spawned.child;
   void spawned.exited.then((x) => {
     e.childExit = x;
@@ -264,7 +263,7 @@ async function startLauncher(d: LifecycleDeps, e: Entry): Promise<void> {
   e.status.launcherPid = spawned.pid;
   addEvent(e, 'Normal', 'LauncherStarted', `launcher ${spawned.pid}`);
   m.publish(e, 'MODIFIED'); // persists the pid
-  failpoint('launcher-after-pid-record');
+  d.m.failpoints.hit('launcher-after-pid-record');
   m.requeue(uid, m.timing.registerTimeoutMs);
 }
 
@@ -283,7 +282,7 @@ async function startDomain(d: LifecycleDeps, e: Entry): Promise<void> {
   try {
     const libvirtUri = e.rec.launcher?.libvirtUri || opts.libvirtUri || launcherLibvirtUri(d, e);
     await link.send({ start: { domainXml: inputs.xml, disksJson: inputs.disksJson, libvirtUri } }, START_TIMEOUT_MS);
-    failpoint('domain-start-sent');
+    d.m.failpoints.hit('domain-start-sent');
     e.started = true;
   } catch (err) {
     if (!link.isOpen) return; // the launcher went away; its exit is handled on the next run
@@ -329,7 +328,7 @@ async function requestTeardown(d: LifecycleDeps, e: Entry): Promise<void> {
   e.intent = 'teardown';
   e.intentSince = Date.now();
   await e.link?.send({ teardown: {} }, d.m.timing.commandTimeoutMs).catch((err: unknown) => d.m.log.warn({ err, uid: e.rec.uid }, 'teardown command failed; the launcher will be killed'));
-  if (e.rec.deleting) failpoint('teardown-sent');
+  if (e.rec.deleting) d.m.failpoints.hit('teardown-sent');
   d.m.requeue(e.rec.uid, 200);
 }
 
@@ -406,7 +405,7 @@ async function teardownForDelete(d: LifecycleDeps, e: Entry): Promise<void> {
     e.intent = 'teardown';
     return m.requeue(e.rec.uid, 250);
   }
-  failpoint('launcher-exited');
+  d.m.failpoints.hit('launcher-exited');
   killStrayLaunchers(d, e);
   if (!(await destroyLeftoverDomain(d, e))) return m.requeue(e.rec.uid, 2000);
   fs.rmSync(embedRoot(d, e), { recursive: true, force: true });
