@@ -4,6 +4,14 @@
  */
 
 import type { DomainStats } from '../libvirt/stats';
+
+/** One file to create before the domain starts (planned by the handler, executed by the launcher); paths are inside the VMI's directory. */
+export type DiskPrep =
+  | { kind: 'overlay'; disk: string; path: string; backingFile: string; backingFormat: 'qcow2' | 'raw' }
+  | { kind: 'sparse'; disk: string; path: string; sizeBytes: number }
+  | { kind: 'hostDisk'; disk: string; path: string; sizeBytes: number | null; create: boolean }
+  | { kind: 'cloudInit'; disk: string; path: string; userData: string; networkData: string | null; metaData: string };
+
 /**
  * The DomainStatus message, shared with the handler's side (src/vmi/launcher-server.ts imports
  * the contract from here: one definition for both ends).

@@ -14,7 +14,7 @@ import { execFile } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Logger } from '../log';
-import type { DiskPrep } from '../vmi/spec/types';
+import type { DiskPrep } from '../launcher-protocol/messages';
 
 /** Per external command. qemu-img create and genisoimage take milliseconds; this only bounds a hang. */
 export const TOOL_TIMEOUT_MS = 60_000;

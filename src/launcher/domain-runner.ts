@@ -15,8 +15,9 @@ import type { Connection } from '../libvirt/connection';
 import type { Domain } from '../libvirt/domain';
 import { LibvirtError } from '../libvirt/errors';
 import type { LifecycleEvent } from '../libvirt/events';
-import { type Backoff, LibvirtSupervisor, type LibvirtState, type LibvirtStatus } from '../libvirt/supervisor';
-import type { DiskPrep } from '../vmi/spec/types';
+import { LibvirtSupervisor, type LibvirtState, type LibvirtStatus } from '../libvirt/supervisor';
+import type { Backoff } from '../util/backoff';
+import type { DiskPrep } from '../launcher-protocol/messages';
 import { DiskPlanError, parseDiskPlan, prepareDisks, removePreparedDisks } from './disk-prep';
 import { type Command, type CommandResult, type DomainStatus, STATS_GROUPS, type StartDomain, emptyStatus, encodeStatsReport } from '../launcher-protocol/messages';
 

@@ -10,7 +10,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import pino from 'pino';
 import { DiskPlanError, DiskPrepError, parseDiskPlan, prepareDisks, removePreparedDisks } from '../../src/launcher/disk-prep';
-import type { DiskPrep } from '../../src/vmi/spec/types';
+import type { DiskPrep } from '../../src/launcher-protocol/messages';
 
 const logger = pino({ level: 'silent' });
 

@@ -19,7 +19,8 @@ import { parse as parseYaml } from 'yaml';
 import { ErrorCodes, isVhError } from '../../src/errors';
 import { buildDomainXml, deriveMac, diskSuffix, kernelCmdline, targetDevs, VMI_METADATA_NS } from '../../src/vmi/render/domain-xml';
 import { detectImageFormat, planDisks } from '../../src/vmi/render/disk-plan';
-import type { DomainXmlContext, NormalizedDisk, NormalizedVmi } from '../../src/vmi/spec/types';
+import type { NormalizedDisk, NormalizedVmi } from '../../src/vmi/spec/types';
+import type { DomainXmlContext } from '../../src/vmi/render/domain-xml';
 import { element, escapeAttr, escapeText, serialize, text } from '../../src/vmi/render/xml';
 
 const GOLDEN_DIR = path.resolve(__dirname, '../../../test/fixtures/vmi/golden');

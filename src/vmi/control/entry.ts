@@ -85,8 +85,3 @@ export function viewOf(e: Entry): VmiView {
     domainXml: e.domainXml,
   };
 }
-
-/** `<namespace>_<name>`: KubeVirt's libvirt domain name (both parts are DNS labels, so unambiguous). */
-export function domainNameOf(namespace: string, name: string): string {
-  return `${namespace}_${name}`;
-}

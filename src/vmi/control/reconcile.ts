@@ -14,16 +14,15 @@
  * jittered) so a VMI that cannot run never storms.
  */
 import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { LibvirtError } from '../../libvirt/errors';
-import { backoffDelay } from '../../libvirt/supervisor';
-import { buildDomainXml } from '../render/domain-xml';
-import { planDisks } from '../render/disk-plan';
-import { type Entry, addEvent, domainNameOf, setCondition } from './entry';
+import { backoffDelay } from '../../util/backoff';
+import type { StartDomain } from '../../launcher-protocol/messages';
+import { type Entry, addEvent, setCondition } from './entry';
+import { EMBED_SOCKET_SUFFIX, type NodeFacts, buildStartCommand, domainNameOf, embedRoot, launcherLibvirtUri, virtTypeFor } from './launch-plan';
 import type { DomainStatusMsg } from '../../grpc/launcher-service';
 import { findLauncherProcesses, hashToken, isSameProcess, lastLogLine, newToken, spawnLauncher, defaultLauncherCommand } from './launcher-process';
 import type { ControllerOptions, VmiController } from './controller';
-import type { DomainXmlContext, VmiPhase } from '../spec/types';
+import type { VmiPhase } from '../spec/types';
 
 export interface LifecycleDeps {
   m: VmiController;
@@ -121,12 +120,12 @@ function preflight(d: LifecycleDeps, e: Entry): { phase: 'Pending' | 'Failed'; r
       : { phase: 'Pending', reason: `libvirt ${opts.libvirtUri} is not connected`, retryMs: 3_000 };
   }
   if (!nodeLibvirt) {
-    const longest = `${embedRoot(d, e)}${EMBED_SOCKET_SUFFIX}`;
+    const longest = `${embedRoot(d.opts.handlerSocket, e.rec.uid)}${EMBED_SOCKET_SUFFIX}`;
     if (Buffer.byteLength(longest) > MAX_UNIX_PATH) {
-      return { phase: 'Failed', reason: `no node libvirtd, and the embedded driver's sockets under ${embedRoot(d, e)} would exceed ${MAX_UNIX_PATH} bytes: use a shorter stateDir or a node libvirtd`, retryMs: -1 };
+      return { phase: 'Failed', reason: `no node libvirtd, and the embedded driver's sockets under ${embedRoot(d.opts.handlerSocket, e.rec.uid)} would exceed ${MAX_UNIX_PATH} bytes: use a shorter stateDir or a node libvirtd`, retryMs: -1 };
     }
   }
-  const vt = virtTypeFor(d);
+  const vt = virtTypeFor(nodeFacts(d));
   if (!vt) return { phase: 'Pending', reason: 'waiting for the node capabilities', retryMs: 1_000 };
   if (vt.virtType === 'qemu' && !opts.allowTcg) return { phase: 'Pending', reason: `no KVM and TCG disabled (vmi.allowTcg=false): ${vt.reason}`, retryMs: 60_000 };
   const model = vmi.cpu.model;
@@ -153,54 +152,29 @@ function preflight(d: LifecycleDeps, e: Entry): { phase: 'Pending' | 'Failed'; r
   return null;
 }
 
-/**
- * The virt type guests get: from the node libvirt's capabilities when connected; without it
- * (embedded fallback) from the probe alone, with the same rule (kvm only with vmx/svm).
- */
-function virtTypeFor(d: LifecycleDeps): { virtType: 'kvm' | 'qemu'; reason: string } | null {
-  const caps = d.opts.capabilities();
-  if (caps && d.opts.libvirt()) return { virtType: caps.virtType, reason: caps.virtTypeReason };
-  const node = d.opts.nodeInfo();
-  if (!node) return null;
-  const hw = node.cpu.flags.includes('vmx') || node.cpu.flags.includes('svm');
-  if (node.kvm.available && hw) return { virtType: 'kvm', reason: 'KVM (embedded libvirt)' };
-  return { virtType: 'qemu', reason: node.kvm.available ? '/dev/kvm works but the CPU has no vmx/svm flag: TCG' : 'no usable /dev/kvm: TCG' };
-}
-
-/** The libvirt a new launcher uses: the node's libvirtd when connected, else the embedded driver in the VMI's directory. */
-function launcherLibvirtUri(d: LifecycleDeps, e: Entry): string {
-  if (d.opts.libvirtUri !== null && d.opts.libvirt()) return d.opts.libvirtUri;
-  return `qemu:///embed?root=${embedRoot(d, e)}`;
-}
-
-/**
- * The embedded driver's root: in the runtime directory, named by the first 12 hex digits of the
- * uid, because the driver puts unix sockets below it (sun_path: 107 bytes) and the longest,
- * `lib/qemu/domain-<id>-<20 chars of name>/monitor.sock`, does not fit under <stateDir>/vmis/<uid>.
- * Runtime state only: a reboot ends the VM anyway, and the record re-creates it.
- */
-export function embedRoot(d: LifecycleDeps, e: Entry): string {
-  return `${path.dirname(d.opts.handlerSocket)}/e/${e.rec.uid.replace(/-/g, '').slice(0, 12)}`;
-}
-
-/** The longest path the embedded driver creates below its root (domain id up to 5 digits). */
-const EMBED_SOCKET_SUFFIX = '/lib/qemu/domain-99999-xxxxxxxxxxxxxxxxxxxx/monitor.sock';
-
-function domainInputs(d: LifecycleDeps, e: Entry): { xml: string; disksJson: string } {
-  const vmi = e.vmi as NonNullable<Entry['vmi']>;
-  const dir = d.m.store.dir(e.rec.uid);
-  const { preps, diskPaths } = planDisks(vmi, dir);
-  const ctx: DomainXmlContext = {
-    virtType: virtTypeFor(d)?.virtType ?? 'qemu',
-    domainName: domainNameOf(e.rec.namespace, e.rec.name),
-    vmiDir: dir,
-    serialSocket: `${dir}/serial.sock`,
-    serialLog: `${dir}/serial.log`,
-    pinnedCpus: e.pinnedCpus,
-    bridge: d.opts.bridge,
-    diskPaths,
+/** What the node offers a launcher right now. */
+function nodeFacts(d: LifecycleDeps): NodeFacts {
+  const { opts } = d;
+  return {
+    libvirtUri: opts.libvirtUri,
+    nodeLibvirtConnected: opts.libvirt() !== null,
+    capabilities: opts.capabilities(),
+    nodeInfo: opts.nodeInfo(),
+    handlerSocket: opts.handlerSocket,
+    bridge: opts.bridge,
   };
-  return { xml: buildDomainXml(vmi, ctx), disksJson: JSON.stringify(preps) };
+}
+
+/** The StartDomain command for the VMI's current launcher (the spec must be valid). */
+function startCommand(d: LifecycleDeps, e: Entry, libvirtUri: string): StartDomain {
+  return buildStartCommand(nodeFacts(d), {
+    vmi: e.vmi as NonNullable<Entry['vmi']>,
+    namespace: e.rec.namespace,
+    name: e.rec.name,
+    vmiDir: d.m.store.dir(e.rec.uid),
+    pinnedCpus: e.pinnedCpus,
+    libvirtUri,
+  });
 }
 
 async function startLauncher(d: LifecycleDeps, e: Entry): Promise<void> {
@@ -213,8 +187,9 @@ async function startLauncher(d: LifecycleDeps, e: Entry): Promise<void> {
     else if (pf.phase === 'Failed') afterStop(d, e, false);
     return;
   }
+  const libvirtUri = launcherLibvirtUri(nodeFacts(d), uid);
   try {
-    domainInputs(d, e); // spec problems (e.g. unsupported combination) fail here, before any process exists
+    startCommand(d, e, libvirtUri); // spec problems (e.g. unsupported combination) fail here, before any process exists
   } catch (err) {
     setPhase(d, e, 'Failed', `cannot build the domain: ${(err as Error).message}`, true);
     afterStop(d, e, false);
@@ -232,7 +207,7 @@ async function startLauncher(d: LifecycleDeps, e: Entry): Promise<void> {
   // launcher holding this token, which may still register (see reconcile, pid 0).
   e.rec = {
     ...e.rec,
-    launcher: { pid: 0, startTime: 0, spawnTokenHash: hashToken(token), sessionTokenHash: '', spawnedAt: new Date().toISOString(), libvirtUri: launcherLibvirtUri(d, e) },
+    launcher: { pid: 0, startTime: 0, spawnTokenHash: hashToken(token), sessionTokenHash: '', spawnedAt: new Date().toISOString(), libvirtUri },
   };
   e.status.phase = 'Scheduling';
   e.status.reason = 'starting the launcher';
@@ -271,17 +246,17 @@ async function startDomain(d: LifecycleDeps, e: Entry): Promise<void> {
   const { m, opts } = d;
   const link = e.link;
   if (!link) return;
-  let inputs: { xml: string; disksJson: string };
+  let start: StartDomain;
   try {
-    inputs = domainInputs(d, e);
+    // The libvirt recorded at spawn (older records without one: the node's as configured).
+    start = startCommand(d, e, e.rec.launcher?.libvirtUri || opts.libvirtUri || launcherLibvirtUri(nodeFacts(d), e.rec.uid));
   } catch (err) {
     setPhase(d, e, 'Failed', `cannot build the domain: ${(err as Error).message}`, true);
     return requestTeardown(d, e);
   }
   if (e.status.phase !== 'Running') setPhase(d, e, 'Scheduled', 'starting the domain');
   try {
-    const libvirtUri = e.rec.launcher?.libvirtUri || opts.libvirtUri || launcherLibvirtUri(d, e);
-    await link.send({ start: { domainXml: inputs.xml, disksJson: inputs.disksJson, libvirtUri } }, START_TIMEOUT_MS);
+    await link.send({ start }, START_TIMEOUT_MS);
     d.m.failpoints.hit('domain-start-sent');
     e.started = true;
   } catch (err) {
@@ -408,7 +383,7 @@ async function teardownForDelete(d: LifecycleDeps, e: Entry): Promise<void> {
   d.m.failpoints.hit('launcher-exited');
   killStrayLaunchers(d, e);
   if (!(await destroyLeftoverDomain(d, e))) return m.requeue(e.rec.uid, 2000);
-  fs.rmSync(embedRoot(d, e), { recursive: true, force: true });
+  fs.rmSync(embedRoot(d.opts.handlerSocket, e.rec.uid), { recursive: true, force: true });
   m.log.info({ uid: e.rec.uid, vmi: `${e.rec.namespace}/${e.rec.name}` }, 'VMI deleted');
   m.forget(e);
 }
@@ -455,7 +430,7 @@ async function destroyLeftoverDomain(d: LifecycleDeps, e: Entry): Promise<boolea
  */
 function killEmbeddedQemu(d: LifecycleDeps, e: Entry): boolean {
   const name = domainNameOf(e.rec.namespace, e.rec.name);
-  const pidfile = `${embedRoot(d, e)}/run/qemu/${name}.pid`;
+  const pidfile = `${embedRoot(d.opts.handlerSocket, e.rec.uid)}/run/qemu/${name}.pid`;
   let pid = 0;
   try {
     pid = Number(fs.readFileSync(pidfile, 'utf8').trim());

@@ -9,7 +9,7 @@
  * - counters for metrics: depth, in flight, adds, processed, failures, and histograms of the
  *   wait (queued -> started) and of the run duration.
  */
-import { backoffDelay, type Backoff } from '../../libvirt/supervisor';
+import { backoffDelay, type Backoff } from '../../util/backoff';
 import { Histogram, type HistogramSnapshot } from '../../util/histogram';
 
 export type Handler = (key: string) => Promise<void>;

@@ -18,7 +18,9 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ErrorCodes, VhError } from '../../errors';
-import type { DiskPrep, DomainXmlContext, NormalizedVmi } from '../spec/types';
+import type { DiskPrep } from '../../launcher-protocol/messages';
+import type { NormalizedVmi } from '../spec/types';
+import type { DomainXmlContext } from './domain-xml';
 
 const QCOW2_MAGIC = Buffer.from([0x51, 0x46, 0x49, 0xfb]); // 'QFI\xfb'
 const FILE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;

@@ -46,7 +46,27 @@
 
 import { createHash } from 'node:crypto';
 import { ErrorCodes, VhError } from '../../errors';
-import type { DiskBus, DomainXmlContext, NormalizedDisk, NormalizedInterface, NormalizedVmi } from '../spec/types';
+import type { DiskBus, NormalizedDisk, NormalizedInterface, NormalizedVmi } from '../spec/types';
+
+/** Everything besides the VMI that decides the domain XML. */
+export interface DomainXmlContext {
+  /** libvirt domain type: kvm (hardware) or qemu (TCG). */
+  virtType: 'kvm' | 'qemu';
+  /** libvirt domain name, `<namespace>_<name>`. */
+  domainName: string;
+  /** The VMI's directory (disk overlays, seed ISO, console). */
+  vmiDir: string;
+  /** Serial console: QEMU listens here (unix socket) and also logs every byte to serialLog. */
+  serialSocket: string;
+  serialLog: string;
+  /** Host CPUs for dedicatedCpuPlacement, one per vCPU in order; empty otherwise. */
+  pinnedCpus: readonly number[];
+  /** Host bridge for `bridge` interfaces; null when none is configured. */
+  bridge: string | null;
+  /** Per disk name: the file the domain uses (from the disk plan). */
+  diskPaths: Readonly<Record<string, { path: string; format: 'qcow2' | 'raw' }>>;
+}
+
 import { element, serialize, type XmlElement } from './xml';
 
 /** Namespace of the `<metadata>` element this daemon owns. */

@@ -206,36 +206,6 @@ export interface NormalizedVmi {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Disk preparation (planned by the handler, executed by the launcher) and the domain XML inputs
-// ---------------------------------------------------------------------------------------------
-
-/** One file to create before the domain starts; paths are inside the VMI's directory. */
-export type DiskPrep =
-  | { kind: 'overlay'; disk: string; path: string; backingFile: string; backingFormat: 'qcow2' | 'raw' }
-  | { kind: 'sparse'; disk: string; path: string; sizeBytes: number }
-  | { kind: 'hostDisk'; disk: string; path: string; sizeBytes: number | null; create: boolean }
-  | { kind: 'cloudInit'; disk: string; path: string; userData: string; networkData: string | null; metaData: string };
-
-/** Everything besides the VMI that decides the domain XML. */
-export interface DomainXmlContext {
-  /** libvirt domain type: kvm (hardware) or qemu (TCG). */
-  virtType: 'kvm' | 'qemu';
-  /** libvirt domain name, `<namespace>_<name>`. */
-  domainName: string;
-  /** The VMI's directory (disk overlays, seed ISO, console). */
-  vmiDir: string;
-  /** Serial console: QEMU listens here (unix socket) and also logs every byte to serialLog. */
-  serialSocket: string;
-  serialLog: string;
-  /** Host CPUs for dedicatedCpuPlacement, one per vCPU in order; empty otherwise. */
-  pinnedCpus: readonly number[];
-  /** Host bridge for `bridge` interfaces; null when none is configured. */
-  bridge: string | null;
-  /** Per disk name: the file the domain uses (from the disk plan). */
-  diskPaths: Readonly<Record<string, { path: string; format: 'qcow2' | 'raw' }>>;
-}
-
-// ---------------------------------------------------------------------------------------------
 // Status
 // ---------------------------------------------------------------------------------------------
 

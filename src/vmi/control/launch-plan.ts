@@ -1,0 +1,93 @@
+/**
+ * Everything a launcher is started with, decided in one place: which libvirt it uses (decided
+ * once, at spawn, and recorded), the virt type guests get, and the StartDomain command (domain
+ * XML + disk plan). Pure functions of their inputs: reconcile calls them, tests call them.
+ */
+import * as path from 'node:path';
+import type { StartDomain } from '../../launcher-protocol/messages';
+import type { NodeCapabilities } from '../../libvirt/node-capabilities';
+import type { NodeInfo } from '../../node/types';
+import { planDisks } from '../render/disk-plan';
+import { buildDomainXml } from '../render/domain-xml';
+import type { NormalizedVmi } from '../spec/types';
+
+/** What the node offers a new launcher. */
+export interface NodeFacts {
+  /** The node libvirtd's URI; null when libvirt is switched off. */
+  libvirtUri: string | null;
+  /** Whether the handler holds a live connection to it. */
+  nodeLibvirtConnected: boolean;
+  capabilities: NodeCapabilities | null;
+  nodeInfo: NodeInfo | null;
+  /** The handler's gRPC socket: the embedded driver's roots live beside it. */
+  handlerSocket: string;
+  bridge: string | null;
+}
+
+/**
+ * The virt type guests get: from the node libvirt's capabilities when connected; without it
+ * (embedded fallback) from the probe alone, with the same rule (kvm only with vmx/svm).
+ */
+export function virtTypeFor(f: NodeFacts): { virtType: 'kvm' | 'qemu'; reason: string } | null {
+  if (f.capabilities && f.nodeLibvirtConnected) return { virtType: f.capabilities.virtType, reason: f.capabilities.virtTypeReason };
+  const node = f.nodeInfo;
+  if (!node) return null;
+  const hw = node.cpu.flags.includes('vmx') || node.cpu.flags.includes('svm');
+  if (node.kvm.available && hw) return { virtType: 'kvm', reason: 'KVM (embedded libvirt)' };
+  return { virtType: 'qemu', reason: node.kvm.available ? '/dev/kvm works but the CPU has no vmx/svm flag: TCG' : 'no usable /dev/kvm: TCG' };
+}
+
+/**
+ * The libvirt a new launcher uses: the node's libvirtd when connected, else the embedded driver.
+ * Decided once, when the launcher is spawned; the record keeps it (a later StartDomain, a
+ * re-adoption and the leftover cleanup all use the recorded one).
+ */
+export function launcherLibvirtUri(f: NodeFacts, uid: string): string {
+  if (f.libvirtUri !== null && f.nodeLibvirtConnected) return f.libvirtUri;
+  return `qemu:///embed?root=${embedRoot(f.handlerSocket, uid)}`;
+}
+
+/**
+ * The embedded driver's root: in the runtime directory, named by the first 12 hex digits of the
+ * uid, because the driver puts unix sockets below it (sun_path: 107 bytes) and the longest,
+ * `lib/qemu/domain-<id>-<20 chars of name>/monitor.sock`, does not fit under <stateDir>/vmis/<uid>.
+ * Runtime state only: a reboot ends the VM anyway, and the record re-creates it.
+ */
+export function embedRoot(handlerSocket: string, uid: string): string {
+  return `${path.dirname(handlerSocket)}/e/${uid.replace(/-/g, '').slice(0, 12)}`;
+}
+
+/** The longest path the embedded driver creates below its root (domain id up to 5 digits). */
+export const EMBED_SOCKET_SUFFIX = '/lib/qemu/domain-99999-xxxxxxxxxxxxxxxxxxxx/monitor.sock';
+
+/** `<namespace>_<name>`: KubeVirt's libvirt domain name (both parts are DNS labels, so unambiguous). */
+export function domainNameOf(namespace: string, name: string): string {
+  return `${namespace}_${name}`;
+}
+
+/** Per-VMI inputs of the StartDomain command. */
+export interface LaunchTarget {
+  vmi: NormalizedVmi;
+  namespace: string;
+  name: string;
+  vmiDir: string;
+  pinnedCpus: readonly number[];
+  /** The launcher's recorded libvirt URI. */
+  libvirtUri: string;
+}
+
+/** The StartDomain command for a VMI. Throws (VhError) when the spec cannot become a domain. */
+export function buildStartCommand(f: NodeFacts, t: LaunchTarget): StartDomain {
+  const { preps, diskPaths } = planDisks(t.vmi, t.vmiDir);
+  const domainXml = buildDomainXml(t.vmi, {
+    virtType: virtTypeFor(f)?.virtType ?? 'qemu',
+    domainName: domainNameOf(t.namespace, t.name),
+    vmiDir: t.vmiDir,
+    serialSocket: `${t.vmiDir}/serial.sock`,
+    serialLog: `${t.vmiDir}/serial.log`,
+    pinnedCpus: t.pinnedCpus,
+    bridge: f.bridge,
+    diskPaths,
+  });
+  return { domainXml, disksJson: JSON.stringify(preps), libvirtUri: t.libvirtUri };
+}
