@@ -23,7 +23,7 @@ import * as fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { loadProtos } from '../grpc/proto';
 import type { Logger } from '../log';
-import { type Backoff, backoffDelay } from '../libvirt/supervisor';
+import { type Backoff, backoffDelay } from '../util/backoff';
 import type { Command, CommandResult, DomainStatus, HandlerMessage, LauncherMessage } from '../launcher-protocol/messages';
 
 /** Used when Registered carries no (or an absurd) interval. */

@@ -13,6 +13,7 @@
 import { EventEmitter } from 'node:events';
 import { ErrorCodes, isVhError } from '../errors';
 import type { Logger } from '../log';
+import { type Backoff, backoffDelay } from '../util/backoff';
 import { type Connection, type ConnectionEvents, type KeepAlive, type OpenOptions } from './connection';
 import { DOMAIN_EVENT_NAMES, type CloseReason } from './events';
 
@@ -20,26 +21,8 @@ import { DOMAIN_EVENT_NAMES, type CloseReason } from './events';
 export const LIBVIRT_STATES = ['connecting', 'connected', 'reconnecting', 'unavailable', 'stopped'] as const;
 export type LibvirtState = (typeof LIBVIRT_STATES)[number];
 
-/** Reconnect timing. */
-export interface Backoff {
-  /** First retry delay (ms). */
-  initialMs: number;
-  /** Upper bound of any delay (ms). */
-  maxMs: number;
-  /** A connection that stays up this long resets the attempt counter (ms). */
-  stableMs: number;
-}
+/** Reconnect timing (see backoffDelay in ../util/backoff). */
 export const DEFAULT_BACKOFF: Backoff = { initialMs: 250, maxMs: 30_000, stableMs: 10_000 };
-
-/**
- * Delay before retry `attempt` (0-based): "equal jitter", uniformly in [d/2, d] with
- * d = min(maxMs, initialMs * 2^attempt). Never zero (no synchronised thundering herd after a
- * libvirtd restart on many nodes) and never above the cap.
- */
-export function backoffDelay(attempt: number, b: Backoff, random: () => number = Math.random): number {
-  const d = Math.min(b.maxMs, b.initialMs * 2 ** Math.min(attempt, 30));
-  return Math.round(d / 2 + random() * (d / 2));
-}
 
 /** A snapshot for /readyz, /v1/node and metrics. */
 export interface LibvirtStatus {

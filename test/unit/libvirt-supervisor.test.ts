@@ -1,7 +1,8 @@
 /**
- * The libvirt connection supervisor with a fake opener (no libvirt): backoff bounds, reconnect
+ * The libvirt connection supervisor with a fake opener (no libvirt): growing retry delays, reconnect
  * after loss with events re-wired to the new connection, no retry storm when a daemon accepts
  * and drops connections, stop() during backoff, and one log line per distinct error.
+ * backoffDelay itself: test/unit/util-backoff.test.ts.
  * The same supervisor against a real libvirtd that is killed and restarted: test/libvirt/reconnect.test.ts.
  */
 import { describe, it } from 'node:test';
@@ -10,7 +11,8 @@ import { EventEmitter } from 'node:events';
 import { Writable } from 'node:stream';
 import { createLogger } from '../../src/log';
 import { ErrorCodes, VhError } from '../../src/errors';
-import { type Backoff, type LibvirtState, LibvirtSupervisor, type SupervisedConnection, backoffDelay } from '../../src/libvirt/supervisor';
+import { type LibvirtState, LibvirtSupervisor, type SupervisedConnection } from '../../src/libvirt/supervisor';
+import type { Backoff } from '../../src/util/backoff';
 
 class FakeConn extends EventEmitter implements SupervisedConnection {
   closed = false;
@@ -40,27 +42,6 @@ async function until(cond: () => boolean, ms = 3000, what = 'condition'): Promis
     await sleep(2);
   }
 }
-
-describe('backoffDelay', () => {
-  it('is within [d/2, d] with d = min(max, initial * 2^attempt), never 0', () => {
-    const b: Backoff = { initialMs: 250, maxMs: 30_000, stableMs: 1 };
-    for (let a = 0; a < 40; a++) {
-      const d = Math.min(30_000, 250 * 2 ** a);
-      assert.equal(backoffDelay(a, b, () => 0), Math.round(d / 2));
-      assert.equal(backoffDelay(a, b, () => 1), d);
-      const r = backoffDelay(a, b);
-      assert.ok(r >= d / 2 - 1 && r <= d, `attempt ${a}: ${r}`);
-    }
-    assert.equal(backoffDelay(1000, b, () => 1), 30_000, 'huge attempt counts stay at the cap');
-  });
-
-  it('spreads many clients over the window (no synchronised herd)', () => {
-    const b: Backoff = { initialMs: 1000, maxMs: 1000, stableMs: 1 };
-    const delays = Array.from({ length: 1000 }, () => backoffDelay(5, b));
-    const buckets = new Set(delays.map((d) => Math.floor(d / 50)));
-    assert.ok(buckets.size >= 9, `only ${buckets.size} distinct 50 ms buckets`);
-  });
-});
 
 describe('LibvirtSupervisor (fake connections)', () => {
   it('retries with growing delays, then connects; status tells the story', async () => {
