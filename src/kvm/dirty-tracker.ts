@@ -8,7 +8,6 @@
  * single ioctl (see ../shared/recipes/dirty-tracking.md). Writes made by the kernel into the
  * region (read() into it) are tracked too. Needs Linux 6.7+.
  */
-import { ErrorCodes, VhError, errnoFacts, type ErrorCode } from '../errors';
 import type {
   NativeBinding,
   NativeDirtyHarvest,
@@ -16,6 +15,7 @@ import type {
   NativeUserspaceTrackerOptions,
 } from '../native/binding';
 import { loadNative } from '../native/loader';
+import { toDirtyTrackerError } from './errors';
 
 /** Where a harvest spent its time, in nanoseconds. */
 export interface DirtyTimings {
@@ -58,42 +58,6 @@ export interface UserspaceDirtyTrackerOptions extends NativeUserspaceTrackerOpti
 
 /** Pages to dirty with fill(): explicit page indices or flat [first, count] runs. */
 export type PageSelection = { pages: Uint32Array | readonly number[] } | { runs: Uint32Array | readonly number[] };
-
-/** The stable code for a native error code. */
-function codeFor(nativeCode: string): ErrorCode {
-  switch (nativeCode) {
-    case 'ERR_OUT_OF_RANGE':
-    case 'ERR_INVALID_ARG_TYPE':
-    case 'ERR_INVALID_ARG_VALUE':
-      return ErrorCodes.INVALID_ARGUMENT;
-    default:
-      // ERR_CLOSED and ERR_BUSY are bugs in this process; errno failures (EOPNOTSUPP, ENOTTY, EPERM, ENOMEM)
-      // mean the host cannot track: details.code/syscall say which.
-      return ErrorCodes.INTERNAL;
-  }
-}
-
-/** What the operator should do about a host-level failure. */
-function advice(code: string, syscall: string | undefined): string {
-  if (syscall === 'userfaultfd' && (code === 'EPERM' || code === 'EACCES')) {
-    return 'userfaultfd refused: run as root or set vm.unprivileged_userfaultfd=1';
-  }
-  if (code === 'EOPNOTSUPP' || code === 'ENOTTY' || code === 'EINVAL') {
-    return 'userspace dirty tracking needs Linux 6.7+ (UFFD_FEATURE_WP_ASYNC, PAGEMAP_SCAN)';
-  }
-  if (code === 'ENOMEM') return 'not enough memory or address space for the tracked region';
-  return 'userspace dirty tracking failed';
-}
-
-/** Maps anything the addon threw to a VhError; native facts stay in `details`, the original is `cause`. */
-export function toDirtyTrackerError(e: unknown): VhError {
-  if (e instanceof VhError) return e;
-  const facts = errnoFacts(e);
-  if (!facts) return new VhError(ErrorCodes.INTERNAL, `dirty tracker: ${String(e)}`, {}, { cause: e });
-  const text = e instanceof Error ? e.message : facts.code;
-  const message = facts.errno ? `${advice(facts.code, facts.syscall)} (${text})` : text;
-  return new VhError(codeFor(facts.code), message, { ...facts }, { cause: e });
-}
 
 function toU32(values: Uint32Array | readonly number[]): Uint32Array {
   return values instanceof Uint32Array ? values : Uint32Array.from(values);

@@ -15,45 +15,14 @@
  * appears), long-mode page tables get dirtied by accessed/dirty-bit updates, and the ring may
  * report a page more than once (the bitmap hides that).
  */
-import { ErrorCodes, VhError, type ErrorCode } from '../errors';
+import { ErrorCodes, VhError } from '../errors';
 import type { NativeBinding, NativeDirtyLogMode } from '../native/binding';
 import { loadNative } from '../native/loader';
 import { fromNative, type DirtyHarvest, type DirtyTracker } from './dirty-tracker';
-import { toKvmError } from './kvm-system';
 import type { Vm } from './vm';
 
 /** How KVM reports dirty pages for a VM (see Vm.dirtyLogMode). */
 export type DirtyLogMode = NativeDirtyLogMode;
-
-/** The stable code for a dirty-log failure, when it differs from the generic KVM mapping. */
-function dirtyLogCode(code: string, syscall: string | undefined): ErrorCode | undefined {
-  switch (code) {
-    // Wrong order of calls or wrong mode for this VM: caller mistakes, not a broken host.
-    case 'ERR_DIRTY_LOG_MODE':
-    case 'ERR_DIRTY_LOG_OFF':
-      return ErrorCodes.INVALID_ARGUMENT;
-    case 'ENOENT': // KVM_GET_DIRTY_LOG on a slot without KVM_MEM_LOG_DIRTY_PAGES
-    case 'ENXIO': // KVM_GET/CLEAR_DIRTY_LOG on a VM that uses the dirty ring
-      return syscall === 'KVM_GET_DIRTY_LOG' || syscall === 'KVM_CLEAR_DIRTY_LOG'
-        ? ErrorCodes.INVALID_ARGUMENT
-        : undefined;
-    case 'EINVAL': // enabling the dirty ring once a vCPU exists
-      return syscall === 'KVM_ENABLE_CAP' ? ErrorCodes.INVALID_ARGUMENT : undefined;
-    default:
-      return undefined;
-  }
-}
-
-/**
- * Maps anything a dirty-log call threw to a VhError: through toKvmError, then the dirty-log
- * facts above get their own codes. `details.code`/`syscall`/`errno` keep the native facts.
- */
-export function toDirtyLogError(e: unknown, devicePath: string): VhError {
-  const base = toKvmError(e, devicePath, 'dirty log');
-  const code = dirtyLogCode(String(base.details.code ?? ''), base.details.syscall as string | undefined);
-  if (code === undefined || code === base.code) return base;
-  return new VhError(code, base.message, { ...base.details }, { cause: base.cause ?? e });
-}
 
 /** Options shared by the KVM trackers. */
 export interface KvmDirtyTrackerOptions {

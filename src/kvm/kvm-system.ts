@@ -1,11 +1,11 @@
 /**
- * The typed /dev/kvm handle. Wraps NativeKvmSystem and gives native errno facts their meaning:
- * every failure leaves here as a VhError with a stable code (KVM_MISSING, KVM_FORBIDDEN,
- * KVM_UNUSABLE, INVALID_ARGUMENT, INTERNAL) and the raw facts in `details`.
+ * The typed /dev/kvm handle. Wraps NativeKvmSystem; every failure leaves here as a VhError with a
+ * stable code (KVM_MISSING, KVM_FORBIDDEN, KVM_UNUSABLE, INVALID_ARGUMENT, INTERNAL) and the raw
+ * facts in `details`, mapped by ./errors.ts.
  */
-import { ErrorCodes, VhError, errnoFacts, type ErrorCode } from '../errors';
 import type { NativeBinding, NativeCpuidEntry, NativeKvmSystem } from '../native/binding';
 import { loadNative } from '../native/loader';
+import { callNative } from './errors';
 import { Vm, type VmOptions } from './vm';
 
 /** Where KVM lives unless configured otherwise. */
@@ -23,84 +23,6 @@ export interface KvmSystemOptions {
   devicePath?: string;
   /** The addon; defaults to loadNative(). Tests pass a fake. */
   native?: NativeBinding;
-}
-
-/** What the operator should do about a failed open, by errno code. */
-function openAdvice(code: string, devicePath: string): string {
-  switch (code) {
-    case 'ENOENT':
-      return `${devicePath} missing: load kvm_intel or kvm_amd (is virtualization enabled in firmware?)`;
-    case 'EACCES':
-    case 'EPERM':
-      return `${devicePath} not accessible: run as root or add the user to group kvm`;
-    case 'ENXIO':
-    case 'ENODEV':
-      return `${devicePath} has no KVM behind it: load kvm_intel or kvm_amd (is virtualization enabled in firmware?)`;
-    default:
-      return `${devicePath} unusable`;
-  }
-}
-
-/** The stable code for a native error code ('ENOENT', 'ERR_CLOSED', ...). */
-function codeFor(nativeCode: string): ErrorCode {
-  switch (nativeCode) {
-    case 'ENOENT':
-      return ErrorCodes.KVM_MISSING;
-    case 'EACCES':
-    case 'EPERM':
-      return ErrorCodes.KVM_FORBIDDEN;
-    // Caller mistakes, not a broken host: the transports answer them as bad requests.
-    case 'ERR_UNKNOWN_CAPABILITY':
-    case 'ERR_INVALID_ARG_TYPE':
-    case 'ERR_INVALID_ARG_VALUE':
-    case 'ERR_INVALID_ARG':
-    case 'ERR_OUT_OF_RANGE':
-    // A guest-physical range that overlaps another memory slot: a conflicting request.
-    case 'EEXIST':
-    // A vCPU call that its run state forbids (state access while running, complete() with nothing pending).
-    case 'ERR_BUSY':
-    case 'ERR_NOT_WAITING':
-      return ErrorCodes.INVALID_ARGUMENT;
-    // Using a closed handle is a bug in this process, not a property of the host.
-    case 'ERR_CLOSED':
-      return ErrorCodes.INTERNAL;
-    default:
-      return ErrorCodes.KVM_UNUSABLE;
-  }
-}
-
-/**
- * Maps anything the addon threw to a VhError. `details` keeps the errno facts (code, errno,
- * syscall, path) plus devicePath; the original error is the `cause`. `context` (e.g. 'vm')
- * marks errors of an object below the device: their message is the native one, prefixed.
- */
-export function toKvmError(e: unknown, devicePath: string, context?: string): VhError {
-  if (e instanceof VhError) return e;
-  const facts = errnoFacts(e);
-  if (!facts) {
-    return new VhError(ErrorCodes.INTERNAL, `${devicePath}: ${String(e)}`, { devicePath }, { cause: e });
-  }
-  const code = codeFor(facts.code);
-  let message: string;
-  if (context !== undefined) {
-    message = `${devicePath} ${context}: ${(e as Error).message ?? facts.code}`;
-  } else if (facts.syscall === 'open') {
-    message = `${openAdvice(facts.code, devicePath)} (${facts.code})`;
-  } else if (facts.syscall) {
-    message = `${devicePath}: ${facts.syscall} failed with ${facts.code}; is this a KVM device?`;
-  } else {
-    message = (e as Error).message ?? facts.code;
-  }
-  return new VhError(code, message, { devicePath, ...facts }, { cause: e });
-}
-
-/** Runs one call into the addon; whatever it throws leaves as toKvmError(e, devicePath, context). */
-export function callNative<T>(fn: () => T, devicePath: string, context?: string): T {
-  try {
-    return fn();
-  } catch (e) {
-    throw toKvmError(e, devicePath, context);
-  }
 }
 
 /** A /dev/kvm handle: API version, capabilities, supported CPUID and MSRs. Close it when done. */

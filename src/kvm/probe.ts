@@ -5,7 +5,8 @@
 import { ErrorCodes, isVhError } from '../errors';
 import type { NativeBinding } from '../native/binding';
 import type { KvmInfo } from '../node/types';
-import { KVM_API_VERSION, KvmSystem, toKvmError } from './kvm-system';
+import { toKvmError } from './errors';
+import { KVM_API_VERSION, KvmSystem } from './kvm-system';
 
 /** Inputs of probeKvm(). */
 export interface ProbeKvmOptions {

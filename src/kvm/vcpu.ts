@@ -21,7 +21,7 @@ import type {
   NativeVcpuOptions,
   NativeVcpuState,
 } from '../native/binding';
-import { callNative } from './kvm-system';
+import { callNative } from './errors';
 
 /** createVcpu() options: CPUID feature masks. */
 export type VcpuOptions = NativeVcpuOptions;

@@ -17,8 +17,7 @@ import type {
   NativeVm,
   NativeVmOptions,
 } from '../native/binding';
-import { toDirtyLogError } from './kvm-dirty-tracker';
-import { callNative } from './kvm-system';
+import { callNative, toDirtyLogError } from './errors';
 import { Vcpu, type VcpuOptions } from './vcpu';
 
 /** Options of KvmSystem.createVm(): TSS/identity-map addresses, in-kernel irqchip and PIT2. */
