@@ -4,9 +4,24 @@
  */
 import { ErrorCodes, isVhError } from '../errors';
 import type { NativeBinding } from '../native/binding';
-import type { KvmInfo } from '../node/types';
 import { toKvmError } from './errors';
 import { KVM_API_VERSION, KvmSystem } from './kvm-system';
+
+/** What probeKvm() learned about /dev/kvm; NodeInfo.kvm, served by GET /v1/node and GetNodeInfo. */
+export interface KvmInfo {
+  available: boolean;
+  /** Why KVM is unusable (operator-readable), when available is false. */
+  reason: string | null;
+  /** Stable error code from the open/probe failure, e.g. 'ENOENT', 'EACCES'. */
+  errorCode: string | null;
+  apiVersion: number | null;
+  /** KVM_CHECK_EXTENSION value per capability name (e.g. NR_VCPUS: 2). */
+  capabilities: Record<string, number>;
+  vcpuMmapSize: number | null;
+  /** CPUID feature names KVM can expose to guests. */
+  cpuidFeatures: string[];
+  msrCount: number | null;
+}
 
 /** Inputs of probeKvm(). */
 export interface ProbeKvmOptions {

@@ -7,7 +7,8 @@
  * kvm-info.node.kubevirt.io and node.kubevirt.io. Every label passes isValidLabel() by construction.
  */
 
-import type { CpuInfo, DeviceInfo, HugepagePool, KvmInfo } from './types';
+import type { KvmInfo } from '../kvm/probe';
+import type { CpuInfo, DeviceInfo, HugepagePool } from './types';
 import { deviceUsable } from './devices';
 
 /** The node label a scheduler selects on; "true" only when VMs can start here. */

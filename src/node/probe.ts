@@ -12,14 +12,14 @@ import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { errnoFacts } from '../errors';
-import { probeKvm } from '../kvm/probe';
+import { type KvmInfo, probeKvm } from '../kvm/probe';
 import { DEVICE_PATHS, probeDevices, type DeviceSet } from './devices';
 import { assessSchedulable, buildNodeLabels, SCHEDULABLE_LABEL } from './labels';
 import {
   memorySummary, parseBracketChoice, parseCpuList, parseCpuinfo, parseHugepageDirName, parseKsmRun,
   parseMeminfo, parseModuleBool, parseNonNegativeInt, parseNumaNodeDirName, parseSysctlString, parseZeroOne,
 } from './proc-parsers';
-import type { CpuInfo, HugepagePool, KvmInfo, NodeInfo, NumaNode, ProbeOptions } from './types';
+import type { CpuInfo, HugepagePool, NodeInfo, NumaNode, ProbeOptions } from './types';
 
 /** probeNodeReport()'s result: the NodeInfo plus notes on parts that degraded without blocking. */
 export interface NodeProbeReport {

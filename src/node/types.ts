@@ -1,4 +1,5 @@
 /** What the node probe learned about this host. Serialised as-is by GET /v1/node and GetNodeInfo. */
+import type { KvmInfo } from '../kvm/probe';
 
 export interface DeviceInfo {
   path: string;
@@ -11,21 +12,6 @@ export interface DeviceInfo {
   gid: number | null;
   /** This process can open it read-write (access(2) R_OK|W_OK). */
   accessible: boolean;
-}
-
-export interface KvmInfo {
-  available: boolean;
-  /** Why KVM is unusable (operator-readable), when available is false. */
-  reason: string | null;
-  /** Stable error code from the open/probe failure, e.g. 'ENOENT', 'EACCES'. */
-  errorCode: string | null;
-  apiVersion: number | null;
-  /** KVM_CHECK_EXTENSION value per capability name (e.g. NR_VCPUS: 2). */
-  capabilities: Record<string, number>;
-  vcpuMmapSize: number | null;
-  /** CPUID feature names KVM can expose to guests. */
-  cpuidFeatures: string[];
-  msrCount: number | null;
 }
 
 export interface CpuInfo {

@@ -7,7 +7,8 @@ import {
   labelSafeName, type LabelInput,
 } from '../../src/node/labels';
 import { parseCpuinfo } from '../../src/node/proc-parsers';
-import type { DeviceInfo, KvmInfo } from '../../src/node/types';
+import type { KvmInfo } from '../../src/kvm/probe';
+import type { DeviceInfo } from '../../src/node/types';
 
 const FIXTURES = path.resolve(__dirname, '../../../test/fixtures/host');
 const intelCpu = parseCpuinfo(fs.readFileSync(path.join(FIXTURES, 'intel-xeon-2s-ht-numa2/proc/cpuinfo'), 'utf8'));
