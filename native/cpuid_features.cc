@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "errors.h"
+#include "js_args.h"
 
 namespace vh {
 namespace {
@@ -190,14 +190,9 @@ bool KvmLeavesAreKvm(const std::vector<CpuidLeaf>& leaves) {
   return true;
 }
 
-std::uint32_t RequireU32(Napi::Env env, const Napi::Object& entry, const char* field,
-                         std::uint32_t i) {
-  Napi::Value v = entry.Get(field);
-  if (!v.IsNumber()) {
-    std::string where = "entries[" + std::to_string(i) + "]." + field;
-    ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_TYPE", where + " must be a number"));
-  }
-  return v.As<Napi::Number>().Uint32Value();
+// entries[i][field] as a u32: a CPUID register.
+std::uint32_t RequireU32(Napi::Env env, const Napi::Object& entry, const char* field, std::uint32_t i) {
+  return JsToU32(env, entry.Get(field), "entries[" + std::to_string(i) + "]." + field);
 }
 
 }  // namespace
@@ -228,19 +223,11 @@ std::optional<CpuidFeatureBit> FindCpuidFeature(const std::string& name) {
 
 Napi::Value DecodeCpuidFeaturesJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsArray()) {
-    ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_TYPE", "entries must be an array"));
-  }
-  Napi::Array arr = info[0].As<Napi::Array>();
+  Napi::Array arr = JsToArray(env, info[0], "entries");
   std::vector<CpuidLeaf> leaves;
   leaves.reserve(arr.Length());
   for (std::uint32_t i = 0; i < arr.Length(); ++i) {
-    Napi::Value v = arr.Get(i);
-    if (!v.IsObject()) {
-      ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_TYPE",
-                                         "entries[" + std::to_string(i) + "] must be an object"));
-    }
-    Napi::Object o = v.As<Napi::Object>();
+    Napi::Object o = JsToObject(env, arr.Get(i), "entries[" + std::to_string(i) + "]");
     CpuidLeaf leaf;
     leaf.function = RequireU32(env, o, "function", i);
     leaf.index = RequireU32(env, o, "index", i);

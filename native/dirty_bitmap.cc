@@ -1,11 +1,11 @@
 #include "dirty_bitmap.h"
 
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 #include <utility>
 
 #include "errors.h"
+#include "js_args.h"
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "bitmaps are little-endian u64 words");
 
@@ -13,7 +13,7 @@ namespace vh {
 namespace {
 
 // Run lists carry u32 page indices: 2^32 pages is 16 TiB of 4 KiB pages.
-constexpr double kMaxBits = 4294967296.0;
+constexpr std::uint64_t kMaxBits = 1ULL << 32;
 
 // Word i of a bitmap of nbytes bytes; a short last word is zero-extended.
 inline std::uint64_t LoadWord(const std::uint8_t* bm, std::uint64_t i, std::uint64_t nbytes) {
@@ -41,27 +41,15 @@ inline void ForEachWord(const std::uint8_t* bitmap, std::uint64_t nbits, Fn&& fn
 // (bitmap, nbits) from JS arguments: nbits defaults to the whole buffer and may not exceed it.
 std::pair<const std::uint8_t*, std::uint64_t> BitmapArgs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsTypedArray()) {
-    ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_TYPE", "bitmap must be a Buffer or TypedArray"));
+  JsBytes bitmap = JsToBytes(env, info[0], "bitmap");
+  std::uint64_t nbits = static_cast<std::uint64_t>(bitmap.len) * 8;
+  if (!info[1].IsUndefined()) {
+    std::uint64_t n = JsToU64(env, info[1], "nbits");
+    if (n > nbits) ThrowError(env, ErrorFacts::OutOfRange("nbits exceeds the bitmap length"));
+    nbits = n;
   }
-  Napi::TypedArray ta = info[0].As<Napi::TypedArray>();
-  const auto* base = static_cast<const std::uint8_t*>(ta.ArrayBuffer().Data());
-  const std::uint8_t* bm = base == nullptr ? nullptr : base + ta.ByteOffset();
-  std::uint64_t nbits = static_cast<std::uint64_t>(ta.ByteLength()) * 8;
-  if (info.Length() > 1 && !info[1].IsUndefined()) {
-    double n = info[1].IsNumber() ? info[1].As<Napi::Number>().DoubleValue() : -1;
-    if (!(n >= 0) || n != std::floor(n)) {
-      ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_VALUE", "nbits must be a non-negative integer"));
-    }
-    if (n > static_cast<double>(nbits)) {
-      ThrowError(env, ErrorFacts::Misuse("ERR_OUT_OF_RANGE", "nbits exceeds the bitmap length"));
-    }
-    nbits = static_cast<std::uint64_t>(n);
-  }
-  if (static_cast<double>(nbits) > kMaxBits) {
-    ThrowError(env, ErrorFacts::Misuse("ERR_OUT_OF_RANGE", "bitmaps are limited to 2^32 bits"));
-  }
-  return {bm, nbits};
+  if (nbits > kMaxBits) ThrowInvalidArg(env, "bitmaps are limited to 2^32 bits");
+  return {bitmap.data, nbits};
 }
 
 }  // namespace

@@ -109,9 +109,9 @@ std::optional<ErrorFacts> DirtyLog::EnableRing(int vm_fd, std::uint64_t bytes, b
   }
   const std::uint64_t page = HostPageSize();
   if (bytes < page || (bytes & (bytes - 1)) != 0 || bytes > static_cast<std::uint64_t>(max)) {
-    return ErrorFacts::Misuse("ERR_INVALID_ARG", "dirty ring size " + std::to_string(bytes) +
-                                                     " must be a power of two between the page size " +
-                                                     std::to_string(page) + " and " + std::to_string(max));
+    return ErrorFacts::InvalidArg("dirty ring size " + std::to_string(bytes) +
+                                  " must be a power of two between the page size " + std::to_string(page) + " and " +
+                                  std::to_string(max));
   }
   kvm_enable_cap cap{};
   cap.cap = use_acq_rel ? KVM_CAP_DIRTY_LOG_RING_ACQ_REL : KVM_CAP_DIRTY_LOG_RING;
@@ -221,14 +221,13 @@ std::optional<ErrorFacts> DirtyLog::Clear(int vm_fd, const DirtySlot& slot, std:
     return ModeError("clearDirtyLog() needs manual-protect mode: call enableManualDirtyProtect() first");
   }
   if (count == 0 || first > slot.pages || count > slot.pages - first) {
-    return ErrorFacts::Misuse("ERR_OUT_OF_RANGE", "pages [" + std::to_string(first) + ", +" + std::to_string(count) +
-                                                      ") are not inside slot " + std::to_string(slot.slot) + " (" +
-                                                      std::to_string(slot.pages) + " pages)");
+    return ErrorFacts::OutOfRange("pages [" + std::to_string(first) + ", +" + std::to_string(count) +
+                                  ") are not inside slot " + std::to_string(slot.slot) + " (" +
+                                  std::to_string(slot.pages) + " pages)");
   }
   if (first % 64 != 0 || (count % 64 != 0 && first + count != slot.pages)) {
-    return ErrorFacts::Misuse("ERR_INVALID_ARG",
-                              "KVM_CLEAR_DIRTY_LOG needs firstPage a multiple of 64 and numPages a multiple of "
-                              "64 unless the range ends at the end of the slot");
+    return ErrorFacts::InvalidArg("KVM_CLEAR_DIRTY_LOG needs firstPage a multiple of 64 and numPages a multiple of "
+                                  "64 unless the range ends at the end of the slot");
   }
   std::vector<std::uint64_t> ones(Words(slot.pages), ~0ULL);
   std::int64_t ns = 0;

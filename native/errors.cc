@@ -43,6 +43,10 @@ ErrorFacts ErrorFacts::Misuse(std::string code, std::string message) {
   return facts;
 }
 
+ErrorFacts ErrorFacts::InvalidArg(std::string message) { return Misuse("ERR_INVALID_ARG", std::move(message)); }
+
+ErrorFacts ErrorFacts::OutOfRange(std::string message) { return Misuse("ERR_OUT_OF_RANGE", std::move(message)); }
+
 void ThrowError(Napi::Env env, const ErrorFacts& facts) {
   // Same shape as Node's fs errors: "ENOENT: no such file or directory, open '/dev/kvm'".
   std::string message = facts.code;

@@ -22,6 +22,13 @@ struct ErrorFacts {
                               std::string hint = {});
   // Facts for a caller mistake (bad argument, use after close): no errno.
   static ErrorFacts Misuse(std::string code, std::string message);
+  // ERR_INVALID_ARG: an argument is missing, of the wrong type, malformed or beyond a fixed
+  // limit. Every argument mistake uses this one code (js_args.h raises it for JS values).
+  static ErrorFacts InvalidArg(std::string message);
+  // ERR_OUT_OF_RANGE: a well-formed address, offset or count that falls outside the memory it
+  // names (guest memory, a slot, a tracked region, a bitmap): a fact about the current layout,
+  // which the caller can only learn by asking, not a malformed argument.
+  static ErrorFacts OutOfRange(std::string message);
 };
 
 // Throws (as a C++ exception, NAPI_CPP_EXCEPTIONS) a JS Error built from `facts`.

@@ -40,10 +40,6 @@ std::string Hex(std::uint64_t value) {
   return buf;
 }
 
-ErrorFacts InvalidArg(const std::string& message) {
-  return ErrorFacts::Misuse("ERR_INVALID_ARG", message);
-}
-
 // Huge page size of a hugetlb backing; 0 for the others.
 std::uint64_t HugePageSize(Backing backing) {
   switch (backing) {
@@ -193,33 +189,33 @@ std::map<std::uint64_t, Region>::iterator GuestMemory::FindSlot(std::uint32_t sl
 std::optional<ErrorFacts> GuestMemory::Validate(const RegionSpec& spec) const {
   const std::uint64_t page = HostPageSize();
   if (spec.slot >= slot_limit_) {
-    return InvalidArg("slot " + std::to_string(spec.slot) + " is out of range: KVM_CAP_NR_MEMSLOTS is " +
-                      std::to_string(slot_limit_));
+    return ErrorFacts::InvalidArg("slot " + std::to_string(spec.slot) + " is out of range: KVM_CAP_NR_MEMSLOTS is " +
+                                  std::to_string(slot_limit_));
   }
   for (const auto& [gpa, region] : regions_) {
     if (region.spec.slot == spec.slot) {
-      return InvalidArg("slot " + std::to_string(spec.slot) + " is already in use; remove it first");
+      return ErrorFacts::InvalidArg("slot " + std::to_string(spec.slot) + " is already in use; remove it first");
     }
   }
-  if (spec.size == 0) return InvalidArg("size must be greater than 0");
+  if (spec.size == 0) return ErrorFacts::InvalidArg("size must be greater than 0");
   if (spec.size % page != 0) {
-    return InvalidArg("size " + Hex(spec.size) + " is not a multiple of the host page size " + Hex(page));
+    return ErrorFacts::InvalidArg("size " + Hex(spec.size) + " is not a multiple of the host page size " + Hex(page));
   }
   if (spec.guest_phys_addr % page != 0) {
-    return InvalidArg("guestPhysAddr " + Hex(spec.guest_phys_addr) +
-                      " is not aligned to the host page size " + Hex(page));
+    return ErrorFacts::InvalidArg("guestPhysAddr " + Hex(spec.guest_phys_addr) +
+                                  " is not aligned to the host page size " + Hex(page));
   }
   if (spec.guest_phys_addr + spec.size < spec.guest_phys_addr) {
-    return InvalidArg("guestPhysAddr + size overflows 64 bits");
+    return ErrorFacts::InvalidArg("guestPhysAddr + size overflows 64 bits");
   }
   if (std::uint64_t huge = HugePageSize(spec.backing); huge != 0) {
     if (spec.size % huge != 0) {
-      return InvalidArg("size " + Hex(spec.size) + " is not a multiple of the " +
-                        BackingName(spec.backing) + " page size " + Hex(huge));
+      return ErrorFacts::InvalidArg("size " + Hex(spec.size) + " is not a multiple of the " +
+                                    BackingName(spec.backing) + " page size " + Hex(huge));
     }
     if (spec.transparent_huge_pages.has_value()) {
-      return InvalidArg("transparentHugePages does not apply to backing " +
-                        std::string(BackingName(spec.backing)));
+      return ErrorFacts::InvalidArg("transparentHugePages does not apply to backing " +
+                                    std::string(BackingName(spec.backing)));
     }
   }
   return std::nullopt;
@@ -240,7 +236,7 @@ std::optional<ErrorFacts> GuestMemory::Add(int vm_fd, const RegionSpec& spec) {
 
 std::optional<ErrorFacts> GuestMemory::Remove(int vm_fd, std::uint32_t slot) {
   auto it = FindSlot(slot);
-  if (it == regions_.end()) return InvalidArg("slot " + std::to_string(slot) + " has no memory region");
+  if (it == regions_.end()) return ErrorFacts::InvalidArg("slot " + std::to_string(slot) + " has no memory region");
   // KVM must forget the host address before it is unmapped.
   if (auto error = Register(vm_fd, slot, 0, it->second.spec.guest_phys_addr, 0, nullptr)) return error;
   regions_.erase(it);
@@ -249,7 +245,7 @@ std::optional<ErrorFacts> GuestMemory::Remove(int vm_fd, std::uint32_t slot) {
 
 std::optional<ErrorFacts> GuestMemory::SetDirtyLogging(int vm_fd, std::uint32_t slot, bool on) {
   auto it = FindSlot(slot);
-  if (it == regions_.end()) return InvalidArg("slot " + std::to_string(slot) + " has no memory region");
+  if (it == regions_.end()) return ErrorFacts::InvalidArg("slot " + std::to_string(slot) + " has no memory region");
   Region& region = it->second;
   if (region.spec.log_dirty_pages == on) return std::nullopt;
   std::uint32_t flags = region.Flags() ^ KVM_MEM_LOG_DIRTY_PAGES;
@@ -271,14 +267,13 @@ std::byte* GuestMemory::Locate(std::uint64_t gpa, std::uint64_t len, ErrorFacts*
       return region.mapping.Data() + offset;
     }
     if (offset < region.spec.size) {
-      *error = ErrorFacts::Misuse("ERR_OUT_OF_RANGE",
-                                  "guest range at gpa " + Hex(gpa) + " (+" + Hex(len) +
-                                      ") runs past the end of slot " + std::to_string(region.spec.slot) +
-                                      " at " + Hex(region.End()));
+      *error = ErrorFacts::OutOfRange("guest range at gpa " + Hex(gpa) + " (+" + Hex(len) +
+                                      ") runs past the end of slot " + std::to_string(region.spec.slot) + " at " +
+                                      Hex(region.End()));
       return nullptr;
     }
   }
-  *error = ErrorFacts::Misuse("ERR_OUT_OF_RANGE", "gpa " + Hex(gpa) + " is not in any memory region");
+  *error = ErrorFacts::OutOfRange("gpa " + Hex(gpa) + " is not in any memory region");
   return nullptr;
 }
 

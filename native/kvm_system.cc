@@ -11,6 +11,7 @@
 
 #include "errors.h"
 #include "ioctl_table.h"
+#include "js_args.h"
 #include "vm.h"
 
 namespace vh {
@@ -88,17 +89,9 @@ Napi::Function KvmSystem::DefineClass(Napi::Env env) {
 
 KvmSystem::KvmSystem(const Napi::CallbackInfo& info) : ObjectWrap<KvmSystem>(info) {
   Napi::Env env = info.Env();
-  if (info.Length() > 0 && !info[0].IsUndefined()) {
-    if (!info[0].IsString()) {
-      ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_TYPE", "devicePath must be a string"));
-    }
-    path_ = info[0].As<Napi::String>().Utf8Value();
-  } else {
-    path_ = kDefaultDevice;
-  }
+  path_ = JsToOptionalString(env, info[0], "devicePath").value_or(kDefaultDevice);
   if (path_.empty() || path_.find('\0') != std::string::npos) {
-    ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_VALUE",
-                                       "devicePath must be a non-empty path without NUL bytes"));
+    ThrowInvalidArg(env, "devicePath must be a non-empty path without NUL bytes");
   }
 
   int fd = ::open(path_.c_str(), O_RDWR | O_CLOEXEC);
@@ -131,15 +124,8 @@ Napi::Value KvmSystem::ApiVersion(const Napi::CallbackInfo& info) {
 
 Napi::Value KvmSystem::CheckExtension(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString()) {
-    ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_TYPE", "capability name must be a string"));
-  }
-  std::string name = info[0].As<Napi::String>().Utf8Value();
-  for (const Capability& cap : kCapabilities) {
-    if (name == cap.name) return Napi::Number::New(env, Query(env, kCheckExtension, cap.id));
-  }
-  ThrowError(env, ErrorFacts::Misuse("ERR_UNKNOWN_CAPABILITY",
-                                     "unknown capability '" + name + "'; see capabilityNames()"));
+  const Capability& cap = JsToCapability(env, info[0]);
+  return Napi::Number::New(env, Query(env, kCheckExtension, cap.id));
 }
 
 Napi::Value KvmSystem::Capabilities(const Napi::CallbackInfo& info) {

@@ -7,9 +7,11 @@
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <optional>
 #include <string>
 
 #include "errors.h"
+#include "js_args.h"
 #include "unique_fd.h"
 
 namespace vh {
@@ -23,20 +25,13 @@ socklen_t FillAddress(Napi::Env env, const std::string& path, sockaddr_un* addr)
   addr->sun_family = AF_UNIX;
   const bool abstract = path[0] == '@';
   if (!abstract && path[0] != '/') {
-    ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_VALUE",
-                                       "notify socket '" + path +
-                                           "' must be an absolute path or an '@' abstract name"));
+    ThrowInvalidArg(env, "notify socket '" + path + "' must be an absolute path or an '@' abstract name");
   }
-  if (path.find('\0') != std::string::npos) {
-    ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_VALUE",
-                                       "notify socket path contains a NUL byte"));
-  }
+  if (path.find('\0') != std::string::npos) ThrowInvalidArg(env, "notify socket path contains a NUL byte");
   // Abstract names use every byte of sun_path; filesystem paths need one for the NUL.
   const std::size_t max = abstract ? sizeof(addr->sun_path) : sizeof(addr->sun_path) - 1;
   if (path.size() > max) {
-    ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_VALUE",
-                                       "notify socket '" + path + "' is longer than " +
-                                           std::to_string(max) + " bytes"));
+    ThrowInvalidArg(env, "notify socket '" + path + "' is longer than " + std::to_string(max) + " bytes");
   }
   std::memcpy(addr->sun_path, path.data(), path.size());
   if (abstract) addr->sun_path[0] = '\0';
@@ -48,17 +43,11 @@ socklen_t FillAddress(Napi::Env env, const std::string& path, sockaddr_un* addr)
 
 Napi::Value SdNotifyJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString()) {
-    ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_TYPE", "message must be a string"));
-  }
-  std::string message = info[0].As<Napi::String>().Utf8Value();
+  std::string message = JsToString(env, info[0], "message");
 
   std::string path;
-  if (info.Length() > 1 && !info[1].IsUndefined()) {
-    if (!info[1].IsString()) {
-      ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_TYPE", "socketPath must be a string"));
-    }
-    path = info[1].As<Napi::String>().Utf8Value();
+  if (std::optional<std::string> given = JsToOptionalString(env, info[1], "socketPath")) {
+    path = *given;
   } else if (const char* env_path = std::getenv("NOTIFY_SOCKET")) {
     path = env_path;
   }

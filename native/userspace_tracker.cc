@@ -11,8 +11,9 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
-#include <cmath>
+#include <climits>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include "dirty_bitmap.h"
@@ -68,7 +69,7 @@ namespace vh {
 namespace {
 
 // Page indices travel to JS as u32 (Uint32Array runs): 2^32 pages is 16 TiB of 4 KiB pages.
-constexpr double kMaxPages = 4294967295.0;
+constexpr std::uint64_t kMaxPages = 0xffffffffULL;
 // Enough regions per PAGEMAP_SCAN call that 1% scattered dirt on 1 GiB needs one or two calls;
 // capped so a huge region does not pin megabytes of scratch.
 constexpr std::size_t kMaxRegionsPerScan = 65536;
@@ -79,45 +80,9 @@ std::int64_t NowNs() {
       .count();
 }
 
-// A non-negative integer argument (<= 2^53), or ERR_INVALID_ARG_*.
-double IndexArg(Napi::Env env, const Napi::Value& v, const char* name) {
-  if (!v.IsNumber()) {
-    ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_TYPE", std::string(name) + " must be a number"));
-  }
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!IsSafeIndex(d)) {
-    ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_VALUE",
-                                       std::string(name) + " must be a non-negative integer"));
-  }
-  return d;
-}
-
+// The fill byte of fillPages()/fillRuns().
 std::uint8_t ByteArg(Napi::Env env, const Napi::Value& v) {
-  double d = IndexArg(env, v, "byte");
-  if (d > 255) ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_VALUE", "byte must be 0..255"));
-  return static_cast<std::uint8_t>(d);
-}
-
-struct Bytes {
-  std::uint8_t* data;
-  std::size_t len;
-};
-
-// Any ArrayBufferView viewed as bytes (Buffer, Uint8Array, Uint32Array...).
-Bytes ViewArg(Napi::Env env, const Napi::Value& v, const char* name) {
-  if (!v.IsTypedArray()) {
-    ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_TYPE", std::string(name) + " must be a Buffer or TypedArray"));
-  }
-  Napi::TypedArray ta = v.As<Napi::TypedArray>();
-  auto* base = static_cast<std::uint8_t*>(ta.ArrayBuffer().Data());
-  return Bytes{base == nullptr ? nullptr : base + ta.ByteOffset(), ta.ByteLength()};
-}
-
-Napi::Uint32Array U32ArrayArg(Napi::Env env, const Napi::Value& v, const char* name) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint32_array) {
-    ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_TYPE", std::string(name) + " must be a Uint32Array"));
-  }
-  return v.As<Napi::Uint32Array>();
+  return static_cast<std::uint8_t>(JsToUint(env, v, "byte", 255));
 }
 
 int OpenUffd(int flags) { return static_cast<int>(::syscall(SYS_userfaultfd, flags)); }
@@ -151,36 +116,29 @@ UserspaceDirtyTracker::UserspaceDirtyTracker(const Napi::CallbackInfo& info)
   if (ps <= 0) ThrowError(env, ErrorFacts::FromErrno(errno != 0 ? errno : EINVAL, "sysconf"));
   page_size_ = static_cast<std::size_t>(ps);
 
-  double size = IndexArg(env, info[0], "size");
-  if (size == 0) ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_VALUE", "size must be > 0"));
-  double pages = std::ceil(size / static_cast<double>(page_size_));
-  if (pages > kMaxPages) {
-    ThrowError(env, ErrorFacts::Misuse("ERR_OUT_OF_RANGE", "size exceeds 2^32 host pages"));
-  }
+  std::uint64_t size = JsToU64(env, info[0], "size");
+  if (size == 0) ThrowInvalidArg(env, "size must be > 0");
+  std::uint64_t pages = size / page_size_ + (size % page_size_ != 0 ? 1 : 0);
+  if (pages > kMaxPages) ThrowInvalidArg(env, "size exceeds 2^32 host pages");
   pages_ = static_cast<std::size_t>(pages);
   std::size_t len = pages_ * page_size_;
 
   bool memfd = false;
   bool thp = false;
   std::size_t regions_per_scan = std::min(pages_ / 2 + 1, kMaxRegionsPerScan);
-  if (info.Length() > 1 && info[1].IsObject()) {
-    Napi::Object opts = info[1].As<Napi::Object>();
-    Napi::Value backing = opts.Get("backing");
-    if (!backing.IsUndefined()) {
-      std::string b = backing.IsString() ? backing.As<Napi::String>().Utf8Value() : std::string();
-      if (b == "memfd") {
+  if (std::optional<Napi::Object> opts = JsToOptionalObject(env, info[1], "options")) {
+    if (std::optional<std::string> backing = ReadOptionalString(env, *opts, "backing")) {
+      if (*backing == "memfd") {
         memfd = true;
-      } else if (b != "anonymous") {
-        ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_VALUE", "backing must be 'anonymous' or 'memfd'"));
+      } else if (*backing != "anonymous") {
+        ThrowInvalidArg(env, "backing must be 'anonymous' or 'memfd'");
       }
     }
-    thp = opts.Get("transparentHugePages").ToBoolean().Value();
-    Napi::Value rps = opts.Get("regionsPerScan");
+    thp = ReadOptionalBool(env, *opts, "transparentHugePages").value_or(false);
+    Napi::Value rps = opts->Get("regionsPerScan");
     if (!rps.IsUndefined()) {
-      double n = IndexArg(env, rps, "regionsPerScan");
-      if (n < 1 || n > static_cast<double>(kMaxRegionsPerScan)) {
-        ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_VALUE", "regionsPerScan must be 1..65536"));
-      }
+      std::uint64_t n = JsToU64(env, rps, "regionsPerScan");
+      if (n < 1 || n > kMaxRegionsPerScan) ThrowInvalidArg(env, "regionsPerScan must be 1..65536");
       regions_per_scan = static_cast<std::size_t>(n);
     }
   }
@@ -286,46 +244,44 @@ void UserspaceDirtyTracker::CheckOpen(Napi::Env env) const {
   if (close_requested_ || mapping_.Data() == nullptr) ThrowError(env, ErrorFacts::Misuse("ERR_CLOSED", "the tracker is closed"));
 }
 
-void UserspaceDirtyTracker::CheckRange(Napi::Env env, double offset, double len) const {
-  if (offset + len > static_cast<double>(mapping_.Size())) {
-    ThrowError(env, ErrorFacts::Misuse("ERR_OUT_OF_RANGE",
-                                       "range [" + std::to_string(static_cast<std::uint64_t>(offset)) + ", +" +
-                                           std::to_string(static_cast<std::uint64_t>(len)) +
-                                           ") exceeds the region of " + std::to_string(mapping_.Size()) + " bytes"));
+void UserspaceDirtyTracker::CheckRange(Napi::Env env, std::uint64_t offset, std::uint64_t len) const {
+  const std::uint64_t size = mapping_.Size();
+  if (offset > size || len > size - offset) {
+    ThrowError(env, ErrorFacts::OutOfRange("range [" + std::to_string(offset) + ", +" + std::to_string(len) +
+                                           ") exceeds the region of " + std::to_string(size) + " bytes"));
   }
 }
 
 void UserspaceDirtyTracker::Write(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckOpen(env);
-  double offset = IndexArg(env, info[0], "offset");
-  Bytes data = ViewArg(env, info[1], "data");
-  CheckRange(env, offset, static_cast<double>(data.len));
-  if (data.len != 0) std::memcpy(Base() + static_cast<std::size_t>(offset), data.data, data.len);
+  std::uint64_t offset = JsToU64(env, info[0], "offset");
+  JsBytes data = JsToBytes(env, info[1], "data");
+  CheckRange(env, offset, data.len);
+  if (data.len != 0) std::memcpy(Base() + offset, data.data, data.len);
 }
 
 Napi::Value UserspaceDirtyTracker::Read(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckOpen(env);
-  double offset = IndexArg(env, info[0], "offset");
-  double len = IndexArg(env, info[1], "length");
+  std::uint64_t offset = JsToU64(env, info[0], "offset");
+  std::uint64_t len = JsToU64(env, info[1], "length");
   CheckRange(env, offset, len);
-  return Napi::Buffer<std::uint8_t>::Copy(env, Base() + static_cast<std::size_t>(offset),
-                                          static_cast<std::size_t>(len));
+  return Napi::Buffer<std::uint8_t>::Copy(env, Base() + offset, static_cast<std::size_t>(len));
 }
 
 void UserspaceDirtyTracker::FillPages(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckOpen(env);
-  Napi::Uint32Array pages = U32ArrayArg(env, info[0], "pages");
+  Napi::Uint32Array pages = JsToUint32Array(env, info[0], "pages");
   std::uint8_t byte = ByteArg(env, info[1]);
   const std::uint32_t* p = pages.Data();
   std::size_t n = pages.ElementLength();
   // Validate everything before touching memory: a bad index must not leave half the work done.
   for (std::size_t i = 0; i < n; ++i) {
     if (p[i] >= pages_) {
-      ThrowError(env, ErrorFacts::Misuse("ERR_OUT_OF_RANGE", "page " + std::to_string(p[i]) + " >= pageCount " +
-                                                                 std::to_string(pages_)));
+      ThrowError(env, ErrorFacts::OutOfRange("page " + std::to_string(p[i]) + " >= pageCount " +
+                                             std::to_string(pages_)));
     }
   }
   for (std::size_t i = 0; i < n; ++i) std::memset(Base() + p[i] * page_size_, byte, page_size_);
@@ -334,16 +290,15 @@ void UserspaceDirtyTracker::FillPages(const Napi::CallbackInfo& info) {
 void UserspaceDirtyTracker::FillRuns(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckOpen(env);
-  Napi::Uint32Array runs = U32ArrayArg(env, info[0], "runs");
+  Napi::Uint32Array runs = JsToUint32Array(env, info[0], "runs");
   std::uint8_t byte = ByteArg(env, info[1]);
   const std::uint32_t* r = runs.Data();
   std::size_t n = runs.ElementLength();
-  if (n % 2 != 0) ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_VALUE", "runs must hold [first, count] pairs"));
+  if (n % 2 != 0) ThrowInvalidArg(env, "runs must hold [first, count] pairs");
   for (std::size_t i = 0; i < n; i += 2) {
     if (static_cast<std::uint64_t>(r[i]) + r[i + 1] > pages_) {
-      ThrowError(env, ErrorFacts::Misuse("ERR_OUT_OF_RANGE", "run [" + std::to_string(r[i]) + ", +" +
-                                                                 std::to_string(r[i + 1]) + ") exceeds pageCount " +
-                                                                 std::to_string(pages_)));
+      ThrowError(env, ErrorFacts::OutOfRange("run [" + std::to_string(r[i]) + ", +" + std::to_string(r[i + 1]) +
+                                             ") exceeds pageCount " + std::to_string(pages_)));
     }
   }
   for (std::size_t i = 0; i < n; i += 2) {
@@ -354,17 +309,18 @@ void UserspaceDirtyTracker::FillRuns(const Napi::CallbackInfo& info) {
 Napi::Value UserspaceDirtyTracker::ReadFromFd(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckOpen(env);
-  int fd = static_cast<int>(IndexArg(env, info[0], "fd"));
-  double offset = IndexArg(env, info[1], "offset");
-  double len = IndexArg(env, info[2], "length");
-  bool positioned = info.Length() > 3 && !info[3].IsUndefined();
-  double position = positioned ? IndexArg(env, info[3], "position") : 0;
+  int fd = static_cast<int>(JsToUint(env, info[0], "fd", INT_MAX));
+  std::uint64_t offset = JsToU64(env, info[1], "offset");
+  std::uint64_t len = JsToU64(env, info[2], "length");
+  bool positioned = !info[3].IsUndefined();
+  constexpr auto kMaxOffset = static_cast<std::uint64_t>(std::numeric_limits<off_t>::max());
+  off_t position = positioned ? static_cast<off_t>(JsToUint(env, info[3], "position", kMaxOffset)) : 0;
   CheckRange(env, offset, len);
-  std::uint8_t* dst = Base() + static_cast<std::size_t>(offset);
+  std::uint8_t* dst = Base() + offset;
   std::size_t want = static_cast<std::size_t>(len);
   std::size_t done = 0;
   while (done < want) {
-    ssize_t n = positioned ? ::pread(fd, dst + done, want - done, static_cast<off_t>(position) + static_cast<off_t>(done))
+    ssize_t n = positioned ? ::pread(fd, dst + done, want - done, position + static_cast<off_t>(done))
                            : ::read(fd, dst + done, want - done);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0) ThrowError(env, ErrorFacts::FromErrno(errno, positioned ? "pread" : "read"));

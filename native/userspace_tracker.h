@@ -55,7 +55,7 @@ class UserspaceDirtyTracker : public Napi::ObjectWrap<UserspaceDirtyTracker> {
   // Throws ERR_CLOSED after close().
   void CheckOpen(Napi::Env env) const;
   // Throws ERR_OUT_OF_RANGE unless [offset, offset + len) lies inside the region.
-  void CheckRange(Napi::Env env, double offset, double len) const;
+  void CheckRange(Napi::Env env, std::uint64_t offset, std::uint64_t len) const;
   // Throws ERR_BUSY while a harvestAsync() runs.
   void CheckIdle(Napi::Env env) const;
   void Release() noexcept;

@@ -72,28 +72,22 @@ std::uint32_t* RegOf(kvm_cpuid_entry2& e, char reg) {
 }
 
 // KVM_SET_CPUID2 with the supported CPUID minus opts.cpuid.disable; leaf 1 carries the APIC id.
-void ApplyCpuid(Napi::Env env, int fd, std::uint32_t id, Napi::Value options) {
+void ApplyCpuid(Napi::Env env, int fd, std::uint32_t id, const std::optional<Napi::Object>& options) {
   std::vector<kvm_cpuid_entry2> entries = System(env).cpuid;
   for (kvm_cpuid_entry2& e : entries) {
     if (e.function == 1) e.ebx = (e.ebx & 0x00ffffffu) | ((id & 0xffu) << 24);
   }
-  if (options.IsObject()) {
-    Napi::Value cpuid = options.As<Napi::Object>().Get("cpuid");
-    if (!cpuid.IsUndefined()) {
-      if (!cpuid.IsObject()) ThrowInvalidArg(env, "cpuid must be an object");
-      Napi::Value disable = cpuid.As<Napi::Object>().Get("disable");
-      if (!disable.IsUndefined()) {
-        if (!disable.IsArray()) ThrowInvalidArg(env, "cpuid.disable must be an array of feature names");
-        Napi::Array names = disable.As<Napi::Array>();
-        for (std::uint32_t i = 0; i < names.Length(); ++i) {
-          std::string name = names.Get(i).ToString().Utf8Value();
-          // Every name decodeCpuidFeatures() reports can be disabled.
-          std::optional<CpuidFeatureBit> bit = FindCpuidFeature(name);
-          if (!bit) ThrowInvalidArg(env, "cpuid.disable: unknown feature '" + name + "'");
-          for (kvm_cpuid_entry2& e : entries) {
-            if (e.function == bit->function && e.index == bit->index) *RegOf(e, bit->reg) &= ~(1u << bit->bit);
-          }
-        }
+  std::optional<Napi::Object> cpuid = options ? JsToOptionalObject(env, options->Get("cpuid"), "cpuid") : std::nullopt;
+  Napi::Value disable = cpuid ? cpuid->Get("disable") : env.Undefined();
+  if (!disable.IsUndefined()) {
+    Napi::Array names = JsToArray(env, disable, "cpuid.disable");
+    for (std::uint32_t i = 0; i < names.Length(); ++i) {
+      std::string name = JsToString(env, names.Get(i), "cpuid.disable[" + std::to_string(i) + "]");
+      // Every name decodeCpuidFeatures() reports can be disabled.
+      std::optional<CpuidFeatureBit> bit = FindCpuidFeature(name);
+      if (!bit) ThrowInvalidArg(env, "cpuid.disable: unknown feature '" + name + "'");
+      for (kvm_cpuid_entry2& e : entries) {
+        if (e.function == bit->function && e.index == bit->index) *RegOf(e, bit->reg) &= ~(1u << bit->bit);
       }
     }
   }
@@ -191,7 +185,7 @@ Napi::Function Vcpu::DefineClass(Napi::Env env) {
 
 Napi::Object Vcpu::Create(Napi::Env env, Napi::Object vm, int vm_fd, GuestMemory* memory,
                           Napi::Value id_value, Napi::Value options, std::shared_ptr<VcpuCore>* out) {
-  if (!options.IsUndefined() && !options.IsObject()) ThrowInvalidArg(env, "options must be an object");
+  std::optional<Napi::Object> opts = JsToOptionalObject(env, options, "options");
   std::uint32_t id = static_cast<std::uint32_t>(JsToUint(env, id_value, "id", UINT32_MAX));
   const SystemFacts& sys = System(env);
   int r = ::ioctl(vm_fd, kCreateVcpu.request, static_cast<unsigned long>(id));
@@ -203,7 +197,7 @@ Napi::Object Vcpu::Create(Napi::Env env, Napi::Object vm, int vm_fd, GuestMemory
     ThrowError(env, ErrorFacts::FromErrno(err, "mmap", {}, "kvm_run"));
   }
   Mapping run(addr, static_cast<std::size_t>(sys.mmap_size));
-  ApplyCpuid(env, fd.Get(), id, options);
+  ApplyCpuid(env, fd.Get(), id, opts);
   auto core = std::make_shared<VcpuCore>(std::move(fd), std::move(run), id, memory);
 
   Napi::Object obj = g_ctors.New(env, g_pending_core, &core, "Vcpu class was not registered");
@@ -300,8 +294,7 @@ void Vcpu::SetFpu(const Napi::CallbackInfo& info) {
 Napi::Value Vcpu::GetMsrs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = StateFd(env);
-  if (info.Length() < 1 || !info[0].IsArray()) ThrowInvalidArg(env, "getMsrs(indices) needs an array of MSR numbers");
-  Napi::Array indices = info[0].As<Napi::Array>();
+  Napi::Array indices = JsToArray(env, info[0], "indices");
   std::uint32_t n = indices.Length();
   std::vector<std::byte> buf(sizeof(kvm_msrs) + n * sizeof(kvm_msr_entry));
   auto* msrs = reinterpret_cast<kvm_msrs*>(buf.data());
@@ -325,16 +318,13 @@ Napi::Value Vcpu::GetMsrs(const Napi::CallbackInfo& info) {
 Napi::Value Vcpu::SetMsrs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = StateFd(env);
-  if (info.Length() < 1 || !info[0].IsArray()) ThrowInvalidArg(env, "setMsrs(entries) needs an array of {index, data}");
-  Napi::Array entries = info[0].As<Napi::Array>();
+  Napi::Array entries = JsToArray(env, info[0], "entries");
   std::uint32_t n = entries.Length();
   std::vector<std::byte> buf(sizeof(kvm_msrs) + n * sizeof(kvm_msr_entry));
   auto* msrs = reinterpret_cast<kvm_msrs*>(buf.data());
   msrs->nmsrs = n;
   for (std::uint32_t i = 0; i < n; ++i) {
-    Napi::Value v = entries.Get(i);
-    if (!v.IsObject()) ThrowInvalidArg(env, "each MSR entry must be {index, data}");
-    Napi::Object e = v.As<Napi::Object>();
+    Napi::Object e = JsToObject(env, entries.Get(i), "entries[" + std::to_string(i) + "]");
     msrs->entries[i].index = static_cast<std::uint32_t>(JsToUint(env, e.Get("index"), "index", UINT32_MAX));
     msrs->entries[i].data = JsToU64(env, e.Get("data"), "data");
   }
@@ -353,10 +343,11 @@ void Vcpu::SetLapic(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = StateFd(env);
   kvm_lapic_state lapic{};
-  if (info.Length() < 1 || !info[0].IsTypedArray() || info[0].As<Napi::Uint8Array>().ByteLength() != sizeof(lapic.regs)) {
+  JsBytes regs = JsToBytes(env, info[0], "regs");
+  if (regs.len != sizeof(lapic.regs)) {
     ThrowInvalidArg(env, "setLapic needs a Buffer of " + std::to_string(sizeof(lapic.regs)) + " bytes");
   }
-  std::memcpy(lapic.regs, info[0].As<Napi::Uint8Array>().Data(), sizeof(lapic.regs));
+  std::memcpy(lapic.regs, regs.data, sizeof(lapic.regs));
   if (::ioctl(fd, kSetLapic.request, &lapic) != 0) Syscall(env, kSetLapic, "needs irqchip: true");
 }
 
@@ -446,8 +437,7 @@ void Vcpu::SetupLongMode(const Napi::CallbackInfo& info) {
   VcpuCore& core = Idle(env);
   int fd = core.fd();
   std::uint64_t entry = JsToU64(env, info[0], "entry");
-  if (info.Length() < 2 || !info[1].IsObject()) ThrowInvalidArg(env, "setupLongMode(entry, {pageTableGpa, gdtGpa})");
-  Napi::Object opts = info[1].As<Napi::Object>();
+  Napi::Object opts = JsToObject(env, info[1], "layout");
   std::uint64_t pt = JsToU64(env, opts.Get("pageTableGpa"), "pageTableGpa");
   std::uint64_t gdt = JsToU64(env, opts.Get("gdtGpa"), "gdtGpa");
   if (pt % 4096 != 0) ThrowInvalidArg(env, "pageTableGpa must be 4 KiB aligned");
@@ -482,17 +472,15 @@ void Vcpu::SetupLongMode(const Napi::CallbackInfo& info) {
 void Vcpu::Start(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   VcpuCore& core = Open(env);
-  if (info.Length() < 1 || !info[0].IsFunction()) ThrowInvalidArg(env, "start(onExit, options?) needs a function");
+  Napi::Function on_exit = JsToFunction(env, info[0], "onExit");
   HltPolicy hlt = HltPolicy::kPark;
-  if (info.Length() > 1 && info[1].IsObject()) {
-    Napi::Value v = info[1].As<Napi::Object>().Get("hlt");
-    if (!v.IsUndefined()) {
-      std::string name = v.ToString().Utf8Value();
-      if (name == "stop") hlt = HltPolicy::kStop;
-      else if (name != "park") ThrowInvalidArg(env, "hlt must be 'park' or 'stop'");
+  if (std::optional<Napi::Object> opts = JsToOptionalObject(env, info[1], "options")) {
+    if (std::optional<std::string> name = ReadOptionalString(env, *opts, "hlt")) {
+      if (*name == "stop") hlt = HltPolicy::kStop;
+      else if (*name != "park") ThrowInvalidArg(env, "hlt must be 'park' or 'stop'");
     }
   }
-  core.runner().Start(env, info[0].As<Napi::Function>(), hlt);
+  core.runner().Start(env, on_exit, hlt);
 }
 
 Napi::Value Vcpu::Pause(const Napi::CallbackInfo& info) {
@@ -511,11 +499,10 @@ void Vcpu::Stop(const Napi::CallbackInfo& info) {
 void Vcpu::Complete(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   VcpuCore& core = Open(env);
-  if (info.Length() < 1 || !info[0].IsTypedArray()) ThrowInvalidArg(env, "complete(data) needs a Buffer");
-  Napi::Uint8Array data = info[0].As<Napi::Uint8Array>();
-  long expected = core.runner().Complete(data.Data(), data.ByteLength());
+  JsBytes data = JsToBytes(env, info[0], "data");
+  long expected = core.runner().Complete(data.data, data.len);
   if (expected < 0) ThrowError(env, ErrorFacts::Misuse("ERR_NOT_WAITING", "no IO-in or MMIO-read is waiting for data"));
-  if (static_cast<std::size_t>(expected) != data.ByteLength()) {
+  if (static_cast<std::size_t>(expected) != data.len) {
     ThrowInvalidArg(env, "complete() needs exactly " + std::to_string(expected) + " bytes");
   }
 }
@@ -526,9 +513,9 @@ void Vcpu::ClaimPorts(const Napi::CallbackInfo& info) {
   auto first = static_cast<std::uint16_t>(JsToUint(env, info[0], "first", 0xffff));
   auto count = static_cast<std::uint32_t>(JsToUint(env, info[1], "count", 0x10000 - first));
   if (count == 0) ThrowInvalidArg(env, "count must be at least 1");
-  std::string kind = info.Length() > 2 ? info[2].ToString().Utf8Value() : "sink";
+  std::string kind = JsToOptionalString(env, info[2], "kind").value_or("sink");
   if (kind != "sink" && kind != "console") ThrowInvalidArg(env, "kind must be 'sink' or 'console'");
-  std::size_t capacity = info.Length() > 3 && !info[3].IsUndefined()
+  std::size_t capacity = !info[3].IsUndefined()
                              ? static_cast<std::size_t>(JsToUint(env, info[3], "capacity", 1ull << 30))
                              : 1u << 20;
   if (!core.runner().ClaimPorts(first, count, kind == "console" ? PortHandlerKind::kConsole : PortHandlerKind::kSink, capacity)) {
@@ -545,7 +532,7 @@ void Vcpu::ReleasePorts(const Napi::CallbackInfo& info) {
 Napi::Value Vcpu::ReadPorts(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto first = static_cast<std::uint16_t>(JsToUint(env, info[0], "first", 0xffff));
-  bool drain = info.Length() > 1 && info[1].ToBoolean().Value();
+  bool drain = JsToOptionalBool(env, info[1], "drain").value_or(false);
   std::uint64_t total = 0;
   std::vector<std::uint8_t> bytes;
   if (!Open(env).runner().ReadClaim(first, &total, &bytes, drain)) ThrowInvalidArg(env, "no claim starts at port " + std::to_string(first));

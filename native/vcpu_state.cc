@@ -2,6 +2,7 @@
 
 #include <cstring>
 #include <limits>
+#include <optional>
 #include <string>
 #include <type_traits>
 
@@ -9,11 +10,6 @@
 
 namespace vh {
 namespace {
-
-Napi::Object RequireObject(Napi::Env env, Napi::Value value, const char* what) {
-  if (!value.IsObject()) ThrowInvalidArg(env, std::string(what) + " must be an object");
-  return value.As<Napi::Object>();
-}
 
 // 64-bit fields leave as BigInt, narrower ones as Number.
 template <typename T>
@@ -40,11 +36,11 @@ Napi::Buffer<std::uint8_t> Bytes(Napi::Env env, const void* src, std::size_t len
 void BytesIn(Napi::Env env, Napi::Object o, const char* name, void* dst, std::size_t len) {
   Napi::Value v = o.Get(name);
   if (v.IsUndefined()) return;
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array ||
-      v.As<Napi::Uint8Array>().ByteLength() != len) {
+  Napi::Uint8Array bytes = JsToUint8Array(env, v, name);
+  if (bytes.ByteLength() != len) {
     ThrowInvalidArg(env, std::string(name) + " must be a Buffer of " + std::to_string(len) + " bytes");
   }
-  std::memcpy(dst, v.As<Napi::Uint8Array>().Data(), len);
+  std::memcpy(dst, bytes.Data(), len);
 }
 
 #define VH_REGS(X) \
@@ -67,8 +63,9 @@ Napi::Object SegmentToJs(Napi::Env env, const kvm_segment& seg) {
 }
 
 void SegmentFromJs(Napi::Env env, Napi::Value value, const char* what, kvm_segment* seg) {
-  if (value.IsUndefined()) return;
-  Napi::Object o = RequireObject(env, value, what);
+  std::optional<Napi::Object> given = JsToOptionalObject(env, value, what);
+  if (!given) return;
+  Napi::Object o = *given;
 #define X(js, c) In(env, o, #js, &seg->c);
   VH_SEGMENT(X)
 #undef X
@@ -82,10 +79,10 @@ Napi::Object DtableToJs(Napi::Env env, const kvm_dtable& dt) {
 }
 
 void DtableFromJs(Napi::Env env, Napi::Value value, const char* what, kvm_dtable* dt) {
-  if (value.IsUndefined()) return;
-  Napi::Object o = RequireObject(env, value, what);
-  In(env, o, "base", &dt->base);
-  In(env, o, "limit", &dt->limit);
+  std::optional<Napi::Object> o = JsToOptionalObject(env, value, what);
+  if (!o) return;
+  In(env, *o, "base", &dt->base);
+  In(env, *o, "limit", &dt->limit);
 }
 
 }  // namespace
@@ -99,7 +96,7 @@ Napi::Object RegsToJs(Napi::Env env, const kvm_regs& regs) {
 }
 
 void RegsFromJs(Napi::Env env, Napi::Value value, kvm_regs* regs) {
-  Napi::Object o = RequireObject(env, value, "regs");
+  Napi::Object o = JsToObject(env, value, "regs");
 #define X(r) In(env, o, #r, &regs->r);
   VH_REGS(X)
 #undef X
@@ -128,7 +125,7 @@ Napi::Object SregsToJs(Napi::Env env, const kvm_sregs& s) {
 }
 
 void SregsFromJs(Napi::Env env, Napi::Value value, kvm_sregs* s) {
-  Napi::Object o = RequireObject(env, value, "sregs");
+  Napi::Object o = JsToObject(env, value, "sregs");
   SegmentFromJs(env, o.Get("cs"), "cs", &s->cs);
   SegmentFromJs(env, o.Get("ds"), "ds", &s->ds);
   SegmentFromJs(env, o.Get("es"), "es", &s->es);
@@ -145,12 +142,11 @@ void SregsFromJs(Napi::Env env, Napi::Value value, kvm_sregs* s) {
   Napi::Value bitmap = o.Get("interruptBitmap");
   if (!bitmap.IsUndefined()) {
     constexpr std::size_t n = sizeof(s->interrupt_bitmap) / sizeof(s->interrupt_bitmap[0]);
-    if (!bitmap.IsArray() || bitmap.As<Napi::Array>().Length() != n) {
+    Napi::Array words = JsToArray(env, bitmap, "interruptBitmap");
+    if (words.Length() != n) {
       ThrowInvalidArg(env, "interruptBitmap must be an array of " + std::to_string(n) + " bigints");
     }
-    for (std::uint32_t i = 0; i < n; ++i) {
-      s->interrupt_bitmap[i] = JsToU64(env, bitmap.As<Napi::Array>().Get(i), "interruptBitmap");
-    }
+    for (std::uint32_t i = 0; i < n; ++i) s->interrupt_bitmap[i] = JsToU64(env, words.Get(i), "interruptBitmap");
   }
 }
 
@@ -169,7 +165,7 @@ Napi::Object FpuToJs(Napi::Env env, const kvm_fpu& f) {
 }
 
 void FpuFromJs(Napi::Env env, Napi::Value value, kvm_fpu* f) {
-  Napi::Object o = RequireObject(env, value, "fpu");
+  Napi::Object o = JsToObject(env, value, "fpu");
   BytesIn(env, o, "fpr", f->fpr, sizeof(f->fpr));
   In(env, o, "fcw", &f->fcw);
   In(env, o, "fsw", &f->fsw);
@@ -218,39 +214,35 @@ Napi::Object VcpuEventsToJs(Napi::Env env, const kvm_vcpu_events& e) {
 }
 
 void VcpuEventsFromJs(Napi::Env env, Napi::Value value, kvm_vcpu_events* e) {
-  Napi::Object o = RequireObject(env, value, "events");
-  if (Napi::Value v = o.Get("exception"); !v.IsUndefined()) {
-    Napi::Object exc = RequireObject(env, v, "exception");
-    In(env, exc, "injected", &e->exception.injected);
-    In(env, exc, "nr", &e->exception.nr);
-    In(env, exc, "hasErrorCode", &e->exception.has_error_code);
-    In(env, exc, "pending", &e->exception.pending);
-    In(env, exc, "errorCode", &e->exception.error_code);
+  Napi::Object o = JsToObject(env, value, "events");
+  if (std::optional<Napi::Object> exc = JsToOptionalObject(env, o.Get("exception"), "exception")) {
+    In(env, *exc, "injected", &e->exception.injected);
+    In(env, *exc, "nr", &e->exception.nr);
+    In(env, *exc, "hasErrorCode", &e->exception.has_error_code);
+    In(env, *exc, "pending", &e->exception.pending);
+    In(env, *exc, "errorCode", &e->exception.error_code);
   }
-  if (Napi::Value v = o.Get("interrupt"); !v.IsUndefined()) {
-    Napi::Object irq = RequireObject(env, v, "interrupt");
-    In(env, irq, "injected", &e->interrupt.injected);
-    In(env, irq, "nr", &e->interrupt.nr);
-    In(env, irq, "soft", &e->interrupt.soft);
-    In(env, irq, "shadow", &e->interrupt.shadow);
+  if (std::optional<Napi::Object> irq = JsToOptionalObject(env, o.Get("interrupt"), "interrupt")) {
+    In(env, *irq, "injected", &e->interrupt.injected);
+    In(env, *irq, "nr", &e->interrupt.nr);
+    In(env, *irq, "soft", &e->interrupt.soft);
+    In(env, *irq, "shadow", &e->interrupt.shadow);
   }
-  if (Napi::Value v = o.Get("nmi"); !v.IsUndefined()) {
-    Napi::Object nmi = RequireObject(env, v, "nmi");
-    In(env, nmi, "injected", &e->nmi.injected);
-    In(env, nmi, "pending", &e->nmi.pending);
-    In(env, nmi, "masked", &e->nmi.masked);
+  if (std::optional<Napi::Object> nmi = JsToOptionalObject(env, o.Get("nmi"), "nmi")) {
+    In(env, *nmi, "injected", &e->nmi.injected);
+    In(env, *nmi, "pending", &e->nmi.pending);
+    In(env, *nmi, "masked", &e->nmi.masked);
   }
   In(env, o, "sipiVector", &e->sipi_vector);
   In(env, o, "flags", &e->flags);
-  if (Napi::Value v = o.Get("smi"); !v.IsUndefined()) {
-    Napi::Object smi = RequireObject(env, v, "smi");
-    In(env, smi, "smm", &e->smi.smm);
-    In(env, smi, "pending", &e->smi.pending);
-    In(env, smi, "smmInsideNmi", &e->smi.smm_inside_nmi);
-    In(env, smi, "latchedInit", &e->smi.latched_init);
+  if (std::optional<Napi::Object> smi = JsToOptionalObject(env, o.Get("smi"), "smi")) {
+    In(env, *smi, "smm", &e->smi.smm);
+    In(env, *smi, "pending", &e->smi.pending);
+    In(env, *smi, "smmInsideNmi", &e->smi.smm_inside_nmi);
+    In(env, *smi, "latchedInit", &e->smi.latched_init);
   }
-  if (Napi::Value v = o.Get("tripleFault"); !v.IsUndefined()) {
-    In(env, RequireObject(env, v, "tripleFault"), "pending", &e->triple_fault.pending);
+  if (std::optional<Napi::Object> tf = JsToOptionalObject(env, o.Get("tripleFault"), "tripleFault")) {
+    In(env, *tf, "pending", &e->triple_fault.pending);
   }
   In(env, o, "exceptionHasPayload", &e->exception_has_payload);
   In(env, o, "exceptionPayload", &e->exception_payload);

@@ -28,20 +28,6 @@ ErrorFacts SyscallError(const char* syscall) {
   return ErrorFacts::FromErrno(err, syscall);
 }
 
-// The kCapabilities entry named by info[0]; throws for a non-string or unknown name.
-const Capability& RequireCapability(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString()) {
-    ThrowError(env, ErrorFacts::Misuse("ERR_INVALID_ARG_TYPE", "capability name must be a string"));
-  }
-  std::string name = info[0].As<Napi::String>().Utf8Value();
-  for (const Capability& cap : kCapabilities) {
-    if (name == cap.name) return cap;
-  }
-  ThrowError(env, ErrorFacts::Misuse("ERR_UNKNOWN_CAPABILITY",
-                                     "unknown capability '" + name + "'; see capabilityNames()"));
-}
-
 Napi::Object RegionToJs(Napi::Env env, const Region& region) {
   Napi::Object o = Napi::Object::New(env);
   o.Set("slot", region.spec.slot);
@@ -115,9 +101,9 @@ Vm::Vm(const Napi::CallbackInfo& info) : ObjectWrap<Vm>(info) {
 }
 
 void Vm::Configure(Napi::Env env, Napi::Value options) {
-  if (options.IsUndefined()) return;
-  if (!options.IsObject()) ThrowInvalidArg(env, "options must be an object");
-  Napi::Object opts = options.As<Napi::Object>();
+  std::optional<Napi::Object> given = JsToOptionalObject(env, options, "options");
+  if (!given) return;
+  Napi::Object opts = *given;
   int fd = Fd(env);
 
   if (Napi::Value v = opts.Get("identityMapAddr"); !v.IsUndefined()) {
@@ -166,7 +152,7 @@ void Vm::CloseNow() noexcept {
 Napi::Value Vm::CheckExtension(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Fd(env);
-  const Capability& cap = RequireCapability(info);
+  const Capability& cap = JsToCapability(env, info[0]);
   int r = ::ioctl(fd, kVmCheckExtension.request, cap.id);
   if (r < 0) ThrowError(env, SyscallError(kVmCheckExtension.name));
   return Napi::Number::New(env, r);
@@ -175,12 +161,11 @@ Napi::Value Vm::CheckExtension(const Napi::CallbackInfo& info) {
 void Vm::EnableCap(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Fd(env);
-  const Capability& cap = RequireCapability(info);
+  const Capability& cap = JsToCapability(env, info[0]);
   kvm_enable_cap req{};
   req.cap = static_cast<std::uint32_t>(cap.id);
-  if (info.Length() > 1 && !info[1].IsUndefined()) {
-    if (!info[1].IsArray()) ThrowInvalidArg(env, "args must be an array of at most 4 integers");
-    Napi::Array args = info[1].As<Napi::Array>();
+  if (!info[1].IsUndefined()) {
+    Napi::Array args = JsToArray(env, info[1], "args");
     if (args.Length() > 4) ThrowInvalidArg(env, "args must be an array of at most 4 integers");
     for (std::uint32_t i = 0; i < args.Length(); ++i) {
       req.args[i] = JsToU64(env, args.Get(i), "args[" + std::to_string(i) + "]");
@@ -195,8 +180,7 @@ void Vm::EnableCap(const Napi::CallbackInfo& info) {
 Napi::Value Vm::AddMemoryRegion(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Fd(env);
-  if (info.Length() < 1 || !info[0].IsObject()) ThrowInvalidArg(env, "region must be an object");
-  Napi::Object opts = info[0].As<Napi::Object>();
+  Napi::Object opts = JsToObject(env, info[0], "region");
 
   RegionSpec spec;
   spec.slot = JsToU32(env, RequireField(env, opts, "slot"), "slot");
@@ -205,8 +189,8 @@ Napi::Value Vm::AddMemoryRegion(const Napi::CallbackInfo& info) {
   spec.log_dirty_pages = ReadOptionalBool(env, opts, "logDirtyPages").value_or(false);
   spec.readonly = ReadOptionalBool(env, opts, "readonly").value_or(false);
   spec.transparent_huge_pages = ReadOptionalBool(env, opts, "transparentHugePages");
-  if (Napi::Value v = opts.Get("backing"); !v.IsUndefined()) {
-    std::optional<Backing> backing = v.IsString() ? ParseBacking(v.As<Napi::String>().Utf8Value()) : std::nullopt;
+  if (std::optional<std::string> name = ReadOptionalString(env, opts, "backing")) {
+    std::optional<Backing> backing = ParseBacking(*name);
     if (!backing) ThrowInvalidArg(env, "backing must be 'anonymous', 'memfd', 'hugetlb2M' or 'hugetlb1G'");
     spec.backing = *backing;
   }
@@ -229,8 +213,8 @@ void Vm::RemoveMemoryRegion(const Napi::CallbackInfo& info) {
 void Vm::SetDirtyLogging(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Fd(env);
-  if (info.Length() < 2 || !info[1].IsBoolean()) ThrowInvalidArg(env, "on must be a boolean");
-  CheckOk(env, memory_->SetDirtyLogging(fd, JsToU32(env, info[0], "slot"), info[1].As<Napi::Boolean>()));
+  bool on = JsToBool(env, info[1], "on");
+  CheckOk(env, memory_->SetDirtyLogging(fd, JsToU32(env, info[0], "slot"), on));
 }
 
 Napi::Value Vm::ReadGuest(const Napi::CallbackInfo& info) {
@@ -251,10 +235,7 @@ void Vm::WriteGuest(const Napi::CallbackInfo& info) {
   Fd(env);
   if (info.Length() < 2) ThrowInvalidArg(env, "writeGuest(gpa, data) needs both arguments");
   std::uint64_t gpa = JsToU64(env, info[0], "gpa");
-  if (!info[1].IsTypedArray() || info[1].As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-    ThrowInvalidArg(env, "data must be a Buffer or Uint8Array");
-  }
-  Napi::Uint8Array data = info[1].As<Napi::Uint8Array>();
+  Napi::Uint8Array data = JsToUint8Array(env, info[1], "data");
   ErrorFacts error;
   std::byte* dst = memory_->Locate(gpa, data.ByteLength(), &error);
   if (dst == nullptr) ThrowError(env, error);

@@ -17,17 +17,10 @@
 namespace vh {
 namespace {
 
-std::uint64_t IndexArg(Napi::Env env, Napi::Value v, const std::string& field) {
-  if (!v.IsNumber()) ThrowInvalidArg(env, field + " must be a number");
-  double d = v.As<Napi::Number>().DoubleValue();
-  if (!IsSafeIndex(d)) ThrowInvalidArg(env, field + " must be a non-negative integer");
-  return static_cast<std::uint64_t>(d);
-}
-
+// options[field] of the options bag at info[index]; `fallback` when either is absent.
 bool BoolOption(Napi::Env env, const Napi::CallbackInfo& info, std::size_t index, const char* field, bool fallback) {
-  if (info.Length() <= index || info[index].IsUndefined()) return fallback;
-  if (!info[index].IsObject()) ThrowInvalidArg(env, "options must be an object");
-  return ReadOptionalBool(env, info[index].As<Napi::Object>(), field).value_or(fallback);
+  std::optional<Napi::Object> opts = JsToOptionalObject(env, info[index], "options");
+  return opts ? ReadOptionalBool(env, *opts, field).value_or(fallback) : fallback;
 }
 
 void CheckOk(Napi::Env env, const std::optional<ErrorFacts>& error) {
@@ -87,7 +80,7 @@ class HarvestWorker : public Napi::AsyncWorker {
 }  // namespace
 
 DirtySlot Vm::RequireDirtySlot(Napi::Env env, Napi::Value slot_value, bool need_logging, std::vector<DirtySlot>* all) {
-  std::uint64_t id = IndexArg(env, slot_value, "slot");
+  std::uint64_t id = JsToU64(env, slot_value, "slot");
   const std::uint64_t page = HostPageSize();
   std::optional<DirtySlot> found;
   bool logging = false;
@@ -136,7 +129,7 @@ Napi::Value Vm::EnableDirtyRing(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = Fd(env);
   if (info.Length() < 1) ThrowInvalidArg(env, "enableDirtyRing(bytes) needs the ring size");
-  std::uint64_t bytes = IndexArg(env, info[0], "bytes");
+  std::uint64_t bytes = JsToU64(env, info[0], "bytes");
   bool prefer = BoolOption(env, info, 1, "acqRel", true);
   bool handle_full = BoolOption(env, info, 1, "handleFull", false);
   bool acq_rel = false;
@@ -162,8 +155,8 @@ void Vm::ClearDirtyLog(const Napi::CallbackInfo& info) {
   int fd = Fd(env);
   if (info.Length() < 3) ThrowInvalidArg(env, "clearDirtyLog(slot, firstPage, numPages) needs three arguments");
   DirtySlot slot = RequireDirtySlot(env, info[0], false, nullptr);
-  std::uint64_t first = IndexArg(env, info[1], "firstPage");
-  std::uint64_t count = IndexArg(env, info[2], "numPages");
+  std::uint64_t first = JsToU64(env, info[1], "firstPage");
+  std::uint64_t count = JsToU64(env, info[2], "numPages");
   CheckOk(env, dirty_log_->Clear(fd, slot, first, count));
 }
 
