@@ -9,9 +9,9 @@ import * as path from 'node:path';
 import type { Config, LogLevel } from './types';
 import { ErrorCodes, VhError } from '../errors';
 import { parseLibvirtUri } from '../libvirt/uri';
+import { MAX_UNIX_PATH } from '../util/unix-socket';
 import { KEYS, envName, flagName, type KeySpec, type DefaultsContext, type Profile, defaultValues } from './defaults';
 
-const MAX_UNIX_PATH = 107; // sun_path is 108 bytes including the NUL
 const KEY_BY_NAME = new Map(KEYS.map((k) => [k.key, k]));
 const KEY_BY_ENV = new Map(KEYS.map((k) => [envName(k.key), k]));
 /** Dotted prefixes that hold mappings in a config file ('http', 'http.tcp', ...). */

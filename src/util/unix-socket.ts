@@ -3,7 +3,10 @@ import * as net from 'node:net';
 import * as path from 'node:path';
 import { ErrorCodes, VhError } from '../errors';
 
-/** Longest unix socket path Linux accepts (sun_path is 108 bytes incl. NUL). */
+/**
+ * Longest unix socket path Linux accepts (sun_path is 108 bytes incl. NUL). The one definition:
+ * config validation, the VMI start path and the launcher's flags all check against it.
+ */
 export const MAX_UNIX_PATH = 107;
 
 /**

@@ -15,6 +15,7 @@ import { KvmSystem } from '../../src/kvm/kvm-system';
 import { probeKvm } from '../../src/kvm/probe';
 import type { NativeBinding, NativeCpuidEntry, NativeKvmSystem } from '../../src/native/binding';
 import { loadNative } from '../../src/native/loader';
+import { MAX_UNIX_PATH } from '../../src/util/unix-socket';
 
 const FIXTURES = path.resolve(__dirname, '../../../test/fixtures');
 
@@ -375,14 +376,16 @@ describe('sdNotify (real addon, real AF_UNIX datagram socket)', () => {
     });
   });
 
-  test('path length: 107 bytes (+NUL) and a 108-byte abstract name fit; one more does not', () => {
+  test('path length: MAX_UNIX_PATH (107) bytes (+NUL) and a 108-byte abstract name fit; one more does not', () => {
     const fsPath = (len: number): string => '/' + 'a'.repeat(len - 1);
     const abstract = (len: number): string => '@' + 'b'.repeat(len - 1);
+    // The addon's sun_path limit is the one the TS side checks paths against.
+    assert.equal(MAX_UNIX_PATH, 107);
     // Accepted lengths reach sendto, which fails only because nobody listens.
-    assert.throws(() => native.sdNotify('X', fsPath(107)), { code: 'ENOENT', syscall: 'sendto' });
-    assert.throws(() => native.sdNotify('X', abstract(108)), { code: 'ECONNREFUSED', syscall: 'sendto' });
-    assert.throws(() => native.sdNotify('X', fsPath(108)), { code: 'ERR_INVALID_ARG_VALUE', errno: 0 });
-    assert.throws(() => native.sdNotify('X', abstract(109)), { code: 'ERR_INVALID_ARG_VALUE', errno: 0 });
+    assert.throws(() => native.sdNotify('X', fsPath(MAX_UNIX_PATH)), { code: 'ENOENT', syscall: 'sendto' });
+    assert.throws(() => native.sdNotify('X', abstract(MAX_UNIX_PATH + 1)), { code: 'ECONNREFUSED', syscall: 'sendto' });
+    assert.throws(() => native.sdNotify('X', fsPath(MAX_UNIX_PATH + 1)), { code: 'ERR_INVALID_ARG_VALUE', errno: 0 });
+    assert.throws(() => native.sdNotify('X', abstract(MAX_UNIX_PATH + 2)), { code: 'ERR_INVALID_ARG_VALUE', errno: 0 });
   });
 
   test('relative paths and bad argument types are refused before any syscall', () => {

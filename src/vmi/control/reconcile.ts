@@ -16,6 +16,7 @@
 import * as fs from 'node:fs';
 import { LibvirtError } from '../../libvirt/errors';
 import { backoffDelay } from '../../util/backoff';
+import { MAX_UNIX_PATH } from '../../util/unix-socket';
 import type { StartDomain } from '../../launcher-protocol/messages';
 import { type Entry, addEvent, setCondition } from './entry';
 import { EMBED_SOCKET_SUFFIX, type NodeFacts, buildStartCommand, domainNameOf, embedRoot, launcherLibvirtUri, virtTypeFor } from './launch-plan';
@@ -32,7 +33,6 @@ export interface LifecycleDeps {
 const RESTART_BACKOFF = { initialMs: 1_000, maxMs: 60_000, stableMs: 0 };
 const START_TIMEOUT_MS = 180_000;
 const TEARDOWN_EXIT_MS = 30_000;
-const MAX_UNIX_PATH = 107;
 
 export async function reconcile(d: LifecycleDeps, e: Entry): Promise<void> {
   const { m } = d;
