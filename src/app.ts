@@ -35,7 +35,7 @@ import { LibvirtSupervisor } from './libvirt/supervisor';
 import { type NodeCapabilities, readNodeCapabilities, summarizeCapabilities } from './libvirt/node-capabilities';
 import type { Connection } from './libvirt/connection';
 import type { Failpoints } from './vmi/control/failpoints';
-import type { Timing } from './vmi/control/controller';
+import type { Timing } from './vmi/control/reconcile-host';
 import { VmiController } from './vmi/control/controller';
 import { MetricsCollector, statsTargets } from './vmi/control/metrics-collector';
 import { vmiServiceImplementation } from './grpc/vmi-service';
@@ -131,7 +131,7 @@ export class App {
       },
       // Per-VMI domain stats, asked of each launcher at scrape time (bounded: metrics-collector.ts).
       vmiStats: new MetricsCollector({
-        targets: () => statsTargets(this.vmis?.entriesSnapshot() ?? []),
+        targets: () => statsTargets(this.vmis?.connectedLaunchers() ?? []),
         onError: (t, err) => logger.debug({ vmi: `${t.namespace}/${t.name}`, err: err instanceof Error ? err.message : String(err) }, 'vmi stats unavailable'),
       }),
     });

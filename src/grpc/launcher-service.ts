@@ -14,6 +14,7 @@ import { MalformedRequest, toGrpcStatus } from './errors';
 import type { Logger } from '../log';
 import { isUuid } from '../vmi/spec/ids';
 import type { CommandBody, DomainStatus as DomainStatusMsg } from '../launcher-protocol/messages';
+import type { LauncherChannel, LauncherRegistry } from '../vmi/control/launcher-port';
 
 export const REGISTER_TIMEOUT_MS = 5_000;
 export const HEARTBEAT_INTERVAL_MS = 1_000;
@@ -27,22 +28,10 @@ const DOMAIN_STATES = new Set(['', 'nostate', 'running', 'blocked', 'paused', 's
 /** The contract's messages live in one module for both ends (src/launcher/messages.ts). */
 export type { CommandBody, DomainStatus as DomainStatusMsg } from '../launcher-protocol/messages';
 
-/** What the launcher server asks of the VMI manager. */
-export interface LauncherRegistry {
-  /**
-   * Checks `token` for `uid` and returns a fresh session token whose hash is already durable;
-   * throws VhError UNAUTHENTICATED/NOT_FOUND otherwise.
-   */
-  authenticate(uid: string, token: string, pid: number): Promise<string>;
-  attached(uid: string, link: LauncherLink): void;
-  detached(uid: string, link: LauncherLink, reason: string): void;
-  status(uid: string, link: LauncherLink, status: DomainStatusMsg): void;
-}
-
 type Duplex = grpc.ServerDuplexStream<unknown, unknown>;
 
 /** One registered launcher stream. */
-export class LauncherLink {
+export class LauncherLink implements LauncherChannel {
   lastHeartbeatAt = Date.now();
   private seq = 0;
   private readonly pending = new Map<string, { resolve: (statsJson: string) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();

@@ -9,18 +9,20 @@ import { Metrics } from '../../src/http/metrics';
 import { HttpServer } from '../../src/http/server';
 import { createLogger } from '../../src/log';
 import { Readiness } from '../../src/util/readiness';
-import { type Entry, MAX_EVENTS, addEvent, viewOf } from '../../src/vmi/control/entry';
-import type { VmiReadModel, VmiView } from '../../src/vmi/spec/types';
+import type { VmiRecord } from '../../src/vmi/control/store';
+import { MAX_EVENTS, VmiState, initialStatus } from '../../src/vmi/control/vmi-state';
+import type { VirtualMachineInstance, VmiReadModel, VmiView } from '../../src/vmi/spec/types';
 
-function entry(): Entry {
-  return {
-    rec: { uid: 'u1', namespace: 'ns', name: 'vm', generation: 1, manifest: { metadata: { name: 'vm', namespace: 'ns' } }, revision: 1, deleting: false },
-    vmi: null,
-    status: { phase: 'Running', reason: '', conditions: [], nodeName: 'n', launcherPid: null, interfaces: [], domainState: '' },
-    events: [],
-    domainXml: null,
-  } as unknown as Entry;
+function entry(): VmiState {
+  const rec: VmiRecord = {
+    version: 1, uid: 'u1', namespace: 'ns', name: 'vm', generation: 1, manifest: { metadata: { name: 'vm', namespace: 'ns' } } as VirtualMachineInstance,
+    deleting: false, wantRunning: true, launcher: null, phase: 'Running', reason: '', restarts: 0, revision: 1, updatedAt: '',
+  };
+  return new VmiState(rec, null, initialStatus('n', 'Running'));
 }
+
+const addEvent = (s: VmiState, type: 'Normal' | 'Warning', reason: string, message: string, now?: Date): void => s.addEvent(type, reason, message, now);
+const viewOf = (s: VmiState): VmiView => s.view();
 
 const at = (s: number): Date => new Date(Date.UTC(2026, 0, 1, 0, 0, s));
 

@@ -16,7 +16,6 @@ import { Metrics } from '../../src/http/metrics';
 import { HttpServer } from '../../src/http/server';
 import { createLogger } from '../../src/log';
 import { Readiness } from '../../src/util/readiness';
-import type { Entry } from '../../src/vmi/control/entry';
 import { LauncherLink } from '../../src/grpc/launcher-service';
 import { MetricsCollector, type StatsTarget, parseStatsReport, statsTargets } from '../../src/vmi/control/metrics-collector';
 import { WorkQueue } from '../../src/vmi/control/work-queue';
@@ -339,8 +338,7 @@ describe('LauncherLink.stats and the collection targets', () => {
 
   test('statsTargets: Running VMIs only; a VMI without an open link has no stats function', () => {
     const link = { isOpen: true, stats: async () => '{}' } as unknown as LauncherLink;
-    const e = (name: string, phase: string, l: LauncherLink | null) =>
-      ({ rec: { uid: `u-${name}`, namespace: 'ns', name }, status: { phase }, link: l }) as unknown as Entry;
+    const e = (name: string, phase: string, channel: LauncherLink | null) => ({ uid: `u-${name}`, namespace: 'ns', name, phase, channel });
     const t = statsTargets([e('a', 'Running', link), e('b', 'Pending', link), e('c', 'Running', null), e('d', 'Running', { ...link, isOpen: false } as LauncherLink)]);
     assert.deepEqual(t.map((x) => [x.name, x.stats !== null]), [['a', true], ['c', false], ['d', false]]);
   });

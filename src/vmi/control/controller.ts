@@ -1,12 +1,14 @@
 /**
- * The VMI manager: the daemon's one owner of VMI state.
+ * The VMI controller: the daemon's VMIs, their API and their reconcile loop.
  *
  * - API (used by the gRPC VmiService and HTTP): sync (idempotent desired state keyed by uid),
  *   delete, get/list, watch from a revision, pause/unpause/soft-reboot/shutdown, console target.
  *   Every accepted change is written to the durable record BEFORE anything acts on it.
- * - Launcher registry (used by launcher-server.ts): token checks, links, domain statuses.
- * - A level-triggered work queue runs lifecycle.ts's reconcile per VMI (one at a time per VMI,
- *   `workers` VMIs at once, jittered backoff on errors).
+ * - Launcher registry (LauncherRegistry, used by the Launcher transport): token checks,
+ *   connections, domain statuses.
+ * - A level-triggered work queue runs reconcile.ts per VMI (one at a time per VMI, `workers`
+ *   VMIs at once, jittered backoff on errors). The steps reach the outside only through the
+ *   ReconcileHost this class hands them; each VMI's state has one owner, VmiState.
  * - On start it re-adopts every VMI from its record: phase and reason as last reported, the
  *   launcher by pid + start time, waiting for it to reconnect. Launchers keep their VMs while the
  *   handler is away; stop() never touches them.
@@ -18,16 +20,21 @@ import type { Logger } from '../../log';
 import type { Connection } from '../../libvirt/connection';
 import type { NodeCapabilities } from '../../libvirt/node-capabilities';
 import type { NodeInfo } from '../../node/types';
-import { type Entry, addEvent, initialStatus, setCondition, viewOf } from './entry';
-import { type DomainStatusMsg, type LauncherLink, type LauncherRegistry, type CommandBody } from '../../grpc/launcher-service';
-import { type Failpoints, NO_FAILPOINTS } from './failpoints';
-import { LauncherStartGate, defaultStartConcurrency, hashToken, scanLauncherProcesses, isSameProcess, newToken, procStartTime, tokenMatches } from './launcher-process';
-import { type LifecycleDeps, onDomainStatus, reconcile } from './reconcile';
+import type { CommandBody, DomainStatus } from '../../launcher-protocol/messages';
 import { parseManifest } from '../spec/manifest';
-import { RecordStore, type VmiRecord } from './store';
-import type { ValidationContext, VirtualMachineInstance, VmiReadModel, VmiView } from '../spec/types';
+import type { NormalizedVmi, ValidationContext, VirtualMachineInstance, VmiReadModel, VmiView } from '../spec/types';
 import { validateVmi } from '../spec/validate';
+import { type Failpoints, NO_FAILPOINTS } from './failpoints';
+import type { NodeFacts } from './launch-plan';
+import type { LauncherChannel, LauncherRegistry } from './launcher-port';
+import { LauncherStartGate, defaultStartConcurrency, hashToken, scanLauncherProcesses, isSameProcess, newToken, procStartTime, tokenMatches } from './launcher-process';
+import { reconcile } from './reconcile';
+import type { ReconcileHost, ReconcileSettings, Timing } from './reconcile-host';
+import { RecordStore, type VmiRecord } from './store';
+import { VmiState, initialStatus } from './vmi-state';
 import { WorkQueue } from './work-queue';
+
+export type { Timing } from './reconcile-host';
 
 export interface ControllerOptions {
   stateDir: string;
@@ -61,14 +68,6 @@ export interface ControllerOptions {
   failpoints?: Failpoints;
 }
 
-export interface Timing {
-  /** A spawned launcher must register within this. */
-  registerTimeoutMs: number;
-  /** After a handler restart, how long a live launcher has to reconnect before the VMI is Unknown. */
-  readoptMs: number;
-  commandTimeoutMs: number;
-  livenessPollMs: number;
-}
 const DEFAULT_TIMING: Timing = { registerTimeoutMs: 20_000, readoptMs: 30_000, commandTimeoutMs: 20_000, livenessPollMs: 1_000 };
 
 const HISTORY = 1000;
@@ -91,17 +90,20 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
   readonly store: RecordStore;
   readonly timing: Timing;
   readonly failpoints: Failpoints;
-  private readonly entries = new Map<string, Entry>();
+  readonly log: Logger;
+  private readonly vmis = new Map<string, VmiState>();
   private readonly byName = new Map<string, string>();
   private revision = 0;
   private readonly history: WatchEventOut[] = [];
   private readonly watchers = new Set<{ ns: string; cb: (e: WatchEventOut) => void }>();
   private readonly queue: WorkQueue;
   /** Launchers spawned but not yet registered are bounded (see LauncherStartGate). */
-  readonly startGate = new LauncherStartGate(defaultStartConcurrency(), (uid) => this.requeue(uid, 0));
+  private readonly startGate = new LauncherStartGate(defaultStartConcurrency(), (uid) => this.queue.addAfter(uid, 0));
+  private readonly host: ReconcileHost;
   private poll: NodeJS.Timeout | null = null;
   private stopped = false;
-  readonly log: Logger;
+  /** Launcher processes running when this handler started, by VMI uid (see ReconcileHost.takeLaunchersFoundAtStart). */
+  private launchersAtStart = new Map<string, Array<{ pid: number; startTime: number }>>();
 
   constructor(readonly opts: ControllerOptions) {
     this.store = new RecordStore(opts.stateDir);
@@ -111,19 +113,10 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
     this.queue = new WorkQueue((uid) => this.reconcileKey(uid), opts.workers, { initialMs: 500, maxMs: 30_000, stableMs: 0 }, (uid, err, retryInMs) =>
       this.log.warn({ uid, err, retryInMs }, 'reconcile failed; retrying'),
     );
+    this.host = this.reconcileHost();
   }
 
-  // ------------------------------------------------------------------ lifecycle of the manager
-
-  /** Launcher processes running when this handler started, by VMI uid (see takeLaunchersFoundAtStart). */
-  private launchersAtStart = new Map<string, Array<{ pid: number; startTime: number }>>();
-
-  /** The launchers of `uid` that were running when this handler started; each uid's list is handed out once. */
-  takeLaunchersFoundAtStart(uid: string): Array<{ pid: number; startTime: number }> {
-    const found = this.launchersAtStart.get(uid) ?? [];
-    this.launchersAtStart.delete(uid);
-    return found;
-  }
+  // ------------------------------------------------------------------ lifecycle of the controller
 
   /** Loads every record, re-adopts live launchers, starts reconciling. */
   start(): void {
@@ -134,35 +127,30 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
     for (const rec of records) {
       this.revision = Math.max(this.revision, rec.revision);
       const v = validateVmi(rec.manifest, this.opts.validation);
-      const e = this.newEntry(rec, v.ok ? v.vmi : null);
-      e.status = initialStatus(this.opts.nodeName, rec.phase, rec.reason);
+      const status = initialStatus(this.opts.nodeName, rec.phase, rec.reason);
       if (!v.ok) {
-        e.status.phase = 'Failed';
-        e.status.reason = `stored spec no longer valid: ${v.violations.map((x) => `${x.field}: ${x.message}`).join('; ')}`;
+        status.phase = 'Failed';
+        status.reason = `stored spec no longer valid: ${v.violations.map((x) => `${x.field}: ${x.message}`).join('; ')}`;
       }
-      if (rec.launcher && rec.launcher.pid > 0 && isSameProcess(rec.launcher.pid, rec.launcher.startTime)) {
-        e.status.launcherPid = rec.launcher.pid;
-        setCondition(e.status, 'LauncherConnected', 'False', 'HandlerRestarted', 'waiting for the launcher to reconnect');
-        addEvent(e, 'Normal', 'Readopting', `handler restarted; launcher ${rec.launcher.pid} is alive, waiting for it to reconnect`);
-      }
-      e.launcherSince = Date.now();
-      this.entries.set(rec.uid, e);
-      this.byName.set(`${rec.namespace}/${rec.name}`, rec.uid);
+      const s = new VmiState(rec, v.ok ? v.vmi : null, status);
+      if (rec.launcher && rec.launcher.pid > 0 && isSameProcess(rec.launcher.pid, rec.launcher.startTime)) s.awaitReadoption(rec.launcher.pid);
+      this.vmis.set(rec.uid, s);
+      this.byName.set(s.key, rec.uid);
     }
     this.log.info({ vmis: records.length }, 'VMI records loaded');
     this.poll = setInterval(() => this.checkLiveness(), this.timing.livenessPollMs);
     this.poll.unref();
-    for (const uid of this.entries.keys()) this.queue.add(uid);
+    for (const uid of this.vmis.keys()) this.queue.add(uid);
   }
 
-  /** Stops reconciling and closes launcher links (launchers and VMs keep running). */
+  /** Stops reconciling and closes launcher connections (launchers and VMs keep running). */
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.poll) clearInterval(this.poll);
     for (const w of this.watchers) w.cb = () => undefined;
     this.watchers.clear();
     await this.queue.stop();
-    for (const e of this.entries.values()) e.link?.end();
+    for (const s of this.vmis.values()) s.channel?.end();
   }
 
   /** Queue figures for metrics. */
@@ -179,14 +167,14 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
 
   list(namespace?: string): VmiView[] {
     const out: VmiView[] = [];
-    for (const e of this.entries.values()) if (!namespace || e.rec.namespace === namespace) out.push(viewOf(e));
+    for (const s of this.vmis.values()) if (!namespace || s.rec.namespace === namespace) out.push(s.view());
     return out.sort((a, b) => (a.namespace === b.namespace ? a.name.localeCompare(b.name) : a.namespace.localeCompare(b.namespace)));
   }
 
   get(namespace: string, name: string): VmiView | null {
     const uid = this.byName.get(`${namespace}/${name}`);
-    const e = uid ? this.entries.get(uid) : undefined;
-    return e ? viewOf(e) : null;
+    const s = uid ? this.vmis.get(uid) : undefined;
+    return s ? s.view() : null;
   }
 
   /** The list plus the revision it reflects (for list-then-watch). */
@@ -194,16 +182,21 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
     return { vmis: this.list(namespace), revision: this.revision };
   }
 
-  /** The entry a ref names; NOT_FOUND otherwise; INVALID_ARGUMENT for an empty ref. */
-  find(ref: VmiRefIn): Entry {
+  /** The VMIs whose launcher is connected, for the stats collector. */
+  connectedLaunchers(): Array<{ uid: string; namespace: string; name: string; phase: string; channel: LauncherChannel | null }> {
+    return [...this.vmis.values()].map((s) => ({ uid: s.uid, namespace: s.rec.namespace, name: s.rec.name, phase: s.status.phase, channel: s.linked ? s.channel : null }));
+  }
+
+  /** The VMI a ref names; NOT_FOUND otherwise; INVALID_ARGUMENT for an empty ref. */
+  find(ref: VmiRefIn): VmiState {
     let uid = ref.uid || undefined;
     if (!uid) {
       if (!ref.name) throw new VhError(ErrorCodes.INVALID_ARGUMENT, 'name (or uid) is required', { field: 'name' });
       uid = this.byName.get(`${ref.namespace || 'default'}/${ref.name}`);
     }
-    const e = uid ? this.entries.get(uid) : undefined;
-    if (!e) throw new VhError(ErrorCodes.NOT_FOUND, `vmi ${ref.uid ? `uid ${ref.uid}` : `${ref.namespace || 'default'}/${ref.name}`} not found`);
-    return e;
+    const s = uid ? this.vmis.get(uid) : undefined;
+    if (!s) throw new VhError(ErrorCodes.NOT_FOUND, `vmi ${ref.uid ? `uid ${ref.uid}` : `${ref.namespace || 'default'}/${ref.name}`} not found`);
+    return s;
   }
 
   // ------------------------------------------------------------------ API: desired state
@@ -224,67 +217,68 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
     const uid = vmi.uid || existingUid || randomUUID();
     const manifest = withUid(parsed.value as VirtualMachineInstance, uid, vmi.namespace, vmi.generation);
     const normalized = { ...vmi, uid };
-    const e = this.entries.get(uid);
-    if (!e) {
-      if (this.entries.size >= this.opts.maxVmis) throw new VhError(ErrorCodes.RESOURCE_EXHAUSTED, `this node accepts at most ${this.opts.maxVmis} VMIs (vmi.maxVmis)`);
-      const rec: VmiRecord = {
-        version: 1, uid, namespace: vmi.namespace, name: vmi.name, generation: vmi.generation, manifest,
-        deleting: false, wantRunning: vmi.runStrategy !== 'Halted', launcher: null,
-        phase: 'Pending', reason: '', restarts: 0, revision: this.revision + 1, updatedAt: '',
-      };
-      try {
-        this.store.write(rec); // durable first; a failure here leaves nothing behind
-      } catch (err) {
-        this.store.removeQuietly(uid); // not even the empty directory write() created (it would read as an interrupted teardown)
-        throw err;
-      }
-      this.failpoints.hit('sync-after-record-write');
-      const ne = this.newEntry(rec, normalized);
-      ne.status.reason = vmi.runStrategy === 'Halted' ? 'runStrategy Halted: not started' : 'accepted';
-      addEvent(ne, 'Normal', 'Created', `accepted generation ${vmi.generation}`);
-      this.entries.set(uid, ne);
-      this.byName.set(key, uid);
-      this.publish(ne, 'ADDED', false);
-      this.queue.add(uid);
-      return { vmi: viewOf(ne), changed: true };
+    const s = this.vmis.get(uid);
+    if (!s) return this.create(uid, manifest, normalized);
+    if (s.rec.deleting) throw new VhError(ErrorCodes.FAILED_PRECONDITION, `vmi ${key} is being deleted`);
+    if (vmi.generation < s.rec.generation) {
+      throw new VhError(ErrorCodes.FAILED_PRECONDITION, `metadata.generation ${vmi.generation} is older than the stored ${s.rec.generation}`, { field: 'metadata.generation' });
     }
-    if (e.rec.deleting) throw new VhError(ErrorCodes.FAILED_PRECONDITION, `vmi ${key} is being deleted`);
-    if (vmi.generation < e.rec.generation) {
-      throw new VhError(ErrorCodes.FAILED_PRECONDITION, `metadata.generation ${vmi.generation} is older than the stored ${e.rec.generation}`, { field: 'metadata.generation' });
-    }
-    if (isDeepStrictEqual(manifest, e.rec.manifest)) return { vmi: viewOf(e), changed: false };
+    if (isDeepStrictEqual(manifest, s.rec.manifest)) return { vmi: s.view(), changed: false };
     // The domain part of a VMI is immutable while it exists (as in KubeVirt); what may change in
     // place: runStrategy, terminationGracePeriodSeconds, labels, annotations, generation.
-    const old = e.vmi;
+    const old = s.vmi;
     if (old && !isDeepStrictEqual(immutablePart(old), immutablePart(normalized))) {
       throw new VhError(ErrorCodes.FAILED_PRECONDITION, `vmi ${key}: only runStrategy, terminationGracePeriodSeconds, labels and annotations can change; delete and re-create it to change the rest`);
     }
-    const next: VmiRecord = { ...e.rec, manifest, generation: vmi.generation };
+    const next: VmiRecord = { ...s.rec, manifest, generation: vmi.generation };
     if (!old || old.runStrategy !== normalized.runStrategy) next.wantRunning = normalized.runStrategy !== 'Halted';
     this.store.write({ ...next, revision: this.revision + 1 });
-    e.rec = next;
-    e.vmi = normalized;
-    addEvent(e, 'Normal', 'Updated', `generation ${vmi.generation}${old && old.runStrategy !== normalized.runStrategy ? `, runStrategy ${normalized.runStrategy}` : ''}`);
-    this.publish(e, 'MODIFIED', false);
+    s.acceptSpec(next, normalized);
+    s.addEvent('Normal', 'Updated', `generation ${vmi.generation}${old && old.runStrategy !== normalized.runStrategy ? `, runStrategy ${normalized.runStrategy}` : ''}`);
+    this.publish(s, 'MODIFIED', false);
     this.queue.add(uid);
-    return { vmi: viewOf(e), changed: true };
+    return { vmi: s.view(), changed: true };
+  }
+
+  private create(uid: string, manifest: VirtualMachineInstance, vmi: NormalizedVmi): { vmi: VmiView; changed: boolean } {
+    if (this.vmis.size >= this.opts.maxVmis) throw new VhError(ErrorCodes.RESOURCE_EXHAUSTED, `this node accepts at most ${this.opts.maxVmis} VMIs (vmi.maxVmis)`);
+    const rec: VmiRecord = {
+      version: 1, uid, namespace: vmi.namespace, name: vmi.name, generation: vmi.generation, manifest,
+      deleting: false, wantRunning: vmi.runStrategy !== 'Halted', launcher: null,
+      phase: 'Pending', reason: '', restarts: 0, revision: this.revision + 1, updatedAt: '',
+    };
+    try {
+      this.store.write(rec); // durable first; a failure here leaves nothing behind
+    } catch (err) {
+      this.store.removeQuietly(uid); // not even the empty directory write() created (it would read as an interrupted teardown)
+      throw err;
+    }
+    this.failpoints.hit('sync-after-record-write');
+    const s = new VmiState(rec, vmi, initialStatus(this.opts.nodeName));
+    s.note(vmi.runStrategy === 'Halted' ? 'runStrategy Halted: not started' : 'accepted');
+    s.addEvent('Normal', 'Created', `accepted generation ${vmi.generation}`);
+    this.vmis.set(uid, s);
+    this.byName.set(s.key, uid);
+    this.publish(s, 'ADDED', false);
+    this.queue.add(uid);
+    return { vmi: s.view(), changed: true };
   }
 
   /** Marks the VMI for deletion (durable), then the reconciler tears it down and removes it. */
   delete(ref: VmiRefIn): VmiView {
-    const e = this.find(ref);
-    if (!e.rec.deleting) {
+    const s = this.find(ref);
+    if (!s.rec.deleting) {
       // One durable write, with the revision the MODIFIED event gets; if it fails (a full disk)
       // nothing changed, in memory or on disk, and nothing acts on the delete.
-      const next: VmiRecord = { ...e.rec, deleting: true, wantRunning: false, phase: e.status.phase, reason: e.status.reason, revision: this.revision + 1 };
+      const next: VmiRecord = { ...s.recordWithStatus(), deleting: true, wantRunning: false, revision: this.revision + 1 };
       this.store.write(next);
-      e.rec = next;
+      s.commitRecord(next);
       this.failpoints.hit('delete-after-record-write');
-      addEvent(e, 'Normal', 'Deleting', 'delete requested');
-      this.publish(e, 'MODIFIED', false);
+      s.addEvent('Normal', 'Deleting', 'delete requested');
+      this.publish(s, 'MODIFIED', false);
     }
-    this.queue.add(e.rec.uid);
-    return viewOf(e);
+    this.queue.add(s.uid);
+    return s.view();
   }
 
   // ------------------------------------------------------------------ API: commands to the guest
@@ -303,23 +297,23 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
 
   /** Graceful shutdown; what follows is the runStrategy's call (Always restarts it). */
   async shutdown(ref: VmiRefIn): Promise<VmiView> {
-    const e = this.find(ref);
-    const grace = e.vmi?.terminationGracePeriodSeconds ?? 30;
+    const s = this.find(ref);
+    const grace = s.vmi?.terminationGracePeriodSeconds ?? 30;
     return this.guestCommand(ref, { shutdown: { gracePeriodSeconds: grace } }, ['running', 'paused'], 'Shutdown');
   }
 
   private async guestCommand(ref: VmiRefIn, body: CommandBody, states: string[], what: string): Promise<VmiView> {
-    const e = this.find(ref);
-    const key = `${e.rec.namespace}/${e.rec.name}`;
-    if (e.rec.deleting) throw new VhError(ErrorCodes.FAILED_PRECONDITION, `vmi ${key} is being deleted`);
-    const state = e.domain?.state ?? '';
-    if (!e.link || !e.link.isOpen || e.status.phase !== 'Running' || !states.includes(state)) {
-      throw new VhError(ErrorCodes.FAILED_PRECONDITION, `${what}: vmi ${key} is ${e.status.phase}${state ? ` (domain ${state})` : ''}; needs a domain that is ${states.join(' or ')}`);
+    const s = this.find(ref);
+    if (s.rec.deleting) throw new VhError(ErrorCodes.FAILED_PRECONDITION, `vmi ${s.key} is being deleted`);
+    const state = s.domainState;
+    const channel = s.channel;
+    if (!channel || !channel.isOpen || s.status.phase !== 'Running' || !states.includes(state)) {
+      throw new VhError(ErrorCodes.FAILED_PRECONDITION, `${what}: vmi ${s.key} is ${s.status.phase}${state ? ` (domain ${state})` : ''}; needs a domain that is ${states.join(' or ')}`);
     }
-    await e.link.send(body, this.timing.commandTimeoutMs);
-    addEvent(e, 'Normal', what, `${what} done`);
-    this.publish(e, 'MODIFIED');
-    return viewOf(e);
+    await channel.send(body, this.timing.commandTimeoutMs);
+    s.addEvent('Normal', what, `${what} done`);
+    this.publish(s, 'MODIFIED');
+    return s.view();
   }
 
   // ------------------------------------------------------------------ API: watch, console
@@ -347,28 +341,20 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
 
   /** The serial console socket of a running VMI; one attachment at a time. */
   attachConsole(ref: VmiRefIn): { socket: string; release: () => void } {
-    const e = this.find(ref);
-    const key = `${e.rec.namespace}/${e.rec.name}`;
-    if (!e.vmi?.autoattachSerialConsole) throw new VhError(ErrorCodes.FAILED_PRECONDITION, `vmi ${key} has no serial console (autoattachSerialConsole: false)`);
-    if (e.status.phase !== 'Running') throw new VhError(ErrorCodes.FAILED_PRECONDITION, `vmi ${key} is ${e.status.phase}, not Running`);
-    if (e.consoleAttached) throw new VhError(ErrorCodes.FAILED_PRECONDITION, `vmi ${key}: a console is already attached`);
-    e.consoleAttached = true;
-    let released = false;
-    return {
-      socket: `${this.store.dir(e.rec.uid)}/serial.sock`,
-      release: () => {
-        if (!released) e.consoleAttached = false;
-        released = true;
-      },
-    };
+    const s = this.find(ref);
+    if (!s.vmi?.autoattachSerialConsole) throw new VhError(ErrorCodes.FAILED_PRECONDITION, `vmi ${s.key} has no serial console (autoattachSerialConsole: false)`);
+    if (s.status.phase !== 'Running') throw new VhError(ErrorCodes.FAILED_PRECONDITION, `vmi ${s.key} is ${s.status.phase}, not Running`);
+    const release = s.attachConsole();
+    if (!release) throw new VhError(ErrorCodes.FAILED_PRECONDITION, `vmi ${s.key}: a console is already attached`);
+    return { socket: `${this.store.dir(s.uid)}/serial.sock`, release };
   }
 
   // ------------------------------------------------------------------ launcher registry
 
   async authenticate(uid: string, token: string, pid: number): Promise<string> {
-    const e = this.entries.get(uid);
-    const l = e?.rec.launcher;
-    if (!e || !l) throw new VhError(ErrorCodes.UNAUTHENTICATED, `no launcher expected for ${uid}`);
+    const s = this.vmis.get(uid);
+    const l = s?.rec.launcher;
+    if (!s || !l) throw new VhError(ErrorCodes.UNAUTHENTICATED, `no launcher expected for ${uid}`);
     const bySpawn = l.spawnTokenHash !== '' && tokenMatches(token, l.spawnTokenHash);
     const bySession = !bySpawn && tokenMatches(token, l.sessionTokenHash);
     if (!bySpawn && !bySession) throw new VhError(ErrorCodes.UNAUTHENTICATED, `bad token for ${uid}`);
@@ -383,91 +369,78 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
     // but before Registered reached the launcher must not lock its own launcher out. Until then
     // only that same process (pid + start time, checked above) can use it again.
     const spawnTokenHash = bySession ? '' : l.spawnTokenHash;
-    const prev = e.rec;
-    e.rec = { ...e.rec, launcher: { ...l, pid, startTime, spawnTokenHash, sessionTokenHash: hashToken(session) } };
-    try {
-      this.persist(e);
-    } catch (err) {
-      e.rec = prev; // a session that is not durable is not handed out; the launcher's current token stays valid
-      throw err;
-    }
+    // A session that is not durable is not handed out (the write throws; the current token stays valid).
+    const next = { ...s.recordWithStatus(), launcher: { ...l, pid, startTime, spawnTokenHash, sessionTokenHash: hashToken(session) } };
+    this.store.write(next);
+    s.commitRecord(next);
     return session;
   }
 
-  attached(uid: string, link: LauncherLink): void {
-    const e = this.entries.get(uid);
-    if (!e) return link.end();
-    const old = e.link;
-    e.link = link;
+  attached(uid: string, channel: LauncherChannel): void {
+    const s = this.vmis.get(uid);
+    if (!s) return channel.end();
+    const old = s.connect(channel);
     this.startGate.release(uid);
     this.failpoints.hit('launcher-registered');
-    if (old && old !== link) old.end();
-    e.status.launcherPid = link.pid;
-    setCondition(e.status, 'LauncherConnected', 'True', 'Registered', `launcher ${link.pid}`);
-    addEvent(e, 'Normal', 'LauncherConnected', `launcher ${link.pid} registered`);
-    this.log.info({ uid, pid: link.pid, vmi: `${e.rec.namespace}/${e.rec.name}` }, 'launcher connected');
-    this.publish(e, 'MODIFIED');
+    old?.end();
+    this.log.info({ uid, pid: channel.pid, vmi: s.key }, 'launcher connected');
+    this.publish(s, 'MODIFIED');
     this.queue.add(uid);
   }
 
-  detached(uid: string, link: LauncherLink, reason: string): void {
-    const e = this.entries.get(uid);
-    if (!e || e.link !== link) return;
-    e.link = null;
-    setCondition(e.status, 'LauncherConnected', 'False', 'Disconnected', reason);
+  detached(uid: string, channel: LauncherChannel, reason: string): void {
+    const s = this.vmis.get(uid);
+    if (!s || !s.disconnect(channel, reason)) return;
     this.log.info({ uid, reason }, 'launcher disconnected');
-    this.publish(e, 'MODIFIED');
+    this.publish(s, 'MODIFIED');
     this.queue.add(uid);
   }
 
-  status(uid: string, link: LauncherLink, s: DomainStatusMsg): void {
-    const e = this.entries.get(uid);
-    if (!e || e.link !== link) return;
-    this.spendSpawnToken(e);
-    if (onDomainStatus(this.deps(), e, s)) this.queue.add(uid);
+  status(uid: string, channel: LauncherChannel, status: DomainStatus): void {
+    const s = this.vmis.get(uid);
+    if (!s || s.channel !== channel) return;
+    this.spendSpawnToken(s);
+    const { changed, requeue } = s.observeDomain(status);
+    if (changed) this.publish(s, 'MODIFIED');
+    if (requeue) this.queue.add(uid);
   }
 
   /** The launcher is talking on its session: its spawn token can never be used again. */
-  private spendSpawnToken(e: Entry): void {
-    const l = e.rec.launcher;
+  private spendSpawnToken(s: VmiState): void {
+    const l = s.rec.launcher;
     if (!l || l.spawnTokenHash === '') return;
-    e.rec = { ...e.rec, launcher: { ...l, spawnTokenHash: '' } };
+    const next = { ...s.recordWithStatus(), launcher: { ...l, spawnTokenHash: '' } };
     try {
-      this.persist(e);
+      this.store.write(next);
+      s.commitRecord(next);
     } catch (err) {
-      this.log.error({ err, uid: e.rec.uid }, 'could not persist the spent spawn token; retried on the next status');
-      e.rec = { ...e.rec, launcher: l };
+      this.log.error({ err, uid: s.uid }, 'could not persist the spent spawn token; retried on the next status');
     }
   }
 
-  // ------------------------------------------------------------------ internals used by lifecycle.ts
-
-  /** Writes the record (revision bumped by publish, not here). */
-  persist(e: Entry): void {
-    e.rec = { ...e.rec, phase: e.status.phase, reason: e.status.reason };
-    this.store.write(e.rec);
-  }
+  // ------------------------------------------------------------------ records and watch events
 
   /** Bumps the revision, records the change in the history and tells watchers. */
-  publish(e: Entry, type: WatchEventOut['type'], persist = true): void {
+  private publish(s: VmiState, type: WatchEventOut['type'], persist = true): void {
     this.revision++;
-    e.rec = { ...e.rec, revision: this.revision, phase: e.status.phase, reason: e.status.reason };
+    const rec = { ...s.recordWithStatus(), revision: this.revision };
     if (persist && type !== 'DELETED') {
       try {
-        this.store.write(e.rec, { sync: false }); // status bookkeeping: atomic, not fsync'ed (see store.ts)
+        this.store.write(rec, { sync: false }); // status bookkeeping: atomic, not fsync'ed (see store.ts)
       } catch (err) {
         // Status bookkeeping only: the previous record stays valid; the next change retries.
-        this.log.error({ err, uid: e.rec.uid }, 'could not persist VMI status');
+        this.log.error({ err, uid: s.uid }, 'could not persist VMI status');
       }
     }
+    s.commitRecord(rec);
     // The history keeps HISTORY events: without the per-VMI events and the launcher-reported XML
     // (up to 1 MiB each; the wire form carries neither), a launcher sending distinct statuses
     // cannot pin HISTORY x 1 MiB.
-    const ev: WatchEventOut = { type, vmi: { ...viewOf(e), events: [], domainXml: null }, revision: this.revision };
+    const ev: WatchEventOut = { type, vmi: { ...s.view(), events: [], domainXml: null }, revision: this.revision };
     this.history.push(ev);
     if (this.history.length > HISTORY) this.history.splice(0, this.history.length - HISTORY);
     for (const w of this.watchers) {
-      if (w.ns && w.ns !== e.rec.namespace) continue;
+      if (w.ns && w.ns !== s.rec.namespace) continue;
       try {
         w.cb(ev);
       } catch (err) {
@@ -477,53 +450,73 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
   }
 
   /** Drops a fully torn-down VMI. */
-  forget(e: Entry): void {
+  private forget(s: VmiState): void {
     // The DELETED event's revision is stored in no record: keep it as the high-water mark first.
     this.store.writeRevision(this.revision + 1);
     this.failpoints.hit('record-remove-before');
-    this.store.remove(e.rec.uid);
+    this.store.remove(s.uid);
     this.failpoints.hit('record-remove-after');
-    this.entries.delete(e.rec.uid);
-    this.byName.delete(`${e.rec.namespace}/${e.rec.name}`);
-    this.queue.forget(e.rec.uid);
-    this.publish(e, 'DELETED', false);
+    this.vmis.delete(s.uid);
+    this.byName.delete(s.key);
+    this.queue.forget(s.uid);
+    this.publish(s, 'DELETED', false);
   }
 
-  requeue(uid: string, ms: number): void {
-    this.queue.addAfter(uid, ms);
-  }
+  // ------------------------------------------------------------------ reconcile
 
-  entriesSnapshot(): Entry[] {
-    return [...this.entries.values()];
-  }
-
-  private deps(): LifecycleDeps {
-    return { m: this, opts: this.opts };
+  /** The one door the reconcile steps have to the outside (see reconcile-host.ts). */
+  private reconcileHost(): ReconcileHost {
+    const o = this.opts;
+    const settings: ReconcileSettings = {
+      nodeName: o.nodeName, handlerSocket: o.handlerSocket, logLevel: o.logLevel, allowTcg: o.allowTcg,
+      libvirtUri: o.libvirtUri, embedFallback: o.embedFallback, launcherCommand: o.launcherCommand ?? null,
+    };
+    return {
+      settings,
+      timing: this.timing,
+      failpoints: this.failpoints,
+      log: this.log,
+      startGate: this.startGate,
+      requeue: (uid, ms) => this.queue.addAfter(uid, ms),
+      persist: (s) => {
+        const rec = s.recordWithStatus();
+        this.store.write(rec);
+        s.commitRecord(rec);
+      },
+      persistRecord: (rec) => this.store.write(rec),
+      publish: (s) => this.publish(s, 'MODIFIED'),
+      forget: (s) => this.forget(s),
+      vmiDir: (uid) => this.store.dir(uid),
+      ensureVmiDir: (uid) => this.store.ensureDir(uid),
+      nodeFacts: (): NodeFacts => ({
+        libvirtUri: o.libvirtUri, nodeLibvirtConnected: o.libvirt() !== null, capabilities: o.capabilities(), nodeInfo: o.nodeInfo(), handlerSocket: o.handlerSocket, bridge: o.bridge,
+      }),
+      libvirtSettled: () => o.libvirtSettled?.() ?? true,
+      libvirt: () => o.libvirt(),
+      cpusPinnedElsewhere: (self) => new Set([...this.vmis.values()].filter((x) => x !== self).flatMap((x) => x.pinnedCpus)),
+      takeLaunchersFoundAtStart: (uid) => {
+        const found = this.launchersAtStart.get(uid) ?? [];
+        this.launchersAtStart.delete(uid);
+        return found;
+      },
+    };
   }
 
   private async reconcileKey(uid: string): Promise<void> {
-    const e = this.entries.get(uid);
-    if (!e || this.stopped) return;
-    await reconcile(this.deps(), e);
+    const s = this.vmis.get(uid);
+    if (!s || this.stopped) return;
+    await reconcile(this.host, s);
   }
 
   /** Adopted launchers are not our children: poll their pids so a kill -9 is seen within a second. */
   private checkLiveness(): void {
-    for (const e of this.entries.values()) {
-      const l = e.rec.launcher;
+    for (const s of this.vmis.values()) {
+      const l = s.rec.launcher;
       if (!l || l.pid <= 0) continue;
-      if (!isSameProcess(l.pid, l.startTime)) this.queue.add(e.rec.uid);
-      else if (e.link && Date.now() - e.link.lastHeartbeatAt > 5 * this.timing.livenessPollMs + 3000) {
-        setCondition(e.status, 'LauncherConnected', 'Unknown', 'HeartbeatMissed', `no heartbeat for ${Math.round((Date.now() - e.link.lastHeartbeatAt) / 1000)} s`);
-      }
+      const channel = s.channel;
+      if (!isSameProcess(l.pid, l.startTime)) this.queue.add(s.uid);
+      else if (channel && Date.now() - channel.lastHeartbeatAt > 5 * this.timing.livenessPollMs + 3000) s.heartbeatMissed(Math.round((Date.now() - channel.lastHeartbeatAt) / 1000));
     }
-  }
-
-  private newEntry(rec: VmiRecord, vmi: Entry['vmi']): Entry {
-    return {
-      rec, vmi, status: initialStatus(this.opts.nodeName), events: [], domainXml: null, link: null, child: null, childExit: null,
-      domain: null, started: false, launcherSince: Date.now(), intent: 'none', intentSince: 0, pinnedCpus: [], consoleAttached: false,
-    };
   }
 }
 
@@ -536,7 +529,7 @@ function withUid(m: VirtualMachineInstance, uid: string, namespace: string, gene
   return { ...m, metadata: { ...m.metadata, uid, namespace, generation } };
 }
 
-function immutablePart(v: import('../spec/types').NormalizedVmi): unknown {
+function immutablePart(v: NormalizedVmi): unknown {
   const { runStrategy: _r, terminationGracePeriodSeconds: _t, labels: _l, annotations: _a, generation: _g, ...rest } = v;
   return rest;
 }

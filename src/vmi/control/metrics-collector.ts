@@ -17,7 +17,7 @@
  * error and never reaches the metrics.
  */
 import { ErrorCodes, VhError } from '../../errors';
-import type { Entry } from './entry';
+import type { LauncherChannel } from './launcher-port';
 
 /** One VMI to collect from; `stats` is null when its launcher is not connected. */
 export interface StatsTarget {
@@ -252,12 +252,12 @@ export class MetricsCollector {
 }
 
 /** The collection targets among the manager's entries: Running VMIs. */
-export function statsTargets(entries: readonly Entry[]): StatsTarget[] {
+export function statsTargets(vmis: ReadonlyArray<{ uid: string; namespace: string; name: string; phase: string; channel: LauncherChannel | null }>): StatsTarget[] {
   const out: StatsTarget[] = [];
-  for (const e of entries) {
-    if (e.status.phase !== 'Running') continue;
-    const link = e.link;
-    out.push({ uid: e.rec.uid, namespace: e.rec.namespace, name: e.rec.name, stats: link && link.isOpen ? (ms) => link.stats(ms) : null });
+  for (const v of vmis) {
+    if (v.phase !== 'Running') continue;
+    const channel = v.channel;
+    out.push({ uid: v.uid, namespace: v.namespace, name: v.name, stats: channel && channel.isOpen ? (ms) => channel.stats(ms) : null });
   }
   return out;
 }
