@@ -57,6 +57,15 @@ export function toHttpError(err: unknown): { status: number; body: HttpErrorBody
   return { status: 500, body: { code: ErrorCodes.INTERNAL, message: 'internal error; see the virt-handler log' } };
 }
 
+/**
+ * The 404 the loopback TCP listener gives for every request it does not serve: a route only the
+ * unix socket serves, an unknown path, a wrong method or a malformed URL all get this same body,
+ * so a TCP client cannot tell which routes exist. `served` lists what TCP does serve.
+ */
+export function tcpNotFoundBody(method: string, url: string, served: readonly string[]): HttpErrorBody {
+  return { code: ErrorCodes.NOT_FOUND, message: `no route for ${method} ${url}; this TCP listener serves only ${served.join(', ')} (the rest of the API is on the unix socket)` };
+}
+
 const METHODS: readonly HTTPMethods[] = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS'];
 
 /** Installs the error handler and the not-found handler (which also answers 405 for known paths). */

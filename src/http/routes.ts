@@ -1,6 +1,11 @@
 /**
  * The status API's routes. Handlers only read state; failures are thrown as VhError and turned
  * into `{code, message}` by errors.ts.
+ *
+ * Where a route is served: every route is on the unix socket (0660: root and its group). Only a
+ * route registered with ON_TCP is also on the loopback TCP port, which every local user can
+ * reach; server.ts answers 404 there to everything else. So a new route is private unless it
+ * says otherwise.
  */
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import type { FastifyInstance } from 'fastify';
@@ -10,6 +15,19 @@ import type { Readiness } from '../util/readiness';
 import type { VmiReadModel } from '../vmi/spec/types';
 import type { Metrics } from './metrics';
 import { registerVmiRoutes } from './vmi-routes';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Served on the loopback TCP listener too (see ON_TCP). Unset: the unix socket only. */
+    tcp?: boolean;
+  }
+}
+
+/**
+ * Route option for what probes (kubelet: /healthz, /readyz) and Prometheus (/metrics) need on
+ * TCP, and no more: those answers carry no VMI spec, event or node detail.
+ */
+export const ON_TCP = { config: { tcp: true } } as const;
 
 /**
  * Event-loop delay over a sliding window: the max of the previous and the current window, so a
@@ -60,11 +78,11 @@ export interface RouteDeps {
   vmis?: VmiReadModel;
 }
 
-/** Registers GET /healthz, /readyz, /metrics, /v1/node, /v1/vmis and /v1/vmis/:namespace/:name. */
+/** Registers GET /healthz, /readyz, /metrics (also on TCP), /v1/node and the /v1/vmis routes (unix socket only). */
 export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
   // Liveness: is this process still able to serve? Deliberately independent of readiness and of
   // outside systems (KubeVirt's /healthz checked the API server and restarted healthy handlers).
-  app.get('/healthz', async (_req, reply) => {
+  app.get('/healthz', ON_TCP, async (_req, reply) => {
     const eventLoopLagMs = deps.lag.lagMs;
     const uptimeS = Math.round(process.uptime() * 10) / 10;
     if (eventLoopLagMs > deps.maxEventLoopLagMs) {
@@ -73,12 +91,12 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
     return { status: 'ok', eventLoopLagMs, uptimeS };
   });
 
-  app.get('/readyz', async (_req, reply) => {
+  app.get('/readyz', ON_TCP, async (_req, reply) => {
     const ready = deps.readiness.ready;
     return reply.code(ready ? 200 : 503).send({ ready, reasons: deps.readiness.reasons, components: deps.components() });
   });
 
-  app.get('/metrics', async (_req, reply) => {
+  app.get('/metrics', ON_TCP, async (_req, reply) => {
     const text = await deps.metrics.render();
     return reply.type(deps.metrics.contentType).send(text);
   });

@@ -2,19 +2,24 @@
  * The status API: one fastify instance served on two listeners, a unix socket (0660, for local
  * tools and the kubelet via hostPath) and a loopback TCP port (for probes). Binding a non-loopback
  * address is refused unless explicitly allowed, because the API is unauthenticated.
+ *
+ * Any local user can connect to the TCP port, so it serves only the routes declared ON_TCP
+ * (routes.ts: /healthz, /readyz, /metrics). Everything else - VMI, node and event views, unknown
+ * paths, wrong methods, malformed URLs - gets one and the same 404 there, decided in an onRequest
+ * hook before any handler, body parser or error message can say whether the route exists.
  */
 import * as fs from 'node:fs';
 import * as http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import * as path from 'node:path';
-import fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
+import fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyReply, type FastifyRequest, type FastifyServerOptions } from 'fastify';
 import { ErrorCodes, VhError, errnoFacts, isVhError } from '../errors';
 import type { Logger } from '../log';
 import type { NodeInfo } from '../node/types';
 import { prepareUnixSocket, restrictSocket } from '../util/unix-socket';
 import type { Readiness } from '../util/readiness';
 import type { VmiReadModel } from '../vmi/spec/types';
-import { registerErrorHandling } from './errors';
+import { registerErrorHandling, tcpNotFoundBody, toHttpError } from './errors';
 import type { Metrics } from './metrics';
 import { LagMonitor, registerRoutes } from './routes';
 
@@ -36,6 +41,13 @@ export interface HttpServerOptions {
 }
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
+
+/** One registered route and whether the TCP listener serves it. */
+export interface HttpRoute {
+  method: string;
+  url: string;
+  tcp: boolean;
+}
 
 /**
  * fastify's default schema compilers (ajv, fast-json-stringify), resolved from fastify's own
@@ -90,6 +102,9 @@ export class HttpServer {
   private readonly unixServer: http.Server;
   private readonly tcpServer: http.Server | null;
   private readonly lag = new LagMonitor();
+  /** Connections accepted by the TCP listener: their requests get only the ON_TCP routes. */
+  private readonly tcpSockets = new WeakSet<Socket>();
+  private readonly routeTable: HttpRoute[] = [];
   private socketIno: number | null = null;
   private draining = false;
   private closing: Promise<void> | null = null;
@@ -110,9 +125,20 @@ export class HttpServer {
       bodyLimit: 64 * 1024,
       schemaController: { compilersFactory: lazyFastifyCompilers() },
       return503OnClosing: false, // draining is reported by /readyz itself
+      // Malformed URLs never reach routing or hooks: answered here, in the same shapes.
+      frameworkErrors: (err, req, reply) => this.onFrameworkError(err, req as FastifyRequest, reply as unknown as FastifyReply),
     });
     this.unixServer = this.app.server;
     this.tcpServer = opts.tcp ? this.newServer(handler!) : null;
+    this.tcpServer?.on('connection', (socket: Socket) => this.tcpSockets.add(socket));
+
+    this.app.addHook('onRoute', (route) => {
+      for (const method of [route.method].flat()) this.routeTable.push({ method, url: route.url, tcp: route.config?.tcp === true });
+    });
+    // For a path no route matches, routeOptions.config is the not-found handler's ({}): refused too.
+    this.app.addHook('onRequest', async (req, reply) => {
+      if (this.isTcp(req) && req.routeOptions.config.tcp !== true) return this.refuseOnTcp(req, reply);
+    });
 
     this.app.addHook('onSend', async (_req, reply) => {
       reply.header('cache-control', 'no-store');
@@ -129,6 +155,26 @@ export class HttpServer {
       maxEventLoopLagMs: opts.maxEventLoopLagMs ?? 2000,
       ...(opts.vmis ? { vmis: opts.vmis } : {}),
     });
+  }
+
+  /** Every route registered so far (HEAD twins included), in registration order. */
+  get routes(): readonly HttpRoute[] {
+    return this.routeTable.map((r) => ({ ...r }));
+  }
+
+  private isTcp(req: FastifyRequest): boolean {
+    return this.tcpSockets.has(req.raw.socket);
+  }
+
+  private onFrameworkError(err: FastifyError, req: FastifyRequest, reply: FastifyReply): void {
+    if (this.isTcp(req)) return void this.refuseOnTcp(req, reply);
+    const { status, body } = toHttpError(err);
+    void reply.code(status).send(body);
+  }
+
+  private refuseOnTcp(req: FastifyRequest, reply: FastifyReply): FastifyReply {
+    const served = [...new Set(this.routeTable.filter((r) => r.tcp && r.method === 'GET').map((r) => `GET ${r.url}`))];
+    return reply.code(404).send(tcpNotFoundBody(req.method, req.url.split('?')[0] ?? '/', served));
   }
 
   private newServer(h: Handler): http.Server {
@@ -160,13 +206,14 @@ export class HttpServer {
       });
       this.socketIno = fs.statSync(this.opts.socketPath).ino;
       restrictSocket(this.opts.socketPath);
-      this.log.info({ socket: this.opts.socketPath }, 'http listening on unix socket');
+      this.log.info({ socket: this.opts.socketPath, routes: this.routeTable.map((r) => `${r.method} ${r.url}`) }, 'http listening on unix socket');
       if (this.tcpServer && this.opts.tcp) {
         const { host, port } = this.opts.tcp;
         await listenOn(this.tcpServer, { host, port }).catch((e) => {
           throw this.listenError(`http.tcp ${host}:${port}`, e);
         });
-        this.log.info({ address: `http://${this.tcpAddress?.host}:${this.tcpAddress?.port}`, ...this.tcpAddress }, 'http listening on tcp');
+        const routes = this.routeTable.filter((r) => r.tcp).map((r) => `${r.method} ${r.url}`);
+        this.log.info({ address: `http://${this.tcpAddress?.host}:${this.tcpAddress?.port}`, ...this.tcpAddress, routes }, 'http listening on tcp');
       }
     } catch (e) {
       await this.close(0);

@@ -3,6 +3,8 @@
  * read-only views of the VMIs this node runs and of their recent events.
  * Every parameter is checked strictly (a DNS-1123 label, at most 63 characters) before it
  * reaches the read model; failures are VhErrors, turned into `{code, message}` by errors.ts.
+ * Unix socket only (not ON_TCP). Every answer passes through redactSecrets: cloud-init user and
+ * network data show as `<redacted: N bytes, sha256:HEX>`, even if the read model forgot to.
  *
  * The item route is a wildcard parsed here rather than `/:namespace/:name`: find-my-way
  * answers an over-long parametric segment (maxParamLength, 100) with a bare 404, and an
@@ -12,8 +14,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { ErrorCodes, VhError } from '../errors';
 import type { VmiReadModel, VmiView } from '../vmi/spec/types';
 import { DNS_LABEL_MAX, isDnsLabel } from '../vmi/spec/ids';
-
-/** Kubernetes' DNS-1123 label: lowercase alphanumerics and '-', alphanumeric at both ends. */
+import { redactSecrets } from '../vmi/spec/redact';
 
 /** How a rejected value is echoed back: JSON-quoted (control bytes escaped) and bounded. */
 function quote(value: string): string {
@@ -93,7 +94,7 @@ export function registerVmiRoutes(app: FastifyInstance, vmis: VmiReadModel | und
     const namespace = query.namespace === undefined ? undefined : checkLabel('namespace', query.namespace);
     const model = requireModel(vmis);
     const items = model.list(namespace).filter((v) => namespace === undefined || v.namespace === namespace);
-    return { items: [...items].sort(byNamespaceAndName) };
+    return { items: [...items].sort(byNamespaceAndName).map(redactSecrets) };
   });
 
   app.get('/v1/vmis/*', async (req) => {
@@ -107,7 +108,7 @@ export function registerVmiRoutes(app: FastifyInstance, vmis: VmiReadModel | und
     const view = requireModel(vmis).get(namespace, name);
     if (!view) throw new VhError(ErrorCodes.NOT_FOUND, `vmi ${namespace}/${name} not found`, { namespace, name });
     // Events oldest first (by last occurrence), repeats folded with count/first/lastTimestamp.
-    if (ref.sub === 'events') return { namespace, name, uid: view.uid, items: view.events };
-    return view;
+    if (ref.sub === 'events') return redactSecrets({ namespace, name, uid: view.uid, items: view.events });
+    return redactSecrets(view);
   });
 }

@@ -11,6 +11,7 @@ import { Metrics } from '../../src/http/metrics';
 import { HttpServer } from '../../src/http/server';
 import { createLogger } from '../../src/log';
 import { Readiness } from '../../src/util/readiness';
+import { redactSecret } from '../../src/vmi/spec/redact';
 import type { VmiReadModel, VmiView } from '../../src/vmi/spec/types';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vh-http-vmis-'));
@@ -130,6 +131,24 @@ describe('GET /v1/vmis/:namespace/:name', () => {
     assert.equal(body.status.launcherPid, 4242);
     assert.match(body.domainXml ?? '', /<name>prod_web<\/name>/);
     assert.equal(res.headers['cache-control'], 'no-store');
+  });
+
+  test('cloud-init user and network data are redacted in the item, the list and the events answer', async () => {
+    const userData = '#cloud-config\npassword: s3cret-pw\n';
+    const secret = view('prod', 'ci', {
+      manifest: { metadata: { name: 'ci', namespace: 'prod' }, spec: { domain: {}, volumes: [{ name: 'ci', cloudInitNoCloud: { userData, networkData: 'version: 2\n' } }] } },
+    });
+    const model: VmiReadModel = { list: () => [secret], get: () => secret };
+    const app = server(model).app;
+    for (const url of ['/v1/vmis', '/v1/vmis?namespace=prod', '/v1/vmis/prod/ci', '/v1/vmis/prod/ci/events']) {
+      const res = await app.inject(url);
+      assert.equal(res.statusCode, 200, url);
+      assert.ok(!res.body.includes('s3cret-pw'), `${url} shows no secret`);
+    }
+    const item = (await app.inject('/v1/vmis/prod/ci')).json() as VmiView;
+    assert.deepEqual(item.manifest.spec.volumes?.[0]?.cloudInitNoCloud, { userData: redactSecret(userData), networkData: redactSecret('version: 2\n') });
+    assert.deepEqual({ ...item, manifest: null }, { ...secret, manifest: null }, 'nothing else changes');
+    assert.equal(secret.manifest.spec.volumes?.[0]?.cloudInitNoCloud?.userData, userData, "the read model's view is not modified");
   });
 
   test('unknown VMI: 404 NOT_FOUND naming it', async () => {

@@ -12,6 +12,7 @@ import { HttpServer, type HttpServerOptions } from '../../src/http/server';
 import { createLogger } from '../../src/log';
 import type { NodeInfo } from '../../src/node/types';
 import { Readiness } from '../../src/util/readiness';
+import type { VmiView } from '../../src/vmi/spec/types';
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vh-http-'));
 after(() => fs.rmSync(tmp, { recursive: true, force: true }));
@@ -201,7 +202,7 @@ describe('routes via inject', () => {
 });
 
 describe('real listeners', () => {
-  test('unix socket (0660) and TCP serve the same app; close removes the socket', async () => {
+  test('unix socket (0660) and TCP serve the probes from the same app; close removes the socket', async () => {
     const { server, readiness, socketPath } = fixture();
     await server.listen();
     assert.equal(fs.statSync(socketPath).mode & 0o777, 0o660);
@@ -215,9 +216,71 @@ describe('real listeners', () => {
     assert.equal(viaUnix.status, 200);
     assert.equal(viaTcp.status, 200);
     assert.equal((await request(tcp, 'GET', '/nope')).status, 404);
+    assert.equal((await request(tcp, 'HEAD', '/metrics')).status, 200);
     await server.close(1000);
     assert.equal(fs.existsSync(socketPath), false);
     await assert.rejects(request(tcp, 'GET', '/readyz'), /ECONNREFUSED/);
+  });
+
+  test('TCP serves only the ON_TCP routes; every other route, known or not, gets one and the same 404', async () => {
+    const vm = { uid: 'u', namespace: 'default', name: 'vm', generation: 1, manifest: { metadata: { name: 'vm' }, spec: { domain: {} } }, status: {}, revision: 1, deleting: false, events: [], domainXml: null } as unknown as VmiView;
+    const vmis = { list: () => [vm], get: (ns: string, name: string) => (ns === 'default' && name === 'vm' ? vm : null) };
+    const { server, readiness, state, socketPath } = fixture({ vmis });
+    server.app.post('/test/unix-only', async () => ({ private: true }));
+    readiness.ok('listeners');
+    readiness.ok('probe');
+    state.info = FAKE_INFO;
+    await server.listen();
+    try {
+      const tcp = server.tcpAddress!;
+      const routes = server.routes;
+      assert.ok(routes.length >= 10, 'the route table is read from fastify');
+      assert.deepEqual(routes.filter((r) => r.tcp).map((r) => `${r.method} ${r.url}`), ['GET /healthz', 'HEAD /healthz', 'GET /readyz', 'HEAD /readyz', 'GET /metrics', 'HEAD /metrics']);
+      const concrete = (url: string): string => url.replace('*', 'default/vm');
+      for (const r of routes) {
+        const url = concrete(r.url);
+        const viaTcp = await request(tcp, r.method, url);
+        const viaUnix = await request({ socketPath }, r.method, url);
+        if (r.tcp) {
+          assert.equal(viaTcp.status, 200, `${r.method} ${url} over TCP`);
+          continue;
+        }
+        assert.equal(viaUnix.status, 200, `${r.method} ${url} over the unix socket`);
+        assert.equal(viaTcp.status, 404, `${r.method} ${url} over TCP`);
+        if (r.method !== 'HEAD') {
+          assert.deepEqual(JSON.parse(viaTcp.body), {
+            code: ErrorCodes.NOT_FOUND,
+            message: `no route for ${r.method} ${url}; this TCP listener serves only GET /healthz, GET /readyz, GET /metrics (the rest of the API is on the unix socket)`,
+          });
+        }
+      }
+      // Unknown paths, wrong methods (405 on the unix socket), trailing slashes, bad
+      // percent-encoding (400 on the unix socket), query strings: the same 404 shape over TCP.
+      for (const [method, url, unixStatus] of [['GET', '/nope', 404], ['DELETE', '/readyz', 405], ['POST', '/v1/node', 405], ['GET', '/healthz/', 404], ['GET', '/%zz', 400], ['GET', '/v1/vmis?namespace=x', 200]] as const) {
+        assert.equal((await request({ socketPath }, method, url)).status, unixStatus, `${method} ${url} over unix`);
+        const res = await request(tcp, method, url);
+        assert.equal(res.status, 404, `${method} ${url} over TCP`);
+        assert.match(JSON.parse(res.body).message, new RegExp(`^no route for ${method} ${url.split('?')[0]!.replace(/[/?%]/g, '\\$&')}; this TCP listener serves only`));
+      }
+      // A keep-alive TCP connection stays a TCP connection for its later requests.
+      const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+      assert.equal((await request(tcp, 'GET', '/healthz', agent)).status, 200);
+      assert.equal((await request(tcp, 'GET', '/v1/node', agent)).status, 404);
+      agent.destroy();
+    } finally {
+      await server.close(1000);
+    }
+  });
+
+  test('the listen log lines name the routes each listener serves', async () => {
+    const lines: string[] = [];
+    const sink = new Writable({ write: (c, _e, cb) => (lines.push(String(c)), cb()) });
+    const { server } = fixture({ logger: createLogger({ level: 'info', nodeName: 'node-a', destination: sink }) });
+    await server.listen();
+    await server.close(1000);
+    const byMsg = (msg: string): { routes: string[] } => JSON.parse(lines.find((l) => JSON.parse(l).msg === msg)!);
+    assert.deepEqual(byMsg('http listening on unix socket').routes, server.routes.map((r) => `${r.method} ${r.url}`));
+    assert.deepEqual(byMsg('http listening on tcp').routes, ['GET /healthz', 'HEAD /healthz', 'GET /readyz', 'HEAD /readyz', 'GET /metrics', 'HEAD /metrics']);
   });
 
   test('a socket held by a live server is refused and left alone', async () => {
