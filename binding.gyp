@@ -9,6 +9,7 @@
         "native/kvm_system.cc",
         "native/vm.cc",
         "native/vcpu.cc",
+        "native/x86_boot.cc",
         "native/vcpu_state.cc",
         "native/vcpu_thread.cc",
         "native/guest_memory.cc",

@@ -16,6 +16,7 @@
 #include "errors.h"
 #include "js_args.h"
 #include "vcpu_state.h"
+#include "x86_boot.h"
 
 namespace vh {
 namespace {
@@ -97,37 +98,6 @@ void ApplyCpuid(Napi::Env env, int fd, std::uint32_t id, const std::optional<Nap
   std::memcpy(c->entries, entries.data(), entries.size() * sizeof(kvm_cpuid_entry2));
   if (::ioctl(fd, kSetCpuid2.request, c) != 0) Syscall(env, kSetCpuid2);
 }
-
-kvm_segment FlatSegment(std::uint16_t selector, std::uint8_t type, bool code64) {
-  kvm_segment s{};
-  s.base = 0;
-  s.limit = 0xffffffff;
-  s.selector = selector;
-  s.type = type;
-  s.present = 1;
-  s.dpl = 0;
-  s.db = code64 ? 0 : 1;
-  s.s = 1;
-  s.l = code64 ? 1 : 0;
-  s.g = 1;
-  return s;
-}
-
-// A busy TSS descriptor: VMX refuses entry to protected/long mode with an unusable TR.
-kvm_segment TaskSegment() {
-  kvm_segment s{};
-  s.limit = 0x67;
-  s.type = 11;
-  s.present = 1;
-  return s;
-}
-
-constexpr std::uint64_t kCr0Pe = 1ull << 0;
-constexpr std::uint64_t kCr0Et = 1ull << 4;
-constexpr std::uint64_t kCr0Pg = 1ull << 31;
-constexpr std::uint64_t kCr4Pae = 1ull << 5;
-constexpr std::uint64_t kEferLme = 1ull << 8;
-constexpr std::uint64_t kEferLma = 1ull << 10;
 
 }  // namespace
 
@@ -380,25 +350,18 @@ void Vcpu::SetVcpuEvents(const Napi::CallbackInfo& info) {
 
 namespace {
 
+// Loads boot state built by x86_boot: the segments and control registers, then the entry rip.
 void Apply(Napi::Env env, int fd, const kvm_sregs& sregs, std::uint64_t rip) {
   if (::ioctl(fd, kSetSregs.request, &sregs) != 0) Syscall(env, kSetSregs);
-  kvm_regs regs{};
-  regs.rip = rip;
-  regs.rflags = 2;  // bit 1 is reserved-as-one
+  kvm_regs regs = EntryRegs(rip);
   if (::ioctl(fd, kSetRegs.request, &regs) != 0) Syscall(env, kSetRegs);
 }
 
+// The vCPU's sregs as KVM has them: the boot setups keep what they do not set (e.g. the IDT).
 kvm_sregs CurrentSregs(Napi::Env env, int fd) {
   kvm_sregs sregs{};
   if (::ioctl(fd, kGetSregs.request, &sregs) != 0) Syscall(env, kGetSregs);
   return sregs;
-}
-
-void WriteGuest(Napi::Env env, GuestMemory* memory, std::uint64_t gpa, const void* data, std::size_t len) {
-  ErrorFacts error;
-  std::byte* dst = memory->Locate(gpa, len, &error);
-  if (dst == nullptr) ThrowError(env, error);
-  std::memcpy(dst, data, len);
 }
 
 }  // namespace
@@ -406,29 +369,18 @@ void WriteGuest(Napi::Env env, GuestMemory* memory, std::uint64_t gpa, const voi
 void Vcpu::SetupRealMode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = StateFd(env);
-  std::uint64_t entry = JsToUint(env, info[0], "entry", 0xfffff);
+  std::uint64_t entry = JsToUint(env, info[0], "entry", kRealModeEntryMax);
   kvm_sregs s = CurrentSregs(env, fd);
-  for (kvm_segment* seg : {&s.ds, &s.es, &s.fs, &s.gs, &s.ss}) {
-    seg->base = 0;
-    seg->selector = 0;
-  }
-  s.cs.selector = static_cast<std::uint16_t>((entry & 0xf0000) >> 4);
-  s.cs.base = entry & 0xf0000;
-  s.cr0 &= ~(kCr0Pe | kCr0Pg);
-  s.efer = 0;
-  Apply(env, fd, s, entry & 0xffff);
+  std::uint64_t rip = EnterRealMode(&s, entry);
+  Apply(env, fd, s, rip);
 }
 
 void Vcpu::SetupProtectedMode(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = StateFd(env);
-  std::uint64_t entry = JsToUint(env, info[0], "entry", 0xffffffff);
+  std::uint64_t entry = JsToUint(env, info[0], "entry", kProtectedModeEntryMax);
   kvm_sregs s = CurrentSregs(env, fd);
-  s.cs = FlatSegment(0x08, 11, false);
-  for (kvm_segment* seg : {&s.ds, &s.es, &s.fs, &s.gs, &s.ss}) *seg = FlatSegment(0x10, 3, false);
-  s.tr = TaskSegment();
-  s.cr0 = (s.cr0 | kCr0Pe | kCr0Et) & ~kCr0Pg;
-  s.efer = 0;
+  EnterProtectedMode(&s);
   Apply(env, fd, s, entry);
 }
 
@@ -438,34 +390,12 @@ void Vcpu::SetupLongMode(const Napi::CallbackInfo& info) {
   int fd = core.fd();
   std::uint64_t entry = JsToU64(env, info[0], "entry");
   Napi::Object opts = JsToObject(env, info[1], "layout");
-  std::uint64_t pt = JsToU64(env, opts.Get("pageTableGpa"), "pageTableGpa");
-  std::uint64_t gdt = JsToU64(env, opts.Get("gdtGpa"), "gdtGpa");
-  if (pt % 4096 != 0) ThrowInvalidArg(env, "pageTableGpa must be 4 KiB aligned");
-
-  // PML4 -> one PDPT -> four PDs of 2 MiB pages: the low 4 GiB identity-mapped (6 pages).
-  constexpr std::uint64_t kPresentWritable = 0x3, kHuge = 0x80;
-  std::vector<std::uint64_t> tables(6 * 512, 0);
-  tables[0] = (pt + 0x1000) | kPresentWritable;
-  for (std::uint64_t i = 0; i < 4; ++i) {
-    tables[512 + i] = (pt + 0x2000 + i * 0x1000) | kPresentWritable;
-    for (std::uint64_t j = 0; j < 512; ++j) {
-      tables[1024 + i * 512 + j] = ((i * 512 + j) << 21) | kPresentWritable | kHuge;
-    }
-  }
-  WriteGuest(env, core.memory(), pt, tables.data(), tables.size() * sizeof(std::uint64_t));
-  const std::uint64_t descriptors[] = {0, 0x00af9a000000ffffull, 0x00cf92000000ffffull};
-  WriteGuest(env, core.memory(), gdt, descriptors, sizeof(descriptors));
-
+  LongModeLayout layout;
+  layout.page_table_gpa = JsToU64(env, opts.Get("pageTableGpa"), "pageTableGpa");
+  layout.gdt_gpa = JsToU64(env, opts.Get("gdtGpa"), "gdtGpa");
+  if (auto error = WriteLongModeTables(*core.memory(), layout)) ThrowError(env, *error);
   kvm_sregs s = CurrentSregs(env, fd);
-  s.cs = FlatSegment(0x08, 11, true);
-  for (kvm_segment* seg : {&s.ds, &s.es, &s.fs, &s.gs, &s.ss}) *seg = FlatSegment(0x10, 3, false);
-  s.tr = TaskSegment();
-  s.gdt.base = gdt;
-  s.gdt.limit = sizeof(descriptors) - 1;
-  s.cr3 = pt;
-  s.cr4 |= kCr4Pae;
-  s.cr0 |= kCr0Pe | kCr0Et | kCr0Pg;
-  s.efer |= kEferLme | kEferLma;
+  EnterLongMode(&s, layout);
   Apply(env, fd, s, entry);
 }
 
