@@ -32,6 +32,7 @@ import { reconcile } from './reconcile';
 import type { ReconcileHost, ReconcileSettings, Timing } from './reconcile-host';
 import { RecordStore, type VmiRecord } from './store';
 import { VmiState, initialStatus } from './vmi-state';
+import { WatchHub, type WatchEventOut } from './watch-hub';
 import { WorkQueue } from './work-queue';
 
 export type { Timing } from './reconcile-host';
@@ -70,14 +71,7 @@ export interface ControllerOptions {
 
 const DEFAULT_TIMING: Timing = { registerTimeoutMs: 20_000, readoptMs: 30_000, commandTimeoutMs: 20_000, livenessPollMs: 1_000 };
 
-const HISTORY = 1000;
-const MAX_WATCHERS = 64;
-
-export interface WatchEventOut {
-  type: 'ADDED' | 'MODIFIED' | 'DELETED';
-  vmi: VmiView;
-  revision: number;
-}
+export type { WatchEventOut } from './watch-hub';
 
 /** Identifies a VMI in API calls. */
 export interface VmiRefIn {
@@ -93,9 +87,7 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
   readonly log: Logger;
   private readonly vmis = new Map<string, VmiState>();
   private readonly byName = new Map<string, string>();
-  private revision = 0;
-  private readonly history: WatchEventOut[] = [];
-  private readonly watchers = new Set<{ ns: string; cb: (e: WatchEventOut) => void }>();
+  private readonly hub: WatchHub;
   private readonly queue: WorkQueue;
   /** Launchers spawned but not yet registered are bounded (see LauncherStartGate). */
   private readonly startGate = new LauncherStartGate(defaultStartConcurrency(), (uid) => this.queue.addAfter(uid, 0));
@@ -110,6 +102,7 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
     this.timing = { ...DEFAULT_TIMING, ...opts.timing };
     this.failpoints = opts.failpoints ?? NO_FAILPOINTS;
     this.log = opts.logger;
+    this.hub = new WatchHub(opts.logger);
     this.queue = new WorkQueue((uid) => this.reconcileKey(uid), opts.workers, { initialMs: 500, maxMs: 30_000, stableMs: 0 }, (uid, err, retryInMs) =>
       this.log.warn({ uid, err, retryInMs }, 'reconcile failed; retrying'),
     );
@@ -123,9 +116,9 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
     this.launchersAtStart = scanLauncherProcesses(this.opts.handlerSocket);
     const { records, problems } = this.store.load();
     for (const p of problems) this.log.warn({ problem: p }, 'VMI state directory problem');
-    this.revision = this.store.readRevision();
+    this.hub.raiseTo(this.store.readRevision());
     for (const rec of records) {
-      this.revision = Math.max(this.revision, rec.revision);
+      this.hub.raiseTo(rec.revision);
       const v = validateVmi(rec.manifest, this.opts.validation);
       const status = initialStatus(this.opts.nodeName, rec.phase, rec.reason);
       if (!v.ok) {
@@ -147,8 +140,7 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.poll) clearInterval(this.poll);
-    for (const w of this.watchers) w.cb = () => undefined;
-    this.watchers.clear();
+    this.hub.close();
     await this.queue.stop();
     for (const s of this.vmis.values()) s.channel?.end();
   }
@@ -179,7 +171,7 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
 
   /** The list plus the revision it reflects (for list-then-watch). */
   snapshot(namespace?: string): { vmis: VmiView[]; revision: number } {
-    return { vmis: this.list(namespace), revision: this.revision };
+    return { vmis: this.list(namespace), revision: this.hub.revision };
   }
 
   /** The VMIs whose launcher is connected, for the stats collector. */
@@ -232,7 +224,7 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
     }
     const next: VmiRecord = { ...s.rec, manifest, generation: vmi.generation };
     if (!old || old.runStrategy !== normalized.runStrategy) next.wantRunning = normalized.runStrategy !== 'Halted';
-    this.store.write({ ...next, revision: this.revision + 1 });
+    this.store.write({ ...next, revision: this.hub.next });
     s.acceptSpec(next, normalized);
     s.addEvent('Normal', 'Updated', `generation ${vmi.generation}${old && old.runStrategy !== normalized.runStrategy ? `, runStrategy ${normalized.runStrategy}` : ''}`);
     this.publish(s, 'MODIFIED', false);
@@ -245,7 +237,7 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
     const rec: VmiRecord = {
       version: 1, uid, namespace: vmi.namespace, name: vmi.name, generation: vmi.generation, manifest,
       deleting: false, wantRunning: vmi.runStrategy !== 'Halted', launcher: null,
-      phase: 'Pending', reason: '', restarts: 0, revision: this.revision + 1, updatedAt: '',
+      phase: 'Pending', reason: '', restarts: 0, revision: this.hub.next, updatedAt: '',
     };
     try {
       this.store.write(rec); // durable first; a failure here leaves nothing behind
@@ -270,7 +262,7 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
     if (!s.rec.deleting) {
       // One durable write, with the revision the MODIFIED event gets; if it fails (a full disk)
       // nothing changed, in memory or on disk, and nothing acts on the delete.
-      const next: VmiRecord = { ...s.recordWithStatus(), deleting: true, wantRunning: false, revision: this.revision + 1 };
+      const next: VmiRecord = { ...s.recordWithStatus(), deleting: true, wantRunning: false, revision: this.hub.next };
       this.store.write(next);
       s.commitRecord(next);
       this.failpoints.hit('delete-after-record-write');
@@ -323,20 +315,7 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
    * namespace. Returns a closer. OUT_OF_RANGE when the revision is older than the history.
    */
   watch(sinceRevision: number, namespace: string, cb: (e: WatchEventOut) => void): () => void {
-    if (this.watchers.size >= MAX_WATCHERS) throw new VhError(ErrorCodes.RESOURCE_EXHAUSTED, `at most ${MAX_WATCHERS} watchers`);
-    if (!Number.isSafeInteger(sinceRevision) || sinceRevision < 0) throw new VhError(ErrorCodes.INVALID_ARGUMENT, 'since_revision: must be a non-negative integer', { field: 'since_revision' });
-    if (sinceRevision > this.revision) throw new VhError(ErrorCodes.OUT_OF_RANGE, `since_revision ${sinceRevision} is in the future (current ${this.revision})`);
-    const match = (ev: WatchEventOut): boolean => !namespace || ev.vmi.namespace === namespace;
-    if (sinceRevision === 0) {
-      for (const v of this.list(namespace)) cb({ type: 'ADDED', vmi: v, revision: v.revision });
-    } else {
-      const oldest = this.history[0]?.revision ?? this.revision + 1;
-      if (sinceRevision < oldest - 1) throw new VhError(ErrorCodes.OUT_OF_RANGE, `since_revision ${sinceRevision} is older than the retained history (from ${oldest}); list and watch again`);
-      for (const ev of this.history) if (ev.revision > sinceRevision && match(ev)) cb(ev);
-    }
-    const w = { ns: namespace, cb };
-    this.watchers.add(w);
-    return () => this.watchers.delete(w);
+    return this.hub.watch(sinceRevision, namespace, () => this.list(namespace), cb);
   }
 
   /** The serial console socket of a running VMI; one attachment at a time. */
@@ -422,8 +401,8 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
 
   /** Bumps the revision, records the change in the history and tells watchers. */
   private publish(s: VmiState, type: WatchEventOut['type'], persist = true): void {
-    this.revision++;
-    const rec = { ...s.recordWithStatus(), revision: this.revision };
+    const revision = this.hub.bump();
+    const rec = { ...s.recordWithStatus(), revision };
     if (persist && type !== 'DELETED') {
       try {
         this.store.write(rec, { sync: false }); // status bookkeeping: atomic, not fsync'ed (see store.ts)
@@ -433,26 +412,13 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
       }
     }
     s.commitRecord(rec);
-    // The history keeps HISTORY events: without the per-VMI events and the launcher-reported XML
-    // (up to 1 MiB each; the wire form carries neither), a launcher sending distinct statuses
-    // cannot pin HISTORY x 1 MiB.
-    const ev: WatchEventOut = { type, vmi: { ...s.view(), events: [], domainXml: null }, revision: this.revision };
-    this.history.push(ev);
-    if (this.history.length > HISTORY) this.history.splice(0, this.history.length - HISTORY);
-    for (const w of this.watchers) {
-      if (w.ns && w.ns !== s.rec.namespace) continue;
-      try {
-        w.cb(ev);
-      } catch (err) {
-        this.log.warn({ err }, 'watcher failed');
-      }
-    }
+    this.hub.emit({ type, vmi: { ...s.view(), events: [], domainXml: null }, revision });
   }
 
   /** Drops a fully torn-down VMI. */
   private forget(s: VmiState): void {
     // The DELETED event's revision is stored in no record: keep it as the high-water mark first.
-    this.store.writeRevision(this.revision + 1);
+    this.store.writeRevision(this.hub.next);
     this.failpoints.hit('record-remove-before');
     this.store.remove(s.uid);
     this.failpoints.hit('record-remove-after');
