@@ -33,7 +33,6 @@ import type { NodeInfo } from './node/types';
 import { Readiness } from './util/readiness';
 import { LibvirtSupervisor } from './libvirt/supervisor';
 import { type NodeCapabilities, readNodeCapabilities, summarizeCapabilities } from './libvirt/node-capabilities';
-import type { Connection } from './libvirt/connection';
 import type { Failpoints } from './vmi/control/failpoints';
 import type { Timing } from './vmi/control/reconcile-host';
 import { VmiController } from './vmi/control/controller';
@@ -169,7 +168,7 @@ export class App {
       workers: config.vmi.reconcileWorkers,
       libvirtUri: config.libvirt.uri,
       embedFallback: config.vmi.embeddedLibvirt,
-      libvirt: () => (this.libvirt?.connection as Connection | null | undefined) ?? null,
+      libvirt: () => this.libvirt?.connection ?? null,
       libvirtSettled: () => {
         const s = this.libvirt?.status(); // null until startLibvirt (which runs only when libvirt.uri is set)
         return s ? s.connects > 0 || s.failedAttempts > 0 : false;
@@ -228,7 +227,7 @@ export class App {
       onConnected: async (conn) => {
         await this.probeDone;
         const info = this.nodeInfo;
-        const caps = await readNodeCapabilities(conn as Connection, { kvmAvailable: info?.kvm.available ?? false, cpuFlags: info?.cpu.flags ?? [] });
+        const caps = await readNodeCapabilities(conn, { kvmAvailable: info?.kvm.available ?? false, cpuFlags: info?.cpu.flags ?? [] });
         this.libvirtCaps = caps;
         if (caps.warnings.length > 0) log.warn({ warnings: caps.warnings }, 'libvirt capabilities degraded');
         log.info({ virtType: caps.virtType, reason: caps.virtTypeReason, machines: caps.domains.map((d) => d.machine), labels: Object.keys(caps.labels).length }, 'libvirt capabilities read');

@@ -42,26 +42,31 @@ export interface LibvirtStatus {
   nextAttemptAt: string | null;
 }
 
-/** How the supervisor opens connections (Connection.open; a fake in unit tests). */
-export type Opener = (uri: string, opts: OpenOptions) => Promise<SupervisedConnection>;
-
 /** What the supervisor needs of a connection. */
 export interface SupervisedConnection extends EventEmitter {
   close(): Promise<void>;
 }
 
-export interface SupervisorOptions {
+/** How the supervisor opens connections of type C (Connection.open; a fake in unit tests). */
+export type Opener<C extends SupervisedConnection = Connection> = (uri: string, opts: OpenOptions) => Promise<C>;
+
+/**
+ * Options of a supervisor whose connections are of type C: a real Connection by default, or
+ * whatever a given `open` returns (a fake in unit tests). `open` may be left out only when a
+ * Connection is a C, since the default opener returns Connections.
+ */
+export type SupervisorOptions<C extends SupervisedConnection = Connection> = {
   uri: string;
   logger: Logger;
   lanes?: number;
   keepAlive?: KeepAlive | null;
   backoff?: Partial<Backoff>;
   /** Defaults to Connection.open (loaded lazily so a daemon without libvirt never loads koffi). */
-  open?: Opener;
+  open?: Opener<C>;
   /** Runs after every (re)connect, before state becomes connected (e.g. read capabilities). Errors are logged, not fatal. */
-  onConnected?: (conn: SupervisedConnection) => Promise<void>;
+  onConnected?: (conn: C) => Promise<void>;
   random?: () => number;
-}
+} & ([Connection] extends [C] ? unknown : { open: Opener<C> });
 
 /** Events of the supervisor: the domain events of whichever connection is current, plus state. */
 export type SupervisorEvents = Omit<ConnectionEvents, 'closed'> & {
@@ -70,7 +75,7 @@ export type SupervisorEvents = Omit<ConnectionEvents, 'closed'> & {
   disconnected: [CloseReason | 'error'];
 };
 
-export interface LibvirtSupervisor {
+export interface LibvirtSupervisor<C extends SupervisedConnection = Connection> {
   on<K extends keyof SupervisorEvents>(event: K, listener: (...args: SupervisorEvents[K]) => void): this;
   once<K extends keyof SupervisorEvents>(event: K, listener: (...args: SupervisorEvents[K]) => void): this;
   off<K extends keyof SupervisorEvents>(event: K, listener: (...args: SupervisorEvents[K]) => void): this;
@@ -79,8 +84,12 @@ export interface LibvirtSupervisor {
 
 const FORWARDED = [...DOMAIN_EVENT_NAMES, 'event'] as const;
 
-export class LibvirtSupervisor extends EventEmitter {
-  private current: SupervisedConnection | null = null;
+/**
+ * The supervisor of connections of type C: `Connection` in the daemon and the launcher, so
+ * `connection` and `whenConnected()` hand out a typed Connection; a fake in unit tests.
+ */
+export class LibvirtSupervisor<C extends SupervisedConnection = Connection> extends EventEmitter {
+  private current: C | null = null;
   private st: LibvirtState = 'connecting';
   private sinceMs = Date.now();
   private connects = 0;
@@ -93,11 +102,11 @@ export class LibvirtSupervisor extends EventEmitter {
   private stableTimer: NodeJS.Timeout | null = null;
   private running: Promise<void> | null = null;
   private stopped = false;
-  private waiters: Array<{ resolve: (c: SupervisedConnection) => void; reject: (e: Error) => void }> = [];
+  private waiters: Array<{ resolve: (c: C) => void; reject: (e: Error) => void }> = [];
   private readonly backoff: Backoff;
   private readonly random: () => number;
 
-  constructor(private readonly opts: SupervisorOptions) {
+  constructor(private readonly opts: SupervisorOptions<C>) {
     super();
     this.backoff = { ...DEFAULT_BACKOFF, ...opts.backoff };
     this.random = opts.random ?? Math.random;
@@ -114,7 +123,7 @@ export class LibvirtSupervisor extends EventEmitter {
   }
 
   /** The current connection, or null while not connected. */
-  get connection(): SupervisedConnection | null {
+  get connection(): C | null {
     return this.st === 'connected' ? this.current : null;
   }
 
@@ -132,13 +141,13 @@ export class LibvirtSupervisor extends EventEmitter {
   }
 
   /** Resolves with the connection once connected (at once if it is); rejects after `timeoutMs` or on stop(). */
-  whenConnected(timeoutMs: number): Promise<SupervisedConnection> {
+  whenConnected(timeoutMs: number): Promise<C> {
     const c = this.connection;
     if (c) return Promise.resolve(c);
     if (this.stopped) return Promise.reject(new Error('libvirt supervisor stopped'));
     return new Promise((resolve, reject) => {
       const w = {
-        resolve: (conn: SupervisedConnection) => {
+        resolve: (conn: C) => {
           clearTimeout(t);
           resolve(conn);
         },
@@ -174,9 +183,10 @@ export class LibvirtSupervisor extends EventEmitter {
   private async attemptConnect(): Promise<void> {
     if (this.stopped) return;
     this.nextAt = null;
-    let conn: SupervisedConnection;
+    let conn: C;
     try {
-      const open = this.opts.open ?? defaultOpener();
+      // Without `open`, SupervisorOptions<C> guarantees a Connection is a C.
+      const open = this.opts.open ?? (defaultOpener() as unknown as Opener<C>);
       conn = await open(this.opts.uri, { lanes: this.opts.lanes, events: true, keepAlive: this.opts.keepAlive });
     } catch (e) {
       return this.failed(e);
@@ -215,7 +225,7 @@ export class LibvirtSupervisor extends EventEmitter {
     for (const w of this.waiters.splice(0)) w.resolve(conn);
   }
 
-  private lost(conn: SupervisedConnection, reason: CloseReason | 'error'): void {
+  private lost(conn: C, reason: CloseReason | 'error'): void {
     if (this.current !== conn || this.stopped) return;
     this.current = null;
     this.disconnects++;
@@ -261,7 +271,7 @@ export class LibvirtSupervisor extends EventEmitter {
     this.emit('state', this.st, this.status());
   }
 
-  private async dispose(conn: SupervisedConnection): Promise<void> {
+  private async dispose(conn: C): Promise<void> {
     conn.removeAllListeners();
     // A dead connection's deregistration fails (the peer is gone); the handles are freed anyway.
     await conn.close().catch((e: unknown) => this.opts.logger.debug({ err: e }, 'closing the old libvirt connection reported an error'));
@@ -275,9 +285,9 @@ export class LibvirtSupervisor extends EventEmitter {
   }
 }
 
-function defaultOpener(): Opener {
+function defaultOpener(): Opener<Connection> {
   // Required here, not imported at the top: loading connection.ts loads nothing native, but
   // keeping the supervisor free of it lets unit tests use a fake opener without libvirt.
   const { Connection } = require('./connection') as typeof import('./connection');
-  return (uri, opts) => Connection.open(uri, opts) as Promise<Connection>;
+  return (uri, opts) => Connection.open(uri, opts);
 }
