@@ -12,6 +12,7 @@
         "native/x86_boot.cc",
         "native/vcpu_state.cc",
         "native/vcpu_thread.cc",
+        "native/vcpu_exit.cc",
         "native/guest_memory.cc",
         "native/cpuid_features.cc",
         "native/sd_notify.cc",

@@ -17,36 +17,9 @@
 #include <vector>
 
 #include "ioctl_table.h"
+#include "vcpu_exit.h"
 
 namespace vh {
-
-// One exit (or runner notice) as plain C++ data; converted to a JS object on the JS thread.
-struct VcpuExit {
-  enum class Kind : std::uint8_t {
-    kIo, kMmio, kHlt, kShutdown, kFailEntry, kInternalError, kSystemEvent, kDirtyRingFull,
-    kIntr, kUnknown,
-    kParked,   // the thread is parked (after pause() or a parking exit)
-    kStopped,  // the thread left its loop; `detail` says why
-    kError,    // KVM_RUN itself failed; errnum set
-  };
-  Kind kind = Kind::kUnknown;
-  std::uint64_t seq = 0;
-  // io / mmio
-  std::uint16_t port = 0;
-  std::uint8_t size = 0;
-  std::uint32_t count = 0;
-  bool in = false;  // io in / mmio read: JS must call complete() with size*count (len) bytes
-  std::uint64_t address = 0;
-  std::uint32_t length = 0;
-  std::vector<std::uint8_t> data;  // out / write payload
-  // fail entry, internal error, system event, unknown
-  std::uint64_t hardware_reason = 0;
-  std::uint32_t cpu = 0;
-  std::uint32_t code = 0;  // suberror / system event type / raw exit reason
-  std::vector<std::uint64_t> words;
-  int errnum = 0;
-  std::string detail;
-};
 
 // Where a HLT exit leaves the thread.
 enum class HltPolicy { kPark, kStop };
