@@ -7,6 +7,7 @@ import * as grpc from '@grpc/grpc-js';
 import { stringify as toYaml } from 'yaml';
 import { loadProtos } from '../grpc/proto';
 import { MAX_SEND_BYTES } from '../grpc/server';
+import { redactSecret, redactSecrets } from '../vmi/spec/redact';
 import { CliError, EXIT, describeCallError, isServiceError, newClient, preflight, table, unary, withClient, type CommonOptions } from './common';
 
 /** Trailing-metadata key of the serialized virthandler.v1.FieldViolations on INVALID_ARGUMENT. */
@@ -51,15 +52,20 @@ interface WatchEvent {
   revision: number;
 }
 
-/** The VMI as vhctl shows it in json/yaml: a kubevirt-like object with the spec parsed. */
+/**
+ * The VMI as vhctl shows it in json/yaml: a kubevirt-like object with the spec parsed. Secrets
+ * are redacted here too (`<redacted: N bytes, sha256:HEX>`): the daemon already does, but a
+ * terminal, a pasted bug report or CI log must not get them from an older daemon either.
+ */
 export function displayObject(v: WireVmi): Record<string, unknown> {
-  let spec: unknown = v.specJson;
+  let spec: unknown;
   try {
     const parsed = JSON.parse(v.specJson) as Record<string, unknown> | null;
     // spec_json is "the stored desired state": accept a whole manifest as well as a bare spec.
-    spec = parsed && typeof parsed === 'object' && 'spec' in parsed && 'metadata' in parsed ? parsed.spec : parsed;
+    spec = redactSecrets(parsed && typeof parsed === 'object' && 'spec' in parsed && 'metadata' in parsed ? parsed.spec : parsed);
   } catch {
-    // not JSON: shown as the string it is
+    // not JSON (not from this daemon): it cannot be redacted field by field, so not shown at all
+    spec = redactSecret(v.specJson);
   }
   return {
     apiVersion: 'kubevirt.io/v1',

@@ -1,7 +1,9 @@
 /**
  * virthandler.v1.VmiService (proto/virthandler/v1/vmi.proto) on top of the VMI manager: request
  * checks, the wire shape of a VMI, WatchVMIs and the Console byte stream. Errors go through
- * toGrpcStatus (VMI_INVALID adds the field violations trailer).
+ * toGrpcStatus (VMI_INVALID adds the field violations trailer). Every reply that carries a VMI
+ * (SyncVMI, DeleteVMI, GetVMI, ListVMIs, WatchVMIs, the actions) is built by vmiToWire, which
+ * redacts cloud-init user and network data (`<redacted: N bytes, sha256:HEX>`).
  */
 import * as net from 'node:net';
 import type * as grpc from '@grpc/grpc-js';
@@ -11,18 +13,19 @@ import type { VmiController, VmiRefIn, WatchEventOut } from '../vmi/control/cont
 import type { VmiView } from '../vmi/spec/types';
 import { MalformedRequest, toGrpcStatus } from './errors';
 import { isDnsLabel, isUuid } from '../vmi/spec/ids';
+import { redactSecrets } from '../vmi/spec/redact';
 
 const MAX_MANIFEST = 1024 * 1024;
 const CONSOLE_CHUNK = 64 * 1024;
 
-/** The wire form of a VMI (vmi.proto's Vmi message, camelCase as the loader decodes it). */
+/** The wire form of a VMI (vmi.proto's Vmi message, camelCase as the loader decodes it), secrets redacted. */
 export function vmiToWire(v: VmiView): Record<string, unknown> {
   return {
     uid: v.uid,
     namespace: v.namespace,
     name: v.name,
     generation: v.generation,
-    specJson: JSON.stringify(v.manifest),
+    specJson: JSON.stringify(redactSecrets(v.manifest)),
     status: {
       phase: v.status.phase,
       reason: v.status.reason,

@@ -1,10 +1,12 @@
-/** src/vmi/spec/redact.ts: the one redaction format and the deep copy that applies it. */
+/** src/vmi/spec/redact.ts: the one redaction format, the deep copy that applies it, and the places that apply it. */
 import { describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { SECRET_FIELDS, isRedactionMarker, redactSecret, redactSecrets } from '../../src/vmi/spec/redact';
 import type { DiskPrep } from '../../src/launcher-protocol/messages';
-import type { VirtualMachineInstance } from '../../src/vmi/spec/types';
+import { displayObject, type WireVmi } from '../../src/cli/vmi-commands';
+import { vmiToWire } from '../../src/grpc/vmi-service';
+import type { VirtualMachineInstance, VmiView } from '../../src/vmi/spec/types';
 
 const USER_DATA = '#cloud-config\npassword: hunter2-ünïcode\nchpasswd: { expire: false }\n';
 const sha = (s: string): string => createHash('sha256').update(Buffer.from(s, 'utf8')).digest('hex');
@@ -92,5 +94,28 @@ describe('redactSecrets', () => {
     assert.equal(Object.getPrototypeOf(out), Object.prototype);
     assert.deepEqual(Object.keys(out), ['__proto__', 'x']);
     assert.equal(JSON.stringify(out), `{"__proto__":{"userData":"${redactSecret('pw')}"},"x":1}`);
+  });
+});
+
+describe('applied where VMI views leave the process', () => {
+  const view = (): VmiView => ({
+    uid: 'u', namespace: 'ns', name: 'vm', generation: 1, manifest: manifest(),
+    status: { phase: 'Running', reason: '', conditions: [], nodeName: 'n', launcherPid: 1, interfaces: [], domainState: 'running' },
+    revision: 3, deleting: false, events: [], domainXml: null,
+  });
+
+  test('gRPC: vmiToWire (every VmiService reply that carries a VMI) redacts spec_json', () => {
+    const wire = vmiToWire(view());
+    assert.ok(!String(wire.specJson).includes('hunter2'));
+    const spec = JSON.parse(String(wire.specJson)) as VirtualMachineInstance;
+    assert.deepEqual(spec, redactSecrets(manifest()));
+  });
+
+  test('vhctl get/list/create -o json|yaml: displayObject redacts, also a bare spec and what is not JSON', () => {
+    const wire = { ...(vmiToWire(view()) as unknown as WireVmi), specJson: JSON.stringify(manifest()) }; // an older daemon's answer
+    assert.deepEqual(displayObject(wire).spec, redactSecrets(manifest()).spec);
+    assert.deepEqual(displayObject({ ...wire, specJson: JSON.stringify(manifest().spec) }).spec, redactSecrets(manifest()).spec);
+    const yaml = `spec:\n  userData: "${USER_DATA}"`;
+    assert.equal(displayObject({ ...wire, specJson: yaml }).spec, redactSecret(yaml));
   });
 });
