@@ -21,6 +21,7 @@
 import type { ChildProcess } from 'node:child_process';
 import type { DomainStatus } from '../../launcher-protocol/messages';
 import type { NormalizedVmi, VmiCondition, VmiEvent, VmiPhase, VmiStatus, VmiView } from '../spec/types';
+import { redactSecrets } from '../spec/redact';
 import type { LauncherChannel } from './launcher-port';
 import type { LauncherRecord, VmiRecord } from './store';
 
@@ -149,7 +150,7 @@ export class VmiState {
       namespace: this._rec.namespace,
       name: this._rec.name,
       generation: this._rec.generation,
-      manifest: this._rec.manifest,
+      manifest: redactSecrets(this._rec.manifest), // views leave the process; the record keeps the full manifest
       status: { ...s, conditions: s.conditions.map((c) => ({ ...c })), interfaces: s.interfaces.map((i) => ({ ...i })) },
       revision: this._rec.revision,
       deleting: this._rec.deleting,
