@@ -7,6 +7,14 @@
  */
 import { ErrorCodes, VhError, errnoFacts, type ErrorCode } from '../errors';
 
+/**
+ * Native codes for a malformed JS argument or a range outside the memory it names: the caller's
+ * mistake in every native object, never a broken host (the transports answer them as bad
+ * requests). The addon throws ERR_INVALID_ARG and ERR_OUT_OF_RANGE; ERR_INVALID_ARG_TYPE/_VALUE
+ * are Node core's spellings of the same mistake (Buffer and friends inside a wrapped call).
+ */
+const ARGUMENT_MISTAKES: ReadonlySet<string> = new Set(['ERR_INVALID_ARG', 'ERR_INVALID_ARG_TYPE', 'ERR_INVALID_ARG_VALUE', 'ERR_OUT_OF_RANGE']);
+
 /** What the operator should do about a failed open, by errno code. */
 function openAdvice(code: string, devicePath: string): string {
   switch (code) {
@@ -25,6 +33,7 @@ function openAdvice(code: string, devicePath: string): string {
 
 /** The stable code for a native error code ('ENOENT', 'ERR_CLOSED', ...). */
 function kvmCodeFor(nativeCode: string): ErrorCode {
+  if (ARGUMENT_MISTAKES.has(nativeCode)) return ErrorCodes.INVALID_ARGUMENT;
   switch (nativeCode) {
     case 'ENOENT':
       return ErrorCodes.KVM_MISSING;
@@ -33,10 +42,6 @@ function kvmCodeFor(nativeCode: string): ErrorCode {
       return ErrorCodes.KVM_FORBIDDEN;
     // Caller mistakes, not a broken host: the transports answer them as bad requests.
     case 'ERR_UNKNOWN_CAPABILITY':
-    case 'ERR_INVALID_ARG_TYPE':
-    case 'ERR_INVALID_ARG_VALUE':
-    case 'ERR_INVALID_ARG':
-    case 'ERR_OUT_OF_RANGE':
     // A guest-physical range that overlaps another memory slot: a conflicting request.
     case 'EEXIST':
     // A vCPU call that its run state forbids (state access while running, complete() with nothing pending).
@@ -117,16 +122,10 @@ export function toDirtyLogError(e: unknown, devicePath: string): VhError {
 
 /** The stable code for a native error code of the userspace tracker. */
 function trackerCodeFor(nativeCode: string): ErrorCode {
-  switch (nativeCode) {
-    case 'ERR_OUT_OF_RANGE':
-    case 'ERR_INVALID_ARG_TYPE':
-    case 'ERR_INVALID_ARG_VALUE':
-      return ErrorCodes.INVALID_ARGUMENT;
-    default:
-      // ERR_CLOSED and ERR_BUSY are bugs in this process; errno failures (EOPNOTSUPP, ENOTTY, EPERM, ENOMEM)
-      // mean the host cannot track: details.code/syscall say which.
-      return ErrorCodes.INTERNAL;
-  }
+  if (ARGUMENT_MISTAKES.has(nativeCode)) return ErrorCodes.INVALID_ARGUMENT;
+  // ERR_CLOSED and ERR_BUSY are bugs in this process; errno failures (EOPNOTSUPP, ENOTTY, EPERM, ENOMEM)
+  // mean the host cannot track: details.code/syscall say which.
+  return ErrorCodes.INTERNAL;
 }
 
 /** What the operator should do about a host-level failure of the userspace tracker. */

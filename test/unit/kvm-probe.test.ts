@@ -165,6 +165,9 @@ describe('KvmSystem error mapping', () => {
     ['ENXIO', 6, 'open', ErrorCodes.KVM_UNUSABLE],
     ['ENOTTY', 25, 'KVM_GET_API_VERSION', ErrorCodes.KVM_UNUSABLE],
     ['ERR_UNKNOWN_CAPABILITY', 0, '', ErrorCodes.INVALID_ARGUMENT],
+    ['ERR_INVALID_ARG', 0, '', ErrorCodes.INVALID_ARGUMENT],
+    ['ERR_OUT_OF_RANGE', 0, '', ErrorCodes.INVALID_ARGUMENT],
+    ['EEXIST', 17, 'KVM_SET_USER_MEMORY_REGION', ErrorCodes.INVALID_ARGUMENT],
     ['ERR_CLOSED', 0, '', ErrorCodes.INTERNAL],
   ] as const;
   for (const [code, errno, syscall, expected] of cases) {
@@ -249,11 +252,11 @@ describe('decodeCpuidFeatures (real addon, pure)', () => {
     assert.deepEqual(native.decodeCpuidFeatures([hyperv, pv]), []);
   });
 
-  test('bad input throws ERR_INVALID_ARG_TYPE with errno 0', () => {
+  test('bad input throws ERR_INVALID_ARG with errno 0', () => {
     const bad = [undefined, [1], [{ function: 1, index: 0, eax: 0, ebx: 0, ecx: 0 }]];
     for (const input of bad) {
       assert.throws(() => native.decodeCpuidFeatures(input as unknown as NativeCpuidEntry[]),
-        (e: unknown) => (e as { code?: string }).code === 'ERR_INVALID_ARG_TYPE' && (e as { errno?: number }).errno === 0);
+        (e: unknown) => (e as { code?: string }).code === 'ERR_INVALID_ARG' && (e as { errno?: number }).errno === 0);
     }
   });
 
@@ -384,13 +387,13 @@ describe('sdNotify (real addon, real AF_UNIX datagram socket)', () => {
     // Accepted lengths reach sendto, which fails only because nobody listens.
     assert.throws(() => native.sdNotify('X', fsPath(MAX_UNIX_PATH)), { code: 'ENOENT', syscall: 'sendto' });
     assert.throws(() => native.sdNotify('X', abstract(MAX_UNIX_PATH + 1)), { code: 'ECONNREFUSED', syscall: 'sendto' });
-    assert.throws(() => native.sdNotify('X', fsPath(MAX_UNIX_PATH + 1)), { code: 'ERR_INVALID_ARG_VALUE', errno: 0 });
-    assert.throws(() => native.sdNotify('X', abstract(MAX_UNIX_PATH + 2)), { code: 'ERR_INVALID_ARG_VALUE', errno: 0 });
+    assert.throws(() => native.sdNotify('X', fsPath(MAX_UNIX_PATH + 1)), { code: 'ERR_INVALID_ARG', errno: 0 });
+    assert.throws(() => native.sdNotify('X', abstract(MAX_UNIX_PATH + 2)), { code: 'ERR_INVALID_ARG', errno: 0 });
   });
 
   test('relative paths and bad argument types are refused before any syscall', () => {
-    assert.throws(() => native.sdNotify('X', 'relative.sock'), { code: 'ERR_INVALID_ARG_VALUE' });
-    assert.throws(() => native.sdNotify(42 as unknown as string), { code: 'ERR_INVALID_ARG_TYPE' });
-    assert.throws(() => native.sdNotify('X', 42 as unknown as string), { code: 'ERR_INVALID_ARG_TYPE' });
+    assert.throws(() => native.sdNotify('X', 'relative.sock'), { code: 'ERR_INVALID_ARG' });
+    assert.throws(() => native.sdNotify(42 as unknown as string), { code: 'ERR_INVALID_ARG' });
+    assert.throws(() => native.sdNotify('X', 42 as unknown as string), { code: 'ERR_INVALID_ARG' });
   });
 });
