@@ -73,6 +73,17 @@ export function isVhError(e: unknown, code?: ErrorCode): e is VhError {
   return e instanceof VhError && (code === undefined || e.code === code);
 }
 
+/** The message of anything thrown: an Error's (or error-like object's) message, else String(e). */
+export function errorMessage(e: unknown): string {
+  const m = typeof e === 'object' && e !== null ? (e as { message?: unknown }).message : undefined;
+  return typeof m === 'string' ? m : String(e);
+}
+
+/** The first line of errorMessage(e): loader and dlopen failures carry a stack-like tail. */
+export function errorFirstLine(e: unknown): string {
+  return errorMessage(e).split('\n')[0] ?? '';
+}
+
 /** Node-style errno facts (`code`, `errno`, `syscall`, `path`) if `e` carries them. */
 export function errnoFacts(e: unknown): { code: string; errno?: number; syscall?: string; path?: string } | null {
   if (typeof e !== 'object' || e === null) return null;

@@ -4,7 +4,7 @@
  * Only declarations live here; call ordering, error capture and handle ownership live in
  * queue.ts, connection.ts and domain.ts.
  */
-import { ErrorCodes, VhError } from '../errors';
+import { ErrorCodes, VhError, errorFirstLine } from '../errors';
 
 /** The shared object every libvirt client links against (Debian: package libvirt0). */
 export const LIBVIRT_SONAME = 'libvirt.so.0';
@@ -247,10 +247,6 @@ function bind(koffi: Koffi, lib: ReturnType<Koffi['load']>): LibvirtBinding {
   };
 }
 
-function firstLine(e: unknown): string {
-  return String((e as Error)?.message ?? e).split('\n')[0] ?? '';
-}
-
 /** Opens koffi and `soname`, or returns the operator-readable reason it cannot. */
 function openLibrary(soname: string): { koffi: Koffi; lib: ReturnType<Koffi['load']> } | VhError {
   let koffi: Koffi;
@@ -259,7 +255,7 @@ function openLibrary(soname: string): { koffi: Koffi; lib: ReturnType<Koffi['loa
   } catch (e) {
     return new VhError(
       ErrorCodes.LIBVIRT_UNAVAILABLE,
-      `libvirt unavailable: koffi (the FFI used for libvirt) failed to load: ${firstLine(e)}. ` +
+      `libvirt unavailable: koffi (the FFI used for libvirt) failed to load: ${errorFirstLine(e)}. ` +
         'Run `npm install` with optional dependencies (the binary comes from @koromix/koffi-linux-x64).',
       {},
       { cause: e },
@@ -270,7 +266,7 @@ function openLibrary(soname: string): { koffi: Koffi; lib: ReturnType<Koffi['loa
   } catch (e) {
     return new VhError(
       ErrorCodes.LIBVIRT_UNAVAILABLE,
-      `libvirt unavailable: cannot load ${soname} (${firstLine(e)}). Install it with \`apt-get install libvirt0\`.`,
+      `libvirt unavailable: cannot load ${soname} (${errorFirstLine(e)}). Install it with \`apt-get install libvirt0\`.`,
       { library: soname },
       { cause: e },
     );

@@ -5,7 +5,7 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { ErrorCodes, VhError } from '../errors';
+import { ErrorCodes, VhError, errorFirstLine } from '../errors';
 import type { NativeBinding } from './binding';
 
 /** File name node-gyp gives the addon (target_name in binding.gyp). */
@@ -63,8 +63,7 @@ export function loadNativeFrom(candidates: readonly string[]): NativeBinding {
       mod = require(file) as Record<string, unknown>;
     } catch (e) {
       // Typically an ABI mismatch after a Node upgrade or a missing shared library.
-      const first = String((e as Error).message ?? e).split('\n')[0];
-      tried.push(`${file} (failed to load: ${first})`);
+      tried.push(`${file} (failed to load: ${errorFirstLine(e)})`);
       continue;
     }
     const missing = NATIVE_EXPORTS.filter((name) => typeof mod[name] !== 'function');

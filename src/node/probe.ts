@@ -11,7 +11,7 @@
 import { promises as fsp } from 'node:fs';
 import * as path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { errnoFacts } from '../errors';
+import { errnoFacts, errorMessage } from '../errors';
 import { type KvmInfo, probeKvm } from '../kvm/probe';
 import { DEVICE_PATHS, probeDevices, type DeviceSet } from './devices';
 import { assessSchedulable, buildNodeLabels, SCHEDULABLE_LABEL } from './labels';
@@ -111,10 +111,6 @@ function unavailableKvm(reason: string, errorCode: string | null): KvmInfo {
   };
 }
 
-function messageOf(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
-}
-
 /** probeKvm() promises not to throw; this guard keeps probeNode's promise even if it one day does. */
 function guardedProbeKvm(opts: ProbeOptions): KvmInfo {
   try {
@@ -124,7 +120,7 @@ function guardedProbeKvm(opts: ProbeOptions): KvmInfo {
       ...(opts.nativeError === undefined ? {} : { nativeError: opts.nativeError }),
     });
   } catch (e) {
-    return unavailableKvm(`KVM probe failed unexpectedly: ${messageOf(e)}`, errnoFacts(e)?.code ?? null);
+    return unavailableKvm(`KVM probe failed unexpectedly: ${errorMessage(e)}`, errnoFacts(e)?.code ?? null);
   }
 }
 
@@ -191,7 +187,7 @@ function failedNodeInfo(opts: ProbeOptions, probedAt: string, started: number, e
   const devRoot = typeof opts?.devRoot === 'string' ? opts.devRoot : '/dev';
   const missing = (p: string): NodeInfo['devices']['kvm'] =>
     ({ path: `${devRoot}/${p}`, present: false, kind: 'missing', mode: '', uid: null, gid: null, accessible: false });
-  const reason = `node probe failed internally: ${messageOf(e)}`;
+  const reason = `node probe failed internally: ${errorMessage(e)}`;
   const devices = Object.fromEntries(
     Object.entries(DEVICE_PATHS).map(([key, rel]) => [key, missing(rel)]),
   ) as DeviceSet;

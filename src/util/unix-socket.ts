@@ -1,7 +1,7 @@
 import * as fs from 'node:fs';
 import * as net from 'node:net';
 import * as path from 'node:path';
-import { ErrorCodes, VhError } from '../errors';
+import { ErrorCodes, VhError, errnoFacts } from '../errors';
 
 /**
  * Longest unix socket path Linux accepts (sun_path is 108 bytes incl. NUL). The one definition:
@@ -23,7 +23,7 @@ export async function prepareUnixSocket(socketPath: string): Promise<void> {
   try {
     st = fs.lstatSync(socketPath);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    if (errnoFacts(e)?.code === 'ENOENT') return;
     throw e;
   }
   if (!st.isSocket()) {
