@@ -5,7 +5,7 @@
  */
 import { ErrorCodes, VhError } from '../errors';
 import { type Handle, type LibvirtBinding, loadLibvirt } from './ffi';
-import { LibvirtError, unknownLibvirtError } from './errors';
+import { type LibvirtError, libvirtErrorFrom } from './errors';
 import { CallQueue } from './queue';
 import { type DomainStats, fetchAllDomainStats } from './stats';
 import { type KoffiMemory, decodeTypedParams, typedParamsToRecord } from './typed-params';
@@ -89,7 +89,7 @@ function connless<T>(job: () => Promise<T>): Promise<T> {
 function takeGlobalError(lv: LibvirtBinding, api: string): LibvirtError {
   const raw = lv.decodeError(lv.globalErrorBuf);
   lv.fn.virResetError(lv.globalErrorBuf);
-  return raw.code === 0 ? unknownLibvirtError(api) : new LibvirtError(api, raw);
+  return libvirtErrorFrom(api, raw);
 }
 
 async function openHandle(lv: LibvirtBinding, queue: CallQueue, uri: string): Promise<Handle> {

@@ -93,6 +93,11 @@ export class LibvirtError extends VhError {
   }
 }
 
+/** The error libvirt recorded for `api` (a virError copied out), or unknownLibvirtError when it recorded none (code 0). */
+export function libvirtErrorFrom(api: string, raw: Pick<RawError, 'code' | 'domain' | 'message'>, subject?: string): LibvirtError {
+  return raw.code === 0 ? unknownLibvirtError(api, subject) : new LibvirtError(api, raw, subject);
+}
+
 /** The error for a call that failed without libvirt recording why (should not happen). */
 export function unknownLibvirtError(api: string, subject?: string): LibvirtError {
   return new LibvirtError(api, { code: 1, domain: 0, message: `${api} failed and libvirt reported no error` }, subject);

@@ -15,7 +15,7 @@
  * only take the connection object's mutex and copy a struct; they do no I/O.
  */
 import type { ForeignFn, Handle, LibvirtBinding } from './ffi';
-import { LibvirtError, unknownLibvirtError } from './errors';
+import { type LibvirtError, libvirtErrorFrom, unknownLibvirtError } from './errors';
 import type { CallQueue } from './queue';
 
 /** A serial slot on one virConnectPtr. */
@@ -65,7 +65,6 @@ export class Lane {
     const raw = this.lv.decodeError(this.errBuf);
     // virResetError frees the strings libvirt strdup'ed into our buffer.
     this.lv.fn.virResetError(this.errBuf);
-    if (rc <= 0 || raw.code === 0) return unknownLibvirtError(api, subject);
-    return new LibvirtError(api, raw, subject);
+    return rc <= 0 ? unknownLibvirtError(api, subject) : libvirtErrorFrom(api, raw, subject);
   }
 }
