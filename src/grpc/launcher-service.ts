@@ -5,28 +5,28 @@
  * handler knows, with that VMI's token; anything else ends it (INVALID_ARGUMENT or
  * UNAUTHENTICATED) and changes nothing. After that the launcher is "linked": its heartbeats,
  * domain statuses and command results are checked and handed to the registry (the VMI
- * manager), and commands go down with an id and a deadline. A second successful Register for the
+ * manager), and commands go down with an id and a deadline. What a launcher sends is checked by
+ * src/launcher-protocol/validate.ts (the contract's one set of checks); this file maps a
+ * violation to a gRPC status and keeps the streams. A second successful Register for the
  * same uid replaces the first link (the old stream is ended).
  */
 import type * as grpc from '@grpc/grpc-js';
 import { ErrorCodes, VhError } from '../errors';
 import { MalformedRequest, toGrpcStatus } from './errors';
 import type { Logger } from '../log';
-import { isUuid } from '../vmi/spec/ids';
-import type { CommandBody, DomainStatus as DomainStatusMsg } from '../launcher-protocol/messages';
+import { type CommandBody, type StatsReport, commandToWire } from '../launcher-protocol/messages';
+import { ProtocolViolation, checkDomainStats, checkRegister, checkResult, checkStatus } from '../launcher-protocol/validate';
 import type { LauncherChannel, LauncherRegistry } from '../vmi/control/launcher-port';
 
 export const REGISTER_TIMEOUT_MS = 5_000;
 export const HEARTBEAT_INTERVAL_MS = 1_000;
-const MAX_FIELD = 64 * 1024;
-const MAX_XML = 1024 * 1024;
-/** A stats answer larger than this is refused (hundreds of disks and NICs fit well below). */
-const MAX_STATS_JSON = 1024 * 1024;
-/** libvirt state names the launcher may report ('' = no domain yet). */
-const DOMAIN_STATES = new Set(['', 'nostate', 'running', 'blocked', 'paused', 'shutdown', 'shutoff', 'crashed', 'pmsuspended', 'unknown']);
 
-/** The contract's messages live in one module for both ends (src/launcher/messages.ts). */
-export type { CommandBody, DomainStatus as DomainStatusMsg } from '../launcher-protocol/messages';
+/** A contract violation as this transport answers it: a bad token is UNAUTHENTICATED, the rest INVALID_ARGUMENT. */
+function violation(e: unknown): VhError {
+  if (e instanceof VhError) return e;
+  if (e instanceof ProtocolViolation) return new VhError(e.field === 'register.token' ? ErrorCodes.UNAUTHENTICATED : ErrorCodes.INVALID_ARGUMENT, e.message);
+  return new VhError(ErrorCodes.INVALID_ARGUMENT, String(e));
+}
 
 type Duplex = grpc.ServerDuplexStream<unknown, unknown>;
 
@@ -34,7 +34,7 @@ type Duplex = grpc.ServerDuplexStream<unknown, unknown>;
 export class LauncherLink implements LauncherChannel {
   lastHeartbeatAt = Date.now();
   private seq = 0;
-  private readonly pending = new Map<string, { resolve: (statsJson: string) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  private readonly pending = new Map<string, { resolve: (stats: StatsReport | null) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
   private ended = false;
 
   constructor(
@@ -52,31 +52,47 @@ export class LauncherLink implements LauncherChannel {
     return this.request(body, timeoutMs).then(() => undefined);
   }
 
-  /** Asks for the domain's statistics; resolves with the launcher's stats JSON (unvalidated). */
-  stats(timeoutMs: number): Promise<string> {
-    return this.request({ getStats: {} }, timeoutMs);
+  /** Asks for the domain's statistics; resolves with the launcher's answer, checked (validate.ts checkDomainStats). */
+  stats(timeoutMs: number): Promise<StatsReport> {
+    return this.request({ getStats: {} }, timeoutMs).then((r) => {
+      if (!r) throw new VhError(ErrorCodes.INVALID_ARGUMENT, `launcher for ${this.uid} answered get_stats without stats`);
+      return r;
+    });
   }
 
-  private request(body: CommandBody, timeoutMs: number): Promise<string> {
+  private request(body: CommandBody, timeoutMs: number): Promise<StatsReport | null> {
     if (this.ended) return Promise.reject(new VhError(ErrorCodes.FAILED_PRECONDITION, `launcher for ${this.uid} is not connected`));
     const id = `c${++this.seq}`;
-    return new Promise<string>((resolve, reject) => {
+    return new Promise<StatsReport | null>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
         reject(new VhError(ErrorCodes.DEADLINE_EXCEEDED, `launcher for ${this.uid} did not answer ${Object.keys(body)[0]} within ${timeoutMs} ms`));
       }, timeoutMs);
       this.pending.set(id, { resolve, reject, timer });
-      this.call.write({ command: { id, ...body } });
+      this.call.write({ command: commandToWire(id, body) });
     });
   }
 
-  /** A CommandResult arrived. Unknown ids (late answers after a timeout) are ignored. */
-  result(id: string, ok: boolean, error: string, statsJson = ''): void {
-    const p = this.pending.get(id);
+  /**
+   * A CommandResult arrived (its own fields checked). Unknown ids (late answers after a timeout)
+   * are ignored. Stats are checked here, so a bad answer fails only the get_stats that asked.
+   */
+  result(r: { id: string; ok: boolean; error: string; stats: unknown }): void {
+    const p = this.pending.get(r.id);
     if (!p) return;
-    this.pending.delete(id);
+    this.pending.delete(r.id);
     clearTimeout(p.timer);
-    if (ok) p.resolve(statsJson);
+    let { ok, error } = r;
+    let stats: StatsReport | null = null;
+    if (ok && r.stats !== null) {
+      try {
+        stats = checkDomainStats(r.stats);
+      } catch (e) {
+        ok = false;
+        error = `bad stats answer: ${(e as Error).message}`;
+      }
+    }
+    if (ok) p.resolve(stats);
     else p.reject(new VhError(ErrorCodes.FAILED_PRECONDITION, `launcher: ${error || 'command failed'}`));
   }
 
@@ -96,27 +112,6 @@ export class LauncherLink implements LauncherChannel {
       /* the stream may be gone already */
     }
   }
-}
-
-/** Validates and copies a DomainStatus; throws INVALID_ARGUMENT naming the field. */
-export function checkStatus(raw: unknown): DomainStatusMsg {
-  const r = (raw ?? {}) as Record<string, unknown>;
-  const str = (field: string, max: number): string => {
-    const v = r[field] ?? '';
-    if (typeof v !== 'string') throw new VhError(ErrorCodes.INVALID_ARGUMENT, `status.${field}: must be a string`);
-    if (v.length > max) throw new VhError(ErrorCodes.INVALID_ARGUMENT, `status.${field}: longer than ${max} characters`);
-    return v;
-  };
-  const s: DomainStatusMsg = {
-    state: str('state', 32),
-    reason: str('reason', 64),
-    domainUuid: str('domainUuid', 64),
-    lastEvent: str('lastEvent', 128),
-    error: str('error', MAX_FIELD),
-    domainXml: str('domainXml', MAX_XML),
-  };
-  if (!DOMAIN_STATES.has(s.state)) throw new VhError(ErrorCodes.INVALID_ARGUMENT, `status.state: unknown domain state ${JSON.stringify(s.state.slice(0, 32))}`);
-  return s;
 }
 
 /** The Launcher service implementation for GrpcServer. */
@@ -147,14 +142,14 @@ export function launcherServiceImplementation(registry: LauncherRegistry, log: L
         const m = (msg ?? {}) as Record<string, unknown>;
         if (!link) {
           if (registering) return reject(new VhError(ErrorCodes.INVALID_ARGUMENT, 'message before Registered'));
-          const reg = m.register as Record<string, unknown> | undefined;
-          if (!reg) return reject(new VhError(ErrorCodes.INVALID_ARGUMENT, 'the first message must be register'));
-          const uid = reg.vmiUid;
-          const token = reg.token;
-          const pid = reg.pid;
-          if (typeof uid !== 'string' || !isUuid(uid)) return reject(new VhError(ErrorCodes.INVALID_ARGUMENT, 'register.vmi_uid: must be a lower-case UUID'));
-          if (typeof token !== 'string' || token.length === 0 || token.length > 256) return reject(new VhError(ErrorCodes.UNAUTHENTICATED, 'register.token: missing or malformed'));
-          if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0) return reject(new VhError(ErrorCodes.INVALID_ARGUMENT, 'register.pid: must be a positive integer'));
+          if (!m.register) return reject(new VhError(ErrorCodes.INVALID_ARGUMENT, 'the first message must be register'));
+          let reg;
+          try {
+            reg = checkRegister(m.register);
+          } catch (e) {
+            return reject(violation(e));
+          }
+          const { vmiUid: uid, token, pid } = reg;
           registering = true;
           registry.authenticate(uid, token, pid).then(
             (session) => {
@@ -177,19 +172,14 @@ export function launcherServiceImplementation(registry: LauncherRegistry, log: L
             l.lastHeartbeatAt = Date.now();
             registry.status(l.uid, l, checkStatus(m.status));
           } else if (m.result) {
-            const r = m.result as Record<string, unknown>;
-            if (typeof r.id !== 'string' || typeof r.ok !== 'boolean' || typeof (r.error ?? '') !== 'string') throw new VhError(ErrorCodes.INVALID_ARGUMENT, 'result: id, ok and error are required');
-            const statsJson = r.statsJson ?? '';
-            // An unusable stats answer fails that one command; the link itself stays.
-            if (typeof statsJson !== 'string' || statsJson.length > MAX_STATS_JSON) l.result(r.id, false, `result.stats_json: not a string of at most ${MAX_STATS_JSON} characters`);
-            else l.result(r.id, r.ok, String(r.error ?? '').slice(0, MAX_FIELD), statsJson);
+            l.result(checkResult(m.result));
           } else if (m.register) {
             throw new VhError(ErrorCodes.INVALID_ARGUMENT, 'register sent twice');
           } else {
             throw new VhError(ErrorCodes.INVALID_ARGUMENT, 'empty launcher message');
           }
         } catch (e) {
-          reject(e instanceof VhError ? e : new VhError(ErrorCodes.INVALID_ARGUMENT, String(e)));
+          reject(violation(e));
         }
       });
       const gone = (why: string): void => {

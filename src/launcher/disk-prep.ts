@@ -1,5 +1,6 @@
 /**
- * Executes a VMI's disk plan (DiskPrep[], src/vmi/types.ts) before its domain is defined.
+ * Executes a VMI's disk plan (DiskPrep[], checked by src/launcher-protocol/validate.ts
+ * checkDiskPlan against the VMI directory) before its domain is defined.
  *
  * Idempotent by design: a launcher restarted after a crash runs the same plan again, and a disk
  * that already exists with the right kind is kept as it is (it holds the guest's writes). A file
@@ -15,16 +16,12 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { Logger } from '../log';
 import type { DiskPrep } from '../launcher-protocol/messages';
+import { isInside } from '../launcher-protocol/validate';
 
 /** Per external command. qemu-img create and genisoimage take milliseconds; this only bounds a hang. */
 export const TOOL_TIMEOUT_MS = 60_000;
 const QCOW2_MAGIC = Buffer.from([0x51, 0x46, 0x49, 0xfb]); // 'QFI\xfb'
 const ISO_MAGIC_OFFSET = 0x8001; // 'CD001' of the primary volume descriptor
-
-/** A disk plan that cannot be used (malformed JSON, bad field, path outside the VMI dir). */
-export class DiskPlanError extends Error {
-  override name = 'DiskPlanError';
-}
 
 /** Preparing one disk failed; `disk` names it. */
 export class DiskPrepError extends Error {
@@ -36,75 +33,6 @@ export class DiskPrepError extends Error {
   ) {
     super(`disk '${disk}': ${message}`, options);
   }
-}
-
-/** Whether `p` lies strictly inside `dir` (both absolute and normalised). */
-export function isInside(dir: string, p: string): boolean {
-  const rel = path.relative(dir, p);
-  return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
-}
-
-/**
- * Parses and validates `disks_json` against DiskPrep[] and the VMI directory. Throws
- * DiskPlanError naming the entry and field; nothing is touched on disk.
- */
-export function parseDiskPlan(json: string, vmiDir: string): DiskPrep[] {
-  let raw: unknown;
-  try {
-    raw = JSON.parse(json);
-  } catch (e) {
-    throw new DiskPlanError(`disks_json is not JSON: ${(e as Error).message}`);
-  }
-  if (!Array.isArray(raw)) throw new DiskPlanError('disks_json must be a JSON array of DiskPrep');
-  const seen = new Set<string>();
-  return raw.map((item: unknown, i) => {
-    const at = `disks_json[${i}]`;
-    if (typeof item !== 'object' || item === null || Array.isArray(item)) throw new DiskPlanError(`${at} is not an object`);
-    const o = item as Record<string, unknown>;
-    const str = (k: string): string => {
-      if (typeof o[k] !== 'string' || o[k] === '') throw new DiskPlanError(`${at}.${k} must be a non-empty string`);
-      return o[k] as string;
-    };
-    const text = (k: string): string => {
-      if (typeof o[k] !== 'string') throw new DiskPlanError(`${at}.${k} must be a string`);
-      return o[k] as string;
-    };
-    const size = (k: string): number => {
-      const v = o[k];
-      if (typeof v !== 'number' || !Number.isSafeInteger(v) || v <= 0) throw new DiskPlanError(`${at}.${k} must be a positive integer (bytes)`);
-      return v;
-    };
-    const kind = str('kind');
-    const disk = str('disk');
-    const p = str('path');
-    if (!path.isAbsolute(p) || path.resolve(p) !== p || p.includes('\0')) throw new DiskPlanError(`${at}.path '${p}' must be absolute and normalised`);
-    if (kind !== 'hostDisk' && !isInside(vmiDir, p)) throw new DiskPlanError(`${at}.path '${p}' is outside the VMI directory ${vmiDir}`);
-    if (seen.has(p)) throw new DiskPlanError(`${at}.path '${p}' appears twice`);
-    seen.add(p);
-    switch (kind) {
-      case 'overlay': {
-        const backingFile = str('backingFile');
-        if (!path.isAbsolute(backingFile)) throw new DiskPlanError(`${at}.backingFile must be absolute`);
-        const backingFormat = o.backingFormat;
-        if (backingFormat !== 'qcow2' && backingFormat !== 'raw') throw new DiskPlanError(`${at}.backingFormat must be qcow2 or raw`);
-        return { kind, disk, path: p, backingFile, backingFormat };
-      }
-      case 'sparse':
-        return { kind, disk, path: p, sizeBytes: size('sizeBytes') };
-      case 'hostDisk': {
-        if (typeof o.create !== 'boolean') throw new DiskPlanError(`${at}.create must be a boolean`);
-        const sizeBytes = o.sizeBytes === null || o.sizeBytes === undefined ? null : size('sizeBytes');
-        if (o.create && sizeBytes === null) throw new DiskPlanError(`${at}.sizeBytes is required when create is true`);
-        return { kind, disk, path: p, sizeBytes, create: o.create };
-      }
-      case 'cloudInit': {
-        const networkData = o.networkData === null || o.networkData === undefined ? null : text('networkData');
-        return { kind, disk, path: p, userData: text('userData'), metaData: text('metaData'), networkData };
-      }
-      default:
-        throw new DiskPlanError(`${at}.kind '${kind}' is not one of overlay, sparse, hostDisk, cloudInit`);
-    }
-  });
 }
 
 export interface PrepareOptions {

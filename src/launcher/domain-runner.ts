@@ -17,9 +17,10 @@ import { LibvirtError } from '../libvirt/errors';
 import type { LifecycleEvent } from '../libvirt/events';
 import { LibvirtSupervisor, type LibvirtState, type LibvirtStatus } from '../libvirt/supervisor';
 import type { Backoff } from '../util/backoff';
-import type { DiskPrep } from '../launcher-protocol/messages';
-import { DiskPlanError, parseDiskPlan, prepareDisks, removePreparedDisks } from './disk-prep';
-import { type Command, type CommandResult, type DomainStatus, STATS_GROUPS, type StartDomain, emptyStatus, encodeStatsReport } from '../launcher-protocol/messages';
+import { type Command, type CommandResult, type DiskPrep, type DomainStatus, STATS_GROUPS, type StartDomain, type StartDomainMsg, emptyStatus } from '../launcher-protocol/messages';
+import { ProtocolViolation, checkStartDomain } from '../launcher-protocol/validate';
+import { prepareDisks, removePreparedDisks } from './disk-prep';
+import { statsToWire } from './stats-report';
 
 /** Grace period for SIGTERM before any Shutdown command said otherwise (KubeVirt's default terminationGracePeriodSeconds). */
 export const DEFAULT_GRACE_SECONDS = 30;
@@ -115,22 +116,22 @@ export class DomainRunner extends EventEmitter {
   // ------------------------------------------------------------------------------------------
   // start
 
-  private async start(s: StartDomain): Promise<string | null> {
+  private async start(msg: StartDomainMsg): Promise<string | null> {
     if (this.phase === 'starting') return 'start: a start is already in progress';
-    const name = domainNameOf(s.domainXml ?? '');
+    const name = domainNameOf(typeof msg.domainXml === 'string' ? msg.domainXml : '');
     if (this.phase === 'started') {
       // A handler that restarted may send StartDomain again: the same domain is not an error.
       return name === this.name ? null : `start: this launcher already runs domain '${this.name}'`;
     }
-    if (!name) return 'start: domain_xml has no <name>';
-    if (!s.libvirtUri) return 'start: libvirt_uri is empty';
-    let plan: DiskPrep[];
+    let s: StartDomain;
     try {
-      plan = parseDiskPlan(s.disksJson ?? '', this.opts.vmiDir);
+      s = checkStartDomain(msg, this.opts.vmiDir);
     } catch (e) {
-      if (e instanceof DiskPlanError) return `start: ${e.message}`;
+      if (e instanceof ProtocolViolation) return `start: ${e.message}`;
       throw e;
     }
+    if (!name) return 'start: domain_xml has no <name>';
+    const plan = s.disks;
     this.phase = 'starting';
     this.name = name;
     this.plan = plan;
@@ -248,7 +249,7 @@ export class DomainRunner extends EventEmitter {
   // stats
 
   /**
-   * The domain's statistics as a StatsReport JSON string: virDomainListGetStats for this one
+   * The domain's statistics (launcher.proto DomainStats): virDomainListGetStats for this one
    * domain (a scrape costs each launcher its own domain, not every domain on the node). With
    * QEMU, NOWAIT skips the balloon/block queries that would wait behind a running domain job (a
    * migration) instead of blocking the scrape; the test driver refuses that flag.
@@ -263,7 +264,7 @@ export class DomainRunner extends EventEmitter {
     try {
       const mine = await dom.getStats(STATS_GROUPS, this.uri.startsWith('qemu') ? ['nowait'] : []);
       if (!mine) return fail(`get_stats: libvirt returned no statistics for '${this.name}'`);
-      return { ok: true, error: '', statsJson: encodeStatsReport(mine, Date.now()) };
+      return { ok: true, error: '', stats: statsToWire(mine, Date.now()) };
     } finally {
       await dom.free().catch(() => undefined);
     }

@@ -289,7 +289,9 @@ export class HandlerLink extends EventEmitter {
     }
     return new Promise((resolve) => {
       try {
-        stream.write(msg, () => resolve());
+        // protobufjs takes 64-bit values as numbers or decimal strings, not bigints (libvirt's stats).
+        const wire = 'result' in msg && msg.result.stats ? (JSON.parse(JSON.stringify(msg, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))) as LauncherMessage) : msg;
+        stream.write(wire, () => resolve());
       } catch (e) {
         this.opts.logger.warn({ err: e }, 'writing to the handler failed');
         if ('result' in msg) this.queueResult(msg.result);
@@ -300,7 +302,7 @@ export class HandlerLink extends EventEmitter {
 
   private queueResult(result: CommandResult): void {
     // A stats answer is only worth something to the scrape that asked; that one has given up.
-    if (result.statsJson) return;
+    if (result.stats) return;
     this.pendingResults.push(result);
     if (this.pendingResults.length > MAX_PENDING_RESULTS) {
       const dropped = this.pendingResults.shift();

@@ -15,6 +15,7 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { FakeHandler } from '../unit/fake-launcher-handler';
 import { Connection } from '../../src/libvirt/connection';
+import { type DiskPrep, diskPrepToWire } from '../../src/launcher-protocol/messages';
 import {
   type LibvirtTestEnv,
   cleanupDomain,
@@ -84,7 +85,7 @@ describe('virt-launcher on a real libvirtd (QEMU TCG guest)', () => {
     const dir = runDir as string;
     const h = fake as FakeHandler;
     const serial = path.join(dir, 'serial.log');
-    const disks = [
+    const disks: DiskPrep[] = [
       { kind: 'sparse', disk: 'data', path: path.join(dir, 'disks/data.qcow2'), sizeBytes: 32 << 20 },
       { kind: 'cloudInit', disk: 'cloudinit', path: path.join(dir, 'cloud-init/seed.iso'), userData: '#cloud-config\n', metaData: 'instance-id: launcher\n', networkData: null },
     ];
@@ -92,7 +93,7 @@ describe('virt-launcher on a real libvirtd (QEMU TCG guest)', () => {
       `<disk type='file' device='disk'><driver name='qemu' type='qcow2'/><source file='${disks[0]!.path}'/><target dev='vda' bus='virtio'/></disk>` +
       `<disk type='file' device='cdrom'><driver name='qemu' type='raw'/><source file='${disks[1]!.path}'/><target dev='hdc' bus='ide'/><readonly/></disk>`;
     const xml = tinyGuestXml({ name, kernel: env.kernel, initrd: env.initrd, serialPath: serial }).replace('<devices>', `<devices>${deviceXml}`);
-    const start = { start: { domainXml: xml, disksJson: JSON.stringify(disks), libvirtUri: env.uri } };
+    const start = { start: { domainXml: xml, disks: disks.map(diskPrepToWire), libvirtUri: env.uri } };
     const args = ['--vmi-uid', UID, '--handler-socket', h.socket, '--vmi-dir', dir, '--log-level', 'debug'];
 
     // 10 first launcher: register, start, boot
@@ -104,7 +105,7 @@ describe('virt-launcher on a real libvirtd (QEMU TCG guest)', () => {
     const registerMs = reg1.at - t0;
     const tStart = Date.now();
     const started = await h.command(start);
-    assert.deepEqual(started, { id: started.id, ok: true, error: '' });
+    assert.deepEqual(started, { id: started.id, ok: true, error: '', stats: null });
     const running = await h.waitFor((r) => r.msg.status?.state === 'running' && !!r.msg.status.domainXml, 30_000, 'running status with XML');
     const startMs = running.at - tStart;
     assert.match(running.msg.status.domainXml, /<disk type='file' device='cdrom'>/);
@@ -135,7 +136,7 @@ describe('virt-launcher on a real libvirtd (QEMU TCG guest)', () => {
     assert.equal(reg2.msg.register.pid, l2.child.pid);
     const tAdopt = Date.now();
     const adopted = await h.command(start);
-    assert.deepEqual(adopted, { id: adopted.id, ok: true, error: '' });
+    assert.deepEqual(adopted, { id: adopted.id, ok: true, error: '', stats: null });
     const st2 = await h.waitFor((r) => r.msg.status?.state === 'running' && r.stream === reg2.stream && !!r.msg.status.domainXml, 15_000, 'running status after adoption', mark);
     const adoptMs = st2.at - tAdopt;
     assert.equal(st2.msg.status.domainUuid, uuid);
@@ -164,7 +165,7 @@ describe('virt-launcher on a real libvirtd (QEMU TCG guest)', () => {
     const m5 = h.received.length;
     const tShut = Date.now();
     const shut = await h.command({ shutdown: { gracePeriodSeconds: 2 } });
-    assert.deepEqual(shut, { id: shut.id, ok: true, error: '' });
+    assert.deepEqual(shut, { id: shut.id, ok: true, error: '', stats: null });
     assert.ok(Date.now() - tShut < 2000, 'the result does not wait for the grace period');
     // QEMU reports SHUTDOWN/host just before STOPPED/destroyed, and the status sent for the
     // first may already read shutoff: wait for the destroy itself.
@@ -175,7 +176,7 @@ describe('virt-launcher on a real libvirtd (QEMU TCG guest)', () => {
 
     // 40 teardown: domain destroyed and undefined, disks removed, launcher exits 0
     const torn = await h.command({ teardown: {} });
-    assert.deepEqual(torn, { id: torn.id, ok: true, error: '' });
+    assert.deepEqual(torn, { id: torn.id, ok: true, error: '', stats: null });
     assert.equal(await l2.exit, 0);
     await assert.rejects((conn as Connection).lookupByName(name), (e) => isNoDomain(e));
     for (const d of disks) assert.equal(fs.existsSync(d.path), false, `${d.path} removed`);

@@ -9,8 +9,9 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import pino from 'pino';
-import { DiskPlanError, DiskPrepError, parseDiskPlan, prepareDisks, removePreparedDisks } from '../../src/launcher/disk-prep';
-import type { DiskPrep } from '../../src/launcher-protocol/messages';
+import { DiskPrepError, prepareDisks, removePreparedDisks } from '../../src/launcher/disk-prep';
+import { type DiskPrep, diskPrepToWire } from '../../src/launcher-protocol/messages';
+import { ProtocolViolation, checkDiskPlan } from '../../src/launcher-protocol/validate';
 
 const logger = pino({ level: 'silent' });
 
@@ -24,19 +25,35 @@ describe('launcher disk preparation', () => {
   });
   after(() => fs.rmSync(root, { recursive: true, force: true }));
 
-  it('validates the plan and confines paths to the VMI directory (hostDisk excepted)', () => {
-    const ok = parseDiskPlan(JSON.stringify([{ kind: 'hostDisk', disk: 'h', path: '/srv/data/h.img', sizeBytes: null, create: false }]), vmiDir);
-    assert.equal(ok[0]?.kind, 'hostDisk');
-    const bad: Array<[unknown, RegExp]> = [
-      [[{ kind: 'overlay', disk: 'o', path: path.join(vmiDir, 'o.qcow2'), backingFile: 'rel.img', backingFormat: 'qcow2' }], /backingFile must be absolute/],
-      [[{ kind: 'overlay', disk: 'o', path: path.join(vmiDir, 'o.qcow2'), backingFile: '/b.img', backingFormat: 'vmdk' }], /backingFormat/],
-      [[{ kind: 'hostDisk', disk: 'h', path: '/srv/h.img', sizeBytes: null, create: true }], /sizeBytes is required/],
-      [[{ kind: 'cloudInit', disk: 'c', path: vmiDir, userData: '', metaData: '' }], /outside the VMI directory/],
-      [[{ kind: 'sparse', disk: 'a', path: path.join(vmiDir, 'a'), sizeBytes: 1 }, { kind: 'sparse', disk: 'b', path: path.join(vmiDir, 'a'), sizeBytes: 1 }], /appears twice/],
-      [[{ kind: 'sparse', disk: '', path: path.join(vmiDir, 'a'), sizeBytes: 1 }], /disk must be a non-empty string/],
-      [[null], /is not an object/],
+  it('checks the plan and confines paths to the VMI directory (hostDisk excepted)', () => {
+    const good: DiskPrep[] = [
+      { kind: 'hostDisk', disk: 'h', path: '/srv/data/h.img', sizeBytes: null, create: false },
+      { kind: 'overlay', disk: 'o', path: path.join(vmiDir, 'o.qcow2'), backingFile: '/b.img', backingFormat: 'qcow2' },
+      { kind: 'sparse', disk: 's', path: path.join(vmiDir, 's.qcow2'), sizeBytes: 1 << 20 },
+      { kind: 'cloudInit', disk: 'c', path: path.join(vmiDir, 'seed.iso'), userData: 'u', metaData: 'm', networkData: null },
     ];
-    for (const [plan, re] of bad) assert.throws(() => parseDiskPlan(JSON.stringify(plan), vmiDir), (e) => e instanceof DiskPlanError && re.test(e.message));
+    assert.deepEqual(checkDiskPlan(good.map(diskPrepToWire), vmiDir), good, 'wire form and back');
+    const sparse = (over: object) => ({ disk: 'a', path: path.join(vmiDir, 'a'), sparse: { sizeBytes: 1 }, ...over });
+    const bad: Array<[unknown, RegExp]> = [
+      [{ disks: [] }, /^disks: must be a list of DiskPrep/],
+      [[{ disk: 'o', path: path.join(vmiDir, 'o.qcow2'), overlay: { backingFile: 'rel.img', backingFormat: 1 } }], /disks\[0\]\.overlay\.backing_file: 'rel.img' must be absolute/],
+      [[{ disk: 'o', path: path.join(vmiDir, 'o.qcow2'), overlay: { backingFile: '/b.img', backingFormat: 0 } }], /overlay\.backing_format: must be FORMAT_QCOW2 or FORMAT_RAW/],
+      [[{ disk: 'h', path: '/srv/h.img', hostDisk: { create: true } }], /host_disk\.size_bytes: is required when create is true/],
+      [[{ disk: 'c', path: vmiDir, cloudInit: { userData: '', metaData: '' } }], /outside the VMI directory/],
+      [[sparse({}), sparse({ disk: 'b' })], /disks\[1\]\.path: .* appears twice/],
+      [[sparse({ disk: '' })], /disks\[0\]\.disk: must be a name/],
+      [[sparse({ sparse: { sizeBytes: -1 } })], /disks\[0\]\.sparse\.size_bytes: must be a positive integer/],
+      [[sparse({ sparse: { sizeBytes: 2 ** 60 } })], /size_bytes: must be a positive integer/],
+      [[sparse({ path: `${vmiDir}/../x.qcow2` })], /must be absolute and normalised/],
+      [[sparse({ path: path.join(vmiDir, 'x\0y') })], /must be absolute and normalised/],
+      [[sparse({ path: '/' + 'a'.repeat(5000) })], /longer than 4096 bytes/],
+      [[{ disk: 'a', path: path.join(vmiDir, 'a') }], /disks\[0\]: must have exactly one kind of overlay, sparse, host_disk, cloud_init \(has 0\)/],
+      [[sparse({ hostDisk: { create: false } })], /\(has 2\)/],
+      [[sparse({ cloudInit: { userData: 'x'.repeat((1 << 20) + 1), metaData: '' }, sparse: undefined })], /cloud_init\.user_data: longer than/],
+      [Array.from({ length: 257 }, (_, i) => sparse({ path: path.join(vmiDir, `d${i}`) })), /^disks: more than 256 entries/],
+      [[null], /disks\[0\]: must be a message/],
+    ];
+    for (const [plan, re] of bad) assert.throws(() => checkDiskPlan(plan, vmiDir), (e: unknown) => e instanceof ProtocolViolation && re.test(e.message), String(re));
   });
 
   it('creates overlay, sparse, hostDisk and cloudInit, then keeps them on a second run', async () => {

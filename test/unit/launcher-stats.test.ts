@@ -11,7 +11,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { tryLoadLibvirt } from '../../src/libvirt/ffi';
-import { parseStatsReport } from '../../src/vmi/control/metrics-collector';
+import { checkDomainStats } from '../../src/launcher-protocol/validate';
 import { FakeHandler } from './fake-launcher-handler';
 
 const LAUNCHER = path.resolve(__dirname, '../../src/launcher/main.js');
@@ -42,23 +42,25 @@ describe('virt-launcher get_stats (test:///default)', { skip: tryLoadLibvirt().e
       const early = await fake.command({ getStats: {} });
       assert.equal(early.ok, false);
       assert.match(early.error, /no domain yet/);
-      assert.equal((early as { statsJson?: string }).statsJson, undefined);
+      assert.equal((early as { stats?: unknown }).stats, null);
 
       const name = `vh-launcher-stats-${process.pid}`;
       const xml = `<domain type='test'><name>${name}</name><memory unit='KiB'>65536</memory><vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os></domain>`;
-      const started = await fake.command({ start: { domainXml: xml, disksJson: '[]', libvirtUri: 'test:///default' } });
-      assert.deepEqual(started, { id: started.id, ok: true, error: '' }, 'other results carry no stats_json');
+      const started = await fake.command({ start: { domainXml: xml, disks: [], libvirtUri: 'test:///default' } });
+      assert.deepEqual(started, { id: started.id, ok: true, error: '', stats: null }, 'other results carry no stats');
 
       const t0 = Date.now();
-      const r = (await fake.command({ getStats: {} })) as { id: string; ok: boolean; error: string; statsJson?: string };
+      const r = (await fake.command({ getStats: {} })) as { id: string; ok: boolean; error: string; stats?: Record<string, unknown> | null };
       const ms = Date.now() - t0;
       assert.equal(r.ok, true, r.error);
-      const raw = JSON.parse(r.statsJson ?? '') as Record<string, unknown>;
-      // The test driver: the state group only (1 = running); the other groups are absent, not zero.
+      const raw = r.stats as Record<string, unknown>;
+      // The test driver: the state group only (1 = running); the other groups are unset, not zero.
       assert.deepEqual(raw.state, { state: 1, reason: 1 }, 'running/booted');
-      for (const k of ['cpu', 'balloon', 'vcpus', 'net', 'block']) assert.equal(raw[k], undefined, `${k} not reported`);
+      for (const k of ['cpu', 'balloon']) assert.equal(raw[k], null, `${k} not reported`);
+      for (const k of ['vcpus', 'net', 'block']) assert.deepEqual(raw[k], [], `${k} not reported`);
+      assert.equal(raw.vcpuCurrent, undefined);
       assert.ok(typeof raw.takenAtMs === 'number' && Math.abs((raw.takenAtMs as number) - Date.now()) < 10_000);
-      assert.deepEqual(parseStatsReport(r.statsJson), { cpu: {}, vcpus: [], balloon: {}, net: [], block: [] });
+      assert.deepEqual(checkDomainStats(r.stats), { cpu: {}, vcpus: [], balloon: {}, net: [], block: [] });
       console.log(`launcher get_stats round trip: ${ms} ms`);
 
       // Paused domains are still active: stats keep coming.

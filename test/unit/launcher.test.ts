@@ -11,6 +11,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { tryLoadLibvirt } from '../../src/libvirt/ffi';
+import { type DiskPrep, diskPrepToWire } from '../../src/launcher-protocol/messages';
 import { FakeHandler } from './fake-launcher-handler';
 
 const LAUNCHER = path.resolve(__dirname, '../../src/launcher/main.js');
@@ -139,14 +140,14 @@ describe('virt-launcher against a fake handler (test:///default)', { skip: tryLo
 
       // 10 start
       const name = `vh-launcher-${process.pid}`;
-      const disks = [
+      const disks: DiskPrep[] = [
         { kind: 'sparse', disk: 'scratch', path: path.join(vmiDir, 'disks/scratch.qcow2'), sizeBytes: 64 << 20 },
         { kind: 'cloudInit', disk: 'cloudinit', path: path.join(vmiDir, 'cloud-init/seed.iso'), userData: '#cloud-config\npassword: s3cret\n', metaData: 'instance-id: x\n', networkData: null },
       ];
       const from = fake.received.length;
       const t0 = Date.now();
-      const started = await fake.command({ start: { domainXml: testDomainXml(name), disksJson: JSON.stringify(disks), libvirtUri: 'test:///default' } });
-      assert.deepEqual(started, { id: started.id, ok: true, error: '' });
+      const started = await fake.command({ start: { domainXml: testDomainXml(name), disks: disks.map(diskPrepToWire), libvirtUri: 'test:///default' } });
+      assert.deepEqual(started, { id: started.id, ok: true, error: '', stats: null });
       const running = await fake.waitFor((r) => r.msg.status?.state === 'running' && !!r.msg.status.domainXml, 10_000, 'running status with XML', from);
       const startMs = running.at - t0;
       assert.match(running.msg.status.domainXml, new RegExp(`<name>${name}</name>`));
@@ -175,7 +176,7 @@ describe('virt-launcher against a fake handler (test:///default)', { skip: tryLo
       assert.equal((await fake.command({ getStatus: {} })).ok, true);
       assert.ok(fake.statuses(mark).some((s) => s.state === 'running'));
       // A second StartDomain of the same domain (handler restart) is not an error.
-      assert.equal((await fake.command({ start: { domainXml: testDomainXml(name), disksJson: '[]', libvirtUri: 'test:///default' } })).ok, true);
+      assert.equal((await fake.command({ start: { domainXml: testDomainXml(name), disks: [], libvirtUri: 'test:///default' } })).ok, true);
 
       // 30 the handler drops the stream: the launcher re-registers with the session token
       mark = fake.received.length;
@@ -190,7 +191,7 @@ describe('virt-launcher against a fake handler (test:///default)', { skip: tryLo
 
       // 40 teardown: destroy, undefine, disks removed, exit 0
       const torn = await fake.command({ teardown: {} });
-      assert.deepEqual(torn, { id: torn.id, ok: true, error: '' });
+      assert.deepEqual(torn, { id: torn.id, ok: true, error: '', stats: null });
       assert.equal(await withTimeout(l.exit, 10_000, 'exit after teardown'), 0);
       for (const d of disks) assert.equal(fs.existsSync(d.path), false, `${d.path} removed`);
       assert.ok(fs.existsSync(vmiDir), 'the VMI directory is the handler’s');
@@ -211,7 +212,7 @@ describe('virt-launcher against a fake handler (test:///default)', { skip: tryLo
     const l = launch(['--vmi-uid', UID, '--handler-socket', socket, '--vmi-dir', vmiDir], 'spawn-token-3');
     try {
       await fake.waitFor((r) => !!r.msg.register, 15_000, 'Register');
-      const r = await fake.command({ start: { domainXml: testDomainXml(`vh-launcher-term-${process.pid}`), disksJson: '[]', libvirtUri: 'test:///default' } });
+      const r = await fake.command({ start: { domainXml: testDomainXml(`vh-launcher-term-${process.pid}`), disks: [], libvirtUri: 'test:///default' } });
       assert.equal(r.ok, true, r.error);
       const mark = fake.received.length;
       l.child.kill('SIGTERM');
@@ -234,17 +235,16 @@ describe('virt-launcher against a fake handler (test:///default)', { skip: tryLo
       await fake.waitFor((r) => !!r.msg.register, 15_000, 'Register');
       await fake.waitFor((r) => !!r.msg.status, 5_000, 'initial status');
       const xml = testDomainXml(`vh-launcher-bad-${process.pid}`);
-      const bad: Array<[string, RegExp]> = [
-        ['{not json', /disks_json is not JSON/],
-        ['{"kind":"sparse"}', /must be a JSON array/],
-        [JSON.stringify([{ kind: 'sparse', disk: 'a', path: path.join(vmiDir, 'a.qcow2'), sizeBytes: -1 }]), /disks_json\[0\]\.sizeBytes/],
-        [JSON.stringify([{ kind: 'sparse', disk: 'a', path: '/etc/evil.qcow2', sizeBytes: 1024 }]), /outside the VMI directory/],
-        [JSON.stringify([{ kind: 'sparse', disk: 'a', path: `${vmiDir}/../x.qcow2`, sizeBytes: 1024 }]), /must be absolute and normalised/],
-        [JSON.stringify([{ kind: 'floppy', disk: 'a', path: path.join(vmiDir, 'f.img') }]), /kind 'floppy'/],
+      const bad: Array<[unknown[], RegExp]> = [
+        [[{ disk: 'a', path: path.join(vmiDir, 'a.qcow2'), sparse: { sizeBytes: 0 } }], /^start: disks\[0\]\.sparse\.size_bytes: must be a positive integer/],
+        [[{ disk: 'a', path: '/etc/evil.qcow2', sparse: { sizeBytes: 1024 } }], /outside the VMI directory/],
+        [[{ disk: 'a', path: `${vmiDir}/../x.qcow2`, sparse: { sizeBytes: 1024 } }], /must be absolute and normalised/],
+        [[{ disk: 'a', path: path.join(vmiDir, 'f.img') }], /disks\[0\]: must have exactly one kind/],
+        [[{ disk: 'a', path: path.join(vmiDir, 'o.img'), overlay: { backingFile: '/b', backingFormat: 7 } }], /backing_format/],
       ];
-      for (const [disksJson, re] of bad) {
-        const r = await fake.command({ start: { domainXml: xml, disksJson, libvirtUri: 'test:///default' } });
-        assert.equal(r.ok, false, disksJson);
+      for (const [disks, re] of bad) {
+        const r = await fake.command({ start: { domainXml: xml, disks, libvirtUri: 'test:///default' } });
+        assert.equal(r.ok, false, JSON.stringify(disks));
         assert.match(r.error, re);
       }
       assert.deepEqual(fs.readdirSync(vmiDir), [], 'nothing created');

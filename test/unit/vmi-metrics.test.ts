@@ -11,20 +11,22 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { Writable } from 'node:stream';
 import { ErrorCodes, VhError } from '../../src/errors';
-import { encodeStatsReport } from '../../src/launcher-protocol/messages';
+import type { StatsReport } from '../../src/launcher-protocol/messages';
+import { checkDomainStats } from '../../src/launcher-protocol/validate';
+import { statsToWire } from '../../src/launcher/stats-report';
 import { Metrics } from '../../src/http/metrics';
 import { HttpServer } from '../../src/http/server';
 import { createLogger } from '../../src/log';
 import { Readiness } from '../../src/util/readiness';
 import { LauncherLink } from '../../src/grpc/launcher-service';
-import { MetricsCollector, type StatsTarget, parseStatsReport, statsTargets } from '../../src/vmi/control/metrics-collector';
+import { MetricsCollector, type StatsTarget, statsTargets } from '../../src/vmi/control/metrics-collector';
 import { WorkQueue } from '../../src/vmi/control/work-queue';
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** A report the way a QEMU launcher encodes it (bigints as decimal strings). */
-function qemuReport(): string {
-  return encodeStatsReport(
+/** A QEMU domain's stats as its launcher sends them and the transport checks them. */
+function qemuReport(): StatsReport {
+  return checkDomainStats(statsToWire(
     {
       name: 'ns_vm',
       uuid: '00000000-0000-0000-0000-000000000000',
@@ -38,11 +40,11 @@ function qemuReport(): string {
       block: [{ name: 'vda', path: '/img', rdReqs: 5n, rdBytes: 4096n, rdTimesNs: 1_500_000_000n, wrReqs: 3n, wrBytes: 512n, wrTimesNs: 0n, flReqs: 2n }],
     },
     Date.now(),
-  );
+  ));
 }
 
 /** A target answering `answer()` after `delayMs` (never, for Infinity), counting calls. */
-function fake(name: string, answer: () => string = qemuReport, delayMs = 0) {
+function fake(name: string, answer: () => StatsReport = qemuReport, delayMs = 0) {
   const st = { calls: 0 };
   const target: StatsTarget = {
     uid: `uid-${name}`,
@@ -51,7 +53,7 @@ function fake(name: string, answer: () => string = qemuReport, delayMs = 0) {
     stats: (timeoutMs) => {
       st.calls++;
       assert.ok(timeoutMs > 0);
-      if (delayMs === Infinity) return new Promise<string>(() => undefined);
+      if (delayMs === Infinity) return new Promise<StatsReport>(() => undefined);
       return sleep(delayMs).then(answer);
     },
   };
@@ -87,7 +89,7 @@ describe('MetricsCollector', () => {
     const a = fake('a');
     const b = fake('b');
     const s = fake('s');
-    const sTarget: StatsTarget = { ...s.target, stats: (ms) => (stuck ? new Promise<string>(() => undefined) : (s.target.stats as NonNullable<StatsTarget['stats']>)(ms)) };
+    const sTarget: StatsTarget = { ...s.target, stats: (ms) => (stuck ? new Promise<StatsReport>(() => undefined) : (s.target.stats as NonNullable<StatsTarget['stats']>)(ms)) };
     const c = new MetricsCollector({ targets: () => [a.target, sTarget, b.target], concurrency: 2, perVmiTimeoutMs: 150, deadlineMs: 400, cacheMs: 0 });
     const first = await c.collect();
     assert.deepEqual(first.samples.map((x) => [x.name, x.fresh]), [['a', true], ['s', true], ['b', true]]);
@@ -156,38 +158,10 @@ describe('MetricsCollector', () => {
     assert.equal(a.st.calls, 1);
   });
 
-  test('garbage from a launcher is refused and never reaches the samples', async () => {
-    const bad: Array<[string, RegExp]> = [
-      ['', /empty answer/],
-      ['{not json', /not JSON/],
-      ['[]', /not an object/],
-      ['{"cpu":{"timeNs":-1}}', /cpu\.timeNs: not an unsigned 64-bit integer/],
-      ['{"cpu":{"timeNs":"1.5"}}', /cpu\.timeNs/],
-      ['{"cpu":{"timeNs":1.5}}', /cpu\.timeNs/],
-      ['{"cpu":{"timeNs":"18446744073709551616"}}', /cpu\.timeNs/],
-      ['{"cpu":{"timeNs":"0x10"}}', /cpu\.timeNs/],
-      ['{"cpu":[1]}', /cpu: not an object/],
-      ['{"vcpus":{}}', /vcpus: not a list/],
-      ['{"vcpus":[{"timeNs":"1"}]}', /vcpus\[0\]\.id: missing/],
-      ['{"vcpus":[{"id":0},{"id":0}]}', /vcpus\[1\]\.id: duplicate 0/],
-      ['{"vcpus":[{"id":1e9}]}', /vcpus\[0\]\.id/],
-      ['{"net":[{"name":"a"},{"name":"a"}]}', /net\[1\]\.name: duplicate "a"/],
-      ['{"net":[{"name":"a b"}]}', /net\[0\]\.name/],
-      ['{"block":[{"name":"vda","rdBytes":true}]}', /block\[0\]\.rdBytes/],
-      [JSON.stringify({ block: Array.from({ length: 600 }, (_, i) => ({ name: `d${i}` })) }), /block: more than 512 entries/],
-    ];
-    for (const [json, re] of bad) {
-      assert.throws(() => parseStatsReport(json), (e: unknown) => e instanceof VhError && e.code === ErrorCodes.INVALID_ARGUMENT && re.test(e.message), json.slice(0, 60));
-    }
-    // 64-bit values: explicit BigInt -> Number (precision beyond 2^53 lost, magnitude kept).
-    const r = parseStatsReport('{"cpu":{"timeNs":"18446744073709551615","userNs":"9007199254740993","systemNs":5},"net":[{"rxBytes":"1"}],"future":{"x":1}}');
-    assert.equal(r.cpu.timeNs, 18446744073709551615);
-    assert.equal(r.cpu.userNs, 9007199254740992);
-    assert.equal(r.cpu.systemNs, 5);
-    assert.deepEqual(r.net, [], 'an unnamed device cannot be labelled and is left out');
-    assert.deepEqual(parseStatsReport('{}'), { cpu: {}, vcpus: [], balloon: {}, net: [], block: [] });
-
-    const g = fake('g', () => '{"cpu":{"timeNs":-5}}');
+  test('a refused answer (the transport found the stats malformed) is an error, never a sample', async () => {
+    const g = fake('g', () => {
+      throw new VhError(ErrorCodes.FAILED_PRECONDITION, 'launcher: bad stats answer: stats.cpu.time_ns: not an unsigned 64-bit integer');
+    });
     const ok = fake('ok');
     const c = new MetricsCollector({ targets: () => [g.target, ok.target], cacheMs: 0 });
     const res = await c.collect();
@@ -225,7 +199,7 @@ describe('/metrics: KubeVirt-named per-VMI series', () => {
 
   test('names, labels and units; unreported fields have no series; a deleted VMI loses its series', async () => {
     const web = fake('web').target;
-    const tiny = fake('tiny', () => encodeStatsReport({ name: 'ns_tiny', uuid: '', raw: {}, state: { state: 1 } }, 0)).target;
+    const tiny = fake('tiny', () => checkDomainStats(statsToWire({ name: 'ns_tiny', uuid: '', raw: {}, state: { state: 1 } }, 0))).target;
     const stuck = fake('stuck', qemuReport, Infinity).target;
     let targets = [web, tiny, stuck];
     const queue = new WorkQueue(async () => sleep(2), 1);
@@ -319,25 +293,35 @@ describe('WorkQueue latency figures', () => {
 });
 
 describe('LauncherLink.stats and the collection targets', () => {
-  test('stats resolves with the answer\'s stats_json; errors and deadlines reject; send() is unchanged', async () => {
+  test('stats resolves with the checked answer; a malformed one, errors and deadlines reject; commands go out in wire form', async () => {
     const written: Array<Record<string, any>> = [];
     const call = { write: (m: Record<string, any>) => written.push(m) } as unknown as ConstructorParameters<typeof LauncherLink>[2];
     const link = new LauncherLink('u1', 42, call);
     const p = link.stats(1000);
     assert.deepEqual(written[0], { command: { id: 'c1', getStats: {} } });
-    link.result('c1', true, '', '{"cpu":{}}');
-    assert.equal(await p, '{"cpu":{}}');
+    link.result({ id: 'c1', ok: true, error: '', stats: { takenAtMs: 1, state: null, cpu: { timeNs: 5 }, balloon: null, vcpus: [], net: [{ name: '', rxBytes: 1 }], block: [] } });
+    assert.deepEqual(await p, { cpu: { timeNs: 5 }, vcpus: [], balloon: {}, net: [], block: [] });
+    const garbage = link.stats(1000);
+    link.result({ id: 'c2', ok: true, error: '', stats: { cpu: { timeNs: -1 } } });
+    await assert.rejects(garbage, /launcher: bad stats answer: stats\.cpu\.time_ns: not an unsigned 64-bit integer/);
+    const none = link.stats(1000);
+    link.result({ id: 'c3', ok: true, error: '', stats: null });
+    await assert.rejects(none, /answered get_stats without stats/);
     const bad = link.stats(1000);
-    link.result('c2', false, 'get_stats: no domain yet');
+    link.result({ id: 'c4', ok: false, error: 'get_stats: no domain yet', stats: null });
     await assert.rejects(bad, /launcher: get_stats: no domain yet/);
     await assert.rejects(link.stats(20), (e: unknown) => e instanceof VhError && e.code === ErrorCodes.DEADLINE_EXCEEDED);
     const s = link.send({ pause: {} }, 1000);
-    link.result('c4', true, '');
+    link.result({ id: 'c6', ok: true, error: '', stats: null });
     assert.equal(await s, undefined);
+    void link.send({ start: { domainXml: '<domain/>', libvirtUri: 'test:///default', disks: [{ kind: 'overlay', disk: 'root', path: '/v/root.qcow2', backingFile: '/b.img', backingFormat: 'raw' }, { kind: 'hostDisk', disk: 'h', path: '/h.img', sizeBytes: null, create: false }] } }, 50).catch(() => undefined);
+    assert.deepEqual(written.at(-1), {
+      command: { id: 'c7', start: { domainXml: '<domain/>', libvirtUri: 'test:///default', disks: [{ disk: 'root', path: '/v/root.qcow2', overlay: { backingFile: '/b.img', backingFormat: 2 } }, { disk: 'h', path: '/h.img', hostDisk: { create: false } }] } },
+    });
   });
 
   test('statsTargets: Running VMIs only; a VMI without an open link has no stats function', () => {
-    const link = { isOpen: true, stats: async () => '{}' } as unknown as LauncherLink;
+    const link = { isOpen: true, stats: async () => ({ cpu: {}, vcpus: [], balloon: {}, net: [], block: [] }) } as unknown as LauncherLink;
     const e = (name: string, phase: string, channel: LauncherLink | null) => ({ uid: `u-${name}`, namespace: 'ns', name, phase, channel });
     const t = statsTargets([e('a', 'Running', link), e('b', 'Pending', link), e('c', 'Running', null), e('d', 'Running', { ...link, isOpen: false } as LauncherLink)]);
     assert.deepEqual(t.map((x) => [x.name, x.stats !== null]), [['a', true], ['c', false], ['d', false]]);

@@ -89,5 +89,5 @@ export function buildStartCommand(f: NodeFacts, t: LaunchTarget): StartDomain {
     bridge: f.bridge,
     diskPaths,
   });
-  return { domainXml, disksJson: JSON.stringify(preps), libvirtUri: t.libvirtUri };
+  return { domainXml, disks: preps, libvirtUri: t.libvirtUri };
 }

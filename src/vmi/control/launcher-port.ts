@@ -3,7 +3,7 @@
  * carries it. The gRPC Launcher service (src/grpc/launcher-service.ts) implements
  * LauncherChannel and calls a LauncherRegistry; control never imports a transport.
  */
-import type { CommandBody, DomainStatus } from '../../launcher-protocol/messages';
+import type { CommandBody, DomainStatus, StatsReport } from '../../launcher-protocol/messages';
 
 /** One registered launcher connection. */
 export interface LauncherChannel {
@@ -14,8 +14,8 @@ export interface LauncherChannel {
   readonly lastHeartbeatAt: number;
   /** Sends a command; resolves when the launcher reports success, rejects with its error or a deadline. */
   send(body: CommandBody, timeoutMs: number): Promise<void>;
-  /** Asks for the domain's statistics: the launcher's unvalidated answer. */
-  stats(timeoutMs: number): Promise<string>;
+  /** Asks for the domain's statistics: the launcher's answer, checked by the transport (launcher-protocol/validate.ts). */
+  stats(timeoutMs: number): Promise<StatsReport>;
   /** Closes the connection (the launcher reconnects if it still lives). */
   end(): void;
 }

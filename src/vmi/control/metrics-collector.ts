@@ -12,11 +12,13 @@
  *   link); an answer that arrives late still becomes the VMI's last good sample.
  * Concurrent scrapes share one collection, and a finished one is reused for `cacheMs`.
  *
- * What a launcher sends is its claim, not a trusted structure: parseStatsReport validates every
- * field (types, ranges, sizes, unique device names). A report that fails is counted as an
- * error and never reaches the metrics.
+ * What a launcher sends is its claim, not a trusted structure: the transport checks every field
+ * (src/launcher-protocol/validate.ts checkDomainStats: types, ranges, counts, unique device
+ * names) before it reaches this collector; a report that fails is an error answer, counted here,
+ * and never reaches the metrics. This file is the collection policy only.
  */
 import { ErrorCodes, VhError } from '../../errors';
+import type { StatsReport } from '../../launcher-protocol/messages';
 import type { LauncherChannel } from './launcher-port';
 
 /** One VMI to collect from; `stats` is null when its launcher is not connected. */
@@ -24,68 +26,14 @@ export interface StatsTarget {
   uid: string;
   namespace: string;
   name: string;
-  stats: ((timeoutMs: number) => Promise<string>) | null;
-}
-
-export interface VcpuSample {
-  id: number;
-  /** virVcpuState: 0 offline, 1 running, 2 blocked. */
-  state?: number;
-  timeNs?: number;
-  waitNs?: number;
-  delayNs?: number;
-}
-
-export interface NetSample {
-  name: string;
-  rxBytes?: number;
-  rxPackets?: number;
-  rxErrs?: number;
-  rxDrop?: number;
-  txBytes?: number;
-  txPackets?: number;
-  txErrs?: number;
-  txDrop?: number;
-}
-
-export interface BlockSample {
-  name: string;
-  rdReqs?: number;
-  rdBytes?: number;
-  rdTimesNs?: number;
-  wrReqs?: number;
-  wrBytes?: number;
-  wrTimesNs?: number;
-  flReqs?: number;
-  flTimesNs?: number;
-}
-
-export interface BalloonSample {
-  currentKiB?: number;
-  maximumKiB?: number;
-  swapInKiB?: number;
-  swapOutKiB?: number;
-  majorFault?: number;
-  minorFault?: number;
-  unusedKiB?: number;
-  availableKiB?: number;
-  usableKiB?: number;
-  rssKiB?: number;
-  diskCachesKiB?: number;
+  stats: ((timeoutMs: number) => Promise<StatsReport>) | null;
 }
 
 /**
- * A validated stats report. Every 64-bit libvirt value is a JS number here: converted from its
- * decimal string through BigInt, so a value above 2^53 loses precision (Prometheus stores
- * float64 anyway) but never magnitude. Fields libvirt did not report are absent.
+ * A launcher's stats answer, already checked by the transport (src/launcher-protocol/validate.ts
+ * checkDomainStats): every value a number, fields libvirt did not report absent.
  */
-export interface VmiStatsReport {
-  cpu: { timeNs?: number; userNs?: number; systemNs?: number };
-  vcpus: VcpuSample[];
-  balloon: BalloonSample;
-  net: NetSample[];
-  block: BlockSample[];
-}
+export type VmiStatsReport = StatsReport;
 
 export interface VmiStatsSample {
   uid: string;
@@ -218,7 +166,7 @@ export class MetricsCollector {
     let timedOut = false;
     const answer = (async (): Promise<VmiStatsSample | null> => {
       try {
-        const report = parseStatsReport(await (t.stats as NonNullable<StatsTarget['stats']>)(this.opts.perVmiTimeoutMs));
+        const report = await (t.stats as NonNullable<StatsTarget['stats']>)(this.opts.perVmiTimeoutMs);
         const sample: VmiStatsSample = { uid: t.uid, namespace: t.namespace, name: t.name, report, receivedAt: Date.now(), fresh: true };
         this.lastGood.set(t.uid, sample);
         return sample;
@@ -268,119 +216,4 @@ function withTimeout<T>(p: Promise<T>, ms: number): Promise<T | typeof TIMED_OUT
     timer = setTimeout(() => r(TIMED_OUT), ms);
   });
   return Promise.race([p, t]).finally(() => clearTimeout(timer));
-}
-
-// ---------------------------------------------------------------------------------------------
-// validation of what a launcher sends (src/launcher/messages.ts encodeStatsReport)
-// ---------------------------------------------------------------------------------------------
-
-const MAX_VCPUS = 4096;
-const MAX_DEVICES = 512;
-const U64_MAX = (1n << 64n) - 1n;
-/** Device names become label values: printable ASCII, bounded. */
-const DEVICE_NAME = /^[\x21-\x7e]{1,128}$/;
-
-class ReportError extends Error {}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-/** An unsigned 64-bit counter: a decimal string (the wire form) or a non-negative safe integer. */
-function u64(v: unknown, where: string): number | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (typeof v === 'number') {
-    if (Number.isSafeInteger(v) && v >= 0) return v;
-  } else if (typeof v === 'string' && /^[0-9]{1,20}$/.test(v)) {
-    const b = BigInt(v);
-    if (b <= U64_MAX) return Number(b);
-  }
-  throw new ReportError(`${where}: not an unsigned 64-bit integer`);
-}
-
-function smallInt(v: unknown, where: string, max: number): number | undefined {
-  if (v === undefined || v === null) return undefined;
-  if (typeof v === 'number' && Number.isInteger(v) && v >= 0 && v <= max) return v;
-  throw new ReportError(`${where}: not an integer in 0..${max}`);
-}
-
-function pick<K extends string>(o: Record<string, unknown>, keys: readonly K[], where: string): Partial<Record<K, number>> {
-  const out: Partial<Record<K, number>> = {};
-  for (const k of keys) {
-    const v = u64(o[k], `${where}.${k}`);
-    if (v !== undefined) out[k] = v;
-  }
-  return out;
-}
-
-function section(report: Record<string, unknown>, key: string): Record<string, unknown> {
-  const v = report[key];
-  if (v === undefined || v === null) return {};
-  if (!isObject(v)) throw new ReportError(`${key}: not an object`);
-  return v;
-}
-
-function list(report: Record<string, unknown>, key: string, max: number): Record<string, unknown>[] {
-  const v = report[key];
-  if (v === undefined || v === null) return [];
-  if (!Array.isArray(v)) throw new ReportError(`${key}: not a list`);
-  if (v.length > max) throw new ReportError(`${key}: more than ${max} entries`);
-  return v.map((x, i) => {
-    if (!isObject(x)) throw new ReportError(`${key}[${i}]: not an object`);
-    return x;
-  });
-}
-
-/** Named devices; a device without a name cannot be labelled and is left out. */
-function devices<K extends string>(report: Record<string, unknown>, key: string, fields: readonly K[]): Array<{ name: string } & Partial<Record<K, number>>> {
-  const seen = new Set<string>();
-  const out: Array<{ name: string } & Partial<Record<K, number>>> = [];
-  list(report, key, MAX_DEVICES).forEach((d, i) => {
-    const where = `${key}[${i}]`;
-    if (d.name === undefined) return;
-    if (typeof d.name !== 'string' || !DEVICE_NAME.test(d.name)) throw new ReportError(`${where}.name: not a printable name of 1..128 characters`);
-    if (seen.has(d.name)) throw new ReportError(`${where}.name: duplicate ${JSON.stringify(d.name)}`);
-    seen.add(d.name);
-    out.push({ name: d.name, ...pick(d, fields, where) });
-  });
-  return out;
-}
-
-/**
- * Parses and validates a launcher's stats JSON; throws VhError INVALID_ARGUMENT naming the
- * first bad field. Unknown fields are ignored (a newer launcher may send more).
- */
-export function parseStatsReport(json: unknown): VmiStatsReport {
-  try {
-    if (typeof json !== 'string' || json === '') throw new ReportError('empty answer');
-    let raw: unknown;
-    try {
-      raw = JSON.parse(json);
-    } catch {
-      throw new ReportError('not JSON');
-    }
-    if (!isObject(raw)) throw new ReportError('not an object');
-    const cpu = pick(section(raw, 'cpu'), ['timeNs', 'userNs', 'systemNs'], 'cpu');
-    const balloon = pick(
-      section(raw, 'balloon'),
-      ['currentKiB', 'maximumKiB', 'swapInKiB', 'swapOutKiB', 'majorFault', 'minorFault', 'unusedKiB', 'availableKiB', 'usableKiB', 'rssKiB', 'diskCachesKiB'],
-      'balloon',
-    );
-    const ids = new Set<number>();
-    const vcpus = list(raw, 'vcpus', MAX_VCPUS).map((v, i): VcpuSample => {
-      const where = `vcpus[${i}]`;
-      const id = smallInt(v.id, `${where}.id`, MAX_VCPUS - 1);
-      if (id === undefined) throw new ReportError(`${where}.id: missing`);
-      if (ids.has(id)) throw new ReportError(`${where}.id: duplicate ${id}`);
-      ids.add(id);
-      const state = smallInt(v.state, `${where}.state`, 16);
-      return { id, ...(state === undefined ? {} : { state }), ...pick(v, ['timeNs', 'waitNs', 'delayNs'], where) };
-    });
-    const net = devices(raw, 'net', ['rxBytes', 'rxPackets', 'rxErrs', 'rxDrop', 'txBytes', 'txPackets', 'txErrs', 'txDrop']);
-    const block = devices(raw, 'block', ['rdReqs', 'rdBytes', 'rdTimesNs', 'wrReqs', 'wrBytes', 'wrTimesNs', 'flReqs', 'flTimesNs']);
-    return { cpu, vcpus, balloon, net, block };
-  } catch (e) {
-    if (e instanceof ReportError) throw new VhError(ErrorCodes.INVALID_ARGUMENT, `launcher stats report: ${e.message}`);
-    throw e;
-  }
 }
