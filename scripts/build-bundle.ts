@@ -131,14 +131,13 @@ interface CacheTarget {
 }
 
 /**
- * One training run for both caches: starts the daemon (dev profile, temp dirs, TCP port 0,
- * libvirt's in-process test driver) with VH_CODE_CACHE_WRITE, waits for /readyz 200, then, when
- * libvirt0 is installed, runs one VMI through SyncVMI -> Running -> DeleteVMI -> gone, so the
- * launcher it spawns writes its own cache on exit (the handler gives launchers a clean
- * environment, so the variable reaches it through the test-only launcher command,
- * `env VH_CODE_CACHE_WRITE=... node virt-launcher.cjs`), then SIGTERMs the daemon. Each cache is
- * installed only if this node accepts it. Throws when the daemon part fails; a launcher that
- * could not be trained is returned as a reason, because the daemon's cache is still good.
+ * The training runs for both caches. The daemon: started (dev profile, temp dirs, TCP port 0,
+ * libvirt's in-process test driver) with VH_CODE_CACHE_WRITE, up to /readyz 200, then (with
+ * libvirt0) one VMI through SyncVMI -> Running -> DeleteVMI -> gone, then SIGTERM. The launcher:
+ * on its own against a stand-in handler in this process (trainLauncher), because the daemon gives
+ * launchers a clean environment and no way to pass VH_CODE_CACHE_WRITE. Each cache is installed
+ * only if this node accepts it. Throws when the daemon part fails; a launcher that could not be
+ * trained is returned as a reason, because the daemon's cache is still good.
  */
 async function produceCodeCaches(daemon: CacheTarget, launcher: CacheTarget | null): Promise<{ daemonBytes: number; launcherBytes: number; launcherSkipped: string }> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vh-code-cache-'));
@@ -152,7 +151,7 @@ async function produceCodeCaches(daemon: CacheTarget, launcher: CacheTarget | nu
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('VH_') && k !== 'NOTIFY_SOCKET' && k !== 'NODE_OPTIONS'));
     const child = spawn(process.execPath, [daemon.loader, '--profile=dev', '--state-dir', path.join(dir, 'state'), '--run-dir', run,
       '--http-tcp-port', '0', '--log-level', 'warn', '--libvirt-uri', 'test:///default', '--vmi-image-root', path.join(dir, 'images')], {
-      env: { ...env, VH_CODE_CACHE_WRITE: dTmp, ...(launcher ? { VH_TEST_LAUNCHER_COMMAND: JSON.stringify(['/usr/bin/env', `VH_CODE_CACHE_WRITE=${lTmp}`, process.execPath, launcher.loader]) } : {}) },
+      env: { ...env, VH_CODE_CACHE_WRITE: dTmp },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     let stderr = '';
@@ -166,7 +165,8 @@ async function produceCodeCaches(daemon: CacheTarget, launcher: CacheTarget | nu
         await sleep(10);
       }
       await sleep(200); // what runs right after ready (metrics init...) belongs in the cache too
-      if (launcher) launcherSkipped = await trainLauncher(path.join(run, 'grpc.sock')).then(() => '', (e: Error) => e.message);
+      // Without libvirt0 the VMI cannot run: the daemon's cache then covers start-up only.
+      await trainDaemonVmi(path.join(run, 'grpc.sock')).catch((e: Error) => process.stderr.write(`build-bundle: daemon cache without a VMI: ${e.message}\n`));
     } finally {
       if (child.exitCode === null) child.kill('SIGTERM');
     }
@@ -174,6 +174,7 @@ async function produceCodeCaches(daemon: CacheTarget, launcher: CacheTarget | nu
     if (code !== 0) throw new Error(`daemon exited with ${code} after SIGTERM: ${stderr.trim()}`);
     if (!cacheAccepted(dTmp, daemon.bundle)) throw new Error('V8 rejected the daemon cache it just wrote');
     fs.renameSync(dTmp, daemon.cache);
+    if (launcher) launcherSkipped = await trainLauncher(launcher.loader, lTmp, path.join(dir, 'launcher')).then(() => '', (e: Error) => e.message);
     let launcherBytes = 0;
     if (launcher && !launcherSkipped) {
       if (!fs.existsSync(lTmp)) launcherSkipped = 'the launcher wrote no cache';
@@ -189,8 +190,8 @@ async function produceCodeCaches(daemon: CacheTarget, launcher: CacheTarget | nu
   }
 }
 
-/** One VMI on the test driver, created and deleted through gRPC; resolves once its launcher exited (and so wrote its cache). */
-async function trainLauncher(grpcSocket: string): Promise<void> {
+/** One VMI on the test driver, created and deleted through gRPC; resolves once its launcher exited. */
+async function trainDaemonVmi(grpcSocket: string): Promise<void> {
   const grpc = await import('@grpc/grpc-js');
   const { loadProtos } = await import('../src/grpc/proto');
   const client = new (loadProtos().VmiClient)(`unix:${grpcSocket}`, grpc.credentials.createInsecure()) as unknown as Record<string, (r: unknown, cb: (e: Error | null, v: unknown) => void) => void> & { close(): void };
@@ -221,6 +222,70 @@ async function trainLauncher(grpcSocket: string): Promise<void> {
     }
   } finally {
     client.close();
+  }
+}
+
+/**
+ * One launcher run through what a VMI's launcher does, against a stand-in handler (grpc-js, the
+ * handler's own transport) on a temp socket: Register, StartDomain on libvirt's test driver
+ * (needs libvirt0), status, stats, pause/unpause, teardown; the launcher then exits and its
+ * loader writes the cache to `cacheFile`.
+ */
+async function trainLauncher(loader: string, cacheFile: string, dir: string): Promise<void> {
+  const grpc = await import('@grpc/grpc-js');
+  const { loadProtos } = await import('../src/grpc/proto');
+  fs.mkdirSync(path.join(dir, 'vmi'), { recursive: true });
+  const socket = path.join(dir, 'h.sock');
+  const uid = '00000000-0000-4000-8000-00000000c0de';
+  type Call = import('@grpc/grpc-js').ServerDuplexStream<Record<string, Record<string, unknown>>, unknown>;
+  let call: Call | null = null;
+  const results = new Map<string, (r: { ok: boolean; error: string }) => void>();
+  let registered!: () => void;
+  const isRegistered = new Promise<void>((r) => (registered = r));
+  const server = new grpc.Server();
+  server.addService(loadProtos().launcherService, {
+    connect: (c: Call) => {
+      c.on('data', (m: Record<string, Record<string, unknown>>) => {
+        if (m.register) {
+          call = c;
+          c.write({ registered: { sessionToken: 'build', heartbeatIntervalMs: 1000 } });
+          registered();
+        } else if (m.result) results.get(m.result.id as string)?.(m.result as { ok: boolean; error: string });
+      });
+      c.on('end', () => c.end());
+      c.on('error', () => undefined);
+    },
+  });
+  await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())));
+  const child = spawn(process.execPath, [loader, '--vmi-uid', uid, '--handler-socket', socket, '--vmi-dir', path.join(dir, 'vmi'), '--log-level', 'info'], {
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', VH_LAUNCHER_TOKEN: 'build', VH_CODE_CACHE_WRITE: cacheFile },
+    stdio: ['ignore', 'ignore', 'pipe', 'ignore', 'ignore'], // fds 3 and 4 open, as the handler spawns it
+  });
+  let stderr = '';
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+  let n = 0;
+  const command = async (body: Record<string, unknown>): Promise<void> => {
+    const id = `t${++n}`;
+    const r = await Promise.race([
+      new Promise<{ ok: boolean; error: string }>((resolve) => {
+        results.set(id, resolve);
+        (call as Call).write({ command: { id, ...body } });
+      }),
+      sleep(20_000).then(() => ({ ok: false, error: 'no answer within 20 s' })),
+    ]);
+    if (!r.ok) throw new Error(`training launcher: ${Object.keys(body)[0]}: ${r.error}`);
+  };
+  try {
+    await Promise.race([isRegistered, exited.then((code) => Promise.reject(new Error(`launcher exited ${code} before registering: ${stderr.trim()}`))), sleep(20_000).then(() => Promise.reject(new Error('launcher did not register within 20 s')))]);
+    const xml = "<domain type='test'><name>vh-code-cache</name><memory unit='KiB'>65536</memory><vcpu>1</vcpu><os><type arch='x86_64'>hvm</type></os></domain>";
+    await command({ start: { domainXml: xml, libvirtUri: 'test:///default', disks: [] } });
+    for (const body of [{ getStatus: {} }, { getStats: {} }, { pause: {} }, { unpause: {} }, { getStats: {} }, { teardown: {} }]) await command(body);
+    const code = await Promise.race([exited, sleep(20_000).then(() => 'timeout')]);
+    if (code !== 0) throw new Error(`training launcher exited ${code}: ${stderr.trim()}`);
+  } finally {
+    child.kill('SIGKILL');
+    server.forceShutdown();
   }
 }
 
