@@ -102,7 +102,8 @@ export function renderVmiTable(vmis: readonly WireVmi[], wide: boolean): string 
 }
 
 function render(value: unknown, output: 'json' | 'yaml'): string {
-  return output === 'json' ? JSON.stringify(value, null, 2) + '\n' : toYaml(value);
+  // lineWidth 0: long values (redaction markers, reasons) stay on one line, whole for grep and sha256sum.
+  return output === 'json' ? JSON.stringify(value, null, 2) + '\n' : toYaml(value, { lineWidth: 0 });
 }
 
 function ref(opts: VmiOptions): { namespace: string; name: string } {
