@@ -1,84 +1,16 @@
 #!/usr/bin/env node
 /**
- * Process entry: parse argv/env/config file, start the app, wait for a signal, stop, exit.
- * Everything else lives in app.ts (wiring) and config/ (parsing).
- *
- * Exit codes:
- *   0   clean exit (after SIGTERM/SIGINT drain, or --help/--version/--print-config)
- *   1   unexpected failure (uncaught exception, or a startup error that is not a known VhError: a bug)
- *   2   invalid configuration, flags or usage (the message names the key/flag/variable)
- *   3   startup failure: stateDir/runDir not writable, socket held by a live daemon, listen failed
- *   130 forced exit by a second SIGTERM/SIGINT while draining
+ * Process entry of the shipped daemon (bundled into dist/virt-handler.cjs): raise libuv's pool,
+ * then run the daemon until a signal drains it (daemon-process.ts: startup, signals, exit codes).
+ * Everything else lives in app.ts (wiring) and config/ (parsing). It passes no test seams: the
+ * shipped daemon reads no test variables (tests that need failpoints or timings start
+ * test/lib/test-daemon.ts instead).
  */
 // First, before anything can start libuv's threadpool: koffi's async libvirt calls and libvirt's
 // event loop run on it, and libuv reads UV_THREADPOOL_SIZE only once (src/libvirt/queue.ts).
 import { ensureThreadpoolSize } from './libvirt/queue';
 ensureThreadpoolSize(16);
 
-import { packageVersion, parseCommandLine } from './config';
-import { ErrorCodes, isVhError } from './errors';
+import { exitWhenDone, runDaemon } from './daemon-process';
 
-const EXIT = { OK: 0, RUNTIME: 1, USAGE: 2, STARTUP: 3, FORCED: 130 } as const;
-
-/** Config/flag errors are usage errors; other VhErrors are known startup failures; anything else is a bug. */
-function exitCodeFor(e: unknown): number {
-  if (isVhError(e, ErrorCodes.CONFIG_INVALID) || isVhError(e, ErrorCodes.FLAG_INVALID)) return EXIT.USAGE;
-  return isVhError(e) ? EXIT.STARTUP : EXIT.RUNTIME;
-}
-
-/**
- * Resolves with the first SIGTERM/SIGINT. The handler only records it; main() does the work.
- * A second signal means the operator wants out now: that one exits immediately, on purpose.
- */
-function waitForSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    let received = false;
-    const onSignal = (signal: NodeJS.Signals): void => {
-      if (received) {
-        process.stderr.write(`virt-handler: second ${signal}, exiting without draining\n`);
-        process.exit(EXIT.FORCED);
-      }
-      received = true;
-      resolve(signal);
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
-  });
-}
-
-async function main(argv: readonly string[]): Promise<number> {
-  let command;
-  try {
-    command = parseCommandLine(argv);
-  } catch (e) {
-    process.stderr.write(`virt-handler: ${(e as Error).message}\n`);
-    return exitCodeFor(e);
-  }
-  if (command.kind !== 'run') {
-    process.stdout.write(command.text);
-    return EXIT.OK;
-  }
-
-  // Installed before startup so a SIGTERM during startup still drains cleanly afterwards.
-  const signal = waitForSignal();
-  let app;
-  try {
-    // Loaded only now: --help, --version and config errors answer without loading fastify/gRPC.
-    const { startApp } = await import('./app');
-    app = await startApp(command.config, { version: packageVersion(), profile: command.profile });
-  } catch (e) {
-    process.stderr.write(`virt-handler: startup failed: ${(e as Error).message}\n`);
-    return exitCodeFor(e);
-  }
-  await app.stop(`received ${await signal}`);
-  return EXIT.OK;
-}
-
-main(process.argv.slice(2)).then(
-  // Explicit exit: a stray handle (a client's keep-alive timer...) must not keep a stopped daemon alive.
-  (code) => process.exit(code),
-  (e: unknown) => {
-    process.stderr.write(`virt-handler: unexpected failure: ${(e as Error)?.stack ?? String(e)}\n`);
-    process.exit(EXIT.RUNTIME);
-  },
-);
+exitWhenDone(runDaemon(process.argv.slice(2)));

@@ -11,7 +11,7 @@ import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { type VmiOut, call, killEverything, makeRoot, manifest, pidsWithCmdline, recordUids, startDaemon, vmiClient, waitFor, waitReady } from './vmi-daemon';
+import { HandlerUnderTest, type VmiView, killEverything, makeRoot, pidsWithCmdline, recordUids, testDriverVmi, waitFor } from '../lib/daemon';
 
 const ROOT = makeRoot('vh-full-');
 const STATE = path.join(ROOT, 'state');
@@ -44,28 +44,27 @@ function fill(dir: string): void {
 
 describe('full state disk', { timeout: 90_000 }, () => {
   test('new VMI refused with ENOSPC naming the path; the existing record kept and loaded after a restart', { skip: !mounted && 'mount -t tmpfs not permitted' }, async () => {
-    const d = startDaemon(ROOT, {}, STATE);
-    await waitReady(d);
-    const c = vmiClient(d);
-    const old = (await call<{ vmi: VmiOut }>(c, 'SyncVMI', { manifest: JSON.stringify(manifest('old', 'disk')) })).vmi;
+    const start = (): Promise<HandlerUnderTest> => HandlerUnderTest.start({ tmp: ROOT, stateDir: STATE, libvirtUri: 'test:///default', nodeName: 'it-node', logLevel: 'info' });
+    const d = await start();
+    const old = (await d.call<{ vmi: VmiView }>('SyncVMI', { manifest: JSON.stringify(testDriverVmi('old', 'disk')) })).vmi;
     const running = await waitFor('old Running', async () => {
-      const v = await call<VmiOut>(c, 'GetVMI', { namespace: 'disk', name: 'old' });
+      const v = await d.call<VmiView>('GetVMI', { namespace: 'disk', name: 'old' });
       return v.status.phase === 'Running' ? v : undefined;
     });
     const recFile = path.join(STATE, 'vmis', old.uid, 'record.json');
     const good = fs.readFileSync(recFile, 'utf8');
 
     fill(STATE);
-    const err = await call(c, 'SyncVMI', { manifest: JSON.stringify(manifest('new', 'disk')) }).then(() => null, (e: grpc.ServiceError) => e);
+    const err = await d.call('SyncVMI', { manifest: JSON.stringify(testDriverVmi('new', 'disk')) }).then(() => null, (e: grpc.ServiceError) => e);
     assert.ok(err, 'SyncVMI on a full disk must fail');
     assert.equal(err.code, grpc.status.UNAVAILABLE, err.message);
     assert.match(err.details, /cannot write VMI record .*\/state\/vmis\/[0-9a-f-]{36}\/record\.json: ENOSPC \(disk full; the previous record is kept\)/);
     assert.deepEqual(recordUids(STATE), [old.uid], 'no record for the refused VMI');
     assert.deepEqual(fs.readdirSync(path.join(STATE, 'vmis')).filter((f) => f !== 'revision').sort(), [old.uid], 'not even an empty directory for it');
-    await assert.rejects(call(c, 'GetVMI', { namespace: 'disk', name: 'new' }), (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND);
+    await assert.rejects(d.call('GetVMI', { namespace: 'disk', name: 'new' }), (e: grpc.ServiceError) => e.code === grpc.status.NOT_FOUND);
 
     // A change to the existing VMI cannot be made durable: refused, and nothing acts on it.
-    const del = await call(c, 'DeleteVMI', { namespace: 'disk', name: 'old' }).then(() => null, (e: grpc.ServiceError) => e);
+    const del = await d.call('DeleteVMI', { namespace: 'disk', name: 'old' }).then(() => null, (e: grpc.ServiceError) => e);
     assert.equal(del?.code, grpc.status.UNAVAILABLE, String(del?.message));
     assert.match(del.details, /ENOSPC/);
     const after1 = JSON.parse(fs.readFileSync(recFile, 'utf8')) as { deleting: boolean; launcher: { pid: number } };
@@ -74,27 +73,21 @@ describe('full state disk', { timeout: 90_000 }, () => {
     assert.deepEqual(JSON.parse(fs.readFileSync(recFile, 'utf8')), JSON.parse(good), 'record unchanged by the failed writes');
 
     // Restart on the still-full disk: the record loads, the launcher is re-adopted.
-    c.close();
-    d.child.kill('SIGTERM');
-    assert.equal((await d.exit).code, 0);
-    const d2 = startDaemon(ROOT, {}, STATE);
-    await waitReady(d2);
-    const c2 = vmiClient(d2);
+    assert.equal((await d.stop()).code, 0);
+    const d2 = await start();
     const back = await waitFor('old re-adopted', async () => {
-      const v = await call<VmiOut>(c2, 'GetVMI', { namespace: 'disk', name: 'old' });
-      const linked = (v.status as unknown as { conditions: Array<{ type: string; status: string }> }).conditions.some((x) => x.type === 'LauncherConnected' && x.status === 'True');
+      const v = await d2.call<VmiView>('GetVMI', { namespace: 'disk', name: 'old' });
+      const linked = v.status.conditions.some((x) => x.type === 'LauncherConnected' && x.status === 'True');
       return v.status.phase === 'Running' && v.status.launcherPid === running.status.launcherPid && linked ? v : undefined;
     });
     assert.equal(back.uid, old.uid);
 
     // Space again: the delete goes through, nothing is left.
     fs.rmSync(path.join(STATE, 'filler'));
-    await call(c2, 'DeleteVMI', { namespace: 'disk', name: 'old' });
+    await d2.call('DeleteVMI', { namespace: 'disk', name: 'old' });
     await waitFor('old gone', () => (!fs.existsSync(path.join(STATE, 'vmis', old.uid)) && pidsWithCmdline(old.uid).length === 0 ? true : undefined)).catch((e: Error) => {
-      throw new Error(`${e.message}; processes ${pidsWithCmdline(old.uid).join(',')}\n${d2.out().slice(-4000)}`);
+      throw new Error(`${e.message}; processes ${pidsWithCmdline(old.uid).join(',')}\n${d2.tail(60)}`);
     });
-    c2.close();
-    d2.child.kill('SIGTERM');
-    assert.equal((await d2.exit).code, 0);
+    assert.equal((await d2.stop()).code, 0);
   });
 });

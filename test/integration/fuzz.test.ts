@@ -5,8 +5,8 @@
  * DeleteVMI with random refs, and Launcher/Connect streams: with invalid tokens (must be refused,
  * changing nothing), raw non-protobuf bytes, and with a VALID token sending garbage.
  *
- * The valid token is obtained the way a launcher gets one: the daemon runs a test-only launcher
- * command (VH_TEST_LAUNCHER_COMMAND) - a tiny script that stores the one-time token the daemon
+ * The valid token is obtained the way a launcher gets one: the daemon (through the test entry,
+ * test/lib/test-daemon.ts) runs a fake launcher command (the launcherCommand seam) - a tiny script that stores the one-time token the daemon
  * put in its environment and then sleeps, so its pid stays the launcher's. The test registers
  * with that token and that pid, then speaks garbage on the linked stream.
  *
@@ -21,8 +21,8 @@ import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { LAUNCHER_SERVICE, loadProtos } from '../../src/grpc/proto';
 import {
-  type Client, type Daemon, type VmiOut, call, httpGet, killEverything, makeRoot, manifest, procFigures, recordUids, sleep, startDaemon, vmiClient, waitFor, waitReady,
-} from './vmi-daemon';
+  type Client, HandlerUnderTest, type Seams, type VmiView, call, httpGet, killEverything, makeRoot, procFigures, recordUids, sleep, testDriverVmi, waitFor,
+} from '../lib/daemon';
 import { mulberry32 as prng } from '../lib/prng';
 
 const TOTAL = Number(process.env.FUZZ_TOTAL ?? 10_000);
@@ -102,7 +102,7 @@ function syncManifest(): string {
   if (r === 1) return JSON.stringify(randomValue());
   if (r === 2) return 'a: &a [x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b]\nd: [*c, *c, *c, *c, *c, *c, *c, *c]\n';
   if (r === 3) return `{"apiVersion": "kubevirt.io/v1", "kind": "VirtualMachineInstance", "metadata": ${'{"a":'.repeat(5000)}1${'}'.repeat(5000)}}`;
-  const m = manifest(pick(NAMES), pick(NAMESPACES)) as Record<string, unknown>;
+  const m = testDriverVmi(pick(NAMES), pick(NAMESPACES));
   const spec = m.spec as Record<string, unknown>;
   spec.runStrategy = pick(['Always', 'Always', 'Halted', 'Manual', 'Once', 'RerunOnFailure', 'always', '', 'Sometimes']);
   const mutations = int(4); // 0: valid as is
@@ -145,7 +145,7 @@ function garbageLauncherMessage(uid: string): unknown {
 }
 
 describe('fuzz', { timeout: 300_000 }, () => {
-  let d: Daemon;
+  let d: HandlerUnderTest;
   let c: Client;
   const counts: Record<string, number> = {};
   const codes: Record<string, number> = {};
@@ -160,21 +160,22 @@ describe('fuzz', { timeout: 300_000 }, () => {
     // Stores the token the daemon handed it, then sleeps under a command line naming the VMI
     // (so the test's cleanup finds it); its pid is the one the daemon recorded.
     fs.writeFileSync(fake, '#!/bin/bash\nprintf %s "$VH_LAUNCHER_TOKEN" > fake-token.tmp && mv fake-token.tmp fake-token\nexec -a "fake-launcher $*" sleep 3600\n', { mode: 0o755 });
-    d = startDaemon(ROOT, {
-      VH_TEST_LAUNCHER_COMMAND: JSON.stringify(['/bin/bash', fake]),
+    const seams: Seams = {
+      launcherCommand: ['/bin/bash', fake],
       // Nothing is given up during the run: launchers that never connect are left alone.
-      VH_TEST_VMI_TIMING: JSON.stringify({ registerTimeoutMs: 600_000, readoptMs: 600_000 }),
-    });
-    await waitReady(d);
-    c = vmiClient(d);
+      vmiTiming: { registerTimeoutMs: 600_000, readoptMs: 600_000 },
+    };
+    const launch = (): Promise<HandlerUnderTest> => HandlerUnderTest.start({ tmp: ROOT, libvirtUri: 'test:///default', nodeName: 'it-node', logLevel: 'info', seams });
+    d = await launch();
+    c = d.vmiClient();
     const { LauncherClient } = loadProtos() as unknown as { LauncherClient: grpc.ServiceClientConstructor };
     const lc = new LauncherClient(`unix:${path.join(d.runDir, 'grpc.sock')}`, grpc.credentials.createInsecure()) as unknown as grpc.Client & { Connect: () => grpc.ClientDuplexStream<unknown, Record<string, unknown>> };
     const raw = new grpc.Client(`unix:${path.join(d.runDir, 'grpc.sock')}`, grpc.credentials.createInsecure());
 
     // Two VMIs outside the fuzzed names: one for the valid-token launcher, one guarded (only bad tokens).
-    const mk = (name: string): string => JSON.stringify(manifest(name, 'fuzz-l'));
-    const linked = (await call<{ vmi: VmiOut }>(c, 'SyncVMI', { manifest: mk('linked') })).vmi;
-    const guarded = (await call<{ vmi: VmiOut }>(c, 'SyncVMI', { manifest: mk('guarded') })).vmi;
+    const mk = (name: string): string => JSON.stringify(testDriverVmi(name, 'fuzz-l'));
+    const linked = (await call<{ vmi: VmiView }>(c, 'SyncVMI', { manifest: mk('linked') })).vmi;
+    const guarded = (await call<{ vmi: VmiView }>(c, 'SyncVMI', { manifest: mk('guarded') })).vmi;
     const recOf = (uid: string): { launcher: { pid: number; startTime: number; spawnTokenHash: string; sessionTokenHash: string } | null } =>
       JSON.parse(fs.readFileSync(path.join(d.stateDir, 'vmis', uid, 'record.json'), 'utf8')) as never;
     const tokenFile = (uid: string): string => path.join(d.stateDir, 'vmis', uid, 'fake-token');
@@ -247,7 +248,7 @@ describe('fuzz', { timeout: 300_000 }, () => {
         // `start` command: Failed, teardown, the fake never exits, killed, runStrategy Always
         // spawns a new one with a new token). Then carry on as the new launcher.
         const now = recOf(linked.uid).launcher;
-        assert.ok(!now || now.pid !== fakePid, `the valid token was refused (${code}) while launcher ${fakePid} still is the VMI's launcher; daemon log:\n${d.out().slice(-3000)}`);
+        assert.ok(!now || now.pid !== fakePid, `the valid token was refused (${code}) while launcher ${fakePid} still is the VMI's launcher; daemon log:\n${d.tail(40)}`);
         const old = fakePid;
         await waitFor('the new fake launcher', () => {
           const pid = recOf(linked.uid).launcher?.pid ?? 0;
@@ -319,17 +320,17 @@ describe('fuzz', { timeout: 300_000 }, () => {
         sent += n;
         if (Math.floor((sent - n) / 1000) !== Math.floor(sent / 1000)) console.log(`fuzz: ${sent} messages, ${Date.now() - t0} ms, ${JSON.stringify(counts)}`);
         if (base === null && sent >= 500) {
-          base = procFigures(d.child.pid as number);
+          base = procFigures(d.pid);
           baseHeap = await heapUsed();
         }
-        if (sent % 500 < 2) peakRss = Math.max(peakRss, procFigures(d.child.pid as number).rssKb);
+        if (sent % 500 < 2) peakRss = Math.max(peakRss, procFigures(d.pid).rssKb);
       }
     };
-    const start = procFigures(d.child.pid as number);
+    const start = procFigures(d.pid);
     await Promise.all(Array.from({ length: IN_FLIGHT }, worker));
     const ms = Date.now() - t0;
     await sleep(3000); // let cancelled streams close
-    const end = procFigures(d.child.pid as number);
+    const end = procFigures(d.pid);
     const endHeap = await heapUsed();
     const b = base ?? start;
     console.log(`fuzz: ${sent} messages in ${ms} ms; counts ${JSON.stringify(counts)}`);
@@ -337,7 +338,7 @@ describe('fuzz', { timeout: 300_000 }, () => {
     console.log(`fuzz: RSS ${start.rssKb} kB at start, ${b.rssKb} kB after warm-up, ${end.rssKb} kB at end (peak sampled ${peakRss} kB); JS heap used ${Math.round(baseHeap / 1024)} kB after warm-up, ${Math.round(endHeap / 1024)} kB at end; fds ${start.fds} -> ${b.fds} -> ${end.fds}`);
 
     // Healthy.
-    assert.equal(d.child.exitCode, null, 'the daemon is alive');
+    assert.equal(d.proc.exitCode, null, 'the daemon is alive');
     assert.equal((await httpGet(path.join(d.runDir, 'http.sock'), '/healthz')).status, 200);
     assert.equal((await httpGet(path.join(d.runDir, 'http.sock'), '/readyz')).status, 200);
     // Bounded.
@@ -351,26 +352,20 @@ describe('fuzz', { timeout: 300_000 }, () => {
     // Bad tokens changed nothing.
     assert.deepEqual(recOf(guarded.uid).launcher, guardedBefore, 'the guarded VMI saw only bad tokens: its launcher record is unchanged');
     // Consistent: valid phases; the records are exactly what the API lists.
-    const listed = (await call<{ vmis: VmiOut[] }>(c, 'ListVMIs', {})).vmis;
+    const listed = (await call<{ vmis: VmiView[] }>(c, 'ListVMIs', {})).vmis;
     for (const v of listed) assert.ok(PHASES.has(v.status.phase), `phase ${JSON.stringify(v.status.phase)} of ${v.namespace}/${v.name}`);
     assert.deepEqual(listed.map((v) => v.uid).sort(), recordUids(d.stateDir).sort(), 'records on disk == VMIs listed');
     const label = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/; // no hostile name got through (../, XML, unicode...)
     for (const v of listed) assert.ok(label.test(v.namespace) && label.test(v.name), `accepted ${JSON.stringify(v.namespace)}/${JSON.stringify(v.name)}`);
     assert.deepEqual(fs.readdirSync(path.join(d.stateDir, 'vmis')).filter((f) => f !== 'revision' && !listed.some((v) => v.uid === f)), [], 'no stray VMI directories');
     // The records load again.
-    c.close();
     lc.close();
     raw.close();
-    d.child.kill('SIGTERM');
-    assert.equal((await d.exit).code, 0, d.out().slice(-3000));
-    const d2 = startDaemon(ROOT, { VH_TEST_LAUNCHER_COMMAND: JSON.stringify(['/bin/bash', fake]), VH_TEST_VMI_TIMING: JSON.stringify({ registerTimeoutMs: 600_000, readoptMs: 600_000 }) });
-    await waitReady(d2);
-    const c2 = vmiClient(d2);
-    const again = (await call<{ vmis: VmiOut[] }>(c2, 'ListVMIs', {})).vmis;
+    assert.equal((await d.stop()).code, 0, d.tail(40));
+    const d2 = await launch();
+    const again = (await d2.call<{ vmis: VmiView[] }>('ListVMIs', {})).vmis;
     assert.deepEqual(again.map((v) => v.uid).sort(), listed.map((v) => v.uid).sort(), 'the same VMIs after a restart');
-    assert.doesNotMatch(d2.out(), /VMI state directory problem/, 'no record problems at load');
-    c2.close();
-    d2.child.kill('SIGTERM');
-    await d2.exit;
+    assert.doesNotMatch(d2.out, /VMI state directory problem/, 'no record problems at load');
+    await d2.stop();
   });
 });

@@ -18,7 +18,7 @@ import { spawnSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { HandlerUnderTest, type VmiView, qemuPids, stageTinyImages, tinyVmi } from './daemon';
+import { HandlerUnderTest, type VmiView, qemuPids, stageTinyImages, tinyVmi } from '../lib/daemon';
 import { type LibvirtTestEnv, daemonStatus, startDaemon, stopDaemon, testEnv, waitFor } from './guest';
 
 const NS = 'chaos';

@@ -19,7 +19,7 @@ import * as grpc from '@grpc/grpc-js';
 import { VIOLATIONS_TRAILER } from '../../src/grpc/errors';
 import { loadProtos } from '../../src/grpc/proto';
 import { procStartTime } from '../../src/vmi/control/launcher-process';
-import { type Client, HandlerUnderTest, type VmiView, stageTinyImages, tinyVmi } from './daemon';
+import { type Client, HandlerUnderTest, type VmiView, stageTinyImages, tinyVmi } from '../lib/daemon';
 import { type LibvirtTestEnv, testEnv, waitFor } from './guest';
 
 type Vmi = VmiView;

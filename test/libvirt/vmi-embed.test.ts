@@ -11,7 +11,7 @@ import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import { HandlerUnderTest, qemuPids, stageTinyImages } from './daemon';
+import { HandlerUnderTest, qemuPids, stageTinyImages } from '../lib/daemon';
 import { type LibvirtTestEnv, testEnv, waitFor } from './guest';
 
 describe('VMIs through the embedded libvirt driver (no libvirtd)', { timeout: 300_000 }, () => {
