@@ -72,8 +72,9 @@ std::uint32_t* RegOf(kvm_cpuid_entry2& e, char reg) {
   }
 }
 
-// KVM_SET_CPUID2 with the supported CPUID minus opts.cpuid.disable; leaf 1 carries the APIC id.
-void ApplyCpuid(Napi::Env env, int fd, std::uint32_t id, const std::optional<Napi::Object>& options) {
+// The supported CPUID minus opts.cpuid.disable; leaf 1 carries the APIC id. Built (and its
+// options checked) before KVM_CREATE_VCPU, so a bad option does not use up the vCPU id.
+std::vector<kvm_cpuid_entry2> BuildCpuid(Napi::Env env, std::uint32_t id, const std::optional<Napi::Object>& options) {
   std::vector<kvm_cpuid_entry2> entries = System(env).cpuid;
   for (kvm_cpuid_entry2& e : entries) {
     if (e.function == 1) e.ebx = (e.ebx & 0x00ffffffu) | ((id & 0xffu) << 24);
@@ -92,6 +93,10 @@ void ApplyCpuid(Napi::Env env, int fd, std::uint32_t id, const std::optional<Nap
       }
     }
   }
+  return entries;
+}
+
+void SetCpuid(Napi::Env env, int fd, const std::vector<kvm_cpuid_entry2>& entries) {
   std::vector<std::byte> buf(sizeof(kvm_cpuid2) + entries.size() * sizeof(kvm_cpuid_entry2));
   auto* c = reinterpret_cast<kvm_cpuid2*>(buf.data());
   c->nent = static_cast<std::uint32_t>(entries.size());
@@ -158,6 +163,7 @@ Napi::Object Vcpu::Create(Napi::Env env, Napi::Object vm, int vm_fd, GuestMemory
   std::optional<Napi::Object> opts = JsToOptionalObject(env, options, "options");
   std::uint32_t id = static_cast<std::uint32_t>(JsToUint(env, id_value, "id", UINT32_MAX));
   const SystemFacts& sys = System(env);
+  const std::vector<kvm_cpuid_entry2> cpuid = BuildCpuid(env, id, opts);
   int r = ::ioctl(vm_fd, kCreateVcpu.request, static_cast<unsigned long>(id));
   if (r < 0) Syscall(env, kCreateVcpu, errno == EEXIST ? "vCPU id already in use" : "");
   UniqueFd fd(r);
@@ -167,7 +173,7 @@ Napi::Object Vcpu::Create(Napi::Env env, Napi::Object vm, int vm_fd, GuestMemory
     ThrowError(env, ErrorFacts::FromErrno(err, "mmap", {}, "kvm_run"));
   }
   Mapping run(addr, static_cast<std::size_t>(sys.mmap_size));
-  ApplyCpuid(env, fd.Get(), id, opts);
+  SetCpuid(env, fd.Get(), cpuid);
   auto core = std::make_shared<VcpuCore>(std::move(fd), std::move(run), id, memory);
 
   Napi::Object obj = g_ctors.New(env, g_pending_core, &core, "Vcpu class was not registered");

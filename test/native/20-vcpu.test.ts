@@ -179,12 +179,13 @@ describe('CPUID', () => {
     assert.equal(masked | bit, baseline | bit, 'only that bit changed');
   });
 
-  test('an unknown feature name is INVALID_ARGUMENT', () =>
+  test('an unknown feature name is INVALID_ARGUMENT, and does not use up the vCPU id', () =>
     withVm([0xf4], (vm) => {
       assert.throws(() => vm.createVcpu(0, { cpuid: { disable: ['no-such-feature'] } }), (e: unknown) => {
         assert.ok(isVhError(e) && e.code === ErrorCodes.INVALID_ARGUMENT, String(e));
         return true;
       });
+      assert.equal(vm.createVcpu(0).id, 0); // the options are checked before KVM_CREATE_VCPU: id 0 is still free
     }));
 });
 
