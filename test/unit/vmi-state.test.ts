@@ -17,7 +17,7 @@ function rec(over: Partial<VmiRecord> = {}): VmiRecord {
 }
 const vmi = { runStrategy: 'Always', interfaces: [], terminationGracePeriodSeconds: 30 } as unknown as NormalizedVmi;
 const child = {} as ChildProcess;
-const channel = (pid: number): LauncherChannel => ({ uid: 'u1', pid, isOpen: true, lastHeartbeatAt: Date.now(), send: async () => undefined, stats: async () => '', end: () => undefined });
+const channel = (pid: number): LauncherChannel => ({ uid: 'u1', pid, isOpen: true, lastHeartbeatAt: Date.now(), send: async () => undefined, stats: async () => { throw new Error('no stats in this test'); }, end: () => undefined });
 
 describe('VmiState stages', () => {
   test('a record decides the stage it loads in: no launcher Idle, pid 0 Spawning, a pid Launching', () => {
