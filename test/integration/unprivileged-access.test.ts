@@ -121,7 +121,7 @@ function assertWireRedacted(what: string, v: WireVmi): void {
 }
 
 describe('unprivileged access and secret redaction (real daemon, test:///default)', { skip: isRoot ? false : 'needs root to run a child as uid 65534', timeout: 180_000 }, () => {
-  const root = makeRoot('vh-unpriv-');
+  const root = makeRoot('vh-access-');
   const runDir = path.join(root, 'run');
   const stateDir = path.join(root, 'state');
   const httpSock = path.join(runDir, 'http.sock');
