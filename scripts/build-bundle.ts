@@ -19,7 +19,7 @@
  * as the daemon: one starts per VMI, and a burst of them is CPU-bound (bench:scale). The caches
  * are produced here, at build time, by one training run (produceCodeCaches): the daemon up to
  * ready, one VMI on libvirt's test driver through SyncVMI -> Running -> DeleteVMI, and shutdown;
- * each loader (VH_CODE_CACHE_WRITE) serialises its script when its process exits, so a cache
+ * each loader (VHDEV_CODE_CACHE_WRITE) serialises its script when its process exits, so a cache
  * holds every function compiled on that path. Caches are only read at runtime (/opt is read-only
  * under systemd). Each starts with its bundle's sha256, which the loader embeds, because V8 only
  * checks the source's length. Missing, stale or rejected cache (other node/V8 version or flags)
@@ -71,8 +71,8 @@ const { createRequire } = require('node:module');
 const BUNDLE = path.join(__dirname, ${JSON.stringify(bundleName)});
 const CACHE = path.join(__dirname, ${JSON.stringify(cacheName)});
 const ID = ${JSON.stringify(id)}; // sha256 of the bundle: V8 itself only checks the source length
-const WRITE = process.env.VH_CODE_CACHE_WRITE;
-delete process.env.VH_CODE_CACHE_WRITE;
+const WRITE = process.env.VHDEV_CODE_CACHE_WRITE;
+delete process.env.VHDEV_CODE_CACHE_WRITE;
 if (process.sourceMapsEnabled && !WRITE) {
   module.exports = require(BUNDLE); // --enable-source-maps: the plain CJS path keeps stack traces mapped
   return;
@@ -87,7 +87,7 @@ if (!WRITE) {
   } catch {}
 }
 const script = new vm.Script(${JSON.stringify(WRAP_HEAD)} + source + ${JSON.stringify(WRAP_TAIL)}, { filename: BUNDLE, cachedData });
-if (process.env.VH_CODE_CACHE_DEBUG) process.stderr.write('code cache: ' + (cachedData === undefined ? 'none' : script.cachedDataRejected ? 'rejected' : 'used') + '\\n');
+if (process.env.VHDEV_CODE_CACHE_DEBUG) process.stderr.write('code cache: ' + (cachedData === undefined ? 'none' : script.cachedDataRejected ? 'rejected' : 'used') + '\\n');
 source = cachedData = undefined; // V8 keeps its own copy of the source; drop ours and the cache bytes
 if (WRITE) {
   process.once('exit', () => {
@@ -132,10 +132,10 @@ interface CacheTarget {
 
 /**
  * The training runs for both caches. The daemon: started (dev profile, temp dirs, TCP port 0,
- * libvirt's in-process test driver) with VH_CODE_CACHE_WRITE, up to /readyz 200, then (with
+ * libvirt's in-process test driver) with VHDEV_CODE_CACHE_WRITE, up to /readyz 200, then (with
  * libvirt0) one VMI through SyncVMI -> Running -> DeleteVMI -> gone, then SIGTERM. The launcher:
  * on its own against a stand-in handler in this process (trainLauncher), because the daemon gives
- * launchers a clean environment and no way to pass VH_CODE_CACHE_WRITE. Each cache is installed
+ * launchers a clean environment and no way to pass VHDEV_CODE_CACHE_WRITE. Each cache is installed
  * only if this node accepts it. Throws when the daemon part fails; a launcher that could not be
  * trained is returned as a reason, because the daemon's cache is still good.
  */
@@ -151,7 +151,7 @@ async function produceCodeCaches(daemon: CacheTarget, launcher: CacheTarget | nu
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('VH_') && k !== 'NOTIFY_SOCKET' && k !== 'NODE_OPTIONS'));
     const child = spawn(process.execPath, [daemon.loader, '--profile=dev', '--state-dir', path.join(dir, 'state'), '--run-dir', run,
       '--http-tcp-port', '0', '--log-level', 'warn', '--libvirt-uri', 'test:///default', '--vmi-image-root', path.join(dir, 'images')], {
-      env: { ...env, VH_CODE_CACHE_WRITE: dTmp },
+      env: { ...env, VHDEV_CODE_CACHE_WRITE: dTmp },
       stdio: ['ignore', 'ignore', 'pipe'],
     });
     let stderr = '';
@@ -258,7 +258,7 @@ async function trainLauncher(loader: string, cacheFile: string, dir: string): Pr
   });
   await new Promise<void>((resolve, reject) => server.bindAsync(`unix:${socket}`, grpc.ServerCredentials.createInsecure(), (e) => (e ? reject(e) : resolve())));
   const child = spawn(process.execPath, [loader, '--vmi-uid', uid, '--handler-socket', socket, '--vmi-dir', path.join(dir, 'vmi'), '--log-level', 'info'], {
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', VH_LAUNCHER_TOKEN: 'build', VH_CODE_CACHE_WRITE: cacheFile },
+    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', VH_LAUNCHER_TOKEN: 'build', VHDEV_CODE_CACHE_WRITE: cacheFile },
     stdio: ['ignore', 'ignore', 'pipe', 'ignore', 'ignore'], // fds 3 and 4 open, as the handler spawns it
   });
   let stderr = '';

@@ -15,9 +15,9 @@ cd "$repo"
 
 say() { echo "demo: $*" >&2; }
 
-# VH_DEMO_SKIP_SETUP=1: the caller built everything already (test/libvirt/demo.test.ts runs the
+# VHDEV_DEMO_SKIP_SETUP=1: the caller built everything already (test/libvirt/demo.test.ts runs the
 # demo from inside the test suite, where rebuilding dist/ under the running tests is wrong).
-[[ -n ${VH_DEMO_SKIP_SETUP:-} ]] || bash scripts/setup.sh
+[[ -n ${VHDEV_DEMO_SKIP_SETUP:-} ]] || bash scripts/setup.sh
 
 export VH_PROFILE="${VH_PROFILE:-dev}"
 vhctl=(node dist/vhctl.cjs)

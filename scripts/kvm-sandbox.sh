@@ -5,8 +5,8 @@
 #   scripts/kvm-sandbox.sh [--timeout S] [--mem MiB] [--timings] -- CMD ARGS...
 #
 # The guest sees the host's / read-only through 9p under a tmpfs overlay (writes are discarded
-# at the end), runs CMD as root in the same cwd with PATH, HOME, CI, VH_* and NODE_* passed
-# through, and streams its stdout+stderr (merged, in order) to this script's stdout.
+# at the end), runs CMD as root in the same cwd with PATH, HOME, CI, VH_*, VHDEV_*, VHTEST_* and
+# NODE_* passed through, and streams its stdout+stderr (merged, in order) to this script's stdout.
 # See scripts/sandbox/README.md.
 #
 # Exit status: CMD's own status, or
@@ -19,10 +19,10 @@ set -euo pipefail
 readonly EXIT_TIMEOUT=124 EXIT_VM_DIED=125 EXIT_UNAVAILABLE=126
 
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
-qemu=${VH_SANDBOX_QEMU:-qemu-system-x86_64}
+qemu=${VHDEV_SANDBOX_QEMU:-qemu-system-x86_64}
 qboot=/usr/share/qemu/qboot.rom
-timeout=${VH_SANDBOX_TIMEOUT:-600}
-mem=${VH_SANDBOX_MEM:-2048}
+timeout=${VHDEV_SANDBOX_TIMEOUT:-600}
+mem=${VHDEV_SANDBOX_MEM:-2048}
 timings=false
 run_dir=
 qemu_pid=
@@ -67,7 +67,7 @@ stop_vm() {
 # shellcheck disable=SC2317 # runs from the EXIT trap
 cleanup() {
     stop_vm
-    if [[ -n $run_dir && -z ${VH_SANDBOX_KEEP:-} ]]; then
+    if [[ -n $run_dir && -z ${VHDEV_SANDBOX_KEEP:-} ]]; then
         rm -rf "$run_dir"
     fi
 }
@@ -81,8 +81,8 @@ trap 'on_signal 130' INT
 trap 'on_signal 143' TERM
 trap 'on_signal 129' HUP
 
-# VH_SANDBOX_IMAGE: a ready directory with vmlinux + initrd.gz (offline use, harness tests).
-image=${VH_SANDBOX_IMAGE:-}
+# VHDEV_SANDBOX_IMAGE: a ready directory with vmlinux + initrd.gz (offline use, harness tests).
+image=${VHDEV_SANDBOX_IMAGE:-}
 if [[ -z $image ]]; then
     image=$("$here/sandbox/build-image.sh") || unavailable "could not build the guest image"
 fi
@@ -99,14 +99,14 @@ write_job() {
             case $name in
             # No network in the guest, and node parses this bundle at every start (~1.7 s under TCG).
             NODE_EXTRA_CA_CERTS) ;;
-            VH_IN_SANDBOX) ;;
-            PATH | HOME | USER | LOGNAME | LANG | LC_* | TZ | CI | TMPDIR | VH_* | NODE_* | NO_COLOR | FORCE_COLOR)
+            VHDEV_IN_SANDBOX) ;;
+            PATH | HOME | USER | LOGNAME | LANG | LC_* | TZ | CI | TMPDIR | VH_* | VHDEV_* | VHTEST_* | NODE_* | NO_COLOR | FORCE_COLOR)
                 printf '%s=%s\0' "$name" "${!name}"
                 ;;
             esac
         done
         # Lets scripts tell they already run in here (test-native.sh does not boot a nested one).
-        printf '%s\0' VH_IN_SANDBOX=1
+        printf '%s\0' VHDEV_IN_SANDBOX=1
         # The guest's stdout is a serial tty; keep colours out of logs when ours is not a tty.
         if [[ -t 1 ]]; then
             printf 'TERM=%s\0' "${TERM:-xterm}"
@@ -122,7 +122,7 @@ write_job() {
 write_job "$@"
 
 print_console_tail() {
-    say "last lines of the guest console (keep the whole run dir with VH_SANDBOX_KEEP=1):"
+    say "last lines of the guest console (keep the whole run dir with VHDEV_SANDBOX_KEEP=1):"
     tail -n 30 "$run_dir/console.log" 2>/dev/null | sed 's/^/  | /' >&2 || true
     if [[ -s $run_dir/qemu.log ]]; then
         say "QEMU said:"

@@ -8,8 +8,8 @@
 # Needs root (libvirtd-env.sh runs libvirtd in its own mount namespace) and a compiled dist/
 # (`npm run build:ts`; scripts/test.sh does it through setup.sh). Guests run under QEMU TCG.
 #
-# Environment: VH_LIBVIRT_DIR (the daemon's directory, default /tmp/vh-libvirtd), VH_TEST_KEEP=1
-# keeps the tests' run directories (serial logs), VH_TEST_FILES="chaos vmi-e2e" runs only
+# Environment: VHDEV_LIBVIRT_DIR (the daemon's directory, default /tmp/vh-libvirtd), VHTEST_KEEP=1
+# keeps the tests' run directories (serial logs), VHTEST_FILES="chaos vmi-e2e" runs only
 # those files of dist/test/libvirt/. Extra arguments go to `node --test`
 # (e.g. --test-name-pattern=lifecycle).
 set -euo pipefail
@@ -27,13 +27,13 @@ die() {
 [[ -d dist/test/libvirt ]] || die "dist/test/libvirt is missing: compile first (npm run build:ts)"
 
 env_sh=$repo/scripts/libvirt/libvirtd-env.sh
-export VH_LIBVIRT_DIR=${VH_LIBVIRT_DIR:-/tmp/vh-libvirtd}
-uri=$("$env_sh" uri) # also validates VH_LIBVIRT_DIR
+export VHDEV_LIBVIRT_DIR=${VHDEV_LIBVIRT_DIR:-/tmp/vh-libvirtd}
+uri=$("$env_sh" uri) # also validates VHDEV_LIBVIRT_DIR
 # One run per daemon directory at a time: a second run would remove this one's vh-test-* domains
 # and could stop the daemon under it.
 command -v flock >/dev/null || die "flock not found (util-linux)"
-exec {lock_fd}>"$VH_LIBVIRT_DIR.test-lock"
-flock -w 900 "$lock_fd" || die "another scripts/test-libvirt.sh holds $VH_LIBVIRT_DIR.test-lock for over 900 s"
+exec {lock_fd}>"$VHDEV_LIBVIRT_DIR.test-lock"
+flock -w 900 "$lock_fd" || die "another scripts/test-libvirt.sh holds $VHDEV_LIBVIRT_DIR.test-lock for over 900 s"
 started=0
 
 remove_leftovers() {
@@ -65,7 +65,7 @@ mapfile -t guest < <(scripts/libvirt/build-tiny-guest.sh)
 ((${#guest[@]} == 2)) || die "build-tiny-guest.sh printed no kernel/initrd"
 
 if "$env_sh" status >/dev/null 2>&1; then
-    say "libvirtd already running in $VH_LIBVIRT_DIR (left running afterwards)"
+    say "libvirtd already running in $VHDEV_LIBVIRT_DIR (left running afterwards)"
 else
     started=1
     "$env_sh" start >/dev/null
@@ -73,18 +73,18 @@ fi
 # Domains a crashed earlier run left behind would only confuse these tests.
 remove_leftovers
 
-export VH_TEST_LIBVIRT_URI=$uri
-export VH_TEST_LIBVIRTD_ENV=$env_sh
-export VH_TEST_GUEST_KERNEL=${guest[0]}
-export VH_TEST_GUEST_INITRD=${guest[1]}
-export VH_TEST_LIBVIRT_DIR=$VH_LIBVIRT_DIR
+export VHTEST_LIBVIRT_URI=$uri
+export VHTEST_LIBVIRTD_ENV=$env_sh
+export VHTEST_GUEST_KERNEL=${guest[0]}
+export VHTEST_GUEST_INITRD=${guest[1]}
+export VHTEST_LIBVIRT_DIR=$VHDEV_LIBVIRT_DIR
 
 say "daemon $uri, guest ${guest[0]} + ${guest[1]} (ready after $((SECONDS - t0)) s)"
 targets=(dist/test/libvirt/)
-if [[ -n ${VH_TEST_FILES:-} ]]; then
+if [[ -n ${VHTEST_FILES:-} ]]; then
     targets=()
-    for f in $VH_TEST_FILES; do
-        [[ $f =~ ^[a-z0-9-]+$ && -f dist/test/libvirt/$f.test.js ]] || die "VH_TEST_FILES: no dist/test/libvirt/$f.test.js"
+    for f in $VHTEST_FILES; do
+        [[ $f =~ ^[a-z0-9-]+$ && -f dist/test/libvirt/$f.test.js ]] || die "VHTEST_FILES: no dist/test/libvirt/$f.test.js"
         targets+=("dist/test/libvirt/$f.test.js")
     done
 fi

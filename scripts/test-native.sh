@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The native suite (dist/test/native/*.test.js) against a real /dev/kvm.
 #
-# VH_NATIVE_TESTS picks where it runs:
+# VHTEST_NATIVE_TESTS picks where it runs:
 #   auto     (default) on the host when its /dev/kvm works, and always once inside the nested-KVM
 #            sandbox (scripts/kvm-sandbox.sh), so every machine, CI included, proves the suite
 #            under a kernel it controls
@@ -13,14 +13,14 @@ set -euo pipefail
 
 repo=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
-mode=${VH_NATIVE_TESTS:-auto}
+mode=${VHTEST_NATIVE_TESTS:-auto}
 addon=build/Release/virt_handler_native.node
 
 say() { echo "test-native: $*" >&2; }
 fail() { say "$*"; exit 1; }
 elapsed() { awk -v t0="$1" -v t1="$EPOCHREALTIME" 'BEGIN { printf "%.1f s", t1 - t0 }'; }
 
-if [[ ${VH_IN_SANDBOX:-} == 1 && $mode == auto ]]; then
+if [[ ${VHDEV_IN_SANDBOX:-} == 1 && $mode == auto ]]; then
     mode=host # already inside scripts/kvm-sandbox.sh: its /dev/kvm is the one to test
 fi
 
@@ -28,12 +28,12 @@ case $mode in
 auto | host | sandbox) ;;
 off)
     say "**************************************************************"
-    say "WARNING: VH_NATIVE_TESTS=off - the native KVM suite did NOT run."
+    say "WARNING: VHTEST_NATIVE_TESTS=off - the native KVM suite did NOT run."
     say "Nothing here proves the addon against a real /dev/kvm."
     say "**************************************************************"
     exit 0
     ;;
-*) fail "VH_NATIVE_TESTS must be auto, host, sandbox or off, got '$mode'" ;;
+*) fail "VHTEST_NATIVE_TESTS must be auto, host, sandbox or off, got '$mode'" ;;
 esac
 
 shopt -s nullglob
@@ -43,8 +43,8 @@ shopt -u nullglob
 [[ -f $addon ]] || fail "$addon is missing: run 'npm run build:native' first"
 
 # The real interpreter, not a pyenv-style shim: the sandbox runs kvm-check.py with it too.
-python=${VH_SANDBOX_PYTHON:-$(python3 -c 'import sys; print(sys.executable)')} || fail "python3 is required"
-export VH_SANDBOX_PYTHON=$python
+python=${VHDEV_SANDBOX_PYTHON:-$(python3 -c 'import sys; print(sys.executable)')} || fail "python3 is required"
+export VHDEV_SANDBOX_PYTHON=$python
 results=()
 failed=false
 
@@ -72,7 +72,7 @@ run_in_sandbox() {
     scripts/kvm-sandbox.sh --timings -- bash scripts/sandbox/native-job.sh "${tests[@]}" || status=$?
     case $status in
     0) results+=("sandbox passed in $(elapsed "$started")") ;;
-    126) fail "the sandbox is unavailable (see above); VH_NATIVE_TESTS=host runs on the host's /dev/kvm only" ;;
+    126) fail "the sandbox is unavailable (see above); VHTEST_NATIVE_TESTS=host runs on the host's /dev/kvm only" ;;
     *)
         results+=("sandbox FAILED (exit $status, see scripts/sandbox/README.md) after $(elapsed "$started")")
         failed=true

@@ -7,7 +7,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
 
-bash scripts/setup.sh ${VH_SETUP_ARGS:-}
+bash scripts/setup.sh ${VHDEV_SETUP_ARGS:-}
 
 section() { printf '\n==== %s ====\n' "$*"; }
 start=$SECONDS

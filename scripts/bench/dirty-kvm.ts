@@ -122,7 +122,7 @@ async function benchMode(kvm: KvmSystem, mode: DirtyLogMode): Promise<ModeFigure
 
 async function main(): Promise<void> {
   const module = ['kvm_amd', 'kvm_intel', 'kvm_pvm'].find((m) => fs.existsSync(`/sys/module/${m}`)) ?? 'unknown';
-  const nested = process.env.VH_IN_SANDBOX === '1';
+  const nested = process.env.VHDEV_IN_SANDBOX === '1';
   const label = nested ? `NESTED-EMULATED (QEMU TCG -> ${module})` : `host ${module}`;
   console.log(
     `KVM dirty logging, ${SLOT_BYTES >> 20} MiB slot, ${DIRTY_FRACTION * 100}% dirtied by the guest per round, ` +

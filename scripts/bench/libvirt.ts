@@ -5,7 +5,7 @@
  *    in-flight, one Domain handle per lane), next to a same-run baseline: calls/s of koffi's
  *    `.async` on libc `abs` at the same concurrency (the FFI + libuv pool's own ceiling).
  * 2. The same on a private real libvirtd (scripts/libvirt/libvirtd-env.sh) when
- *    VH_BENCH_LIBVIRT_REAL=1: started here, a throw-away domain defined (not started) for getInfo,
+ *    VHDEV_BENCH_LIBVIRT_REAL=1: started here, a throw-away domain defined (not started) for getInfo,
  *    undefined and the daemon stopped afterwards (unless it was already running). If the daemon
  *    cannot start, the reason is printed and the bench goes on.
  * 3. Lifecycle event delivery latency on test:///default: suspend/resume cycles of the 'test'
@@ -15,8 +15,8 @@
  * test:///default; event p99 <= 10 ms. Figures, not assertions (exit code 0 unless the bench
  * itself breaks).
  *
- * Environment: VH_BENCH_LIBVIRT_REAL=1, VH_BENCH_ROUNDS (default 5), VH_BENCH_ROUND_MS (default
- * 1000), VH_BENCH_EVENT_CYCLES (suspend+resume cycles per round, default 100).
+ * Environment: VHDEV_BENCH_LIBVIRT_REAL=1, VHDEV_BENCH_ROUNDS (default 5), VHDEV_BENCH_ROUND_MS (default
+ * 1000), VHDEV_BENCH_EVENT_CYCLES (suspend+resume cycles per round, default 100).
  */
 // FIRST, before anything else can start the libuv pool: koffi's .async calls run there, and 64
 // in flight plus the libvirt event loop's long-running iteration need more than libuv's 4.
@@ -34,10 +34,10 @@ const { spawnSync } = require('node:child_process') as typeof import('node:child
 const path = require('node:path') as typeof import('node:path');
 const { performance } = require('node:perf_hooks') as typeof import('node:perf_hooks');
 
-const ROUNDS = intEnv('VH_BENCH_ROUNDS', 5);
-const ROUND_MS = intEnv('VH_BENCH_ROUND_MS', 1000);
+const ROUNDS = intEnv('VHDEV_BENCH_ROUNDS', 5);
+const ROUND_MS = intEnv('VHDEV_BENCH_ROUND_MS', 1000);
 const WARMUP_MS = Math.min(300, ROUND_MS);
-const EVENT_CYCLES = intEnv('VH_BENCH_EVENT_CYCLES', 100);
+const EVENT_CYCLES = intEnv('VHDEV_BENCH_EVENT_CYCLES', 100);
 const IN_FLIGHT = [1, 16, MAX_IN_FLIGHT];
 const TARGET_CALLS = 5000;
 const TARGET_P99_MS = 10;
@@ -301,8 +301,8 @@ async function main(): Promise<void> {
   const absCall = absBaseline();
   const rows = await throughput(TEST_URI, 'test', absCall);
   printThroughput(`${TEST_URI}`, rows, true);
-  if (process.env.VH_BENCH_LIBVIRT_REAL === '1') await realDaemon(absCall);
-  else console.log('\nReal libvirtd: skipped (set VH_BENCH_LIBVIRT_REAL=1)');
+  if (process.env.VHDEV_BENCH_LIBVIRT_REAL === '1') await realDaemon(absCall);
+  else console.log('\nReal libvirtd: skipped (set VHDEV_BENCH_LIBVIRT_REAL=1)');
   printLatency(await eventLatency());
 }
 

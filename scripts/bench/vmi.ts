@@ -7,7 +7,7 @@
  *
  * Needs root (it starts the private libvirtd with scripts/libvirt/libvirtd-env.sh unless it is
  * running, and stops it afterwards if it started it) and a built dist/. Prints medians of
- * VH_BENCH_ROUNDS (default 5) rounds; figures, not assertions.
+ * VHDEV_BENCH_ROUNDS (default 5) rounds; figures, not assertions.
  */
 import { ensureThreadpoolSize } from '../../src/libvirt/queue';
 ensureThreadpoolSize(16);
@@ -24,7 +24,7 @@ import { tinyGuestXml } from '../lib/tiny-guest';
 
 const REPO = path.resolve(__dirname, '../../..');
 const ENV_SCRIPT = path.join(REPO, 'scripts/libvirt/libvirtd-env.sh');
-const ROUNDS = Math.max(1, Number.parseInt(process.env.VH_BENCH_ROUNDS ?? '', 10) || 5);
+const ROUNDS = Math.max(1, Number.parseInt(process.env.VHDEV_BENCH_ROUNDS ?? '', 10) || 5);
 const MARKER = 'VH-GUEST-READY';
 
 type Client = grpc.Client & Record<string, (...a: unknown[]) => unknown>;

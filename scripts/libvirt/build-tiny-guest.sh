@@ -7,12 +7,12 @@
 # prints VH-GUEST-READY on ttyS0 and then "vh-guest: uptime <s>" every second; echoes console
 # input lines back ("vh-guest: echo <line>") and powers off after N s with vh.poweroff=N.
 #
-# Cache: ${VH_CACHE_DIR:-$HOME/.cache/virt-handler}/libvirt-guest/<key>/, published by rename
+# Cache: ${VHDEV_CACHE_DIR:-$HOME/.cache/virt-handler}/libvirt-guest/<key>/, published by rename
 # when complete; the key covers the sandbox image and this script.
 set -euo pipefail
 
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
-cache_root=${VH_CACHE_DIR:-${HOME:?set HOME or VH_CACHE_DIR}/.cache/virt-handler}/libvirt-guest
+cache_root=${VHDEV_CACHE_DIR:-${HOME:?set HOME or VHDEV_CACHE_DIR}/.cache/virt-handler}/libvirt-guest
 
 # shellcheck source=../lib/cache.sh
 source "$here/../lib/cache.sh"

@@ -9,21 +9,21 @@
 #   scripts/libvirt/libvirtd-env.sh status    exit 0 and "running <pid> <uri>" when it answers
 #   scripts/libvirt/libvirtd-env.sh uri       prints the URI
 #
-# Everything lives in ${VH_LIBVIRT_DIR:-/tmp/vh-libvirtd}: the daemon runs in its own mount
+# Everything lives in ${VHDEV_LIBVIRT_DIR:-/tmp/vh-libvirtd}: the daemon runs in its own mount
 # namespace where etc/, run/, lib/, cache/ and log/ of that directory are bind-mounted over
 # /etc/libvirt, /run/libvirt, /var/lib/libvirt, /var/cache/libvirt and /var/log/libvirt (the QEMU
 # driver of a privileged daemon hard-codes those paths and reads /etc/libvirt/qemu.conf), so the
-# host's libvirt files are never touched and several daemons (different VH_LIBVIRT_DIR) can run
+# host's libvirt files are never touched and several daemons (different VHDEV_LIBVIRT_DIR) can run
 # side by side. The socket is sock/libvirt-sock; the daemon's log is libvirtd.log; QEMU's
 # per-domain logs are log/qemu/<name>.log.
 #
-# Environment: VH_LIBVIRT_DIR, VH_LIBVIRT_START_TIMEOUT (s, default 60), VH_LIBVIRT_LOG_LEVEL
+# Environment: VHDEV_LIBVIRT_DIR, VHDEV_LIBVIRT_START_TIMEOUT (s, default 60), VHDEV_LIBVIRT_LOG_LEVEL
 # (1 debug .. 4 error, default 3).
 set -euo pipefail
 
-dir=${VH_LIBVIRT_DIR:-/tmp/vh-libvirtd}
-start_timeout=${VH_LIBVIRT_START_TIMEOUT:-60}
-log_level=${VH_LIBVIRT_LOG_LEVEL:-3}
+dir=${VHDEV_LIBVIRT_DIR:-/tmp/vh-libvirtd}
+start_timeout=${VHDEV_LIBVIRT_START_TIMEOUT:-60}
+log_level=${VHDEV_LIBVIRT_LOG_LEVEL:-3}
 sock=$dir/sock/libvirt-sock
 uri="qemu+unix:///system?socket=$sock"
 pidfile=$dir/libvirtd.pid
@@ -37,9 +37,9 @@ die() {
 }
 usage() { die "usage: $0 start | stop [--destroy-domains] | status | uri"; }
 
-[[ $dir == /* && $dir != *[[:space:]\"]* ]] || die "VH_LIBVIRT_DIR must be an absolute path without spaces or quotes: '$dir'"
-[[ $start_timeout =~ ^[0-9]+$ ]] || die "VH_LIBVIRT_START_TIMEOUT must be whole seconds"
-[[ $log_level =~ ^[1-4]$ ]] || die "VH_LIBVIRT_LOG_LEVEL must be 1..4"
+[[ $dir == /* && $dir != *[[:space:]\"]* ]] || die "VHDEV_LIBVIRT_DIR must be an absolute path without spaces or quotes: '$dir'"
+[[ $start_timeout =~ ^[0-9]+$ ]] || die "VHDEV_LIBVIRT_START_TIMEOUT must be whole seconds"
+[[ $log_level =~ ^[1-4]$ ]] || die "VHDEV_LIBVIRT_LOG_LEVEL must be 1..4"
 
 # The daemon's pid when the pidfile names a live libvirtd, else nothing.
 daemon_pid() {

@@ -3,14 +3,14 @@
 # and a base initramfs (busybox + the modules below + init.sh), made from Debian packages that are
 # downloaded, never installed.
 #
-# Cache: ${VH_CACHE_DIR:-$HOME/.cache/virt-handler}/sandbox/<kernel>-<inputs hash>/. A directory
+# Cache: ${VHDEV_CACHE_DIR:-$HOME/.cache/virt-handler}/sandbox/<kernel>-<inputs hash>/. A directory
 # appears by rename only when complete, so an interrupted build never leaves a broken image, and
 # builders serialise on a flock. The key covers the package versions and the files that shape
 # the image, so any change to them builds a new image; images unused for 7 days are pruned.
 set -euo pipefail
 
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
-cache_root=${VH_CACHE_DIR:-${HOME:?set HOME or VH_CACHE_DIR}/.cache/virt-handler}/sandbox
+cache_root=${VHDEV_CACHE_DIR:-${HOME:?set HOME or VHDEV_CACHE_DIR}/.cache/virt-handler}/sandbox
 
 # Load order matters: the kernel package has no modules.dep, so dependencies come first.
 modules=(
@@ -46,7 +46,7 @@ die() { say "$*"; exit 1; }
 # linux-image-amd64 metapackage points at (linux-image-6.1.0-NN-amd64) and the candidates.
 resolve_packages() {
     local kernel versions
-    kernel=${VH_SANDBOX_KERNEL_PACKAGE:-$(apt-cache depends linux-image-amd64 2>/dev/null |
+    kernel=${VHDEV_SANDBOX_KERNEL_PACKAGE:-$(apt-cache depends linux-image-amd64 2>/dev/null |
         sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -n 1)}
     [[ -n $kernel ]] || die "cannot resolve linux-image-amd64 to a kernel package (run apt-get update?)"
     versions=$(apt-cache policy "$kernel" busybox-static 2>/dev/null | awk '
@@ -63,7 +63,7 @@ resolve_packages_cached() {
     local fingerprint saved=$cache_root/packages
     fingerprint=$(
         {
-            echo "${VH_SANDBOX_KERNEL_PACKAGE:-}"
+            echo "${VHDEV_SANDBOX_KERNEL_PACKAGE:-}"
             stat -c '%n %s %Y' /var/lib/apt/lists/*Packages* /etc/apt/preferences* 2>/dev/null || true
         } | sha256sum | cut -c1-16
     )

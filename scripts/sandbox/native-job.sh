@@ -4,9 +4,9 @@
 set -euo pipefail
 here=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 
-# Everything costs 10-30x under TCG: VH_SANDBOX_PYTHON names the real interpreter (a pyenv-style
+# Everything costs 10-30x under TCG: VHDEV_SANDBOX_PYTHON names the real interpreter (a pyenv-style
 # shim forks dozens of times) and -S skips site-packages (kvm-check.py needs only the stdlib).
-kvm=$("${VH_SANDBOX_PYTHON:-python3}" -S "$here/kvm-check.py") || {
+kvm=$("${VHDEV_SANDBOX_PYTHON:-python3}" -S "$here/kvm-check.py") || {
     echo "sandbox: $kvm" >&2
     exit 1
 }

@@ -20,13 +20,6 @@ const CONTAINERS = new Set(KEYS.flatMap((k) => k.key.split('.').slice(0, -1).map
 /** Env vars with the VH_ prefix that are not keys but are understood by index.ts. */
 export const META_ENV = ['VH_CONFIG', 'VH_PROFILE'] as const;
 
-/**
- * Dev-tooling variables that share a config section's prefix and must not be taken for typos:
- * VH_LIBVIRT_DIR is the private test libvirtd's directory (scripts/libvirt/libvirtd-env.sh),
- * exported by the test and demo scripts into the daemon's environment.
- */
-export const TOOLING_ENV = ['VH_LIBVIRT_DIR'] as const;
-
 /** A parsed value and where it came from ('default', 'VH_LOG_LEVEL', '--log-level', 'file /etc/x.yaml'). */
 export interface Sourced {
   value: unknown;
@@ -199,26 +192,20 @@ export function layerFromObject(data: unknown, origin: string): Layer {
   return layer;
 }
 
-/** VH_HTTP_, VH_LOG_, ...: every variable under a config section's prefix must be a key. */
-const SECTION_PREFIXES = [...new Set(KEYS.filter((k) => k.key.includes('.')).map((k) => envName(k.key.split('.')[0]!) + '_'))];
-
 /**
- * Reads VH_* variables into a layer. A variable under a config section's prefix (VH_HTTP_*,
- * VH_LOG_*, ...) or within two edits of a key's name is an error - almost always a typo. Other
- * VH_ variables belong to the dev tooling (VH_SANDBOX_*, VH_CACHE_DIR, ...) and are ignored.
+ * Reads VH_* variables into a layer. The VH_ prefix belongs to the daemon's configuration alone
+ * (scripts and tests use their own prefixes, VHDEV_ and VHTEST_, which are never looked at), so
+ * any other VH_ variable is an error - almost always a typo; the closest name is suggested.
  */
 export function layerFromEnv(env: Readonly<Record<string, string | undefined>>): Layer {
   const layer: Layer = new Map();
   const known = [...KEY_BY_ENV.keys(), ...META_ENV];
   for (const [name, raw] of Object.entries(env)) {
-    if (!name.startsWith('VH_') || raw === undefined || (META_ENV as readonly string[]).includes(name) || (TOOLING_ENV as readonly string[]).includes(name)) continue;
+    if (!name.startsWith('VH_') || raw === undefined || (META_ENV as readonly string[]).includes(name)) continue;
     const spec = KEY_BY_ENV.get(name);
     if (!spec) {
-      const suggestion = didYouMean(name, known);
-      if (suggestion || SECTION_PREFIXES.some((p) => name.startsWith(p))) {
-        throw new VhError(ErrorCodes.CONFIG_INVALID, `${name}: unknown environment variable${suggestion}`, { env: name });
-      }
-      continue;
+      const suggestion = didYouMean(name, known) || ' (VH_ variables are configuration keys; virt-handler --help lists them)';
+      throw new VhError(ErrorCodes.CONFIG_INVALID, `${name}: unknown environment variable${suggestion}`, { env: name });
     }
     layer.set(spec.key, { value: parseValue(spec, raw, true, name), origin: name });
   }

@@ -72,7 +72,7 @@ describe('chaos: handler, launcher and libvirtd killed under running VMIs', { ti
       for (const pid of qemuPids(`${NS}_${n}`)) process.kill(pid, 'SIGKILL');
       spawnSync('virsh', ['-c', env.uri, 'undefine', `${NS}_${n}`], { encoding: 'utf8' });
     }
-    if (process.env.VH_TEST_KEEP) console.log(`kept ${tmp}`);
+    if (process.env.VHTEST_KEEP) console.log(`kept ${tmp}`);
     else if (tmp) fs.rmSync(tmp, { recursive: true, force: true });
   });
 

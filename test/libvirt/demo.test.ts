@@ -58,7 +58,7 @@ describe('npm run demo', { timeout: 300_000 }, () => {
       }
     }
     for (const pid of pids) if (pid > 0 && fs.existsSync(`/proc/${pid}`)) process.kill(pid, 'SIGKILL');
-    const uri = process.env.VH_TEST_LIBVIRT_URI;
+    const uri = process.env.VHTEST_LIBVIRT_URI;
     if (uri) {
       spawnSync('virsh', ['-c', uri, 'destroy', 'default_tiny'], { encoding: 'utf8' });
       spawnSync('virsh', ['-c', uri, 'undefine', 'default_tiny'], { encoding: 'utf8' });
@@ -68,12 +68,13 @@ describe('npm run demo', { timeout: 300_000 }, () => {
 
   it('boots the tiny guest, serves its status URL, and stops cleanly on Ctrl-C', async () => {
     const env = testEnv();
-    const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('VH_') || k === 'VH_CACHE_DIR' || k === 'VH_LIBVIRT_DIR'));
+    // No daemon config from the runner; tooling variables (VHDEV_CACHE_DIR, VHDEV_LIBVIRT_DIR) pass.
+    const clean = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('VH_')));
     // A free TCP port for the dev daemon (8185 may be taken by a developer's own demo).
     const port = 18000 + (process.pid % 1000);
     const child = spawn('bash', ['scripts/demo.sh'], {
       cwd: ROOT,
-      env: { ...clean, XDG_RUNTIME_DIR: xdg, VH_HTTP_TCP_PORT: String(port), VH_DEMO_SKIP_SETUP: '1', VH_LIBVIRT_URI: env.uri },
+      env: { ...clean, XDG_RUNTIME_DIR: xdg, VH_HTTP_TCP_PORT: String(port), VHDEV_DEMO_SKIP_SETUP: '1', VH_LIBVIRT_URI: env.uri },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     demo = child;

@@ -1,6 +1,6 @@
 /**
  * Helpers for the real-libvirtd tests in test/libvirt/ (run by scripts/test-libvirt.sh, which
- * starts a private libvirtd, builds the tiny guest and exports the VH_TEST_* variables read
+ * starts a private libvirtd, builds the tiny guest and exports the VHTEST_* variables read
  * here). Not a test file: importing it has no side effects.
  *
  * - testEnv(): the environment, or a clear error telling how to run these tests;
@@ -23,27 +23,27 @@ export { type TinyGuestOptions, tinyGuestXml, xmlEscape } from '../../scripts/li
 
 /** What scripts/test-libvirt.sh exports. */
 export interface LibvirtTestEnv {
-  /** VH_TEST_LIBVIRT_URI: the private daemon, e.g. qemu+unix:///system?socket=/tmp/vh-libvirtd/sock/libvirt-sock. */
+  /** VHTEST_LIBVIRT_URI: the private daemon, e.g. qemu+unix:///system?socket=/tmp/vh-libvirtd/sock/libvirt-sock. */
   uri: string;
-  /** VH_TEST_LIBVIRTD_ENV: path of scripts/libvirt/libvirtd-env.sh. */
+  /** VHTEST_LIBVIRTD_ENV: path of scripts/libvirt/libvirtd-env.sh. */
   envScript: string;
-  /** VH_TEST_GUEST_KERNEL: the tiny guest's uncompressed vmlinux. */
+  /** VHTEST_GUEST_KERNEL: the tiny guest's uncompressed vmlinux. */
   kernel: string;
-  /** VH_TEST_GUEST_INITRD: the tiny guest's initramfs. */
+  /** VHTEST_GUEST_INITRD: the tiny guest's initramfs. */
   initrd: string;
-  /** VH_TEST_LIBVIRT_DIR: the daemon's private directory (VH_LIBVIRT_DIR of libvirtd-env.sh). */
+  /** VHTEST_LIBVIRT_DIR: the daemon's private directory (VHDEV_LIBVIRT_DIR of libvirtd-env.sh). */
   libvirtDir: string;
 }
 
 const ENV_VARS = {
-  uri: 'VH_TEST_LIBVIRT_URI',
-  envScript: 'VH_TEST_LIBVIRTD_ENV',
-  kernel: 'VH_TEST_GUEST_KERNEL',
-  initrd: 'VH_TEST_GUEST_INITRD',
-  libvirtDir: 'VH_TEST_LIBVIRT_DIR',
+  uri: 'VHTEST_LIBVIRT_URI',
+  envScript: 'VHTEST_LIBVIRTD_ENV',
+  kernel: 'VHTEST_GUEST_KERNEL',
+  initrd: 'VHTEST_GUEST_INITRD',
+  libvirtDir: 'VHTEST_LIBVIRT_DIR',
 } as const satisfies Record<keyof LibvirtTestEnv, string>;
 
-/** Reads the VH_TEST_* variables; throws (naming the missing ones and the fix) when any is unset. */
+/** Reads the VHTEST_* variables; throws (naming the missing ones and the fix) when any is unset. */
 export function testEnv(): LibvirtTestEnv {
   const missing = Object.values(ENV_VARS).filter((v) => !process.env[v]);
   if (missing.length > 0) {
@@ -78,10 +78,10 @@ export async function makeRunDir(tag: string): Promise<string> {
   return dir;
 }
 
-/** Removes a run directory (set VH_TEST_KEEP=1 to keep it for a post-mortem; its path is printed). */
+/** Removes a run directory (set VHTEST_KEEP=1 to keep it for a post-mortem; its path is printed). */
 export async function removeRunDir(dir: string | undefined): Promise<void> {
   if (!dir) return;
-  if (process.env.VH_TEST_KEEP) {
+  if (process.env.VHTEST_KEEP) {
     console.log(`kept ${dir}`);
     return;
   }
@@ -205,11 +205,11 @@ export async function virshRemoveDomain(env: LibvirtTestEnv, name: string): Prom
 }
 
 /**
- * Runs scripts/libvirt/libvirtd-env.sh (VH_TEST_LIBVIRTD_ENV) with `args` for the test daemon
- * (VH_LIBVIRT_DIR = VH_TEST_LIBVIRT_DIR).
+ * Runs scripts/libvirt/libvirtd-env.sh (VHTEST_LIBVIRTD_ENV) with `args` for the test daemon
+ * (VHDEV_LIBVIRT_DIR = VHTEST_LIBVIRT_DIR).
  */
 export function libvirtdCtl(env: LibvirtTestEnv, args: readonly string[]): Promise<ExecResult> {
-  return run(env.envScript, args, { env: { ...process.env, VH_LIBVIRT_DIR: env.libvirtDir } });
+  return run(env.envScript, args, { env: { ...process.env, VHDEV_LIBVIRT_DIR: env.libvirtDir } });
 }
 
 async function ctlOrThrow(env: LibvirtTestEnv, args: readonly string[]): Promise<ExecResult> {

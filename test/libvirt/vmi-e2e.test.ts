@@ -50,7 +50,7 @@ describe('VMI lifecycle end to end (daemon + launcher + libvirtd + QEMU TCG)', {
   after(async () => {
     // Leave nothing running: launchers of VMIs a failed test did not delete.
     await h?.killLeftovers();
-    if (process.env.VH_TEST_KEEP) console.log(`kept ${tmp}`);
+    if (process.env.VHTEST_KEEP) console.log(`kept ${tmp}`);
     else fs.rmSync(tmp, { recursive: true, force: true });
   });
 

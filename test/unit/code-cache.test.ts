@@ -27,7 +27,7 @@ for (const { bin, args, expect } of LOADERS) {
   const CACHE = `${bin}.bundle.vcache`;
 
   const runWithStderr = (dir: string): { stdout: string; stderr: string } => {
-    const env: NodeJS.ProcessEnv = { ...process.env, VH_CODE_CACHE_DEBUG: '1' };
+    const env: NodeJS.ProcessEnv = { ...process.env, VHDEV_CODE_CACHE_DEBUG: '1' };
     delete env.NODE_OPTIONS;
     const r = spawnSync(process.execPath, [path.join(dir, path.basename(LOADER)), ...args], { env, encoding: 'utf8' });
     assert.equal(r.status, 0, r.stderr);

@@ -183,8 +183,10 @@ describe('every invalid value names its key and its source', () => {
     for (const [uri, re] of bad) rejects(() => run([`--libvirt-uri=${uri}`]), ErrorCodes.CONFIG_INVALID, new RegExp(`^libvirt\\.uri: .*${re.source}`));
   });
 
-  test('VH_LIBVIRT_DIR (the test libvirtd directory of the scripts) is not taken for a libvirt.* typo', () => {
-    assert.equal(run([], ctx({ VH_LIBVIRT_DIR: '/tmp/vh-libvirtd' })).config.libvirt.uri, 'qemu:///system');
+  test('tooling (VHDEV_*) and test (VHTEST_*) variables are never looked at; a VH_ name that is not a key stops startup', () => {
+    assert.equal(run([], ctx({ VHDEV_LIBVIRT_DIR: '/tmp/vh-libvirtd', VHDEV_LIBVIRT_LOG_LEVEL: '1', VHTEST_FAILPOINTS: 'x' })).config.libvirt.uri, 'qemu:///system');
+    // The scripts' old names: VH_ is the daemon's alone now.
+    rejects(() => run([], ctx({ VH_LIBVIRT_LOG_LEVEL: '1' })), ErrorCodes.CONFIG_INVALID, /^VH_LIBVIRT_LOG_LEVEL: unknown environment variable/);
     rejects(() => run([], ctx({ VH_LIBVIRT_DIRR: '/x' })), ErrorCodes.CONFIG_INVALID, /VH_LIBVIRT_DIRR: unknown environment variable/);
   });
 
@@ -282,11 +284,12 @@ describe('unknown keys, variables and flags are rejected', () => {
   test('an empty file means all defaults', () => {
     assert.equal(run(['--config', writeFile('e.yaml', '')]).config.log.level, 'info');
   });
-  test('unknown VH_ variable in a config namespace or close to a key; tooling variables ignored', () => {
-    rejects(() => run([], ctx({ VH_HTTP_TCP_PROT: '1' })), ErrorCodes.CONFIG_INVALID, /^VH_HTTP_TCP_PROT: unknown environment variable \(did you mean VH_HTTP_TCP_PORT\?\)/);
-    rejects(() => run([], ctx({ VH_PROBE_EVERYTHING: '1' })), ErrorCodes.CONFIG_INVALID, /^VH_PROBE_EVERYTHING: unknown environment variable$/);
+  test('every unknown VH_ variable stops startup, with the closest key when there is one', () => {
+    rejects(() => run([], ctx({ VH_HTTP_TCP_PROT: '1' })), ErrorCodes.CONFIG_INVALID, /^VH_HTTP_TCP_PROT: unknown environment variable \(did you mean VH_HTTP_TCP_PORT\?\)$/);
+    rejects(() => run([], ctx({ VH_PROBE_EVERYTHING: '1' })), ErrorCodes.CONFIG_INVALID, /^VH_PROBE_EVERYTHING: unknown environment variable \(VH_ variables are configuration keys; virt-handler --help lists them\)$/);
     rejects(() => run([], ctx({ VH_STAT_DIR: '/x' })), ErrorCodes.CONFIG_INVALID, /^VH_STAT_DIR: .*did you mean VH_STATE_DIR\?/);
-    assert.equal(run([], ctx({ VH_SANDBOX_MEM: '2G', VH_CACHE_DIR: '/c', VH_IN_SANDBOX: '1', VH_NATIVE_TESTS: 'host' })).config.log.level, 'info');
+    rejects(() => run([], ctx({ VH_CACHE_DIR: '/c' })), ErrorCodes.CONFIG_INVALID, /^VH_CACHE_DIR: unknown environment variable/);
+    assert.equal(run([], ctx({ VHDEV_SANDBOX_MEM: '2G', VHDEV_CACHE_DIR: '/c', VHDEV_IN_SANDBOX: '1', VHTEST_NATIVE_TESTS: 'host' })).config.log.level, 'info');
   });
   test('unknown flag, stray argument, missing value', () => {
     rejects(() => run(['--http-tcp-prot', '1']), ErrorCodes.FLAG_INVALID, /^--http-tcp-prot: unknown flag \(did you mean --http-tcp-port\?\); see --help/);

@@ -419,7 +419,7 @@ describe('libvirt domain API on test:///default', () => {
       const before = native();
       await run(20000);
       const grown = (native() - before) / (1024 * 1024);
-      if (process.env.VH_TEST_VERBOSE) console.log(`native memory grew ${grown.toFixed(1)} MiB over 20,000 calls`);
+      if (process.env.VHTEST_VERBOSE) console.log(`native memory grew ${grown.toFixed(1)} MiB over 20,000 calls`);
       assert.ok(grown < 16, `native memory (RSS - V8 heap) grew ${grown.toFixed(1)} MiB over 20,000 calls`);
     } finally {
       await d.free();

@@ -251,7 +251,7 @@ describe('libvirt test:///default', () => {
     await run(20000);
     global.gc?.();
     const grown = (process.memoryUsage().rss - before) / (1024 * 1024);
-    if (process.env.VH_TEST_VERBOSE) console.log(`RSS grew ${grown.toFixed(1)} MiB over 20,000 calls`);
+    if (process.env.VHTEST_VERBOSE) console.log(`RSS grew ${grown.toFixed(1)} MiB over 20,000 calls`);
     assert.ok(grown < 48, `RSS grew ${grown.toFixed(1)} MiB over 20,000 calls`);
   });
 });

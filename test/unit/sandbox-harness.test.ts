@@ -63,8 +63,8 @@ function sandboxEnv(scenario: string, extra: Record<string, string> = {}): NodeJ
     PATH: process.env.PATH,
     HOME: process.env.HOME,
     TMPDIR: runDirs,
-    VH_SANDBOX_QEMU: fakeQemu,
-    VH_SANDBOX_IMAGE: image,
+    VHDEV_SANDBOX_QEMU: fakeQemu,
+    VHDEV_SANDBOX_IMAGE: image,
     FAKE_QEMU_SCENARIO: scenario,
     FAKE_QEMU_PIDFILE: pidFile,
     ...extra,
@@ -93,17 +93,19 @@ test('argv reaches the command byte for byte, in the same cwd, with its exit sta
   assert.equal(r.stdout, `${fs.realpathSync(cwd)}\n${awkward.map((a) => `<${a}>\n`).join('')}`);
 });
 
-test('environment: PATH, HOME, CI, VH_* and NODE_* pass through; other variables and the CA bundle do not', () => {
+test('environment: PATH, HOME, CI, VH_*, VHDEV_*, VHTEST_* and NODE_* pass through; other variables and the CA bundle do not', () => {
   const r = sandbox(['--', 'env'], 'run', {
     CI: 'true',
     VH_SOMETHING: 'value with spaces=and equals',
+    VHDEV_SOMETHING: 'dev',
+    VHTEST_SOMETHING: 'test',
     NODE_OPTIONS: '--no-warnings',
     NODE_EXTRA_CA_CERTS: '/etc/ssl/certs/ca-certificates.crt',
     SECRET_TOKEN: 'must-not-leak',
   });
   assert.equal(r.status, 0, r.stderr);
   const env = new Set(r.stdout.split('\n'));
-  for (const line of ['CI=true', 'VH_SOMETHING=value with spaces=and equals', 'NODE_OPTIONS=--no-warnings', `HOME=${process.env.HOME}`, `PATH=${process.env.PATH}`]) {
+  for (const line of ['CI=true', 'VH_SOMETHING=value with spaces=and equals', 'VHDEV_SOMETHING=dev', 'VHTEST_SOMETHING=test', 'NODE_OPTIONS=--no-warnings', `HOME=${process.env.HOME}`, `PATH=${process.env.PATH}`]) {
     assert.ok(env.has(line), `${line} missing from:\n${r.stdout}`);
   }
   assert.doesNotMatch(r.stdout, /SECRET_TOKEN|NODE_EXTRA_CA_CERTS/);
@@ -145,7 +147,7 @@ test('usage errors and a missing QEMU are "unavailable" (126)', () => {
   assert.equal(sandbox(['--']).status, 126);
   assert.equal(sandbox(['--timeout', '0', '--', 'true']).status, 126);
   assert.equal(sandbox(['--mem', 'lots', '--', 'true']).status, 126);
-  const r = sandbox(['--', 'true'], 'run', { VH_SANDBOX_QEMU: path.join(tmp, 'no-such-qemu') });
+  const r = sandbox(['--', 'true'], 'run', { VHDEV_SANDBOX_QEMU: path.join(tmp, 'no-such-qemu') });
   assert.equal(r.status, 126);
   assert.match(r.stderr, /apt-get install qemu-system-x86/);
 });

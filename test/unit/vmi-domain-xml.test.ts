@@ -4,7 +4,7 @@
  *
  * Golden files: test/fixtures/vmi/golden/<case>.xml are compared byte for byte. After an
  * intended change to the generated XML, rewrite them with
- *   VH_UPDATE_GOLDEN=1 node --test dist/test/unit/vmi-domain-xml.test.js
+ *   VHTEST_UPDATE_GOLDEN=1 node --test dist/test/unit/vmi-domain-xml.test.js
  * and review the diff. Every golden file is also checked against libvirt's RelaxNG schema with
  * virt-xml-validate (libvirt-clients; it needs xmllint from libxml2-utils; setup.sh installs both).
  */
@@ -24,7 +24,7 @@ import type { DomainXmlContext } from '../../src/vmi/render/domain-xml';
 import { element, escapeAttr, escapeText, serialize, text } from '../../src/vmi/render/xml';
 
 const GOLDEN_DIR = path.resolve(__dirname, '../../../test/fixtures/vmi/golden');
-const UPDATE = process.env.VH_UPDATE_GOLDEN === '1';
+const UPDATE = process.env.VHTEST_UPDATE_GOLDEN === '1';
 const UID = '6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a4b';
 const VMI_DIR = `/var/lib/virt-handler/vmis/${UID}`;
 
@@ -283,7 +283,7 @@ describe('domain XML golden files', () => {
         fs.mkdirSync(GOLDEN_DIR, { recursive: true });
         fs.writeFileSync(file, xml);
       }
-      assert.equal(xml, fs.readFileSync(file, 'utf8'), `${file} differs (VH_UPDATE_GOLDEN=1 rewrites it)`);
+      assert.equal(xml, fs.readFileSync(file, 'utf8'), `${file} differs (VHTEST_UPDATE_GOLDEN=1 rewrites it)`);
       // deterministic: a second build, from a deep copy, gives the same bytes
       assert.equal(buildDomainXml(structuredClone(c.vmi), structuredClone(c.ctx) as DomainXmlContext), xml);
     });
