@@ -125,7 +125,7 @@ async function buildSeedIso(d: Extract<DiskPrep, { kind: 'cloudInit' }>, out: st
     for (const [name, body] of files) await fs.writeFile(path.join(work, name), body, { mode: 0o600 });
     await tool(d.disk, 'genisoimage', ['-quiet', '-output', out, '-volid', 'cidata', '-joliet', '-rock', ...files.map(([n]) => n)], opts, work);
     // The seed may carry passwords and keys.
-    await fs.chmod(out, 0o640);
+    await fs.chmod(out, 0o600);
   } finally {
     await fs.rm(work, { recursive: true, force: true });
   }

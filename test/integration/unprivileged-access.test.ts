@@ -297,7 +297,7 @@ describe('unprivileged access and secret redaction (real daemon, test:///default
     assertRedacted('the launcher log', launcherLog);
   });
 
-  test('record.json is 0600 in a 0700 directory', { todo: 'store.ts writes record.json 0640 in a 0750 VMI directory (reported)' }, () => {
+  test('record.json is 0600 in a 0700 directory', () => {
     const dir = path.join(stateDir, 'vmis', uid);
     assert.equal(fs.statSync(dir).mode & 0o777, 0o700, dir);
     assert.equal(fs.statSync(path.join(dir, 'record.json')).mode & 0o777, 0o600);

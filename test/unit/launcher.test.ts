@@ -158,7 +158,7 @@ describe('virt-launcher against a fake handler (test:///default)', { skip: tryLo
       const iso = fs.readFileSync(disks[1]!.path);
       assert.equal(iso.toString('latin1', 0x8001, 0x8006), 'CD001');
       assert.equal(iso.toString('latin1', 0x8028, 0x8048).trim(), 'cidata', 'volume id');
-      assert.equal(fs.statSync(disks[1]!.path).mode & 0o777, 0o640);
+      assert.equal(fs.statSync(disks[1]!.path).mode & 0o777, 0o600);
       assert.equal(fs.statSync(path.dirname(disks[0]!.path)).mode & 0o777, 0o750);
       assert.deepEqual(fs.readdirSync(path.join(vmiDir, 'cloud-init')), ['seed.iso'], 'no temp files left');
 

@@ -48,8 +48,8 @@ describe('RecordStore', () => {
     assert.deepEqual(strip(byUid.get(UID_B)!), strip(b));
     assert.ok(!Number.isNaN(Date.parse(byUid.get(UID_A)!.updatedAt)));
     const dir = store.dir(UID_A);
-    assert.equal(fs.statSync(path.join(dir, 'record.json')).mode & 0o777, 0o640);
-    assert.equal(fs.statSync(dir).mode & 0o777, 0o750);
+    assert.equal(fs.statSync(path.join(dir, 'record.json')).mode & 0o777, 0o600);
+    assert.equal(fs.statSync(dir).mode & 0o777, 0o700);
     assert.deepEqual(fs.readdirSync(dir), ['record.json'], 'no temporary file left behind');
   });
 

@@ -93,7 +93,7 @@ export async function spawnLauncher(o: SpawnOptions): Promise<SpawnedLauncher> {
   const [file, ...pre] = o.command;
   if (!file) throw new Error('empty launcher command');
   const token = o.token;
-  const log = fs.openSync(path.join(o.vmiDir, 'launcher.log'), 'a', 0o640);
+  const log = fs.openSync(path.join(o.vmiDir, 'launcher.log'), 'a', 0o600);
   const devnull = fs.openSync('/dev/null', 'r');
   let child: ChildProcess;
   try {

@@ -80,10 +80,13 @@ export class RecordStore {
     return path.join(this.root, uid);
   }
 
-  /** Creates the VMI directory (0750) if needed. */
+  /**
+   * Creates the VMI directory (0700: the record holds the full manifest, cloud-init secrets
+   * included) if needed; one made by an older version with a wider mode is narrowed.
+   */
   ensureDir(uid: string): string {
     const dir = this.dir(uid);
-    fs.mkdirSync(dir, { recursive: true, mode: 0o750 });
+    if (fs.mkdirSync(dir, { recursive: true, mode: 0o700 }) === undefined) narrow(dir, 0o700);
     return dir;
   }
 
@@ -96,7 +99,7 @@ export class RecordStore {
     const data = `${JSON.stringify({ ...rec, version: RECORD_VERSION, updatedAt: new Date().toISOString() }, null, 1)}\n`;
     let fd = -1;
     try {
-      fd = fs.openSync(tmp, 'w', 0o640);
+      fd = fs.openSync(tmp, 'w', 0o600);
       writeAll(fd, Buffer.from(data, 'utf8'));
       if (sync) fs.fsyncSync(fd);
       fs.closeSync(fd);
@@ -144,7 +147,7 @@ export class RecordStore {
 
   /** Durably records `revision` as the high-water mark (STATE_WRITE_FAILED on failure). */
   writeRevision(revision: number): void {
-    fs.mkdirSync(this.root, { recursive: true, mode: 0o750 });
+    fs.mkdirSync(this.root, { recursive: true, mode: 0o700 });
     const file = path.join(this.root, 'revision');
     try {
       atomicWrite(file, `${revision}\n`);
@@ -213,10 +216,20 @@ function writeAll(fd: number, buf: Buffer): void {
   }
 }
 
+/** Narrows an existing directory's mode (never widens it); best effort: a failure only leaves the old mode. */
+function narrow(dir: string, mode: number): void {
+  try {
+    const st = fs.statSync(dir);
+    if ((st.mode & 0o777 & ~mode) !== 0) fs.chmodSync(dir, st.mode & 0o777 & mode);
+  } catch {
+    /* reported by the write that follows, if it matters */
+  }
+}
+
 /** Atomically replaces `file` with `text` (tmp + fsync + rename + dir fsync). */
 function atomicWrite(file: string, text: string): void {
   const tmp = `${file}.tmp-${process.pid}`;
-  const fd = fs.openSync(tmp, 'w', 0o640);
+  const fd = fs.openSync(tmp, 'w', 0o600);
   try {
     writeAll(fd, Buffer.from(text, 'utf8'));
     fs.fsyncSync(fd);
