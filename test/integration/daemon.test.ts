@@ -10,10 +10,8 @@ import * as http from 'node:http';
 import * as net from 'node:net';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { SHIPPED_DAEMON as MAIN } from '../lib/daemon';
 
-const REPO = path.resolve(__dirname, '../../..');
-/** What production runs (systemd, the DaemonSet): package.json's bin, the bundle dist/virt-handler.cjs. */
-const MAIN = path.join(REPO, (JSON.parse(fs.readFileSync(path.join(REPO, 'package.json'), 'utf8')) as { bin: Record<string, string> }).bin['virt-handler']!);
 const ROOT = fs.mkdtempSync(path.join(os.tmpdir(), 'vh-it-'));
 after(() => fs.rmSync(ROOT, { recursive: true, force: true }));
 let seq = 0;
@@ -107,7 +105,8 @@ describe('daemon lifecycle', { timeout: 60_000 }, () => {
     assert.equal((await get(tcp, '/readyz')).status, 200);
     assert.equal(fs.statSync(d.httpSock).mode & 0o777, 0o660);
     assert.equal(fs.statSync(d.grpcSock).mode & 0o777, 0o660);
-    const node = JSON.parse((await get(tcp, '/v1/node')).body) as { nodeName: string };
+    assert.equal((await get(tcp, '/v1/node')).status, 404, 'views are not on loopback TCP');
+    const node = JSON.parse((await get({ socketPath: d.httpSock }, '/v1/node')).body) as { nodeName: string };
     assert.equal(node.nodeName, 'it-node');
     const metrics = await get({ socketPath: d.httpSock }, '/metrics');
     assert.match(metrics.body, /^kubevirt_virt_handler_ready_status 1$/m);
