@@ -99,11 +99,6 @@ export class HandlerUnderTest {
     this.spawn();
   }
 
-  /** Spawns the daemon; does not wait (see waitReady). */
-  static launch(opts: HandlerOptions): HandlerUnderTest {
-    return new HandlerUnderTest(opts);
-  }
-
   /** Spawns the daemon and waits until it is ready. */
   static async start(opts: HandlerOptions): Promise<HandlerUnderTest> {
     const h = new HandlerUnderTest(opts);
