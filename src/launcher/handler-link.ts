@@ -20,11 +20,10 @@
  */
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
-import * as grpc from '@grpc/grpc-js';
-import { loadProtos } from '../grpc/proto';
 import type { Logger } from '../log';
 import { type Backoff, backoffDelay } from '../util/backoff';
 import type { Command, CommandResult, DomainStatus, HandlerMessage, LauncherMessage } from '../launcher-protocol/messages';
+import { type CallStatus, ConnectStream, STATUS, statusName } from './connect-stream';
 
 /** Used when Registered carries no (or an absurd) interval. */
 export const DEFAULT_HEARTBEAT_MS = 10_000;
@@ -32,6 +31,8 @@ export const DEFAULT_HEARTBEAT_MS = 10_000;
 export const REGISTER_TIMEOUT_MS = 15_000;
 /** How often a waiting link looks for a new handler socket. */
 const SOCKET_POLL_MS = 250;
+/** A handler that hangs (rather than exits) is noticed within ~40 s. */
+const KEEPALIVE = { keepaliveMs: 30_000, keepaliveTimeoutMs: 10_000 };
 
 /** The socket file's identity (inode and change time), or null when there is none. */
 function socketId(file: string): string | null {
@@ -70,13 +71,11 @@ export interface HandlerLink {
   emit<K extends keyof HandlerLinkEvents>(event: K, ...args: HandlerLinkEvents[K]): boolean;
 }
 
-type Stream = grpc.ClientDuplexStream<LauncherMessage, HandlerMessage>;
-
 export class HandlerLink extends EventEmitter {
   private readonly backoff: Backoff;
   private sessionToken: string | null = null;
-  private client: grpc.Client | null = null;
-  private stream: Stream | null = null;
+  private started = false;
+  private stream: ConnectStream | null = null;
   private registered = false;
   private attempt = 0;
   private seq = 0;
@@ -88,7 +87,7 @@ export class HandlerLink extends EventEmitter {
   private pendingResults: CommandResult[] = [];
   private stopped = false;
   private registrations = 0;
-  /** Why we cancelled the current stream ourselves (reported instead of grpc's CANCELLED). */
+  /** Why we cancelled the current stream ourselves (reported instead of CANCELLED). */
   private cancelReason: string | null = null;
   private socketPoll: NodeJS.Timeout | null = null;
   /** The handler socket's identity when the current attempt started (see watchSocket). */
@@ -101,7 +100,8 @@ export class HandlerLink extends EventEmitter {
 
   /** Starts dialling (idempotent). */
   start(): void {
-    if (this.client || this.stopped) return;
+    if (this.started || this.stopped) return;
+    this.started = true;
     this.connect();
   }
 
@@ -145,39 +145,28 @@ export class HandlerLink extends EventEmitter {
       stream.cancel();
     }
     this.stream = null;
-    this.client?.close();
-    this.client = null;
   }
 
   private connect(): void {
     if (this.stopped) return;
-    const { LauncherClient } = loadProtos();
-    // A fresh channel per attempt: a reused one would sit in grpc-js's own reconnect backoff
-    // (up to 120 s) after the handler's socket went away, hiding a handler that is back.
-    this.client?.close();
-    const client = new LauncherClient(`unix:${this.opts.socketPath}`, grpc.credentials.createInsecure(), {
-      // A handler that hangs (rather than exits) is noticed within ~40 s.
-      'grpc.keepalive_time_ms': 30_000,
-      'grpc.keepalive_timeout_ms': 10_000,
-    });
-    this.client = client;
+    // A fresh connection per attempt (ConnectStream): nothing carries a stale connection's state
+    // over to a handler that is back.
     this.attemptSocketId = socketId(this.opts.socketPath);
-    const stream = (client as unknown as { connect(): Stream }).connect();
+    const stream = new ConnectStream({ socketPath: this.opts.socketPath, ...KEEPALIVE });
     this.stream = stream;
     this.registered = false;
     const token = this.sessionToken ?? this.opts.spawnToken;
     const sentAt = Date.now();
-    stream.on('data', (msg: HandlerMessage) => this.onMessage(stream, msg, sentAt));
-    stream.on('error', () => undefined); // the 'status' below carries the same facts
-    stream.on('status', (st: grpc.StatusObject) => this.onEnd(stream, st));
+    stream.on('message', (msg: HandlerMessage) => this.onMessage(stream, msg, sentAt));
+    stream.on('status', (st: CallStatus) => this.onEnd(stream, st));
     this.registerTimer = setTimeout(() => {
       this.registerTimer = null;
       if (this.stream === stream && !this.registered) this.abandon(stream, `no Registered within ${REGISTER_TIMEOUT_MS} ms`);
     }, REGISTER_TIMEOUT_MS);
-    stream.write({ register: { vmiUid: this.opts.vmiUid, token, pid: process.pid, version: this.opts.version } });
+    stream.write({ register: { vmiUid: this.opts.vmiUid, token, pid: process.pid, version: this.opts.version } }, () => undefined);
   }
 
-  private onMessage(stream: Stream, msg: HandlerMessage, sentAt: number): void {
+  private onMessage(stream: ConnectStream, msg: HandlerMessage, sentAt: number): void {
     if (stream !== this.stream) return;
     if (!this.registered) {
       if (!msg.registered) {
@@ -216,23 +205,22 @@ export class HandlerLink extends EventEmitter {
     this.emit('registered', { reconnect, latencyMs });
   }
 
-  private onEnd(stream: Stream, st: grpc.StatusObject): void {
+  private onEnd(stream: ConnectStream, st: CallStatus): void {
     if (stream !== this.stream) return;
     this.stream = null;
     this.registered = false;
     this.clearTimers();
     if (this.stopped) return;
-    const name = grpc.status[st.code] ?? String(st.code);
-    const why = this.cancelReason ?? `stream ended: ${name}${st.details ? `: ${st.details}` : ''}`;
+    const why = this.cancelReason ?? `stream ended: ${statusName(st.code)}${st.details ? `: ${st.details}` : ''}`;
     this.cancelReason = null;
-    this.failure(why, st.code === grpc.status.UNAUTHENTICATED);
+    this.failure(why, st.code === STATUS.UNAUTHENTICATED);
     this.schedule();
   }
 
   /** Cancels a stream we gave up on; onEnd reports `why`. */
-  private abandon(stream: Stream, why: string): void {
+  private abandon(stream: ConnectStream, why: string): void {
     this.cancelReason = why;
-    stream.cancel();
+    stream.cancel(why);
   }
 
   /** Logs a failure: warn for a new error text, debug for a repeat. */
@@ -289,9 +277,7 @@ export class HandlerLink extends EventEmitter {
     }
     return new Promise((resolve) => {
       try {
-        // protobufjs takes 64-bit values as numbers or decimal strings, not bigints (libvirt's stats).
-        const wire = 'result' in msg && msg.result.stats ? (JSON.parse(JSON.stringify(msg, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))) as LauncherMessage) : msg;
-        stream.write(wire, () => resolve());
+        stream.write(msg, () => resolve());
       } catch (e) {
         this.opts.logger.warn({ err: e }, 'writing to the handler failed');
         if ('result' in msg) this.queueResult(msg.result);
