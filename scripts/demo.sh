@@ -108,8 +108,9 @@ done
 
 echo
 echo "The tiny VMI is running under virt-handler (pid $pid). Try:"
-echo "  curl http://127.0.0.1:${port}/v1/vmis/default/tiny"
+echo "  curl --unix-socket ${http_sock} http://localhost/v1/vmis/default/tiny"
 echo "  curl --unix-socket ${http_sock} http://localhost/v1/vmis"
+echo "  curl http://127.0.0.1:${port}/readyz      (loopback TCP serves only /healthz, /readyz, /metrics)"
 echo "  VH_PROFILE=dev node dist/vhctl.cjs console tiny      (type a line; Ctrl-] detaches)"
 echo "  VH_PROFILE=dev node dist/vhctl.cjs pause tiny / unpause tiny / list"
 echo "Press Ctrl-C to stop (the VMI is deleted, the daemon and libvirtd stopped)."

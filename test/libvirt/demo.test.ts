@@ -16,10 +16,10 @@ import { testEnv, waitFor } from './guest';
 
 const ROOT = path.resolve(__dirname, '../../..');
 
-function get(url: string): Promise<{ status: number; body: string }> {
+function get(socketPath: string, urlPath: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     http
-      .get(url, { agent: false }, (res) => {
+      .get({ socketPath, path: urlPath, agent: false }, (res) => {
         let body = '';
         res.on('data', (c: Buffer) => (body += c.toString()));
         res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
@@ -89,9 +89,9 @@ describe('npm run demo', { timeout: 300_000 }, () => {
       throw new Error(`${(e as Error).message}\n${out.slice(-4000)}`);
     }
     assert.match(out, /console\| VH-GUEST-READY/, `the guest console marker was shown:\n${out.slice(-3000)}`);
-    const url = /curl (http:\/\/127\.0\.0\.1:\d+\/v1\/vmis\/default\/tiny)/.exec(out)?.[1];
-    assert.ok(url, 'the status URL is printed');
-    const res = await get(url);
+    const m = /curl --unix-socket (\S+) http:\/\/localhost(\/v1\/vmis\/default\/tiny)/.exec(out);
+    assert.ok(m, 'the status URL is printed (on the unix socket: loopback TCP serves only probes and metrics)');
+    const res = await get(m[1] as string, m[2] as string);
     assert.equal(res.status, 200, res.body);
     const vmi = JSON.parse(res.body) as { status: { phase: string; launcherPid: number }; uid: string };
     assert.equal(vmi.status.phase, 'Running');

@@ -60,8 +60,8 @@ export function isSameProcess(pid: number, startTime: number): boolean {
 export function defaultLauncherCommand(fromDir: string = __dirname): string[] {
   const candidates = [
     path.join(fromDir, 'virt-launcher.cjs'), // running from dist/virt-handler.bundle.js
-    path.resolve(fromDir, '../../virt-launcher.cjs'), // dist/src/vmi -> dist/
-    path.resolve(fromDir, '../launcher/main.js'), // dist/src/vmi -> dist/src/launcher (no bundle)
+    path.resolve(fromDir, '../../../virt-launcher.cjs'), // dist/src/vmi/control -> dist/
+    path.resolve(fromDir, '../../launcher/main.js'), // dist/src/vmi/control -> dist/src/launcher (no bundle)
     path.join(fromDir, 'src', 'launcher', 'main.js'), // bundle present, launcher bundle not built
   ];
   const found = candidates.find((c) => fs.existsSync(c));
