@@ -13,7 +13,9 @@ export type Logger = pino.Logger;
  * common secret names are listed at the top level, one and two levels down.
  */
 export const REDACT_PATHS: readonly string[] = (() => {
-  const secrets = ['token', 'password', 'key', 'secret'];
+  // userData/networkData: cloud-init secrets; views are redacted by vmi/spec/redact.ts before they
+  // are logged, this is the backstop for a raw spec logged by mistake.
+  const secrets = ['token', 'password', 'key', 'secret', 'userData', 'networkData', 'userDataBase64', 'networkDataBase64'];
   return [
     ...secrets.flatMap((s) => [s, `*.${s}`, `*.*.${s}`]),
     'headers.authorization',

@@ -20,6 +20,7 @@ test('secrets are redacted at the top level, one and two levels down, and in hea
   log.info({ token: 'tok-top-SECRET', user: { password: 'pw-SECRET', name: 'alice' }, a: { b: { key: 'k-SECRET' } }, secret: 's-SECRET' }, 'one');
   log.info({ req: { headers: { authorization: 'Bearer auth-SECRET', cookie: 'sid=cookie-SECRET', accept: '*/*' } } }, 'two');
   log.info({ headers: { authorization: 'Basic basic-SECRET' } }, 'three');
+  log.info({ cloudInitNoCloud: { userData: '#cloud-config password: ud-SECRET', networkData: 'nd-SECRET' }, vol: { c: { userDataBase64: 'b64-SECRET' } } }, 'four');
   assert.doesNotMatch(out.raw(), /SECRET/, out.raw());
   const [one, two] = out.lines();
   assert.equal(one!.token, '[REDACTED]');

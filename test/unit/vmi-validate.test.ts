@@ -255,6 +255,8 @@ const cases: Case[] = [
   { name: 'emptyDisk too large', mutate: (s) => { s.spec.volumes[1].emptyDisk.capacity = '2Ti'; }, fields: ['spec.volumes[1].emptyDisk.capacity'], message: /at most 1Ti/ },
   { name: 'emptyDisk capacity missing', mutate: (s) => { s.spec.volumes[1].emptyDisk = {}; }, fields: ['spec.volumes[1].emptyDisk.capacity'] },
   { name: 'userData missing', mutate: (s) => { s.spec.volumes[2].cloudInitNoCloud = { networkData: 'version: 2\n' }; }, fields: ['spec.volumes[2].cloudInitNoCloud.userData'], message: /required/ },
+  { name: 'userData is a redaction marker read back from a view', mutate: (s) => { s.spec.volumes[2].cloudInitNoCloud.userData = `<redacted: 27 bytes, sha256:${'a'.repeat(64)}>`; }, fields: ['spec.volumes[2].cloudInitNoCloud.userData'], message: /redaction marker/ },
+  { name: 'networkData is a redaction marker', mutate: (s) => { s.spec.volumes[2].cloudInitNoCloud.networkData = `<redacted: 3 bytes, sha256:${'b'.repeat(64)}>\n`; }, fields: ['spec.volumes[2].cloudInitNoCloud.networkData'], message: /redaction marker/ },
   { name: 'userData over 64 KiB', mutate: (s) => { s.spec.volumes[2].cloudInitNoCloud.userData = 'x'.repeat(64 * 1024 + 1); }, fields: ['spec.volumes[2].cloudInitNoCloud.userData'] },
   { name: 'userData multi-byte over 64 KiB', mutate: (s) => { s.spec.volumes[2].cloudInitNoCloud.userData = 'é'.repeat(40 * 1024); }, fields: ['spec.volumes[2].cloudInitNoCloud.userData'], message: /bytes/ },
   { name: 'userData with an escape character', mutate: (s) => { s.spec.volumes[2].cloudInitNoCloud.userData = '\u001b[31m'; }, fields: ['spec.volumes[2].cloudInitNoCloud.userData'], message: /control/ },

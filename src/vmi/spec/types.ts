@@ -263,7 +263,7 @@ export interface VmiView {
   namespace: string;
   name: string;
   generation: number;
-  /** The stored manifest (as submitted, after parsing; the source of truth for the spec). */
+  /** The stored manifest (as submitted, after parsing), with cloud-init secrets redacted on the way out (spec/redact.ts). */
   manifest: VirtualMachineInstance;
   status: VmiStatus;
   /** Revision of the last change to this VMI (WatchVMIs order). */

@@ -36,6 +36,7 @@
  *   getters, no prototype lookups), and an unexpected failure becomes a 'manifest' violation.
  */
 
+import { isRedactionMarker } from './redact';
 import { isValidLabelKey, isValidLabelValue } from '../../node/labels';
 import { formatBytes, parseBytes, parseMilli } from './quantity';
 import {
@@ -453,6 +454,8 @@ class Validator extends FieldReader {
     const text = (key: string): string | undefined => {
       const t = this.str(s.get(key), `${base}.${key}`, { max, multiline: true });
       if (t !== undefined && Buffer.byteLength(t) > max) return this.refuse(`${base}.${key}`, `must be at most ${max} bytes`);
+      // A view read back and re-submitted carries the marker, not the data: the guest would get it.
+      if (t !== undefined && isRedactionMarker(t.trim())) return this.refuse(`${base}.${key}`, 'is a redaction marker from a VMI view, not the data; submit the original text');
       return t;
     };
     const userData = s.has('userData') ? text('userData') : this.refuse(`${base}.userData`, 'required');
