@@ -5,19 +5,26 @@
  *
  * Prints SyncVMI -> Running p50/p95 for the burst and for a paced run (one VMI at a time, so the
  * handler's own latency shows apart from CPU saturation), reconcile throughput, handler RSS and
- * V8 heap before / at peak / after delete, launcher RSS and CPU, and after every round the
- * handler's fds, child processes, surviving launchers, sockets under the run dir and records.
- * Same-run floor: N bare `node -e 0` and N `virt-launcher --help` spawned at once, so the burst
- * latency can be read against what merely starting N node processes costs on this machine.
+ * V8 heap before / at peak / after delete, and after every round the handler's fds, child
+ * processes, surviving launchers, sockets under the run dir and records. Launchers: CPU used up
+ * to the moment their VMI is seen Running, and at Running (all N alive) VmRSS with its RssAnon /
+ * RssFile split and Pss / Private from smaps_rollup: RssFile is mostly the node binary's pages,
+ * shared by every node process, so Pss is what N launchers really cost.
+ * Same-run floors: N bare `node -e 0` and N `virt-launcher --help` spawned at once (latency and
+ * CPU), and N idle bare node processes alive at once (the same memory figures), so each launcher
+ * figure can be read against what merely running node costs on this machine in the same run.
+ * The handler's V8 heap after a full GC is read at ready and at the end through a bench-only
+ * preload (`--expose-gc -r <tmp>/gc-hook.js`: SIGUSR2 -> gc() -> heap figures to a file).
  *
  * Targets are printed as PASS/MISS; the exit code is non-zero only when something broke (a VMI
  * never reached Running, a leak of fds/processes/sockets/records). Flags (or env):
  *   --count N   (VH_BENCH_COUNT, 200)   VMIs per burst
- *   --rounds R  (VH_BENCH_ROUNDS, 5)    create/delete rounds
+ *   --rounds R  (VH_BENCH_ROUNDS, 20)   create/delete rounds (the RSS-bounded target needs 20)
  *   --paced P   (VH_BENCH_PACED, 20)    VMIs in the one-at-a-time run (0 = skip)
  *   --no-baseline                        skip the node -e 0 / --help floor
  *   --keep                               keep the temp dir (launcher logs, records) for a post-mortem
  *   --handler-prof DIR                   run the handler with --cpu-prof into DIR
+ *   --dist DIR  (VH_BENCH_DIST)          run another build's daemon and launcher (A/B in one session)
  * Needs a built dist/ and libvirt0 (the test driver needs no libvirtd).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -29,8 +36,12 @@ import * as grpc from '@grpc/grpc-js';
 import { loadProtos } from '../../src/grpc/proto';
 
 const REPO = path.resolve(__dirname, '../../..');
-const DAEMON = path.join(REPO, 'dist/virt-handler.cjs');
-const LAUNCHER = path.join(REPO, 'dist/virt-launcher.cjs');
+const DIST = (() => {
+  const i = process.argv.indexOf('--dist');
+  return path.resolve(i >= 0 ? (process.argv[i + 1] ?? '') : process.env.VH_BENCH_DIST || path.join(REPO, 'dist'));
+})();
+const DAEMON = path.join(DIST, 'virt-handler.cjs');
+const LAUNCHER = path.join(DIST, 'virt-launcher.cjs');
 const NS = 'scale';
 const TICK_MS = 1000 / 100; // USER_HZ is 100 on every Linux we run on
 
@@ -52,7 +63,9 @@ function flag(name: string, env: string, def: number): number {
 }
 
 const COUNT = Math.max(1, flag('count', 'VH_BENCH_COUNT', 200));
-const ROUNDS = Math.max(1, flag('rounds', 'VH_BENCH_ROUNDS', 5));
+const ROUNDS = Math.max(1, flag('rounds', 'VH_BENCH_ROUNDS', 20));
+/** The handler-RSS-bounded target is judged over this many rounds. */
+const RSS_ROUNDS = 20;
 const PACED = flag('paced', 'VH_BENCH_PACED', Math.min(20, COUNT));
 const BASELINE = !process.argv.includes('--no-baseline');
 const KEEP = process.argv.includes('--keep');
@@ -79,6 +92,34 @@ function rssKb(pid: number): number {
     return 0;
   }
 }
+
+/** A process's memory in kB: VmRSS = RssAnon + RssFile (+ RssShmem), and Pss / Private from smaps_rollup. */
+interface Mem {
+  rss: number;
+  anon: number;
+  file: number;
+  pss: number;
+  priv: number;
+}
+
+function memOf(pid: number): Mem | null {
+  const kb = (text: string, key: string): number => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(text)?.[1] ?? NaN);
+  try {
+    const st = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    const sm = fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8');
+    const m = { rss: kb(st, 'VmRSS'), anon: kb(st, 'RssAnon'), file: kb(st, 'RssFile'), pss: kb(sm, 'Pss'), priv: kb(sm, 'Private_Clean') + kb(sm, 'Private_Dirty') };
+    return Object.values(m).every(Number.isFinite) ? m : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Medians of each figure. */
+function medianMem(ms: Mem[]): Mem {
+  return { rss: median(ms.map((m) => m.rss)), anon: median(ms.map((m) => m.anon)), file: median(ms.map((m) => m.file)), pss: median(ms.map((m) => m.pss)), priv: median(ms.map((m) => m.priv)) };
+}
+
+const memLine = (m: Mem): string => `RSS ${mb(m.rss)} (RssAnon ${mb(m.anon)}, RssFile ${mb(m.file)}); Pss ${mb(m.pss)}, Private ${mb(m.priv)}`;
 
 /** [ppid, utime+stime ms, state] from /proc/<pid>/stat, or null when gone. */
 function stat(pid: number): { ppid: number; cpuMs: number; state: string } | null {
@@ -194,6 +235,8 @@ function manifest(name: string): string {
 /** Running/Failed times and launcher pids from one WatchVMIs stream (no polling load). */
 class Watcher {
   readonly running = new Map<string, number>();
+  /** The launcher's CPU (ms) when its VMI was first seen Running. */
+  readonly cpuAtRunning = new Map<string, number>();
   readonly failed = new Map<string, string>();
   readonly pids = new Map<string, number>();
   readonly gone = new Set<string>();
@@ -208,7 +251,11 @@ class Watcher {
         return;
       }
       if (v.status?.launcherPid) this.pids.set(v.name, v.status.launcherPid);
-      if (v.status?.phase === 'Running' && !this.running.has(v.name)) this.running.set(v.name, performance.now());
+      if (v.status?.phase === 'Running' && !this.running.has(v.name)) {
+        this.running.set(v.name, performance.now());
+        const cpu = v.status.launcherPid ? stat(v.status.launcherPid)?.cpuMs : undefined;
+        if (cpu !== undefined) this.cpuAtRunning.set(v.name, cpu);
+      }
       if (v.status?.phase === 'Failed') this.failed.set(v.name, v.status.reason);
     });
     s.on('error', () => undefined);
@@ -217,6 +264,7 @@ class Watcher {
 
   reset(): void {
     this.running.clear();
+    this.cpuAtRunning.clear();
     this.failed.clear();
     this.pids.clear();
     this.gone.clear();
@@ -263,6 +311,46 @@ async function burst(n: number, argv: string[]): Promise<{ lat: number[]; wallMs
   return { lat, wallMs: performance.now() - t0, cpuMs: childCpu(fs.readFileSync('/proc/self/stat', 'utf8')) - childCpu(r0) };
 }
 
+/** `n` idle bare node processes alive at once (as N launchers are at Running): their memory, then they are killed. */
+async function idleNodes(n: number): Promise<Mem[]> {
+  const kids = Array.from({ length: n }, () => {
+    const c = spawn(process.execPath, ['-e', "process.stdout.write('r'); setInterval(() => {}, 1 << 30)"], { stdio: ['ignore', 'pipe', 'ignore'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+    started.add(c);
+    return c;
+  });
+  try {
+    await Promise.all(kids.map((c) => new Promise((resolve) => c.stdout!.once('data', resolve).once('close', resolve))));
+    await sleep(500);
+    return kids.map((c) => memOf(c.pid as number)).filter((m): m is Mem => m !== null);
+  } finally {
+    for (const c of kids) {
+      c.kill('SIGKILL');
+      started.delete(c);
+    }
+  }
+}
+
+/**
+ * The bench's hook into the handler: preloaded with --expose-gc, SIGUSR2 runs two full GCs and
+ * writes the heap figures to `<file>` (the handler has no debug route for it, and a heap snapshot
+ * would cost it tens of MB of RSS).
+ */
+function gcHookSource(file: string): string {
+  return `'use strict';
+const fs = require('fs');
+const v8 = require('v8');
+process.on('SIGUSR2', () => {
+  globalThis.gc();
+  globalThis.gc();
+  const h = v8.getHeapStatistics();
+  const m = process.memoryUsage();
+  const spaces = Object.fromEntries(v8.getHeapSpaceStatistics().map((s) => [s.space_name.replace(/_space$/, ''), s.space_used_size]));
+  fs.writeFileSync(${JSON.stringify(file)} + '.tmp', JSON.stringify({ used: h.used_heap_size, total: h.total_heap_size, external: m.external, rss: m.rss, spaces }));
+  fs.renameSync(${JSON.stringify(file)} + '.tmp', ${JSON.stringify(file)});
+});
+`;
+}
+
 // --- the bench -----------------------------------------------------------------------------
 
 interface Leaks {
@@ -282,7 +370,8 @@ interface Round {
   rssAfter: number;
   heapBefore: number;
   heapAfter: number;
-  launcherRss: number[];
+  launcherMem: Mem[];
+  /** CPU used by each launcher up to its VMI's Running. */
   launcherCpu: number[];
   reconciles: number;
   handlerCpuMs: number;
@@ -332,11 +421,15 @@ async function main(): Promise<void> {
     console.log(`bench:scale - ${COUNT} VMIs x ${ROUNDS} rounds on libvirt test:///default (node ${process.version}, ${os.cpus().length} CPUs, load ${os.loadavg().map((l) => l.toFixed(2)).join(' ')})\n`);
 
     // Floor first, on a quiet machine.
-    let floor: { bare: Awaited<ReturnType<typeof burst>>; help: Awaited<ReturnType<typeof burst>> } | null = null;
+    // The `node -e 0` floor moves with whatever else this shared machine runs: it is measured
+    // before the rounds, after the middle one and after the last, and the median is the floor.
+    type Burst = Awaited<ReturnType<typeof burst>>;
+    let floor: { bare: Burst[]; help: Burst; idle: Mem } | null = null;
     if (BASELINE) {
       const bare = await burst(COUNT, ['-e', '0']);
       const help = await burst(COUNT, [LAUNCHER, '--help']);
-      floor = { bare, help };
+      const idle = medianMem(await idleNodes(COUNT));
+      floor = { bare: [bare], help, idle };
     }
 
     const images = path.join(tmp, 'images', 'tiny');
@@ -345,11 +438,12 @@ async function main(): Promise<void> {
     fs.writeFileSync(path.join(images, 'initrd.gz'), '');
     const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('VH_') && k !== 'NODE_OPTIONS'));
     let daemonErr = '';
+    const gcFile = path.join(tmp, 'gc.json');
+    fs.writeFileSync(path.join(tmp, 'gc-hook.js'), gcHookSource(gcFile));
     daemon = spawn(
       process.execPath,
-      // SIGUSR2 writes a heap snapshot, which starts with a full GC: the bench uses it to read the
-      // heap the handler really retains after each round (heapUsed without a GC includes garbage).
-      ['--heapsnapshot-signal=SIGUSR2', ...(PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROF_DIR}`] : []), DAEMON, '--state-dir', state, '--run-dir', run, '--http-tcp=off', '--libvirt-uri', 'test:///default', '--vmi-image-root', path.join(tmp, 'images'), '--log-level', 'warn', '--vmi-max-vmis', String(Math.max(256, COUNT))],
+      // heapUsed without a GC includes garbage: the hook reads the heap the handler really retains.
+      ['--expose-gc', '-r', path.join(tmp, 'gc-hook.js'), ...(PROF_DIR ? ['--cpu-prof', `--cpu-prof-dir=${PROF_DIR}`] : []), DAEMON, '--state-dir', state, '--run-dir', run, '--http-tcp=off', '--libvirt-uri', 'test:///default', '--vmi-image-root', path.join(tmp, 'images'), '--log-level', 'warn', '--vmi-max-vmis', String(Math.max(256, COUNT))],
       { env: { ...env, NODE_NAME: 'bench' }, stdio: ['ignore', 'ignore', 'pipe'], cwd: tmp },
     );
     const daemonLog = fs.createWriteStream(path.join(tmp, 'daemon.log'));
@@ -368,19 +462,19 @@ async function main(): Promise<void> {
     const heapReady = await heap(httpSock);
     const memReady = await memoryBreakdown(httpSock);
 
+    /** The handler's heap after two full GCs (the hook above). */
+    type GcFigures = { used: number; total: number; rss: number; spaces: Record<string, number> };
+    const heapAfterGc = async (): Promise<GcFigures> => {
+      fs.rmSync(gcFile, { force: true });
+      daemon!.kill('SIGUSR2');
+      await until(() => fs.existsSync(gcFile), 30_000, 'the GC hook', 20);
+      return JSON.parse(fs.readFileSync(gcFile, 'utf8')) as GcFigures;
+    };
+    const gcReady = await heapAfterGc();
+
     client = new (loadProtos().VmiClient)(`unix:${path.join(run, 'grpc.sock')}`, grpc.credentials.createInsecure()) as unknown as Client;
     watcher.start(client);
     await sleep(200);
-
-    /** Heap used after a full GC (the heap snapshot's), then the snapshot is removed unless --keep. */
-    const heapAfterGc = async (): Promise<number> => {
-      const before = new Set(fs.readdirSync(tmp));
-      daemon!.kill('SIGUSR2');
-      await until(() => fs.readdirSync(tmp).some((f) => f.endsWith('.heapsnapshot') && !before.has(f)), 60_000, 'heap snapshot', 100);
-      const used = (await heap(httpSock)).used; // served once the snapshot is written (same thread)
-      if (!KEEP) for (const f of fs.readdirSync(tmp)) if (f.endsWith('.heapsnapshot')) fs.rmSync(path.join(tmp, f));
-      return used;
-    };
 
     const deleteAll = async (names: string[]): Promise<number> => {
       const t0 = performance.now();
@@ -395,6 +489,7 @@ async function main(): Promise<void> {
     // Paced: one VMI at a time, so the latency is the handler's own path, not CPU saturation.
     const paced: number[] = [];
     const pacedCpu: number[] = [];
+    const pacedMem: Mem[] = [];
     if (PACED > 0) {
       watcher.reset();
       for (let i = 0; i < PACED; i++) {
@@ -404,10 +499,13 @@ async function main(): Promise<void> {
         await until(() => watcher.running.has(name) || watcher.failed.has(name), 60_000, `${name} Running`, 5);
         if (watcher.failed.has(name)) throw new Error(`${name} failed: ${watcher.failed.get(name)}`);
         paced.push((watcher.running.get(name) as number) - t0);
+        const cpu = watcher.cpuAtRunning.get(name);
+        if (cpu !== undefined) pacedCpu.push(cpu);
         const lp = watcher.pids.get(name);
         if (lp) {
           everyLauncher.add(lp);
-          pacedCpu.push(stat(lp)?.cpuMs ?? NaN);
+          const m = memOf(lp);
+          if (m) pacedMem.push(m);
         }
       }
       await deleteAll(Array.from({ length: PACED }, (_, i) => `paced-${i}`));
@@ -415,6 +513,8 @@ async function main(): Promise<void> {
       await sleep(1000);
     }
 
+    // After the paced VMIs: the handler has run every VMI code path once (compiled it, filled its caches).
+    const gcWarm = await heapAfterGc();
     const base: Leaks = { fds: fdCount(pid), children: childrenOf(pid).length, launchersAlive: 0, sockets: socketsUnder(run), records: entries(path.join(state, 'vmis')) };
     const rounds: Round[] = [];
     for (let r = 0; r < ROUNDS; r++) {
@@ -449,8 +549,8 @@ async function main(): Promise<void> {
       const createLat = names.filter((n) => watcher.running.has(n)).map((n) => (watcher.running.get(n) as number) - (sent.get(n) as number));
       const pids = names.map((n) => watcher.pids.get(n)).filter((p): p is number => typeof p === 'number');
       for (const p of pids) everyLauncher.add(p);
-      const launcherRss = pids.map(rssKb).filter((v) => v > 0);
-      const launcherCpu = pids.map((p) => stat(p)?.cpuMs ?? NaN).filter(Number.isFinite);
+      const launcherMem = pids.map(memOf).filter((m): m is Mem => m !== null);
+      const launcherCpu = names.map((n) => watcher.cpuAtRunning.get(n)).filter((v): v is number => v !== undefined);
       rssPeak = Math.max(rssPeak, rssKb(pid));
       const reconciles = (await metric(httpSock, 'virt_handler_reconcile_total')) - reconcile0;
       const handlerCpuMs = (stat(pid)?.cpuMs ?? 0) - cpu0;
@@ -474,7 +574,8 @@ async function main(): Promise<void> {
         sockets: socketsUnder(run),
         records: entries(path.join(state, 'vmis')),
       };
-      const round: Round = { createLat, allRunningMs, deleteMs, rssBefore, rssPeak, rssAfter: rssKb(pid), heapBefore, heapAfter: (await heap(httpSock)).used, launcherRss, launcherCpu, reconciles, handlerCpuMs, leaks };
+      if (floor && ROUNDS >= 3 && r === Math.floor(ROUNDS / 2) - 1) floor.bare.push(await burst(COUNT, ['-e', '0']));
+      const round: Round = { createLat, allRunningMs, deleteMs, rssBefore, rssPeak, rssAfter: rssKb(pid), heapBefore, heapAfter: (await heap(httpSock)).used, launcherMem, launcherCpu, reconciles, handlerCpuMs, leaks };
       rounds.push(round);
       console.log(
         `round ${r + 1}: Running p50 ${ms(median(createLat))} p95 ${ms(pct(createLat, 95))} all ${ms(allRunningMs)} (handler CPU ${ms(handlerCpuMs)}); deleted in ${ms(deleteMs)}; ` +
@@ -483,54 +584,82 @@ async function main(): Promise<void> {
       );
     }
 
+    if (floor) floor.bare.push(await burst(COUNT, ['-e', '0']));
+
     // --- report ---------------------------------------------------------------------------
     const allLat = rounds.flatMap((r) => r.createLat);
+    /** The `node -e 0` floor: median over its runs of the burst p95, and of the CPU per process. */
+    const bareP95 = floor ? median(floor.bare.map((b) => pct(b.lat, 95))) : NaN;
+    const bareCpu = floor ? median(floor.bare.map((b) => b.cpuMs / COUNT)) : NaN;
     const r1 = rounds[0] as Round;
-    const last = rounds[rounds.length - 1] as Round;
-    const lRss = rounds.flatMap((r) => r.launcherRss);
+    const lMem = medianMem(rounds.flatMap((r) => r.launcherMem));
+    const lRss = rounds.flatMap((r) => r.launcherMem.map((m) => m.rss));
     const lCpu = rounds.flatMap((r) => r.launcherCpu);
     const line = (k: string, v: string): void => console.log(`${k.padEnd(44)} ${v}`);
     console.log('');
+    console.log(`daemon and launcher from ${DIST}`);
     if (floor) {
-      const { bare, help } = floor;
-      line(`floor: ${COUNT} x \`node -e 0\` at once`, `exit p50 ${ms(median(bare.lat))} p95 ${ms(pct(bare.lat, 95))}; all in ${ms(bare.wallMs)}; CPU ${ms(bare.cpuMs)} (${ms(bare.cpuMs / COUNT)} each)`);
+      const { help, idle } = floor;
+      for (const [i, bare] of floor.bare.entries()) {
+        const when = i === 0 ? 'before' : i === floor.bare.length - 1 ? 'after' : 'mid-run';
+        line(`floor: ${COUNT} x \`node -e 0\` at once, ${when}`, `exit p50 ${ms(median(bare.lat))} p95 ${ms(pct(bare.lat, 95))}; all in ${ms(bare.wallMs)}; CPU ${ms(bare.cpuMs)} (${ms(bare.cpuMs / COUNT)} each)`);
+      }
       line(`floor: ${COUNT} x \`virt-launcher --help\``, `exit p50 ${ms(median(help.lat))} p95 ${ms(pct(help.lat, 95))}; all in ${ms(help.wallMs)}; CPU ${ms(help.cpuMs)} (${ms(help.cpuMs / COUNT)} each)`);
+      line(`floor: ${COUNT} idle bare node alive at once`, `median ${memLine(idle)}`);
     }
-    if (paced.length) line(`paced (1 at a time, ${paced.length} VMIs) -> Running`, `p50 ${ms(median(paced))} p95 ${ms(pct(paced, 95))}; launcher CPU to Running median ${ms(median(pacedCpu))}`);
+    if (paced.length) {
+      line(`paced (1 at a time, ${paced.length} VMIs) -> Running`, `p50 ${ms(median(paced))} p95 ${ms(pct(paced, 95))}; launcher CPU to Running median ${ms(median(pacedCpu))}`);
+      if (pacedMem.length) line('  paced launcher at Running (1 alive)', `median ${memLine(medianMem(pacedMem))}`);
+    }
     line(`burst (${COUNT} at once, ${rounds.length} rounds) -> Running`, `p50 ${ms(median(allLat))} p95 ${ms(pct(allLat, 95))}; max ${ms(pct(allLat, 100))}`);
     if (floor) {
-      line('  burst p95 / `node -e 0` burst p95', `${(pct(allLat, 95) / pct(floor.bare.lat, 95)).toFixed(2)}x`);
+      line('  burst p95 / `node -e 0` burst p95', `${(pct(allLat, 95) / bareP95).toFixed(2)}x (floor: median of ${floor.bare.length} runs, ${ms(bareP95)})`);
       line('  burst p95 / `launcher --help` burst p95', `${(pct(allLat, 95) / pct(floor.help.lat, 95)).toFixed(2)}x`);
     }
     line('  all Running (median round)', `${ms(median(rounds.map((r) => r.allRunningMs)))} -> ${(COUNT / (median(rounds.map((r) => r.allRunningMs)) / 1000)).toFixed(1)} VMIs/s`);
     line('  reconcile runs per round (median)', `${median(rounds.map((r) => r.reconciles))} -> ${(median(rounds.map((r) => r.reconciles)) / (median(rounds.map((r) => r.allRunningMs)) / 1000)).toFixed(1)} runs/s`);
     line('  handler CPU, first SyncVMI -> all Running', `${ms(median(rounds.map((r) => r.handlerCpuMs)))} (${ms(median(rounds.map((r) => r.handlerCpuMs)) / COUNT)} per VMI)`);
     line('  delete all -> gone (median round)', `${ms(median(rounds.map((r) => r.deleteMs)))}`);
-    line('launcher RSS at Running (all rounds)', `min ${mb(pct(lRss, 0))} median ${mb(median(lRss))} max ${mb(pct(lRss, 100))} (${lRss.length} samples)`);
-    line('launcher CPU to Running (all rounds)', `median ${ms(median(lCpu))}, p95 ${ms(pct(lCpu, 95))}; x${COUNT} = ${ms(median(lCpu) * COUNT)} CPU per burst on ${os.cpus().length} CPUs`);
+    line(`launcher at Running (${COUNT} alive, all rounds)`, `median ${memLine(lMem)}; RSS min ${mb(pct(lRss, 0))} max ${mb(pct(lRss, 100))} (${lRss.length} samples)`);
+    line('launcher CPU to Running (burst, all rounds)', `median ${ms(median(lCpu))}, p95 ${ms(pct(lCpu, 95))}; x${COUNT} = ${ms(median(lCpu) * COUNT)} CPU per burst on ${os.cpus().length} CPUs`);
     line('handler RSS at ready / before round 1', `${mb(rssReady)} / ${mb(r1.rssBefore)} (V8 heap used ${mb(heapReady.used / 1024)} / ${mb(r1.heapBefore / 1024)})`);
     line('handler RSS peak (max over rounds)', `${mb(Math.max(...rounds.map((r) => r.rssPeak)))}`);
-    line('handler RSS after delete, per round', rounds.map((r) => mb(r.rssAfter)).join(', '));
-    line('handler V8 heap used after delete, per round', rounds.map((r) => mb(r.heapAfter / 1024)).join(', '));
+    line('handler RSS after delete, per round', rounds.map((r) => (r.rssAfter / 1024).toFixed(0)).join(' ') + ' MB');
+    line('handler V8 heap used after delete, per round', rounds.map((r) => (r.heapAfter / 1024 / 1024).toFixed(0)).join(' ') + ' MB (no forced GC)');
     line('handler memory at ready / after the last round', `${memReady} / ${await memoryBreakdown(httpSock)}`);
-    // Last: the snapshot itself costs the handler tens of MB of RSS, which must not reach the RSS figures above.
-    const heapGcEnd = await heapAfterGc();
-    line('V8 heap used after a full GC, at the end', `${mb(heapGcEnd / 1024)} (at ready, without a GC: ${mb(heapReady.used / 1024)})`);
+    const gcEnd = await heapAfterGc();
+    const spaces = (g: GcFigures): string => ['old', 'code', 'large_object'].map((k) => `${k} ${mb((g.spaces[k] ?? 0) / 1024)}`).join(', ');
+    line('handler V8 heap after a full GC: ready / warm / end', `${mb(gcReady.used / 1024)} / ${mb(gcWarm.used / 1024)} / ${mb(gcEnd.used / 1024)} (warm: after the paced VMIs, before the bursts)`);
+    line('  by space: ready / warm / end', `${spaces(gcReady)} / ${spaces(gcWarm)} / ${spaces(gcEnd)}; committed ${mb(gcReady.total / 1024)} / ${mb(gcWarm.total / 1024)} / ${mb(gcEnd.total / 1024)}`);
     line('fds / children / sockets / records, per round', rounds.map((r) => `${r.leaks.fds}/${r.leaks.children}/${r.leaks.sockets.length}/${r.leaks.records.length}`).join(', ') + `  (before: ${base.fds}/${base.children}/${base.sockets.length}/${base.records.length})`);
 
     const growthPerVmi = (Math.max(...rounds.map((r) => r.rssPeak - r.rssBefore)) / COUNT);
-    const afterRatio = last.rssAfter / r1.rssBefore - 1;
-    const roundGrowth = (last.rssAfter - r1.rssAfter) / 1024;
-    const heapGrowth = (last.heapAfter - r1.heapAfter) / 1024 / 1024;
-    console.log('\ntarget                                       measured                         verdict');
-    const verdict = (name: string, measured: string, ok: boolean): void => console.log(`${name.padEnd(44)} ${measured.padEnd(32)} ${ok ? 'PASS' : 'MISS'}`);
+    // Bounded: the second half of the rounds never goes above the first half's maximum (+5%), i.e.
+    // RSS plateaus instead of climbing; judged over RSS_ROUNDS rounds (fewer: reported, not judged).
+    const after = rounds.map((r) => r.rssAfter / 1024);
+    const half = Math.floor(after.length / 2);
+    const firstMax = Math.max(...after.slice(0, Math.max(1, half)));
+    const secondMax = Math.max(...after.slice(half));
+    const monotonic = after.length > 2 && after.every((v, i) => i === 0 || v >= (after[i - 1] as number));
+    const slope = linearSlope(after.slice(half));
+    const bounded = secondMax <= firstMax * 1.05 && !monotonic;
+    const gcRatio = gcEnd.used / gcReady.used - 1;
+    const cpuTarget = 45;
+    const ratio = pct(allLat, 95) / bareP95;
+    console.log(`\n${'target'.padEnd(44)} ${'measured'.padEnd(58)} verdict`);
+    const verdict = (name: string, measured: string, ok: boolean | null): void => console.log(`${name.padEnd(44)} ${measured.padEnd(58)} ${ok === null ? 'n/a' : ok ? 'PASS' : 'MISS'}`);
+    verdict('launcher RSS <= 40 MB', `median ${mb(lMem.rss)} (RssAnon ${mb(lMem.anon)}, Pss ${mb(lMem.pss)})${floor ? `; bare node ${mb(floor.idle.rss)} (${mb(floor.idle.anon)}, ${mb(floor.idle.pss)})` : ''}`, lMem.rss <= 40 * 1024);
+    verdict(`launcher CPU to Running <= ${cpuTarget} ms`, `median ${ms(median(lCpu))} (burst)${paced.length ? `, ${ms(median(pacedCpu))} (paced)` : ''}${floor ? `; \`node -e 0\` ${ms(bareCpu)}` : ''}`, median(lCpu) <= cpuTarget);
+    verdict('burst p95 <= 2.5x `node -e 0` burst p95', floor ? `${ratio.toFixed(2)}x (${ms(pct(allLat, 95))} vs ${ms(bareP95)})` : 'no floor (--no-baseline)', floor ? ratio <= 2.5 : null);
     verdict('burst SyncVMI -> Running p95 <= 1 s', ms(pct(allLat, 95)), pct(allLat, 95) <= 1000);
     if (paced.length) verdict('paced SyncVMI -> Running p95 <= 1 s', ms(pct(paced, 95)), pct(paced, 95) <= 1000);
     verdict('handler RSS growth <= 1 MB per VMI', `${(growthPerVmi / 1024).toFixed(3)} MB/VMI (peak - before)`, growthPerVmi <= 1024);
-    verdict('RSS after delete within 10% of before', `${(afterRatio * 100).toFixed(1)}% (last round vs round 1)`, afterRatio <= 0.1);
-    const gcRatio = heapGcEnd / heapReady.used - 1;
-    verdict('  (V8 heap after GC vs at ready)', `${(gcRatio * 100).toFixed(1)}% (${mb(heapReady.used / 1024)} -> ${mb(heapGcEnd / 1024)})`, gcRatio <= 0.1);
-    verdict('no growth round over round (after 1 -> last)', `${roundGrowth.toFixed(1)} MB RSS, ${heapGrowth.toFixed(1)} MB heap`, roundGrowth <= 0.05 * (r1.rssBefore / 1024)); // heap without a GC is too noisy to judge
+    verdict('V8 heap after full GC within 10% of ready', `${(gcRatio * 100).toFixed(1)}% (${mb(gcReady.used / 1024)} -> ${mb(gcEnd.used / 1024)}; vs warm ${((gcEnd.used / gcWarm.used - 1) * 100).toFixed(1)}%)`, gcRatio <= 0.1);
+    verdict(
+      `handler RSS over ${RSS_ROUNDS} rounds bounded`,
+      `max ${firstMax.toFixed(0)} MB (rounds 1-${Math.max(1, half)}) vs ${secondMax.toFixed(0)} MB (${half + 1}-${after.length}); ${slope >= 0 ? '+' : ''}${slope.toFixed(2)} MB/round${monotonic ? ', monotonic' : ''}`,
+      rounds.length >= RSS_ROUNDS ? bounded : null,
+    );
 
     // Leaks are failures, not misses.
     rounds.forEach((r, i) => {
@@ -555,6 +684,21 @@ async function main(): Promise<void> {
   } finally {
     await cleanup();
   }
+}
+
+/** Least-squares slope of `ys` over their index (per round). */
+function linearSlope(ys: number[]): number {
+  const n = ys.length;
+  if (n < 2) return 0;
+  const mx = (n - 1) / 2;
+  const my = ys.reduce((a, b) => a + b, 0) / n;
+  let num = 0;
+  let den = 0;
+  ys.forEach((y, x) => {
+    num += (x - mx) * (y - my);
+    den += (x - mx) ** 2;
+  });
+  return num / den;
 }
 
 async function metric(socketPath: string, name: string): Promise<number> {
