@@ -17,6 +17,7 @@ function rec(over: Partial<VmiRecord> = {}): VmiRecord {
 }
 const vmi = { runStrategy: 'Always', interfaces: [], terminationGracePeriodSeconds: 30 } as unknown as NormalizedVmi;
 const child = {} as ChildProcess;
+const plan = { domainXml: '<domain/>', disks: [], libvirtUri: 'test:///default' };
 const channel = (pid: number): LauncherChannel => ({ uid: 'u1', pid, isOpen: true, lastHeartbeatAt: Date.now(), send: async () => undefined, stats: async () => { throw new Error('no stats in this test'); }, end: () => undefined });
 
 describe('VmiState stages', () => {
@@ -28,7 +29,7 @@ describe('VmiState stages', () => {
 
   test('the whole life: spawn, start, shut down, tear down, cleared; restarts counted by runStrategy', () => {
     const s = new VmiState(rec(), vmi, initialStatus('n'));
-    s.beginSpawn(rec({ launcher }));
+    s.beginSpawn(rec({ launcher }), plan);
     assert.equal(s.stage, 'Spawning');
     assert.equal(s.status.phase, 'Scheduling');
     s.spawned(42, 7, child);
@@ -47,8 +48,10 @@ describe('VmiState stages', () => {
     s.beginTeardown();
     s.beginTeardown(); // asked again: no error, still TearingDown
     assert.equal(s.stage, 'TearingDown');
+    assert.equal(s.startPlan, plan, 'the StartDomain planned at spawn is kept for the launcher');
     s.launcherCleared('exited 0');
     assert.equal(s.stage, 'Idle');
+    assert.equal(s.startPlan, null);
     assert.deepEqual([s.rec.launcher, s.channel, s.status.launcherPid, s.domain], [null, null, null, null]);
     s.afterStop(false);
     assert.equal(s.rec.restarts, 1, 'runStrategy Always restarts');
@@ -59,7 +62,7 @@ describe('VmiState stages', () => {
     assert.throws(() => s.domainStarted(), /no transition Idle -> Started/);
     assert.throws(() => s.beginShutdown(30), /no transition Idle -> ShuttingDown/);
     assert.equal(s.stage, 'Idle');
-    s.beginSpawn(rec({ launcher }));
+    s.beginSpawn(rec({ launcher }), plan);
     assert.throws(() => s.domainStarted(), /Spawning -> Started/);
     s.spawnFailed();
     assert.equal(s.stage, 'Idle');

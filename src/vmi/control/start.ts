@@ -90,8 +90,9 @@ export async function startLauncher(h: ReconcileHost, s: VmiState): Promise<void
     return;
   }
   const libvirtUri = launcherLibvirtUri(h.nodeFacts(), uid);
+  let plan: StartDomain;
   try {
-    startCommand(h, s, libvirtUri); // spec problems (e.g. an unsupported combination) fail here, before any process exists
+    plan = startCommand(h, s, libvirtUri); // spec problems (e.g. an unsupported combination) fail here, before any process exists
   } catch (err) {
     if (s.setPhase('Failed', `cannot build the domain: ${(err as Error).message}`, true)) h.publish(s);
     afterStop(h, s, false);
@@ -110,7 +111,7 @@ export async function startLauncher(h: ReconcileHost, s: VmiState): Promise<void
   const launcher = { pid: 0, startTime: 0, spawnTokenHash: hashToken(token), sessionTokenHash: '', spawnedAt: new Date().toISOString(), libvirtUri };
   const rec = { ...s.rec, launcher, phase: 'Scheduling' as const, reason: 'starting the launcher' };
   h.persistRecord(rec);
-  s.beginSpawn(rec);
+  s.beginSpawn(rec, plan);
   h.failpoints.hit('launcher-after-record');
   let spawned;
   try {
@@ -140,8 +141,9 @@ export async function startDomain(h: ReconcileHost, s: VmiState): Promise<void> 
   if (!channel) return;
   let start: StartDomain;
   try {
-    // The libvirt recorded at spawn (records older than that field: the node's as configured).
-    start = startCommand(h, s, s.rec.launcher?.libvirtUri || h.settings.libvirtUri || launcherLibvirtUri(h.nodeFacts(), s.uid));
+    // Planned once at spawn; a launcher re-adopted after a handler restart gets it rebuilt, with
+    // the libvirt recorded at spawn (records older than that field: the node's as configured).
+    start = s.startPlan ?? startCommand(h, s, s.rec.launcher?.libvirtUri || h.settings.libvirtUri || launcherLibvirtUri(h.nodeFacts(), s.uid));
   } catch (err) {
     if (s.setPhase('Failed', `cannot build the domain: ${(err as Error).message}`, true)) h.publish(s);
     return requestTeardown(h, s);

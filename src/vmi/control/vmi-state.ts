@@ -19,7 +19,7 @@
  * again; the launcher adopts its own running domain), one with launcher pid 0 in Spawning.
  */
 import type { ChildProcess } from 'node:child_process';
-import type { DomainStatus } from '../../launcher-protocol/messages';
+import type { DomainStatus, StartDomain } from '../../launcher-protocol/messages';
 import type { NormalizedVmi, VmiCondition, VmiEvent, VmiPhase, VmiStatus, VmiView } from '../spec/types';
 import { redactSecrets } from '../spec/redact';
 import type { LauncherChannel } from './launcher-port';
@@ -63,6 +63,7 @@ export class VmiState {
   private _childExit: { code: number | null; signal: NodeJS.Signals | null } | null = null;
   private _launcherSince = Date.now();
   private _pinnedCpus: number[] = [];
+  private _startPlan: StartDomain | null = null;
   private _consoleAttached = false;
 
   /**
@@ -136,6 +137,10 @@ export class VmiState {
   /** Host CPUs pinned to this VMI (dedicatedCpuPlacement). */
   get pinnedCpus(): readonly number[] {
     return this._pinnedCpus;
+  }
+  /** The StartDomain command planned when the current launcher was spawned (null after a handler restart). */
+  get startPlan(): StartDomain | null {
+    return this._startPlan;
   }
   /** Whether the VMI should run now (not deleting, wanted, valid, not Halted). */
   get shouldRun(): boolean {
@@ -260,10 +265,11 @@ export class VmiState {
     this._stageSince = Date.now();
   }
 
-  /** Idle -> Spawning: `rec` (launcher pid 0, the spawn token's hash) has been written durably. */
-  beginSpawn(rec: VmiRecord): void {
+  /** Idle -> Spawning: `rec` (launcher pid 0, the spawn token's hash) has been written durably; `plan` is what the launcher will be told to start. */
+  beginSpawn(rec: VmiRecord, plan: StartDomain): void {
     this.moveTo('Spawning');
     this.commitRecord(rec);
+    this._startPlan = plan;
     this._status.phase = 'Scheduling';
     this._status.reason = 'starting the launcher';
     this._launcherSince = Date.now();
@@ -334,6 +340,7 @@ export class VmiState {
     this._domain = null;
     this._domainXml = null;
     this._pinnedCpus = [];
+    this._startPlan = null;
     this._status.launcherPid = null;
     this._status.domainState = '';
     this.setCondition('LauncherConnected', 'False', 'LauncherGone', how);
