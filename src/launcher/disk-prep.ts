@@ -14,7 +14,7 @@
 import { execFile } from 'node:child_process';
 import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
-import type { Logger } from '../log';
+import type { LauncherLogger as Logger } from './log';
 import type { DiskPrep } from '../launcher-protocol/messages';
 import { isInside } from '../launcher-protocol/validate';
 

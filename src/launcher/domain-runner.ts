@@ -10,17 +10,19 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { EventEmitter } from 'node:events';
-import type { Logger } from '../log';
+import type { LauncherLogger as Logger } from './log';
 import type { Connection } from '../libvirt/connection';
 import type { Domain } from '../libvirt/domain';
 import { LibvirtError } from '../libvirt/errors';
 import type { LifecycleEvent } from '../libvirt/events';
-import { LibvirtSupervisor, type LibvirtState, type LibvirtStatus } from '../libvirt/supervisor';
+import { LibvirtSupervisor, type LibvirtState, type LibvirtStatus, type SupervisorOptions } from '../libvirt/supervisor';
 import type { Backoff } from '../util/backoff';
 import { type Command, type CommandResult, type DiskPrep, type DomainStatus, STATS_GROUPS, type StartDomain, type StartDomainMsg, emptyStatus } from '../launcher-protocol/messages';
 import { ProtocolViolation, checkStartDomain } from '../launcher-protocol/validate';
 import { prepareDisks, removePreparedDisks } from './disk-prep';
 import { statsToWire } from './stats-report';
+
+type SupervisorLogger = SupervisorOptions['logger'];
 
 /** Grace period for SIGTERM before any Shutdown command said otherwise (KubeVirt's default terminationGracePeriodSeconds). */
 export const DEFAULT_GRACE_SECONDS = 30;
@@ -159,7 +161,10 @@ export class DomainRunner extends EventEmitter {
 
   private supervise(uri: string): LibvirtSupervisor {
     // The embedded driver lives in this process: keepalive does not apply (Connection skips it).
-    const sup = new LibvirtSupervisor({ uri, logger: this.log.child({ component: 'libvirt' }), lanes: 2, ...(this.opts.libvirtBackoff ? { backoff: this.opts.libvirtBackoff } : {}) });
+    // LibvirtSupervisor types its logger as the daemon's pino Logger but only calls debug/info/warn,
+    // which the launcher's logger has with the same signatures.
+    const logger = this.log.child({ component: 'libvirt' }) as unknown as SupervisorLogger;
+    const sup = new LibvirtSupervisor({ uri, logger, lanes: 2, ...(this.opts.libvirtBackoff ? { backoff: this.opts.libvirtBackoff } : {}) });
     sup.on('lifecycle', (ev: LifecycleEvent) => {
       if (ev.domain !== this.name) return;
       void this.refresh(`${ev.event}/${ev.detail}`);

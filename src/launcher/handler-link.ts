@@ -20,7 +20,7 @@
  */
 import { EventEmitter } from 'node:events';
 import * as fs from 'node:fs';
-import type { Logger } from '../log';
+import type { LauncherLogger as Logger } from './log';
 import { type Backoff, backoffDelay } from '../util/backoff';
 import type { Command, CommandResult, DomainStatus, HandlerMessage, LauncherMessage } from '../launcher-protocol/messages';
 import { type CallStatus, ConnectStream, STATUS, statusName } from './connect-stream';

@@ -49,14 +49,14 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const args = command.args;
 
-  const { createLogger } = await import('../log');
-  const { packageVersion } = await import('../config');
+  const { createLauncherLogger } = await import('./log');
+  const { launcherVersion } = await import('./version');
   const { HandlerLink } = await import('./handler-link');
   const { DomainRunner } = await import('./domain-runner');
 
-  const root = createLogger({ level: args.logLevel, nodeName: os.hostname() });
+  const root = createLauncherLogger({ level: args.logLevel, nodeName: os.hostname() });
   const log = root.child({ component: 'launcher', vmiUid: args.vmiUid });
-  const version = packageVersion();
+  const version = launcherVersion();
   log.info({ version, vmiDir: args.vmiDir, socket: args.handlerSocket }, 'virt-launcher starting');
 
   const runner = new DomainRunner({ vmiDir: args.vmiDir, logger: log });

@@ -8,12 +8,12 @@ import * as assert from 'node:assert/strict';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
-import pino from 'pino';
 import { DiskPrepError, prepareDisks, removePreparedDisks } from '../../src/launcher/disk-prep';
+import { createLauncherLogger } from '../../src/launcher/log';
 import { type DiskPrep, diskPrepToWire } from '../../src/launcher-protocol/messages';
 import { ProtocolViolation, checkDiskPlan } from '../../src/launcher-protocol/validate';
 
-const logger = pino({ level: 'silent' });
+const logger = createLauncherLogger({ level: 'silent', nodeName: 'test' });
 
 describe('launcher disk preparation', () => {
   let root: string;

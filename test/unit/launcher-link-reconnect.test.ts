@@ -9,7 +9,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import { HandlerLink } from '../../src/launcher/handler-link';
-import { createLogger } from '../../src/log';
+import { createLauncherLogger } from '../../src/launcher/log';
 import { FakeHandler } from './fake-launcher-handler';
 
 const UID = '3f0c2a5e-8d1b-4c6a-9e2f-7b5d4a3c2e10';
@@ -45,7 +45,7 @@ describe('handler link: reconnects as soon as the handler socket is back', () =>
       vmiUid: UID,
       spawnToken: 'spawn-token',
       version: 'test',
-      logger: createLogger({ level: 'silent', nodeName: 'test' }),
+      logger: createLauncherLogger({ level: 'silent', nodeName: 'test' }),
       backoff: { initialMs: 4000, maxMs: 4000 },
       random: () => 1, // every retry waits the full 4 s
     });

@@ -1,0 +1,20 @@
+/**
+ * The package version a launcher registers with: package.json's, found by walking up from this
+ * file (the bundle in dist/, or dist/src/launcher/). The same walk as src/config packageVersion,
+ * kept here because importing the config module would load its file loader and YAML parser into
+ * every launcher start.
+ */
+import * as fs from 'node:fs';
+import * as path from 'node:path';
+
+export function launcherVersion(): string {
+  for (let dir = __dirname; ; dir = path.dirname(dir)) {
+    try {
+      const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
+      if (pkg.name === 'virt-handler' && pkg.version) return pkg.version;
+    } catch {
+      // not here; keep walking
+    }
+    if (path.dirname(dir) === dir) return '0.0.0-unknown';
+  }
+}
