@@ -18,13 +18,13 @@
  *
  * Targets are printed as PASS/MISS; the exit code is non-zero only when something broke (a VMI
  * never reached Running, a leak of fds/processes/sockets/records). Flags (or env):
- *   --count N   (VH_BENCH_COUNT, 200)   VMIs per burst
- *   --rounds R  (VH_BENCH_ROUNDS, 20)   create/delete rounds (the RSS-bounded target needs 20)
- *   --paced P   (VH_BENCH_PACED, 20)    VMIs in the one-at-a-time run (0 = skip)
+ *   --count N   (VHDEV_BENCH_COUNT, 200)   VMIs per burst
+ *   --rounds R  (VHDEV_BENCH_ROUNDS, 20)   create/delete rounds (the RSS-bounded target needs 20)
+ *   --paced P   (VHDEV_BENCH_PACED, 20)    VMIs in the one-at-a-time run (0 = skip)
  *   --no-baseline                        skip the node -e 0 / --help floor
  *   --keep                               keep the temp dir (launcher logs, records) for a post-mortem
  *   --handler-prof DIR                   run the handler with --cpu-prof into DIR
- *   --dist DIR  (VH_BENCH_DIST)          run another build's daemon and launcher (A/B in one session)
+ *   --dist DIR  (VHDEV_BENCH_DIST)          run another build's daemon and launcher (A/B in one session)
  * Needs a built dist/ and libvirt0 (the test driver needs no libvirtd).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -38,7 +38,7 @@ import { loadProtos } from '../../src/grpc/proto';
 const REPO = path.resolve(__dirname, '../../..');
 const DIST = (() => {
   const i = process.argv.indexOf('--dist');
-  return path.resolve(i >= 0 ? (process.argv[i + 1] ?? '') : process.env.VH_BENCH_DIST || path.join(REPO, 'dist'));
+  return path.resolve(i >= 0 ? (process.argv[i + 1] ?? '') : process.env.VHDEV_BENCH_DIST || path.join(REPO, 'dist'));
 })();
 const DAEMON = path.join(DIST, 'virt-handler.cjs');
 const LAUNCHER = path.join(DIST, 'virt-launcher.cjs');
@@ -62,11 +62,11 @@ function flag(name: string, env: string, def: number): number {
   return n;
 }
 
-const COUNT = Math.max(1, flag('count', 'VH_BENCH_COUNT', 200));
-const ROUNDS = Math.max(1, flag('rounds', 'VH_BENCH_ROUNDS', 20));
+const COUNT = Math.max(1, flag('count', 'VHDEV_BENCH_COUNT', 200));
+const ROUNDS = Math.max(1, flag('rounds', 'VHDEV_BENCH_ROUNDS', 20));
 /** The handler-RSS-bounded target is judged over this many rounds. */
 const RSS_ROUNDS = 20;
-const PACED = flag('paced', 'VH_BENCH_PACED', Math.min(20, COUNT));
+const PACED = flag('paced', 'VHDEV_BENCH_PACED', Math.min(20, COUNT));
 const BASELINE = !process.argv.includes('--no-baseline');
 const KEEP = process.argv.includes('--keep');
 const PROF_DIR = process.argv.includes('--handler-prof') ? process.argv[process.argv.indexOf('--handler-prof') + 1] : undefined;
