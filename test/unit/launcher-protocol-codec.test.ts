@@ -4,15 +4,10 @@
  * protobufjs too): the schema matches the .proto field by field, both encode the same bytes and
  * decode each other's bytes to the same objects, unknown fields of every wire type are skipped,
  * truncated or garbage input is refused with a WireError (never another exception), and the
- * size limit holds. Then the HTTP/2 client (src/launcher/connect-stream.ts) against a raw
- * node:http2 server speaking bad gRPC.
+ * size limit holds. The launcher's HTTP/2 client is tested in launcher-http2.test.ts.
  */
-import { after, describe, it } from 'node:test';
+import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
-import * as fs from 'node:fs';
-import * as http2 from 'node:http2';
-import * as net from 'node:net';
-import * as os from 'node:os';
 import * as path from 'node:path';
 import * as protobuf from 'protobufjs';
 import { SCHEMA, type MessageSpec, decode, decodeHandlerMessage, encode, encodeHandlerMessage, encodeLauncherMessage } from '../../src/launcher-protocol/codec';
@@ -20,7 +15,6 @@ import { MAX_MESSAGE_BYTES } from '../../src/launcher-protocol/limits';
 import { type DiskPrep, type HandlerMessage, type LauncherMessage, commandToWire } from '../../src/launcher-protocol/messages';
 import { WireError } from '../../src/launcher-protocol/wire';
 import { findProtoDir } from '../../src/grpc/proto';
-import { CONNECT_PATH, type CallStatus, ConnectStream, STATUS } from '../../src/launcher/connect-stream';
 import { mulberry32 } from '../lib/prng';
 
 const root = new protobuf.Root().loadSync(path.join(findProtoDir(), 'virthandler/v1/launcher.proto'), { keepCase: false });
@@ -242,90 +236,5 @@ describe('launcher codec: hostile input', () => {
 
   it('refuses messages above the limit', () => {
     assert.throws(() => decodeHandlerMessage(Buffer.alloc(MAX_MESSAGE_BYTES + 1)), /more than the 4194304-byte limit/);
-  });
-});
-
-describe('ConnectStream against a raw HTTP/2 server', () => {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vh-connect-'));
-  after(() => fs.rmSync(dir, { recursive: true, force: true }));
-
-  async function serve(name: string, onStream: (s: http2.ServerHttp2Stream, headers: http2.IncomingHttpHeaders) => void): Promise<{ socket: string; close: () => void }> {
-    const socket = path.join(dir, `${name}.sock`);
-    const server = http2.createServer();
-    server.on('stream', onStream);
-    await new Promise<void>((r) => server.listen(socket, r));
-    return { socket, close: () => server.close() };
-  }
-  const frame = (body: Buffer): Buffer => {
-    const head = Buffer.alloc(5);
-    head.writeUInt32BE(body.length, 1);
-    return Buffer.concat([head, body]);
-  };
-  const statusOf = (s: ConnectStream): Promise<CallStatus> => new Promise((r) => s.once('status', r));
-  const opts = { keepaliveMs: 60_000, keepaliveTimeoutMs: 10_000 };
-
-  it('speaks gRPC: the path, content-type and te headers, framed messages both ways, status from the trailers', async () => {
-    let seen: http2.IncomingHttpHeaders = {};
-    let got: Buffer = Buffer.alloc(0);
-    const srv = await serve('ok', (s, h) => {
-      seen = h;
-      s.on('data', (d: Buffer) => (got = Buffer.concat([got, d])));
-      s.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
-      s.on('wantTrailers', () => s.sendTrailers({ 'grpc-status': '0', 'grpc-message': '' }));
-      s.end(frame(encodeHandlerMessage({ registered: { sessionToken: 'abc', heartbeatIntervalMs: 1000 } })));
-    });
-    const c = new ConnectStream({ socketPath: srv.socket, ...opts });
-    const msgs: HandlerMessage[] = [];
-    c.on('message', (m) => msgs.push(m));
-    await new Promise<void>((r) => c.write({ heartbeat: { seq: 7 } }, r));
-    const st = await statusOf(c);
-    srv.close();
-    assert.equal(seen[':path'], CONNECT_PATH);
-    assert.equal(seen[':method'], 'POST');
-    assert.equal(seen['content-type'], 'application/grpc');
-    assert.equal(seen.te, 'trailers');
-    assert.deepEqual(got, frame(encodeLauncherMessage({ heartbeat: { seq: 7 } })));
-    assert.deepEqual(msgs, [{ registered: { sessionToken: 'abc', heartbeatIntervalMs: 1000 } }]);
-    assert.deepEqual(st, { code: STATUS.OK, details: '' });
-  });
-
-  it('a trailers-only refusal: the code and the percent-decoded message', async () => {
-    const srv = await serve('refuse', (s) => s.respond({ ':status': 200, 'content-type': 'application/grpc', 'grpc-status': '16', 'grpc-message': 'registration%20refused' }, { endStream: true }));
-    const st = await statusOf(new ConnectStream({ socketPath: srv.socket, ...opts }));
-    srv.close();
-    assert.deepEqual(st, { code: STATUS.UNAUTHENTICATED, details: 'registration refused' });
-  });
-
-  it('a malformed or oversized handler message ends the call (INTERNAL / RESOURCE_EXHAUSTED); no socket is UNAVAILABLE', async () => {
-    const bad = await serve('bad', (s) => {
-      s.respond({ ':status': 200, 'content-type': 'application/grpc' });
-      s.write(frame(Buffer.from([0x08, 0x01])));
-    });
-    const st1 = await statusOf(new ConnectStream({ socketPath: bad.socket, ...opts }));
-    bad.close();
-    assert.equal(st1.code, STATUS.INTERNAL);
-    assert.match(st1.details, /malformed handler message: HandlerMessage\.registered: wire type 0/);
-    const big = await serve('big', (s) => {
-      s.respond({ ':status': 200, 'content-type': 'application/grpc' });
-      s.write(Buffer.from([0, 0xff, 0xff, 0xff, 0xff]));
-    });
-    const st2 = await statusOf(new ConnectStream({ socketPath: big.socket, ...opts }));
-    big.close();
-    assert.equal(st2.code, STATUS.RESOURCE_EXHAUSTED);
-    const st3 = await statusOf(new ConnectStream({ socketPath: path.join(dir, 'nobody.sock'), ...opts }));
-    assert.equal(st3.code, STATUS.UNAVAILABLE);
-    assert.match(st3.details, /ENOENT/);
-  });
-
-  it('a handler that accepts but never answers (hung, SIGSTOPped) is given up on after the keepalive', async () => {
-    const socket = path.join(dir, 'hang.sock');
-    const silent = net.createServer(() => undefined);
-    await new Promise<void>((r) => silent.listen(socket, r));
-    const t0 = Date.now();
-    const st = await statusOf(new ConnectStream({ socketPath: socket, keepaliveMs: 100, keepaliveTimeoutMs: 100 }));
-    silent.close();
-    assert.equal(st.code, STATUS.UNAVAILABLE);
-    assert.match(st.details, /keepalive ping unanswered for 100 ms/);
-    assert.ok(Date.now() - t0 < 2000);
   });
 });
