@@ -19,7 +19,6 @@ import { LibvirtSupervisor, type LibvirtState, type LibvirtStatus, type Supervis
 import type { Backoff } from '../util/backoff';
 import { type Command, type CommandResult, type DiskPrep, type DomainStatus, STATS_GROUPS, type StartDomain, type StartDomainMsg, emptyStatus } from '../launcher-protocol/messages';
 import { ProtocolViolation, checkStartDomain } from '../launcher-protocol/validate';
-import { prepareDisks, removePreparedDisks } from './disk-prep';
 import { statsToWire } from './stats-report';
 
 type SupervisorLogger = SupervisorOptions['logger'];
@@ -140,7 +139,7 @@ export class DomainRunner extends EventEmitter {
     this.uri = s.libvirtUri;
     const t0 = Date.now();
     try {
-      await prepareDisks(plan, { vmiDir: this.opts.vmiDir, logger: this.log });
+      if (plan.length > 0) await (await diskPrep()).prepareDisks(plan, { vmiDir: this.opts.vmiDir, logger: this.log });
       prepareEmbedRoot(s.libvirtUri, this.opts.vmiDir);
       const sup = this.supervise(s.libvirtUri);
       const conn = (await sup.whenConnected(LIBVIRT_WAIT_MS)) as Connection;
@@ -374,7 +373,7 @@ export class DomainRunner extends EventEmitter {
         await this.supervisor?.stop();
         this.supervisor = null;
       }
-      const removed = await removePreparedDisks(this.plan, this.opts.vmiDir);
+      const removed = this.plan.length > 0 ? await (await diskPrep()).removePreparedDisks(this.plan, this.opts.vmiDir) : [];
       this.log.info({ domain: this.name, removed }, 'torn down');
       this.phase = 'tornDown';
       return null;
@@ -436,6 +435,11 @@ function describe(e: unknown): string {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+
+/** Loaded only for a VMI with disks to prepare: it brings child_process and fs/promises into the launcher. */
+function diskPrep(): Promise<typeof import('./disk-prep')> {
+  return import('./disk-prep');
+}
 
 /**
  * For qemu:///embed?root=DIR (the handler's fallback when the node has no reachable libvirtd):

@@ -13,9 +13,11 @@
  * Exit codes: 0 after teardown or a signal; 1 unexpected failure; 2 bad flags or environment
  * (the message names the flag); 130 second signal.
  */
-// First, before anything can start libuv's threadpool (see src/main.ts).
+// First, before anything can start libuv's threadpool (see src/main.ts). A launcher needs 4: one
+// is held by libvirt's event loop while it runs, two serve its two libvirt connections' calls,
+// one is left for file work (disk preparation). The handler spawns it with exactly that.
 import { ensureThreadpoolSize } from '../libvirt/queue';
-ensureThreadpoolSize(16);
+ensureThreadpoolSize(4);
 
 import * as fs from 'node:fs';
 import * as os from 'node:os';

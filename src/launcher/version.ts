@@ -9,11 +9,15 @@ import * as path from 'node:path';
 
 export function launcherVersion(): string {
   for (let dir = __dirname; ; dir = path.dirname(dir)) {
-    try {
-      const pkg = JSON.parse(fs.readFileSync(path.join(dir, 'package.json'), 'utf8')) as { name?: string; version?: string };
-      if (pkg.name === 'virt-handler' && pkg.version) return pkg.version;
-    } catch {
-      // not here; keep walking
+    const file = path.join(dir, 'package.json');
+    // existsSync first: a failed read throws, and the first error a process builds costs ~4 ms.
+    if (fs.existsSync(file)) {
+      try {
+        const pkg = JSON.parse(fs.readFileSync(file, 'utf8')) as { name?: string; version?: string };
+        if (pkg.name === 'virt-handler' && pkg.version) return pkg.version;
+      } catch {
+        // unreadable or not JSON: keep walking
+      }
     }
     if (path.dirname(dir) === dir) return '0.0.0-unknown';
   }

@@ -56,6 +56,13 @@ export function isSameProcess(pid: number, startTime: number): boolean {
   return pid > 0 && procStartTime(pid) === startTime;
 }
 
+/**
+ * libuv threads a launcher gets (src/launcher/main.ts says why 4). Node flags for launchers were
+ * measured and none is set: --max-semi-space-size=1, --jitless, --lite-mode, --v8-pool-size=0
+ * and --single-threaded-gc saved no memory beyond noise and most cost CPU (bench:scale notes).
+ */
+export const LAUNCHER_THREADPOOL_SIZE = 4;
+
 /** Where the launcher entry point is: next to the daemon bundle, or the tsc output in a checkout. */
 export function defaultLauncherCommand(fromDir: string = __dirname): string[] {
   const candidates = [
@@ -104,7 +111,7 @@ export async function spawnLauncher(o: SpawnOptions): Promise<SpawnedLauncher> {
       // the embedded QEMU driver takes fds 3/4 in the child, and a collision there makes guest
       // start fail with "Unable to notify child process: Bad file descriptor".
       stdio: ['ignore', log, log, devnull, devnull],
-      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', VH_LAUNCHER_TOKEN: token, UV_THREADPOOL_SIZE: '16' },
+      env: { PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin', VH_LAUNCHER_TOKEN: token, UV_THREADPOOL_SIZE: String(LAUNCHER_THREADPOOL_SIZE) },
       cwd: o.vmiDir,
     });
   } finally {
