@@ -1,8 +1,8 @@
 /**
  * The launcher's logger: the daemon's line format (src/log, pino: JSON lines with the level as
  * a label, ISO time, pid, hostname, node, then the child bindings, the fields and msg; `err` as
- * {type, message, stack, ...its own fields}; token/password/key/secret values redacted up to
- * three levels down) without loading pino. A launcher writes a few dozen lines in its life; pino
+ * {type, message, stack, ...its own fields}; token/password/key/secret and cloud-init data values
+ * redacted up to three levels down) without loading pino. A launcher writes a few dozen lines in its life; pino
  * and its stream machinery were a measurable share of every launcher's start (bench:scale).
  * Lines go synchronously to stdout (the VMI's launcher.log), so nothing is lost on exit.
  */
@@ -29,7 +29,8 @@ export interface LauncherLogger {
 
 const LEVELS = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60 } as const;
 type Level = keyof typeof LEVELS;
-const SECRET_KEYS = new Set(['token', 'password', 'key', 'secret']);
+/** src/log's REDACT_PATHS names (checked equal by launcher-log.test.ts; importing src/log would load pino). */
+export const SECRET_KEYS: ReadonlySet<string> = new Set(['token', 'password', 'key', 'secret', 'userData', 'networkData', 'userDataBase64', 'networkDataBase64']);
 /** src/log redacts `<secret>`, `*.<secret>` and `*.*.<secret>`. */
 const REDACT_DEPTH = 3;
 

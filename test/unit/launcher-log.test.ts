@@ -6,8 +6,8 @@
 import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
-import { createLogger } from '../../src/log';
-import { type LauncherLogger, createLauncherLogger } from '../../src/launcher/log';
+import { REDACT_PATHS, createLogger } from '../../src/log';
+import { type LauncherLogger, SECRET_KEYS, createLauncherLogger } from '../../src/launcher/log';
 
 function both(level: 'info' | 'debug' | 'warn'): { ours: LauncherLogger; pino: LauncherLogger; lines: () => [unknown[], unknown[]] } {
   const mine: string[] = [];
@@ -33,6 +33,7 @@ describe('launcher logger', () => {
       l.info('no fields');
       l.debug({ dropped: true }, 'below the level');
       l.warn({ token: 'secret-token', nested: { password: 'p', deeper: { key: 'k', ok: 1 } }, list: [1, 'a'] }, 'secrets');
+      l.info({ vmi: { userData: 'pw', spec: { networkDataBase64: 'x' } } }, 'cloud-init');
       const e = Object.assign(new Error('boom'), { code: 'ECODE', errno: -2 });
       l.error({ err: e, id: 'c1' }, 'command failed');
       l.warn({ err: 'just text' }, 'not an Error');
@@ -40,9 +41,14 @@ describe('launcher logger', () => {
       l.fatal({}, 'empty fields');
     }
     const [mine, theirs] = lines();
-    assert.equal(mine.length, 7);
+    assert.equal(mine.length, 8);
     assert.deepEqual(mine, theirs);
     assert.ok(!JSON.stringify(mine).includes('secret-token'));
+  });
+
+  it('redacts the names src/log redacts (headers aside: a launcher logs none)', () => {
+    const names = new Set(REDACT_PATHS.filter((p) => !p.includes('headers')).map((p) => p.split('.').at(-1) as string));
+    assert.deepEqual([...SECRET_KEYS].sort(), [...names].sort());
   });
 
   it('silent writes nothing; levels filter like pino', () => {
