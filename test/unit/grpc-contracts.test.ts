@@ -10,20 +10,22 @@ import * as fs from 'node:fs';
 import type * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { compileContracts } from '../../scripts/build-protos';
-import { HEALTH_SERVICE, LOADER_OPTIONS, NODE_SERVICE, PROTO_FILES, contractsPath, findProtoDir, loadProtos } from '../../src/grpc/proto';
+import { HEALTH_SERVICE, LAUNCHER_SERVICE, LOADER_OPTIONS, NODE_SERVICE, PROTO_FILES, contractsPath, findProtoDir, loadProtos } from '../../src/grpc/proto';
 import { sampleNodeInfo, unschedulableNodeInfo } from './grpc-fixture';
 
 type Methods = Record<string, grpc.MethodDefinition<object, object>>;
 
 function protoLoaderServices(): Record<string, Methods> {
   const defs = protoLoader.loadSync(PROTO_FILES.slice(), { ...LOADER_OPTIONS, includeDirs: [findProtoDir()] });
-  return { [NODE_SERVICE]: defs[NODE_SERVICE] as unknown as Methods, [HEALTH_SERVICE]: defs[HEALTH_SERVICE] as unknown as Methods };
+  return { [NODE_SERVICE]: defs[NODE_SERVICE] as unknown as Methods, [HEALTH_SERVICE]: defs[HEALTH_SERVICE] as unknown as Methods, [LAUNCHER_SERVICE]: defs[LAUNCHER_SERVICE] as unknown as Methods };
 }
 
 function compiledServices(): Record<string, Methods> {
   const p = loadProtos();
-  return { [NODE_SERVICE]: p.nodeService as unknown as Methods, [HEALTH_SERVICE]: p.healthService as unknown as Methods };
+  return { [NODE_SERVICE]: p.nodeService as unknown as Methods, [HEALTH_SERVICE]: p.healthService as unknown as Methods, [LAUNCHER_SERVICE]: p.launcherService as unknown as Methods };
 }
+
+const SERVICES = [NODE_SERVICE, HEALTH_SERVICE, LAUNCHER_SERVICE];
 
 /** A message of every shape each method carries, including the empty one. */
 const SAMPLES: Record<string, { request: object[]; response: object[] }> = {
@@ -33,6 +35,18 @@ const SAMPLES: Record<string, { request: object[]; response: object[] }> = {
   },
   [`/${HEALTH_SERVICE}/Check`]: { request: [{ service: '' }, { service: NODE_SERVICE }], response: [{ status: 'SERVING' }, { status: 'NOT_SERVING' }, {}] },
   [`/${HEALTH_SERVICE}/Watch`]: { request: [{ service: NODE_SERVICE }], response: [{ status: 'SERVICE_UNKNOWN' }] },
+  [`/${LAUNCHER_SERVICE}/Connect`]: {
+    request: [
+      { register: { vmiUid: '6f1c2b3a-0d4e-4f5a-9b8c-7d6e5f4a3b2c', token: 't', pid: 7, version: '0.1.0' } },
+      { status: { state: 'running', reason: 'booted', domainUuid: '', lastEvent: 'STARTED/booted', error: '', domainXml: '<domain/>' } },
+      { result: { id: 'c1', ok: true, error: '', stats: { takenAtMs: 1, cpu: { timeNs: 5 }, vcpus: [{ id: 1, timeNs: 2 }], net: [{ name: 'vnet0', rxBytes: 9 }], block: [] } } },
+    ],
+    response: [
+      { registered: { sessionToken: 's', heartbeatIntervalMs: 1000 } },
+      { command: { id: 'c2', start: { domainXml: '<domain/>', libvirtUri: 'test:///default', disks: [{ disk: 'root', path: '/v/r.qcow2', overlay: { backingFile: '/b', backingFormat: 1 } }, { disk: 'h', path: '/h', hostDisk: { create: false } }] } } },
+      { command: { id: 'c3', getStats: {} } },
+    ],
+  },
 };
 
 describe('compiled gRPC contracts', () => {
@@ -45,7 +59,7 @@ describe('compiled gRPC contracts', () => {
   it('define the same methods as proto-loader: paths, streaming, client method names', () => {
     const expected = protoLoaderServices();
     const actual = compiledServices();
-    for (const service of [NODE_SERVICE, HEALTH_SERVICE]) {
+    for (const service of SERVICES) {
       const shape = (m: Methods): unknown => Object.fromEntries(Object.entries(m).map(([name, d]) =>
         [name, { path: d.path, requestStream: d.requestStream, responseStream: d.responseStream, originalName: d.originalName }]));
       assert.deepEqual(shape(actual[service]!), shape(expected[service]!), service);
@@ -56,7 +70,7 @@ describe('compiled gRPC contracts', () => {
     const expected = protoLoaderServices();
     const actual = compiledServices();
     let checked = 0;
-    for (const service of [NODE_SERVICE, HEALTH_SERVICE]) {
+    for (const service of SERVICES) {
       for (const [name, want] of Object.entries(expected[service]!)) {
         const got = actual[service]![name]!;
         const samples = SAMPLES[want.path];
@@ -74,6 +88,6 @@ describe('compiled gRPC contracts', () => {
         assert.throws(() => got.requestSerialize([] as unknown as object), /expected object with .* structure, got array instead/);
       }
     }
-    assert.equal(checked, 11);
+    assert.equal(checked, 17);
   });
 });
