@@ -23,6 +23,8 @@ apt_packages=(
   libxml2-utils                    # xmllint, used by virt-xml-validate in the domain XML tests
   procps                           # ps/pgrep used by tests
   genisoimage                      # virt-launcher builds cloud-init NoCloud seed ISOs
+  skopeo                           # the image store's registry client (src/images/)
+  docker-registry                  # a loopback registry for the image tests and bench:images
 )
 
 want_apt=1

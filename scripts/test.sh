@@ -2,7 +2,8 @@
 # `npm test`: everything that proves the project, in the order CI runs it.
 #   unit (host) -> native against a real /dev/kvm (host and/or nested sandbox, see
 #   scripts/test-native.sh) -> libvirt against a private libvirtd and a QEMU (TCG) guest
-#   (scripts/test-libvirt.sh) -> integration (real daemon processes, real sockets) -> systemd unit.
+#   (scripts/test-libvirt.sh) -> integration (real daemon processes, real sockets) -> image store
+#   (a real registry on loopback) -> systemd unit.
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$repo"
@@ -25,6 +26,9 @@ bash scripts/test-libvirt.sh
 
 section "integration tests (real daemon processes)"
 node --test --test-concurrency=1 dist/test/integration/
+
+section "image store tests (loopback docker-registry + skopeo)"
+node --test --test-concurrency=1 dist/test/images/
 
 section "systemd unit verification"
 bash scripts/verify-systemd.sh
