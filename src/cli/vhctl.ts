@@ -9,7 +9,8 @@ import type { DeviceInfo, NodeInfo } from '../node/types';
 import { nodeInfoFromWire } from '../grpc/node-service';
 import { CliError, DEFAULT_TIMEOUT_MS, EXIT, UsageError, defaultSocket, parseTimeout, preflight, table, unary, withClient, type CommonOptions } from './common';
 import { cmdConsole } from './console';
-import { ACTIONS, cmdAction, cmdCreate, cmdDelete, cmdGet, cmdList, type ActionCommand, type VmiOptions, type VmiOutput } from './vmi-commands';
+import { cmdCreate } from './create';
+import { ACTIONS, cmdAction, cmdDelete, cmdGet, cmdList, type ActionCommand, type VmiOptions, type VmiOutput } from './vmi-commands';
 
 export { EXIT, defaultSocket } from './common';
 
@@ -20,8 +21,18 @@ Node:
   health                    grpc.health.v1 Check of the whole server; exit 0 only when SERVING
 
 VMIs (namespace: -n NAMESPACE, default "default"):
-  create -f FILE            send a VirtualMachineInstance manifest (JSON or YAML; -f - reads stdin);
-                            prints the VMI, or each rejected field as "  <field>: <message>"
+  create -f FILE [-f FILE...] [--dry-run]
+                            every document of the files (YAML '---' documents, JSON, kind List;
+                            -f - reads stdin): VirtualMachineInstances are sent as they are;
+                            VirtualMachines are expanded to their VMI (template, runStrategy or
+                            running, instancetype and preference as virt-controller applies
+                            them) and sent; instancetypes and preferences are recorded for later
+                            calls in $XDG_CACHE_HOME/virt-handler/instancetypes (default
+                            ~/.cache); cluster-only kinds (pools, replica sets, presets...) are
+                            refused saying why. One line per document; each rejected field as
+                            "  <field>: <message>". --dry-run sends and records nothing: checks
+                            each VMI with the daemon's validator and this node's configuration
+                            (VH_CONFIG, VH_*) and prints it as YAML, secrets redacted
   get NAME                  one VMI (-o table|wide|json|yaml)
   list                      the VMIs of a namespace, or of all with -A (-o table|wide|json|yaml)
   delete NAME [--wait]      delete; --wait watches until it is gone (up to --timeout, default 2m)
@@ -37,7 +48,8 @@ Options:
                             get/list: table|wide|json|yaml (default: table)
   -n, --namespace NS        the VMI's namespace (default: default)
   -A, --all-namespaces      list: every namespace
-  -f, --file FILE           create: the manifest file, or - for stdin
+  -f, --file FILE           create: a manifest file, or - for stdin (repeatable)
+      --dry-run             create: validate locally and print the VMIs; change nothing
       --wait                delete: wait until the VMI is gone
       --socket PATH         gRPC socket (default: $VH_GRPC_SOCKET, else $VH_RUN_DIR/grpc.sock,
                             else /run/virt-handler/grpc.sock if it exists, else the daemon's
@@ -49,19 +61,19 @@ Options:
 Exit codes:
   0  ok (health: SERVING; console: detached, closed by the daemon, or --timeout reached)
   1  error: daemon unreachable or not serving, VMI not found, manifest rejected (the violations are
-     listed), refused request (e.g. pause of a VMI that is not Running), delete --wait timed out
+     listed; create: any document refused), refused request (e.g. pause of a VMI that is not Running), delete --wait timed out
   2  usage error (unknown command or option, option not valid for the command, bad value)
 `;
 
 type Command = 'node' | 'health' | 'create' | 'get' | 'list' | 'delete' | 'console' | ActionCommand;
 const COMMANDS: readonly Command[] = ['node', 'health', 'create', 'get', 'list', 'delete', 'console', ...(Object.keys(ACTIONS) as ActionCommand[])];
-type Flag = 'output' | 'namespace' | 'all-namespaces' | 'file' | 'wait' | 'timeout';
+type Flag = 'output' | 'namespace' | 'all-namespaces' | 'file' | 'dry-run' | 'wait' | 'timeout';
 
 /** Per command: its options (besides --socket, --timeout, --help), -o formats and positional NAME. */
 const SPEC: Record<Command, { flags: readonly Flag[]; outputs: readonly string[]; name: boolean }> = {
   node: { flags: ['output'], outputs: ['table', 'json'], name: false },
   health: { flags: ['output'], outputs: ['table', 'json'], name: false },
-  create: { flags: ['output', 'file'], outputs: ['table', 'json', 'yaml'], name: false },
+  create: { flags: ['output', 'file', 'dry-run'], outputs: ['table', 'json', 'yaml'], name: false },
   get: { flags: ['output', 'namespace'], outputs: ['table', 'wide', 'json', 'yaml'], name: true },
   list: { flags: ['output', 'namespace', 'all-namespaces'], outputs: ['table', 'wide', 'json', 'yaml'], name: false },
   delete: { flags: ['namespace', 'wait'], outputs: ['table'], name: true },
@@ -73,7 +85,7 @@ const SPEC: Record<Command, { flags: readonly Flag[]; outputs: readonly string[]
 };
 
 const FLAG_SPELLING: Record<Flag, string> = {
-  output: '-o/--output', namespace: '-n/--namespace', 'all-namespaces': '-A/--all-namespaces', file: '-f/--file', wait: '--wait', timeout: '--timeout',
+  output: '-o/--output', namespace: '-n/--namespace', 'all-namespaces': '-A/--all-namespaces', file: '-f/--file', 'dry-run': '--dry-run', wait: '--wait', timeout: '--timeout',
 };
 
 /** Kubernetes' DNS-1123 label, as the daemon and the HTTP API require of namespaces and names. */
@@ -102,7 +114,8 @@ export function parseCli(argv: readonly string[], env: NodeJS.ProcessEnv = proce
         output: { type: 'string', short: 'o' },
         namespace: { type: 'string', short: 'n' },
         'all-namespaces': { type: 'boolean', short: 'A' },
-        file: { type: 'string', short: 'f' },
+        file: { type: 'string', short: 'f', multiple: true },
+        'dry-run': { type: 'boolean' },
         wait: { type: 'boolean' },
         socket: { type: 'string' },
         timeout: { type: 'string' },
@@ -126,7 +139,7 @@ export function parseCli(argv: readonly string[], env: NodeJS.ProcessEnv = proce
   if (command === undefined) throw new UsageError('missing command (node, health, create, get, list, delete, console, pause, unpause, soft-reboot or shutdown)');
   if (!COMMANDS.includes(command)) throw new UsageError(`unknown command '${command}' (expected ${COMMANDS.join(', ')})`);
   const spec = SPEC[command];
-  for (const flag of ['output', 'namespace', 'all-namespaces', 'file', 'wait'] as const) {
+  for (const flag of ['output', 'namespace', 'all-namespaces', 'file', 'dry-run', 'wait'] as const) {
     if (values[flag] !== undefined && !spec.flags.includes(flag)) throw new UsageError(`option ${FLAG_SPELLING[flag]} is not valid for '${command}'`);
   }
   const want = spec.name ? 2 : 1;
@@ -136,7 +149,8 @@ export function parseCli(argv: readonly string[], env: NodeJS.ProcessEnv = proce
   if (!spec.outputs.includes(output)) throw new UsageError(`-o/--output: expected ${spec.outputs.join(' or ')} for '${command}', got '${output}'`);
   if (values.socket === '') throw new UsageError('--socket: empty path');
   if (command === 'create' && values.file === undefined) throw new UsageError('create: -f/--file FILE is required (- for stdin)');
-  if (values.file === '') throw new UsageError('-f/--file: empty path');
+  if (values.file?.includes('')) throw new UsageError('-f/--file: empty path');
+  if ((values.file ?? []).filter((f) => f === '-').length > 1) throw new UsageError('-f/--file: stdin (-) can be read once');
   if (values['all-namespaces'] && values.namespace !== undefined) throw new UsageError('-n/--namespace and -A/--all-namespaces exclude each other');
   return {
     command,
@@ -147,7 +161,8 @@ export function parseCli(argv: readonly string[], env: NodeJS.ProcessEnv = proce
     namespace: checkLabel('-n/--namespace', values.namespace ?? 'default'),
     allNamespaces: values['all-namespaces'] === true,
     name: spec.name ? checkLabel('NAME', positionals[1]!) : '',
-    file: values.file ?? '',
+    files: values.file ?? [],
+    dryRun: values['dry-run'] === true,
     wait: values.wait === true,
   };
 }

@@ -1,6 +1,6 @@
 /**
- * vhctl's VMI commands over virthandler.v1.VmiService: create, get, list, delete, pause,
- * unpause, soft-reboot, shutdown. (console lives in console.ts.)
+ * vhctl's VMI commands over virthandler.v1.VmiService: get, list, delete, pause, unpause,
+ * soft-reboot, shutdown. (create lives in create.ts, console in console.ts.)
  */
 import * as fs from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
@@ -22,7 +22,10 @@ export interface VmiOptions extends CommonOptions {
   namespace: string;
   allNamespaces: boolean;
   name: string;
-  file: string;
+  /** create: every -f, in order. */
+  files: string[];
+  /** create: validate and print, change nothing. */
+  dryRun: boolean;
   wait: boolean;
 }
 
@@ -76,7 +79,7 @@ export function displayObject(v: WireVmi): Record<string, unknown> {
   };
 }
 
-function phaseOf(v: WireVmi): string {
+export function phaseOf(v: WireVmi): string {
   const phase = v.status?.phase || 'Unknown';
   return v.deleting ? `${phase} (deleting)` : phase;
 }
@@ -101,7 +104,7 @@ export function renderVmiTable(vmis: readonly WireVmi[], wide: boolean): string 
   return table([head, ...rows]).join('\n') + '\n';
 }
 
-function render(value: unknown, output: 'json' | 'yaml'): string {
+export function render(value: unknown, output: 'json' | 'yaml'): string {
   // lineWidth 0: long values (redaction markers, reasons) stay on one line, whole for grep and sha256sum.
   return output === 'json' ? JSON.stringify(value, null, 2) + '\n' : toYaml(value, { lineWidth: 0 });
 }
@@ -140,7 +143,7 @@ export function describeViolations(err: grpc.ServiceError): string | null {
   return [`manifest rejected by virt-handler (${n} violation${n === 1 ? '' : 's'}):`, ...violations.map((v) => `  ${v.field || '(manifest)'}: ${v.message}`)].join('\n');
 }
 
-function readManifest(file: string): string {
+export function readManifest(file: string): string {
   let buf: Buffer;
   try {
     buf = file === '-' ? fs.readFileSync(0) : fs.readFileSync(file);
@@ -153,21 +156,6 @@ function readManifest(file: string): string {
   const text = buf.toString('utf8');
   if (text.trim() === '') throw new CliError(`manifest ${file === '-' ? 'on stdin' : file} is empty`);
   return text;
-}
-
-export async function cmdCreate(opts: VmiOptions): Promise<number> {
-  const manifest = readManifest(opts.file);
-  preflight(opts.socket);
-  const res = await withClient(opts, 'VmiClient', (c) => unary<{ vmi: WireVmi | null; changed: boolean }>(c, 'SyncVMI', { manifest }, opts.timeoutMs), { action: 'create' }, describeViolations);
-  const v = res.vmi;
-  if (!v) throw new CliError('virt-handler answered SyncVMI without a VMI');
-  if (opts.output === 'json' || opts.output === 'yaml') {
-    process.stdout.write(render({ changed: res.changed, vmi: displayObject(v) }, opts.output));
-  } else {
-    process.stdout.write(`vmi ${v.namespace}/${v.name} ${res.changed ? 'configured' : 'unchanged'}\n`);
-    process.stdout.write(table([['NAME', 'UID', 'PHASE'], [v.name, v.uid || '-', phaseOf(v)]]).join('\n') + '\n');
-  }
-  return EXIT.OK;
 }
 
 export async function cmdGet(opts: VmiOptions): Promise<number> {
