@@ -18,9 +18,9 @@ import { ErrorCodes, VhError, errorMessage } from '../errors';
 import type { Logger } from '../log';
 import { ImageError, isImageError } from './errors';
 import { extractLayers, entryPath, type ExtractedFile } from './extract';
-import { readDirImage, type DirImage } from './layout';
+import { nodeManifestDigest, readDirImage, type DirImage } from './layout';
 import { type ImageRef, formatReference, isLoopbackRegistry, parseReference, rewriteReference } from './reference';
-import { prepareSkopeoConfig, skopeoCopy, type SkopeoOptions } from './skopeo';
+import { prepareSkopeoConfig, skopeoCopy, skopeoInspectRaw, type SkopeoOptions } from './skopeo';
 import { type ArtifactMeta, StoreFiles, hexOf, rmTree, treeSize } from './store-files';
 
 const execFileP = promisify(execFile);
@@ -162,7 +162,7 @@ export class ImageStore {
       this.counters.joinedPulls++;
       return running;
     }
-    const p = this.resolve(canonical, select, o.pullPolicy ?? 'IfNotPresent', o.onProgress ?? (() => undefined)).finally(() => this.inflight.delete(key));
+    const p = this.resolve(canonical, select, o.pullPolicy ?? defaultPullPolicy(canonical), o.onProgress ?? (() => undefined)).finally(() => this.inflight.delete(key));
     this.inflight.set(key, p);
     return p;
   }
@@ -246,7 +246,33 @@ export class ImageStore {
     }
     const target = rewriteReference(canonical, this.opts.rewrites ?? {});
     const sources = [...(this.opts.mirrors?.[target.registry] ?? []).map((m) => ({ ...target, registry: m })), target];
+    if (policy === 'Always') {
+      // Always means "ask the registry", not "download again": an unchanged digest is a cache hit.
+      const now = await this.remoteDigest(sources);
+      const hit = now !== null ? this.cached(canonical, now, select) : null;
+      if (now !== null && hit !== null) {
+        if (this.refs.get(canonical) !== now) {
+          this.refs.set(canonical, now);
+          this.files.writeRefs(this.refs);
+        }
+        this.counters.cacheHits++;
+        progress({ ref: canonical, phase: 'cached', message: `Image ${canonical} is up to date on the node (${now})` });
+        return hit;
+      }
+    }
     return this.fetch(canonical, '', sources, select, progress, true);
+  }
+
+  /** The digest the first answering source serves for the reference now (null: none answered; the copy will say why). */
+  private async remoteDigest(sources: readonly ImageRef[]): Promise<string | null> {
+    for (const s of sources) {
+      try {
+        return nodeManifestDigest(await skopeoInspectRaw(this.skopeo, `docker://${sourceName(s)}`, this.insecure.has(s.registry)));
+      } catch {
+        /* next source; the copy reports the failure */
+      }
+    }
+    return null;
   }
 
   private cached(ref: string, digest: string, select: ImageSelection): EnsuredImage | null {
@@ -301,7 +327,7 @@ export class ImageStore {
   private async copyFromSources(ref: string, sources: readonly ImageRef[], layout: string, progress: (p: PullProgress) => void): Promise<string> {
     let last: unknown;
     for (const s of sources) {
-      const src = `docker://${formatReference(s.digest !== undefined ? { registry: s.registry, repository: s.repository, digest: s.digest } : s)}`;
+      const src = `docker://${sourceName(s)}`;
       progress({ ref, phase: 'pulling', bytes: 0, message: `Pulling image ${ref} from ${src.slice(9)}` });
       const ac = new AbortController();
       let over: ImageError | null = null;
@@ -425,6 +451,17 @@ export class ImageStore {
       ...(art.initrdFile !== undefined ? { initrdPath: path.join(dir, art.initrdFile) } : {}),
     };
   }
+}
+
+/** Kubernetes' default: Always for `:latest` (or no tag), IfNotPresent otherwise (a digest never changes). */
+export function defaultPullPolicy(ref: string): PullPolicy {
+  const r = parseReference(ref);
+  return r.digest === undefined && r.tag === 'latest' ? 'Always' : 'IfNotPresent';
+}
+
+/** skopeo's docker reference: a digest wins over a tag (it refuses both). */
+function sourceName(s: ImageRef): string {
+  return formatReference(s.digest !== undefined ? { registry: s.registry, repository: s.repository, digest: s.digest } : s);
 }
 
 /** Directory name of what `select` takes out of an image. */

@@ -97,3 +97,23 @@ export function readDirImage(dir: string): DirImage {
   });
   return { digest: sha256(raw), mediaType, layers, layersSize: layers.reduce((a, l) => a + l.size, 0) };
 }
+
+const ARCH: Record<string, string> = { x64: 'amd64', arm64: 'arm64', ppc64: 'ppc64le', s390x: 's390x' };
+
+/**
+ * The digest skopeo's `dir:` copy of `raw` (what a registry serves for a reference) would have:
+ * its own sha256 for an image manifest, this node's linux platform entry for an index or
+ * manifest list; null when the list has no entry for this node (then only a copy can tell).
+ */
+export function nodeManifestDigest(raw: Buffer): string | null {
+  let m: { manifests?: Array<{ digest?: unknown; platform?: { os?: unknown; architecture?: unknown } }> };
+  try {
+    m = JSON.parse(raw.toString('utf8')) as typeof m;
+  } catch {
+    return null;
+  }
+  if (!Array.isArray(m.manifests)) return sha256(raw);
+  const arch = ARCH[process.arch] ?? process.arch;
+  const hit = m.manifests.find((d) => d.platform?.os === 'linux' && d.platform.architecture === arch && typeof d.digest === 'string' && DIGEST.test(d.digest));
+  return (hit?.digest as string | undefined) ?? null;
+}

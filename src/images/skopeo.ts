@@ -42,14 +42,28 @@ export function prepareSkopeoConfig(configDir: string): void {
 }
 
 /** Runs `skopeo copy`; resolves when it exits 0, else throws an ImageError with skopeo's reason. */
-export function skopeoCopy(o: SkopeoOptions, r: CopyRequest): Promise<void> {
-  const args = ['--policy', path.join(o.configDir, 'policy.json'), '--tmpdir', path.join(o.configDir, 'tmp'), 'copy', '--quiet', '--retry-times', '0'];
+export async function skopeoCopy(o: SkopeoOptions, r: CopyRequest): Promise<void> {
+  const args = ['copy', '--quiet', '--retry-times', '0'];
   if (o.authFile !== undefined) args.push('--src-authfile', o.authFile);
   if (r.srcInsecure === true) args.push('--src-tls-verify=false');
   args.push(r.src, r.dest);
+  await run(o, args, r.src, 'copying', r.signal);
+}
+
+/** `skopeo inspect --raw`: the manifest (or index) bytes the registry serves for `src` now. */
+export function skopeoInspectRaw(o: SkopeoOptions, src: string, insecure: boolean): Promise<Buffer> {
+  const args = ['inspect', '--raw', '--retry-times', '0'];
+  if (o.authFile !== undefined) args.push('--authfile', o.authFile);
+  if (insecure) args.push('--tls-verify=false');
+  args.push(src);
+  return run(o, args, src, 'inspecting');
+}
+
+function run(o: SkopeoOptions, sub: readonly string[], src: string, verb: string, signal?: AbortSignal): Promise<Buffer> {
+  const args = ['--policy', path.join(o.configDir, 'policy.json'), '--tmpdir', path.join(o.configDir, 'tmp'), ...sub];
   return new Promise((resolve, reject) => {
     const child = spawn(o.binary, args, {
-      stdio: ['ignore', 'ignore', 'pipe'],
+      stdio: ['ignore', 'pipe', 'pipe'],
       env: {
         PATH: process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin',
         HOME: o.configDir,
@@ -57,6 +71,11 @@ export function skopeoCopy(o: SkopeoOptions, r: CopyRequest): Promise<void> {
         TMPDIR: path.join(o.configDir, 'tmp'),
         CONTAINERS_REGISTRIES_CONF: path.join(o.configDir, 'registries.conf'),
       },
+    });
+    const out: Buffer[] = [];
+    let outBytes = 0;
+    child.stdout.on('data', (d: Buffer) => {
+      if ((outBytes += d.length) <= 4 << 20) out.push(d);
     });
     let stderr = '';
     child.stderr.setEncoding('utf8');
@@ -67,19 +86,19 @@ export function skopeoCopy(o: SkopeoOptions, r: CopyRequest): Promise<void> {
     const onAbort = (): void => {
       child.kill('SIGKILL');
     };
-    r.signal?.addEventListener('abort', onAbort, { once: true });
+    signal?.addEventListener('abort', onAbort, { once: true });
     child.on('error', (e) => {
       clearTimeout(timer);
-      reject(new ImageError('PullFailed', `cannot run ${o.binary}: ${e.message} (install it: apt-get install skopeo)`, { src: r.src }, { cause: e }));
+      reject(new ImageError('PullFailed', `cannot run ${o.binary}: ${e.message} (install it: apt-get install skopeo)`, { src }, { cause: e }));
     });
     child.on('close', (code, sig) => {
       clearTimeout(timer);
-      r.signal?.removeEventListener('abort', onAbort);
-      if (code === 0) return resolve();
+      signal?.removeEventListener('abort', onAbort);
+      if (code === 0) return resolve(Buffer.concat(out));
       const text = stderr.trim().replace(/\s+/g, ' ');
-      const why = sig !== null ? `killed by ${sig}${r.signal?.aborted === true ? ' (aborted)' : ` (timeout ${o.timeoutMs} ms?)`}` : `exit ${code}`;
+      const why = sig !== null ? `killed by ${sig}${signal?.aborted === true ? ' (aborted)' : ` (timeout ${o.timeoutMs} ms?)`}` : `exit ${code}`;
       const reason = classify(text);
-      reject(new ImageError(reason, `${describe(reason)} copying ${r.src}: ${lastLine(text) || why}`, { src: r.src, exitCode: code, signal: sig }));
+      reject(new ImageError(reason, `${describe(reason)} ${verb} ${src}: ${lastLine(text) || why}`, { src, exitCode: code, signal: sig }));
     });
   });
 }

@@ -13,7 +13,7 @@ import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import pino from 'pino';
-import { ImageStore, type ImageStoreOptions } from '../../src/images/image-store';
+import { ImageStore, defaultPullPolicy, type ImageStoreOptions } from '../../src/images/image-store';
 import { isImageError, type ImageFailureReason } from '../../src/images/errors';
 import { extractLayers } from '../../src/images/extract';
 import { buildImage, makeDisk, push, saveArchive, type Entry } from './oci-build';
@@ -167,11 +167,22 @@ describe('image store against a loopback registry', { timeout: 300_000 }, () => 
     assert.equal(new Set(all.map((i) => i.diskPath)).size, 1);
     assert.equal(s.list().length, 1);
     assert.equal(s.stats().joinedPulls, 19);
-    // Always pulls again (same digest, nothing duplicated); Never on a missing image says why.
-    await s.ensure(`${reg.host}/vh/disk:qcow2`, { pullPolicy: 'Always' });
+    // Always asks the registry (skopeo inspect) and copies nothing while the digest is unchanged;
+    // when the tag moves to another image it pulls that one. Never on a missing image says why.
+    const again = await s.ensure(`${reg.host}/vh/disk:qcow2`, { pullPolicy: 'Always' });
+    assert.equal(again.pulled, false);
+    assert.equal(sk.runs().length, 1);
+    await push(LAYOUT, 'raw', `${reg.host}/vh/disk:moving`);
+    assert.equal((await s.ensure(`${reg.host}/vh/disk:moving`, { pullPolicy: 'Always' })).digest, digests.raw?.manifest);
+    await push(LAYOUT, 'qcow2', `${reg.host}/vh/disk:moving`);
+    const moved = await s.ensure(`${reg.host}/vh/disk:moving`, { pullPolicy: 'Always' });
+    assert.equal(moved.digest, digests.qcow2?.manifest);
+    assert.equal(moved.pulled, false, 'the qcow2 image was already in the store');
     assert.equal(sk.runs().length, 2);
-    assert.equal(s.list().length, 1);
-    await rejectsWith(s.ensure(`${reg.host}/vh/disk:raw`, { pullPolicy: 'Never' }), 'NotPresent', /not in the node's image store and imagePullPolicy is Never/);
+    assert.equal(s.list().length, 2);
+    assert.equal(defaultPullPolicy('vh/disk'), 'Always');
+    assert.equal(defaultPullPolicy('vh/disk:v1'), 'IfNotPresent');
+    await rejectsWith(s.ensure(`${reg.host}/vh/disk:two-disks`, { pullPolicy: 'Never' }), 'NotPresent', /not in the node's image store and imagePullPolicy is Never/);
     assert.equal(sk.runs().length, 2);
   });
 
