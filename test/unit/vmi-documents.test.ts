@@ -140,6 +140,12 @@ describe('vmToVmi', () => {
     assert.ok(fields.some((f) => f.startsWith('spec.dataVolumeTemplates: not served by this node yet')), fields.join('\n'));
   });
 
+  it('a volume no disk names gets a disk, as virt-controller\'s SetDefaultVolumeDisk does', () => {
+    const r = vmToVmi(vm({}, { spec: { domain: { devices: { disks: [{ name: 'a', disk: { bus: 'sata' } }] } }, volumes: [{ name: 'a', emptyDisk: { capacity: '1Gi' } }, { name: 'b', emptyDisk: { capacity: '1Gi' } }] } }), NONE);
+    assert.ok(r.ok, JSON.stringify(r));
+    assert.deepEqual((r.vmi.spec as { domain: { devices: unknown } }).domain.devices, { disks: [{ name: 'a', disk: { bus: 'sata' } }, { name: 'b' }] });
+  });
+
   it('creationTimestamp: null (what Go clients print) is accepted; a real one is not', () => {
     assert.ok(vmToVmi(vm({}, { metadata: { creationTimestamp: null }, spec: { domain: {} } }), NONE).ok);
     const r = vmToVmi({ ...vm(), metadata: { name: 'v', creationTimestamp: '2024-01-01T00:00:00Z' } }, NONE);

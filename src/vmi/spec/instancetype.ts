@@ -126,7 +126,7 @@ export function readPreference(value: Obj, kind: PreferenceKind): ReadResult<Pre
   return v.count > 0 || p === null ? { ok: false, violations: v.list() } : { ok: true, object: p };
 }
 
-/** `instancetype "csmall" (VirtualMachineInstancetype)`. */
+/** `VirtualMachineInstancetype default/csmall`, `VirtualMachineClusterPreference virtio`: how messages name one. */
 export function describeObject(o: ClusterObject<string>): string {
   return `${o.kind} ${o.namespace === null ? '' : `${o.namespace}/`}${o.name}`;
 }
@@ -330,12 +330,15 @@ function requirements(preference: Preference | null, instancetype: Instancetype 
   const n = (x: unknown): number => (typeof x === 'number' && x > 0 ? x : 1);
   const vcpus = n(cpu.sockets) * n(cpu.cores) * n(cpu.threads);
   const needCpu = obj(req.cpu)?.guest;
-  const where = instancetype === null ? 'spec.template.spec.domain' : `${describeObject(instancetype)} spec`;
-  if (typeof needCpu === 'number' && vcpus < needCpu) out.push({ field: `${where === 'spec.template.spec.domain' ? `${where}.cpu` : `${where}.cpu.guest`}`, message: `${vcpus} vCPU(s) is below the ${needCpu} required by ${describeObject(preference)}` });
+  // As KubeVirt: the shortfall is the instancetype's when there is one, else the template's.
+  const by = instancetype === null ? 'provided by the VirtualMachine' : `provided by ${describeObject(instancetype)}`;
+  const cpuField = instancetype === null ? 'spec.template.spec.domain.cpu' : 'spec.instancetype.name';
+  const memField = instancetype === null ? 'spec.template.spec.domain.memory.guest' : 'spec.instancetype.name';
+  if (typeof needCpu === 'number' && vcpus < needCpu) out.push({ field: cpuField, message: `${vcpus} vCPU(s) ${by}; ${describeObject(preference)} requires ${needCpu}` });
   const needMem = parseBytes(obj(req.memory)?.guest);
   const have = parseBytes(obj(obj(vmiSpec.domain)?.memory)?.guest);
   if (needMem.ok && (!have.ok || have.value < needMem.value)) {
-    out.push({ field: `${where === 'spec.template.spec.domain' ? `${where}.memory.guest` : `${where}.memory.guest`}`, message: `guest memory is below the ${String(obj(req.memory)?.guest)} required by ${describeObject(preference)}` });
+    out.push({ field: memField, message: `guest memory ${have.ok ? String(obj(obj(vmiSpec.domain)?.memory)?.guest) : '(none)'} ${by}; ${describeObject(preference)} requires ${String(obj(req.memory)?.guest)}` });
   }
   return out;
 }

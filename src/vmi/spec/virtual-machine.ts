@@ -1,7 +1,8 @@
 /**
  * A kubevirt.io/v1 VirtualMachine to the VirtualMachineInstance this node runs, as
  * virt-controller's SetupVMIFromVM builds it: the template's metadata and spec, the VM's name
- * and namespace, the template's labels; instancetype and preference applied (instancetype.ts).
+ * and namespace, the template's labels, a disk for each volume no disk names; instancetype and
+ * preference applied (instancetype.ts).
  *
  * runStrategy: KubeVirt keeps it on the VM and virt-controller creates or deletes the VMI to
  * follow it. This node has no VM controller: the VMI record is the one object it keeps, so the
@@ -174,6 +175,7 @@ export function vmToVmi(value: Obj, lookup: ObjectLookup): VmResult {
   if (instancetype !== null) (vmiMeta.annotations as Obj)[instancetype.namespace === null ? 'kubevirt.io/cluster-instancetype-name' : 'kubevirt.io/instancetype-name'] = instancetype.name;
   if (preference !== null) (vmiMeta.annotations as Obj)[preference.namespace === null ? 'kubevirt.io/cluster-preference-name' : 'kubevirt.io/preference-name'] = preference.name;
   const vmiSpec = structuredClone(tSpec);
+  addVolumeDisks(vmiSpec);
   const conflicts = applyInstancetype(vmiSpec, vmiMeta, instancetype, preference, 'spec.template.spec');
   if (conflicts.length > 0) return { ok: false, violations: conflicts };
   vmiSpec.runStrategy = runStrategy;
@@ -182,6 +184,31 @@ export function vmToVmi(value: Obj, lookup: ObjectLookup): VmResult {
     vmi: { apiVersion: 'kubevirt.io/v1', kind: 'VirtualMachineInstance', metadata: vmiMeta, spec: vmiSpec },
     runStrategy, instancetype, preference,
   };
+}
+
+/**
+ * virt-controller's SetDefaultVolumeDisk: a volume no disk or filesystem names gets a disk of
+ * its own (`{name}`; the disk target and bus are defaulted later, a preference's bus first).
+ * Malformed shapes are left alone for validateVmi to name.
+ */
+function addVolumeDisks(spec: Obj): void {
+  if (!Array.isArray(spec.volumes)) return;
+  const domain = obj(spec.domain);
+  if (domain === undefined) return;
+  if (domain.devices === undefined) domain.devices = {};
+  const devices = obj(domain.devices);
+  if (devices === undefined) return;
+  if (devices.disks === undefined) devices.disks = [];
+  const disks = devices.disks;
+  if (!Array.isArray(disks)) return;
+  const named = new Set<unknown>([...disks, ...(Array.isArray(devices.filesystems) ? devices.filesystems : [])].map((d) => obj(d)?.name));
+  for (const volume of spec.volumes) {
+    const name = obj(volume)?.name;
+    if (typeof name === 'string' && !named.has(name)) {
+      disks.push({ name });
+      named.add(name);
+    }
+  }
 }
 
 /** A field path of the VMI built from a VM, as the path in the VM the user wrote. */
