@@ -38,7 +38,7 @@ function vmi(over: Partial<NormalizedVmi> = {}): NormalizedVmi {
     annotations: {},
     cpu: { sockets: 1, cores: 1, threads: 1, vcpus: 1, model: null, dedicated: false },
     memory: { guestBytes: 128 * 1024 * 1024, hugepageSizeBytes: null },
-    firmware: { bootloader: 'bios', secureBoot: false, kernelBoot: null },
+    firmware: { bootloader: 'bios', secureBoot: false, kernelBoot: null, uuid: null },
     machineType: 'q35',
     features: { acpi: true, apic: true },
     disks: [],
@@ -47,6 +47,7 @@ function vmi(over: Partial<NormalizedVmi> = {}): NormalizedVmi {
     autoattachSerialConsole: true,
     runStrategy: 'Always',
     terminationGracePeriodSeconds: 30,
+    requirements: [],
     ...over,
   };
 }
@@ -73,7 +74,7 @@ function ctx(v: NormalizedVmi, over: Partial<DomainXmlContext> = {}): DomainXmlC
 }
 
 function disk(name: string, over: Partial<NormalizedDisk> & Pick<NormalizedDisk, 'volume'>): NormalizedDisk {
-  return { name, device: 'disk', bus: 'virtio', bootOrder: null, serial: null, readonly: false, ...over };
+  return { name, device: 'disk', bus: 'virtio', bootOrder: null, serial: null, readonly: false, cache: null, io: null, ...over };
 }
 
 const MiB = 1024 * 1024;
@@ -91,7 +92,7 @@ function goldenCases(): Array<{ name: string; vmi: NormalizedVmi; ctx: DomainXml
     'tiny-kernel-tcg',
     vmi({
       machineType: 'pc',
-      firmware: { bootloader: 'bios', secureBoot: false, kernelBoot: { kernel: '/srv/images/vmlinux', initrd: '/srv/images/initramfs.cpio.gz', kernelArgs: 'panic=-1' } },
+      firmware: { bootloader: 'bios', secureBoot: false, kernelBoot: { kernel: '/srv/images/vmlinux', initrd: '/srv/images/initramfs.cpio.gz', kernelArgs: 'panic=-1' }, uuid: null },
     }),
   );
 
@@ -108,7 +109,7 @@ function goldenCases(): Array<{ name: string; vmi: NormalizedVmi; ctx: DomainXml
         disk('scratch', { volume: { kind: 'emptyDisk', name: 'scratch', capacityBytes: 10 * GiB } }),
         disk('cloudinit', { volume: { kind: 'cloudInitNoCloud', name: 'cloudinit', userData: '#cloud-config\npassword: fedora\n', networkData: null } }),
       ],
-      interfaces: [{ name: 'default', binding: 'masquerade', macAddress: null, model: 'virtio' }],
+      interfaces: [{ name: 'default', binding: 'masquerade', macAddress: null, model: 'virtio', bootOrder: null }],
       rng: true,
     }),
     { virtType: 'kvm' },
@@ -121,10 +122,10 @@ function goldenCases(): Array<{ name: string; vmi: NormalizedVmi; ctx: DomainXml
       name: 'windows',
       cpu: { sockets: 1, cores: 2, threads: 2, vcpus: 4, model: 'host-passthrough', dedicated: false },
       memory: { guestBytes: 4 * GiB, hugepageSizeBytes: null },
-      firmware: { bootloader: 'efi', secureBoot: true, kernelBoot: null },
+      firmware: { bootloader: 'efi', secureBoot: true, kernelBoot: null, uuid: null },
       machineType: 'pc-q35-7.2',
       disks: [disk('os', { bus: 'sata', bootOrder: 1, volume: { kind: 'containerDisk', name: 'os', path: '/srv/images/win.qcow2' } })],
-      interfaces: [{ name: 'default', binding: 'masquerade', macAddress: null, model: 'e1000e' }],
+      interfaces: [{ name: 'default', binding: 'masquerade', macAddress: null, model: 'e1000e', bootOrder: null }],
     }),
     { virtType: 'kvm' },
   );
@@ -147,7 +148,7 @@ function goldenCases(): Array<{ name: string; vmi: NormalizedVmi; ctx: DomainXml
     vmi({
       name: 'buses',
       cpu: { sockets: 1, cores: 1, threads: 1, vcpus: 1, model: 'qemu64', dedicated: false },
-      firmware: { bootloader: 'efi', secureBoot: false, kernelBoot: null },
+      firmware: { bootloader: 'efi', secureBoot: false, kernelBoot: null, uuid: null },
       features: { acpi: true, apic: false },
       autoattachSerialConsole: false,
       disks: [
@@ -170,8 +171,8 @@ function goldenCases(): Array<{ name: string; vmi: NormalizedVmi; ctx: DomainXml
       name: 'router',
       disks: [disk('root', { volume: { kind: 'containerDisk', name: 'root', path: '/srv/images/router.qcow2' } })],
       interfaces: [
-        { name: 'lan', binding: 'bridge', macAddress: '02:00:00:aa:bb:cc', model: 'virtio' },
-        { name: 'wan', binding: 'masquerade', macAddress: null, model: 'rtl8139' },
+        { name: 'lan', binding: 'bridge', macAddress: '02:00:00:aa:bb:cc', model: 'virtio', bootOrder: null },
+        { name: 'wan', binding: 'masquerade', macAddress: null, model: 'rtl8139', bootOrder: null },
       ],
     }),
     { virtType: 'kvm', bridge: 'br-vh0' },
@@ -185,7 +186,7 @@ function goldenCases(): Array<{ name: string; vmi: NormalizedVmi; ctx: DomainXml
       machineType: 'pc',
       cpu: { sockets: 2, cores: 1, threads: 1, vcpus: 2, model: null, dedicated: false },
       memory: { guestBytes: 256 * MiB + 512, hugepageSizeBytes: null },
-      firmware: { bootloader: 'bios', secureBoot: false, kernelBoot: { kernel: '/boot/vmlinuz-6.1', initrd: null, kernelArgs: ' quiet console=ttyS0,115200n8 ' } },
+      firmware: { bootloader: 'bios', secureBoot: false, kernelBoot: { kernel: '/boot/vmlinuz-6.1', initrd: null, kernelArgs: ' quiet console=ttyS0,115200n8 ' }, uuid: null },
     }),
   );
   return cases;
@@ -353,8 +354,8 @@ describe('domain XML content', () => {
     assert.notEqual(deriveMac(UID, 'wan'), deriveMac(UID, 'lan'));
     assert.notEqual(deriveMac(UID, 'wan'), deriveMac('00000000-0000-4000-8000-000000000000', 'wan'));
     const dup = vmi({ interfaces: [
-      { name: 'a', binding: 'masquerade', macAddress: '02:00:00:00:00:01', model: 'virtio' },
-      { name: 'b', binding: 'masquerade', macAddress: '02:00:00:00:00:01', model: 'virtio' },
+      { name: 'a', binding: 'masquerade', macAddress: '02:00:00:00:00:01', model: 'virtio', bootOrder: null },
+      { name: 'b', binding: 'masquerade', macAddress: '02:00:00:00:00:01', model: 'virtio', bootOrder: null },
     ] });
     assert.throws(() => buildDomainXml(dup, ctx(dup)), isCode(ErrorCodes.INVALID_ARGUMENT, /same MAC/));
   });
@@ -364,7 +365,7 @@ describe('domain XML content', () => {
     const v = vmi({
       namespace: `ns"'<>&`,
       name: hostile,
-      firmware: { bootloader: 'bios', secureBoot: false, kernelBoot: { kernel: `/k/'"<&>.img`, initrd: `/i/]]>`, kernelArgs: `init=/bin/sh x="</cmdline>" y='&amp;' ]]>` } },
+      firmware: { bootloader: 'bios', secureBoot: false, kernelBoot: { kernel: `/k/'"<&>.img`, initrd: `/i/]]>`, kernelArgs: `init=/bin/sh x="</cmdline>" y='&amp;' ]]>` }, uuid: null },
       disks: [disk('d', { serial: 'SN-1 +_.', volume: { kind: 'emptyDisk', name: 'd', capacityBytes: MiB } })],
     });
     const c = ctx(v, { domainName: `a'b"c]]><x>&amp;`, serialSocket: `/run/vh/"'<&>.sock`, serialLog: '/run/vh/<&\t\u00e9>.log' });
@@ -399,7 +400,7 @@ describe('domain XML content', () => {
     for (const bad of ['a\u0000b', 'esc\u001b[31m', '\uD800', 'x\uFFFF']) {
       const v1 = vmi({ name: bad });
       assert.throws(() => buildDomainXml(v1, ctx(v1)), isCode(ErrorCodes.INVALID_ARGUMENT));
-      const v2 = vmi({ firmware: { bootloader: 'bios', secureBoot: false, kernelBoot: { kernel: '/k', initrd: null, kernelArgs: bad } } });
+      const v2 = vmi({ firmware: { bootloader: 'bios', secureBoot: false, kernelBoot: { kernel: '/k', initrd: null, kernelArgs: bad }, uuid: null } });
       assert.throws(() => buildDomainXml(v2, ctx(v2)), isCode(ErrorCodes.INVALID_ARGUMENT));
       const v3 = vmi({ namespace: bad });
       assert.throws(() => buildDomainXml(v3, ctx(v3)), isCode(ErrorCodes.INVALID_ARGUMENT, /XML 1\.0/));
@@ -422,7 +423,7 @@ describe('domain XML content', () => {
   });
 
   it('refuses other impossible combinations with clear errors', () => {
-    const sb = vmi({ firmware: { bootloader: 'efi', secureBoot: true, kernelBoot: null }, machineType: 'pc' });
+    const sb = vmi({ firmware: { bootloader: 'efi', secureBoot: true, kernelBoot: null, uuid: null }, machineType: 'pc' });
     assert.throws(() => buildDomainXml(sb, ctx(sb)), isCode(ErrorCodes.INVALID_ARGUMENT, /q35/));
     const cd = vmi({ disks: [disk('cd', { device: 'cdrom', bus: 'virtio', volume: { kind: 'emptyDisk', name: 'cd', capacityBytes: MiB } })] });
     assert.throws(() => buildDomainXml(cd, ctx(cd)), isCode(ErrorCodes.INVALID_ARGUMENT, /virtio/));
@@ -430,7 +431,7 @@ describe('domain XML content', () => {
     assert.throws(() => buildDomainXml(ded, ctx(ded, { virtType: 'kvm', pinnedCpus: [1] })), isCode(ErrorCodes.INVALID_ARGUMENT, /needs 2 host CPUs/));
     const ser = vmi({ disks: [disk('d', { serial: `</serial>'"&]]>`, volume: { kind: 'emptyDisk', name: 'd', capacityBytes: MiB } })] });
     assert.throws(() => buildDomainXml(ser, ctx(ser)), isCode(ErrorCodes.INVALID_ARGUMENT, /serial/));
-    const rel = vmi({ firmware: { bootloader: 'bios', secureBoot: false, kernelBoot: { kernel: 'vmlinuz', initrd: null, kernelArgs: '' } } });
+    const rel = vmi({ firmware: { bootloader: 'bios', secureBoot: false, kernelBoot: { kernel: 'vmlinuz', initrd: null, kernelArgs: '' }, uuid: null } });
     assert.throws(() => buildDomainXml(rel, ctx(rel)), isCode(ErrorCodes.INVALID_ARGUMENT, /absolute/));
     const uid = vmi({ uid: 'not-a-uuid' });
     assert.throws(() => buildDomainXml(uid, ctx(uid)), isCode(ErrorCodes.INVALID_ARGUMENT, /UUID/));

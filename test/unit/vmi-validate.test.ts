@@ -105,22 +105,23 @@ test('the base spec normalizes with every default applied', () => {
     labels: { app: 'web', 'kubevirt.io/domain': 'vm1' }, annotations: { note: 'line1\nline2\ttab' },
     cpu: { sockets: 1, cores: 2, threads: 1, vcpus: 2, model: 'host-model', dedicated: false },
     memory: { guestBytes: 2 ** 30, hugepageSizeBytes: null },
-    firmware: { bootloader: 'bios', secureBoot: false, kernelBoot: null },
+    firmware: { bootloader: 'bios', secureBoot: false, kernelBoot: null, uuid: null },
     machineType: 'q35',
     features: { acpi: true, apic: true },
     disks: [
-      { name: 'root', device: 'disk', bus: 'virtio', bootOrder: 1, serial: null, readonly: false,
+      { name: 'root', device: 'disk', bus: 'virtio', bootOrder: 1, serial: null, readonly: false, cache: null, io: null,
         volume: { kind: 'containerDisk', name: 'root', path: path.join(IMAGES, 'base.qcow2') } },
-      { name: 'data', device: 'disk', bus: 'virtio', bootOrder: null, serial: 'DATA-1', readonly: false,
+      { name: 'data', device: 'disk', bus: 'virtio', bootOrder: null, serial: 'DATA-1', readonly: false, cache: null, io: null,
         volume: { kind: 'emptyDisk', name: 'data', capacityBytes: 10 * 2 ** 30 } },
-      { name: 'cloudinit', device: 'cdrom', bus: 'sata', bootOrder: null, serial: null, readonly: true,
+      { name: 'cloudinit', device: 'cdrom', bus: 'sata', bootOrder: null, serial: null, readonly: true, cache: null, io: null,
         volume: { kind: 'cloudInitNoCloud', name: 'cloudinit', userData: '#cloud-config\npassword: x\n', networkData: null } },
     ],
-    interfaces: [{ name: 'default', binding: 'masquerade', macAddress: '02:ab:cd:00:00:01', model: 'virtio' }],
+    interfaces: [{ name: 'default', binding: 'masquerade', macAddress: '02:ab:cd:00:00:01', model: 'virtio', bootOrder: null }],
     rng: true,
     autoattachSerialConsole: true,
     runStrategy: 'Always',
     terminationGracePeriodSeconds: 30,
+    requirements: [],
   });
 });
 
@@ -249,12 +250,12 @@ const cases: Case[] = [
   { name: 'disk name invalid', mutate: (s) => { s.spec.domain.devices.disks[1].name = 'Data'; s.spec.volumes[1].name = 'Data'; }, fields: [`${DISKS}[1].name`, 'spec.volumes[1].name'] },
   { name: 'too many disks', mutate: (s) => { for (let i = 0; i < 14; i++) { s.spec.domain.devices.disks.push({ name: `e${i}` }); s.spec.volumes.push({ name: `e${i}`, emptyDisk: { capacity: '1Mi' } }); } }, fields: [DISKS], message: /17 disks exceed .* 16/ },
   { name: 'disks not a list', mutate: (s) => { s.spec.domain.devices.disks = { name: 'root' }; }, fields: [DISKS, 'spec.volumes[0].name', 'spec.volumes[1].name', 'spec.volumes[2].name'], message: /must be a list/ },
-  { name: 'volume with two sources', mutate: (s) => { s.spec.volumes[1].containerDisk = { path: 'base.qcow2' }; }, fields: ['spec.volumes[1]'], message: /exactly one of/ },
+  { name: 'volume with two sources', mutate: (s) => { s.spec.volumes[1].containerDisk = { path: 'base.qcow2' }; }, fields: ['spec.volumes[1]'], message: /exactly one volume source/ },
   { name: 'volume with no source', mutate: (s) => { delete s.spec.volumes[1].emptyDisk; }, fields: ['spec.volumes[1]'] },
   { name: 'emptyDisk too small', mutate: (s) => { s.spec.volumes[1].emptyDisk.capacity = '512Ki'; }, fields: ['spec.volumes[1].emptyDisk.capacity'], message: /at least 1Mi/ },
   { name: 'emptyDisk too large', mutate: (s) => { s.spec.volumes[1].emptyDisk.capacity = '2Ti'; }, fields: ['spec.volumes[1].emptyDisk.capacity'], message: /at most 1Ti/ },
   { name: 'emptyDisk capacity missing', mutate: (s) => { s.spec.volumes[1].emptyDisk = {}; }, fields: ['spec.volumes[1].emptyDisk.capacity'] },
-  { name: 'userData missing', mutate: (s) => { s.spec.volumes[2].cloudInitNoCloud = { networkData: 'version: 2\n' }; }, fields: ['spec.volumes[2].cloudInitNoCloud.userData'], message: /required/ },
+  { name: 'userData missing', mutate: (s) => { s.spec.volumes[2].cloudInitNoCloud = {}; }, fields: ['spec.volumes[2].cloudInitNoCloud.userData'], message: /required/ },
   { name: 'userData is a redaction marker read back from a view', mutate: (s) => { s.spec.volumes[2].cloudInitNoCloud.userData = `<redacted: 27 bytes, sha256:${'a'.repeat(64)}>`; }, fields: ['spec.volumes[2].cloudInitNoCloud.userData'], message: /redaction marker/ },
   { name: 'networkData is a redaction marker', mutate: (s) => { s.spec.volumes[2].cloudInitNoCloud.networkData = `<redacted: 3 bytes, sha256:${'b'.repeat(64)}>\n`; }, fields: ['spec.volumes[2].cloudInitNoCloud.networkData'], message: /redaction marker/ },
   { name: 'userData over 64 KiB', mutate: (s) => { s.spec.volumes[2].cloudInitNoCloud.userData = 'x'.repeat(64 * 1024 + 1); }, fields: ['spec.volumes[2].cloudInitNoCloud.userData'] },
@@ -292,7 +293,7 @@ const cases: Case[] = [
   { name: 'network with no interface', mutate: (s) => { s.spec.domain.devices.interfaces = []; }, fields: ['spec.networks[0].name'], message: /no interface named "default"/ },
   { name: 'two bindings', mutate: (s) => { s.spec.domain.devices.interfaces[0].bridge = {}; }, fields: [`${IFACES}[0]`], message: /exactly one of masquerade, bridge/ },
   { name: 'no binding', mutate: (s) => { delete s.spec.domain.devices.interfaces[0].masquerade; }, fields: [`${IFACES}[0]`] },
-  { name: 'bridge binding', mutate: (s) => { s.spec.domain.devices.interfaces[0] = { name: 'default', bridge: {}, model: 'e1000e' }; }, fields: [], check: (v) => assert.deepEqual(v.interfaces[0], { name: 'default', binding: 'bridge', macAddress: null, model: 'e1000e' }) },
+  { name: 'bridge binding', mutate: (s) => { s.spec.domain.devices.interfaces[0] = { name: 'default', bridge: {}, model: 'e1000e' }; }, fields: [], check: (v) => assert.deepEqual(v.interfaces[0], { name: 'default', binding: 'bridge', macAddress: null, model: 'e1000e', bootOrder: null }) },
   { name: 'multicast MAC', mutate: (s) => { s.spec.domain.devices.interfaces[0].macAddress = '01:00:5e:00:00:01'; }, fields: [`${IFACES}[0].macAddress`], message: /multicast/ },
   { name: 'all-zero MAC', mutate: (s) => { s.spec.domain.devices.interfaces[0].macAddress = '00:00:00:00:00:00'; }, fields: [`${IFACES}[0].macAddress`], message: /zeros/ },
   { name: 'malformed MAC', mutate: (s) => { s.spec.domain.devices.interfaces[0].macAddress = '02-00-00-00-00-01'; }, fields: [`${IFACES}[0].macAddress`] },
@@ -302,7 +303,7 @@ const cases: Case[] = [
     s.spec.networks.push({ name: 'second', pod: {} });
     s.spec.domain.devices.interfaces.push({ name: 'second', masquerade: {}, macAddress: '02:ab:cd:00:00:01' });
   }, fields: [`${IFACES}[1].macAddress`, 'spec.networks[1].pod'] },
-  { name: 'multus network unsupported', mutate: (s) => { s.spec.networks[0] = { name: 'default', multus: { networkName: 'x' } }; }, fields: ['spec.networks[0].multus', 'spec.networks[0].pod'] },
+  { name: 'multus network unsupported', mutate: (s) => { s.spec.networks[0] = { name: 'default', multus: { networkName: 'x' } }; }, fields: ['spec.networks[0].multus'], message: /cannot honour it: needs Multus network x/ },
   { name: 'pod with options refused', mutate: (s) => { s.spec.networks[0].pod = { vmNetworkCIDR: '10.0.0.0/24' }; }, fields: ['spec.networks[0].pod.vmNetworkCIDR'] },
   { name: 'too many interfaces', mutate: (s) => {
     for (let i = 1; i < 9; i++) s.spec.domain.devices.interfaces.push({ name: `n${i}`, masquerade: {} });

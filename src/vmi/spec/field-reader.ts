@@ -12,7 +12,7 @@ export const MAX_LIST_ITEMS = 256;
 export const MAX_STRING = 4096;
 const LONE_SURROGATE = '[\\uD800-\\uDBFF](?![\\uDC00-\\uDFFF])|(?<![\\uD800-\\uDBFF])[\\uDC00-\\uDFFF]';
 export const CONTROL_RE = new RegExp(`[\\u0000-\\u001f\\u007f-\\u009f\\ufffe\\uffff]|${LONE_SURROGATE}`);
-const CONTROL_MULTILINE_RE = new RegExp(`[\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f\\ufffe\\uffff]|${LONE_SURROGATE}`);
+export const CONTROL_MULTILINE_RE = new RegExp(`[\\u0000-\\u0008\\u000b\\u000c\\u000e-\\u001f\\u007f-\\u009f\\ufffe\\uffff]|${LONE_SURROGATE}`);
 const IDENT_RE = /^[A-Za-z_][A-Za-z0-9_]{0,63}$/;
 
 /** A JSON-escaped, length-bounded quotation of an untrusted string for messages. */
@@ -26,14 +26,20 @@ export function child(parent: string, key: string): string {
   return `${parent}[${q(key)}]`;
 }
 
+/** The violations found so far; the same message for the same field is kept once (the schema walker and the validator may both see it). */
 export class Violations {
   private readonly items: FieldViolation[] = [];
+  private readonly seen = new Set<string>();
   private omitted = 0;
   get count(): number {
     return this.items.length + this.omitted;
   }
   add(field: string, message: string): void {
-    if (this.items.length < MAX_VIOLATIONS - 1) this.items.push({ field: field === '' ? 'manifest' : field, message });
+    const f = field === '' ? 'manifest' : field;
+    const key = `${f}\u0000${message}`;
+    if (this.seen.has(key)) return;
+    this.seen.add(key);
+    if (this.items.length < MAX_VIOLATIONS - 1) this.items.push({ field: f, message });
     else this.omitted += 1;
   }
   list(): FieldViolation[] {
@@ -53,9 +59,12 @@ export function isPlainObject(v: unknown): v is object {
 
 /** Typed readers over untrusted values; each failure is a violation at its field path. */
 export abstract class FieldReader {
+  /** false: unknown keys are left to someone else (the schema walker), obj() only reads. */
+  protected strict = true;
+
   constructor(protected readonly v: Violations) {}
 
-  /** The fields of an object; unknown keys are reported. null (and a violation) if not an object. */
+  /** The fields of an object; unknown keys are reported (when strict). null (and a violation) if not an object. */
   protected obj(value: unknown, field: string, allowed: readonly string[], unknown = 'unknown field'): Fields | null {
     if (!isPlainObject(value)) {
       this.v.add(field, 'must be an object');
@@ -64,8 +73,11 @@ export abstract class FieldReader {
     const fields: Fields = new Map();
     for (const key of Object.keys(value)) {
       const desc = Object.getOwnPropertyDescriptor(value, key);
-      if (!allowed.includes(key)) this.v.add(child(field, key), unknown);
-      else fields.set(key, desc !== undefined && 'value' in desc ? (desc.value as unknown) : undefined);
+      if (!allowed.includes(key)) {
+        if (this.strict) this.v.add(child(field, key), unknown);
+        continue;
+      }
+      fields.set(key, desc !== undefined && 'value' in desc ? (desc.value as unknown) : undefined);
     }
     return fields;
   }

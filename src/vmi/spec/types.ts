@@ -127,6 +127,23 @@ export interface ValidationContext {
   hostPathRoots: readonly string[];
   /** Upper bounds (defaults in validate.ts). */
   limits?: Partial<VmiLimits>;
+  /** This node's labels, for spec.nodeSelector (a mismatch is a requirement, not a violation). */
+  nodeLabels?: Readonly<Record<string, string>>;
+  /**
+   * What becomes of a field this node accepts but cannot honour: 'pending' lists it in
+   * NormalizedVmi.requirements (the VMI waits, Unschedulable); 'refuse' (the default, until the
+   * controller shows requirements) turns each into a violation naming what the node lacks.
+   */
+  requirements?: 'pending' | 'refuse';
+}
+
+/**
+ * A field the node accepts but cannot honour, and exactly what it lacks, e.g.
+ * `{ field: 'spec.domain.devices.gpus[0]', needs: 'GPU device nvidia.com/GA102 (this node exposes no GPUs)' }`.
+ */
+export interface VmiRequirement {
+  field: string;
+  needs: string;
 }
 
 export interface VmiLimits {
@@ -159,6 +176,10 @@ export interface NormalizedDisk {
   bootOrder: number | null;
   serial: string | null;
   readonly: boolean;
+  /** spec cache mode; null = the node's choice (none on KVM, the QEMU default under TCG). */
+  cache: 'none' | 'writethrough' | 'writeback' | null;
+  /** spec io mode; null = QEMU's default. */
+  io: 'native' | 'threads' | null;
   volume: NormalizedVolume;
 }
 
@@ -169,6 +190,8 @@ export interface NormalizedInterface {
   macAddress: string | null;
   /** virtio | e1000 | e1000e | rtl8139. */
   model: string;
+  /** Boot order (PXE); unique across disks and interfaces. */
+  bootOrder: number | null;
 }
 
 export interface NormalizedVmi {
@@ -193,6 +216,8 @@ export interface NormalizedVmi {
     bootloader: 'bios' | 'efi';
     secureBoot: boolean;
     kernelBoot: { kernel: string; initrd: string | null; kernelArgs: string } | null;
+    /** spec.domain.firmware.uuid: the guest's SMBIOS UUID. Honoured only when it is the VMI uid (the domain's UUID). */
+    uuid: string | null;
   };
   /** Default q35. */
   machineType: string;
@@ -203,6 +228,11 @@ export interface NormalizedVmi {
   autoattachSerialConsole: boolean;
   runStrategy: RunStrategy;
   terminationGracePeriodSeconds: number;
+  /**
+   * Accepted fields this node cannot honour (empty: the VMI can run here). Render ignores these
+   * fields; a VMI with requirements must wait (Pending, condition Schedulable=False/Unschedulable).
+   */
+  requirements: VmiRequirement[];
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -44,9 +44,11 @@ import {
   type NormalizedVmi, type NormalizedVolume, type RunStrategy, type ValidationContext, type ValidationResult,
   type VmiLimits,
 } from './types';
-import { FieldReader, type Fields, Violations, child, isPlainObject, q } from './field-reader';
+import { CONTROL_MULTILINE_RE, FieldReader, type Fields, Violations, child, isPlainObject, q } from './field-reader';
 import { HostPaths } from './host-paths';
 import { isUuid } from './ids';
+import { checkVmiSchema } from './schema';
+import type { VmiRequirement } from './types';
 
 /** Node limits used when ValidationContext.limits leaves one out. */
 export const DEFAULT_LIMITS: Readonly<VmiLimits> = Object.freeze({
@@ -71,6 +73,17 @@ const SERIAL_RE = /^[A-Za-z0-9_-]{1,20}$/;
 const MAC_RE = /^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$/;
 const PRINTABLE_ASCII_RE = /^[\x20-\x7e]*$/;
 const DISK_BUSES: readonly DiskBus[] = ['virtio', 'sata', 'scsi'];
+/** Volume sources this node serves; the schema accepts every other KubeVirt source as a requirement. */
+const VOLUME_SOURCES = ['containerDisk', 'hostDisk', 'emptyDisk', 'cloudInitNoCloud', 'cloudInitConfigDrive', 'persistentVolumeClaim', 'dataVolume',
+  'ephemeral', 'memoryDump', 'configMap', 'secret', 'serviceAccount', 'downwardAPI', 'downwardMetrics', 'sysprep', 'containerPath'];
+const HONOURED_VOLUMES = ['containerDisk', 'hostDisk', 'emptyDisk', 'cloudInitNoCloud'];
+const BINDINGS = ['masquerade', 'bridge', 'slirp', 'sriov', 'macvtap', 'passt', 'passtBinding', 'binding'];
+const NETWORK_SOURCES = ['pod', 'multus', 'resourceClaim'];
+const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
+/** KubeVirt annotations that change what runs; anything else in annotations is only kept. */
+const BEHAVIOUR_ANNOTATIONS: ReadonlyArray<[string, string]> = [
+  ['hooks.kubevirt.io/hookSidecars', 'hook sidecars (this node runs no sidecar containers)'],
+];
 const NIC_MODELS = ['virtio', 'e1000', 'e1000e', 'rtl8139'];
 
 /** Validates a parsed manifest against the VMI subset and this node's limits and host paths. */
@@ -78,7 +91,12 @@ export function validateVmi(raw: unknown, ctx: ValidationContext): ValidationRes
   const out = new Violations();
   let vmi: NormalizedVmi | null = null;
   try {
-    vmi = new Validator(out, ctx).run(raw);
+    const requirements: VmiRequirement[] = [];
+    checkVmiSchema(raw, out, requirements);
+    vmi = new Validator(out, ctx, requirements).run(raw);
+    if (vmi !== null && ctx.requirements !== 'pending') {
+      for (const r of vmi.requirements) out.add(r.field, `accepted by KubeVirt, but this node cannot honour it: needs ${r.needs}`);
+    }
   } catch (e) {
     out.add('manifest', `cannot be validated: ${e instanceof Error ? e.message : String(e)}`);
   }
@@ -93,8 +111,14 @@ class Validator extends FieldReader {
   private readonly limits: VmiLimits;
   private readonly paths: HostPaths;
 
-  constructor(v: Violations, ctx: ValidationContext) {
+  private readonly nodeLabels: Readonly<Record<string, string>> | null;
+  /** Boot orders are unique across disks and interfaces (libvirt refuses duplicates). */
+  private readonly bootOrders = new Set<number>();
+
+  constructor(v: Violations, ctx: ValidationContext, private readonly reqs: VmiRequirement[]) {
     super(v);
+    this.strict = false; // the schema walker (schema/) reports unknown fields
+    this.nodeLabels = isPlainObject(ctx.nodeLabels) ? ctx.nodeLabels : null;
     const given = (ctx.limits ?? {}) as Partial<Record<keyof VmiLimits, unknown>>;
     const limits = { ...DEFAULT_LIMITS };
     for (const key of Object.keys(DEFAULT_LIMITS) as Array<keyof VmiLimits>) {
@@ -121,13 +145,14 @@ class Validator extends FieldReader {
       if (kind !== undefined && kind !== 'VirtualMachineInstance') this.v.add('kind', `must be VirtualMachineInstance (got ${q(kind)})`);
     }
     const meta = this.metadata(top.get('metadata'));
-    const spec = top.has('spec') ? this.obj(top.get('spec'), 'spec', ['domain', 'volumes', 'networks', 'runStrategy', 'terminationGracePeriodSeconds']) : null;
+    const spec = top.has('spec') ? this.obj(top.get('spec'), 'spec', ['domain', 'volumes', 'networks', 'runStrategy', 'terminationGracePeriodSeconds', 'nodeSelector']) : null;
     if (!top.has('spec')) this.v.add('spec', 'required');
     if (spec === null) return null;
     const runStrategy = spec.has('runStrategy') ? this.oneOf<RunStrategy>(spec.get('runStrategy'), 'spec.runStrategy', RUN_STRATEGIES) : 'Always';
     const grace = spec.has('terminationGracePeriodSeconds')
       ? this.int(spec.get('terminationGracePeriodSeconds'), 'spec.terminationGracePeriodSeconds', 0, 3600)
       : 30;
+    if (spec.has('nodeSelector')) this.nodeSelector(spec.get('nodeSelector'));
 
     const domain = spec.has('domain')
       ? this.obj(spec.get('domain'), 'spec.domain', ['cpu', 'memory', 'resources', 'firmware', 'machine', 'features', 'devices'])
@@ -145,19 +170,35 @@ class Validator extends FieldReader {
     const machineType = this.machine(d.get('machine'));
     const features = this.features(d.get('features'));
     const dev = (d.has('devices')
-      ? this.obj(d.get('devices'), 'spec.domain.devices', ['disks', 'interfaces', 'rng', 'autoattachSerialConsole'])
+      ? this.obj(d.get('devices'), 'spec.domain.devices', ['disks', 'interfaces', 'rng', 'autoattachSerialConsole', 'filesystems'])
       : null) ?? new Map<string, unknown>();
     const volumes = this.volumes(spec.get('volumes'));
-    const disks = this.disks(dev.get('disks'), volumes);
+    const disks = this.disks(dev.get('disks'), volumes, dev.get('filesystems'));
     const interfaces = this.networking(dev.get('interfaces'), spec.get('networks'));
     const rng = dev.has('rng') ? this.empty(dev.get('rng'), 'spec.domain.devices.rng') : false;
     const serial = dev.has('autoattachSerialConsole') ? this.bool(dev.get('autoattachSerialConsole'), 'spec.domain.devices.autoattachSerialConsole') : true;
 
+    if (firmware.uuid !== null && meta !== null && firmware.uuid !== meta.uid) {
+      this.reqs.push({ field: 'spec.domain.firmware.uuid', needs: `firmware UUID ${firmware.uuid} (this node gives a guest its VMI uid${meta.uid === '' ? '' : ` ${meta.uid}`} as its UUID)` });
+    }
     if (this.v.count > 0 || meta === null) return null;
     return {
       ...meta, cpu, memory, firmware, machineType, features, disks, interfaces, rng,
       autoattachSerialConsole: serial ?? true, runStrategy: runStrategy ?? 'Always', terminationGracePeriodSeconds: grace ?? 30,
+      requirements: [...this.reqs],
     };
+  }
+
+  /** spec.nodeSelector against this node's labels: a mismatch is a requirement (labels change). */
+  private nodeSelector(value: unknown): void {
+    if (!isPlainObject(value) || this.nodeLabels === null) return;
+    for (const [key, want] of Object.entries(value)) {
+      if (typeof want !== 'string') continue;
+      const have = Object.hasOwn(this.nodeLabels, key) ? this.nodeLabels[key] : undefined;
+      if (have !== want) {
+        this.reqs.push({ field: child('spec.nodeSelector', key), needs: `node label ${key}=${want} (this node has ${have === undefined ? 'no such label' : `${key}=${have}`})` });
+      }
+    }
   }
 
   private metadata(value: unknown): Pick<NormalizedVmi, 'uid' | 'namespace' | 'name' | 'generation' | 'labels' | 'annotations'> | null {
@@ -181,6 +222,9 @@ class Validator extends FieldReader {
     const generation = m.has('generation') ? this.int(m.get('generation'), 'metadata.generation', 0, Number.MAX_SAFE_INTEGER) : 1;
     const labels = this.stringMap(m.get('labels'), 'metadata.labels', false);
     const annotations = this.stringMap(m.get('annotations'), 'metadata.annotations', true);
+    for (const [key, what] of BEHAVIOUR_ANNOTATIONS) {
+      if (Object.hasOwn(annotations, key)) this.reqs.push({ field: child('metadata.annotations', key), needs: what });
+    }
     if (name === undefined || namespace === undefined) return null;
     return { uid, namespace, name, generation: generation ?? 1, labels, annotations };
   }
@@ -294,8 +338,11 @@ class Validator extends FieldReader {
     for (const kind of ['requests', 'limits'] as const) {
       if (!r.has(kind)) continue;
       const base = `spec.domain.resources.${kind}`;
-      const m = this.obj(r.get(kind), base, ['cpu', 'memory'], 'unsupported resource (only cpu and memory)');
+      const m = this.obj(r.get(kind), base, ['cpu', 'memory']);
       if (m === null) continue;
+      for (const key of Object.keys(r.get(kind) as object)) {
+        if (key !== 'cpu' && key !== 'memory') this.reqs.push({ field: child(base, key), needs: `resource ${key} (this node offers only cpu and memory)` });
+      }
       if (m.has('cpu')) {
         const q1 = parseMilli(m.get('cpu'));
         if (q1.ok) parsed[kind].cpu = q1.value;
@@ -321,10 +368,15 @@ class Validator extends FieldReader {
   }
 
   private firmware(value: unknown): NormalizedVmi['firmware'] {
-    const result: NormalizedVmi['firmware'] = { bootloader: 'bios', secureBoot: false, kernelBoot: null };
+    const result: NormalizedVmi['firmware'] = { bootloader: 'bios', secureBoot: false, kernelBoot: null, uuid: null };
     if (value === undefined) return result;
-    const f = this.obj(value, 'spec.domain.firmware', ['bootloader', 'kernelBoot']);
+    const f = this.obj(value, 'spec.domain.firmware', ['bootloader', 'kernelBoot', 'uuid']);
     if (f === null) return result;
+    if (f.has('uuid')) {
+      const u = this.str(f.get('uuid'), 'spec.domain.firmware.uuid', { max: 64 });
+      if (u !== undefined && !/^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/.test(u)) this.v.add('spec.domain.firmware.uuid', `${q(u)} must be a UUID`);
+      else if (u !== undefined) result.uuid = u.toLowerCase();
+    }
     if (f.has('bootloader')) {
       const b = this.obj(f.get('bootloader'), 'spec.domain.firmware.bootloader', ['bios', 'efi']);
       if (b !== null && b.has('bios') === b.has('efi')) {
@@ -341,11 +393,11 @@ class Validator extends FieldReader {
     }
     if (f.has('kernelBoot')) {
       const base = 'spec.domain.firmware.kernelBoot';
-      const k = this.obj(f.get('kernelBoot'), base, ['kernel', 'initrd', 'kernelArgs']);
+      const k = this.obj(f.get('kernelBoot'), base, ['kernel', 'initrd', 'kernelArgs', 'container']);
       if (k === null) return result;
       let kernel: string | undefined;
       if (k.has('kernel')) kernel = this.paths.check(k.get('kernel'), `${base}.kernel`, false)?.path;
-      else this.v.add(`${base}.kernel`, 'required when kernelBoot is set');
+      else if (!k.has('container')) this.v.add(`${base}.kernel`, 'required when kernelBoot is set (or kernelBoot.container)');
       const initrd = k.has('initrd') ? this.paths.check(k.get('initrd'), `${base}.initrd`, false)?.path : null;
       let kernelArgs = '';
       if (k.has('kernelArgs')) {
@@ -361,7 +413,7 @@ class Validator extends FieldReader {
   private machine(value: unknown): string {
     if (value === undefined) return 'q35';
     const m = this.obj(value, 'spec.domain.machine', ['type']);
-    if (m === null || !m.has('type')) return 'q35';
+    if (m === null || !m.has('type') || m.get('type') === '') return 'q35'; // KubeVirt defaults an empty type
     const type = this.str(m.get('type'), 'spec.domain.machine.type', { max: 64 });
     if (type !== undefined && !MACHINE_RE.test(type)) {
       this.v.add('spec.domain.machine.type', `${q(type)} must be q35, pc, pc-q35-N.N or pc-i440fx-N.N`);
@@ -406,16 +458,16 @@ class Validator extends FieldReader {
     const byName = new Map<string, { index: number; volume: NormalizedVolume | null; used: boolean }>();
     if (value === undefined) return byName;
     const items = this.list(value, 'spec.volumes');
-    const sources = ['containerDisk', 'hostDisk', 'emptyDisk', 'cloudInitNoCloud'];
     items.forEach((item, i) => {
       const base = `spec.volumes[${i}]`;
-      const vol = this.obj(item, base, ['name', ...sources]);
+      const vol = this.obj(item, base, ['name', ...VOLUME_SOURCES]);
       if (vol === null) return;
       const name = this.entryName(vol, base, byName, 'volume');
-      const present = sources.filter((s) => vol.has(s));
+      const present = VOLUME_SOURCES.filter((s) => vol.has(s));
       let volume: NormalizedVolume | null = null;
-      if (present.length !== 1) this.v.add(base, `must set exactly one of ${sources.join(', ')}`);
-      else volume = this.volumeSource(present[0]!, vol.get(present[0]!), `${base}.${present[0]!}`, name ?? '');
+      if (present.length !== 1) this.v.add(base, `must set exactly one volume source (${VOLUME_SOURCES.join(', ')})`);
+      // A source this node does not serve is a requirement (listed by the schema): no volume here.
+      else if (HONOURED_VOLUMES.includes(present[0]!)) volume = this.volumeSource(present[0]!, vol.get(present[0]!), `${base}.${present[0]!}`, name ?? '');
       if (name !== undefined) byName.set(name, { index: i, volume, used: false });
     });
     return byName;
@@ -424,8 +476,9 @@ class Validator extends FieldReader {
   private volumeSource(kind: string, value: unknown, base: string, name: string): NormalizedVolume | null {
     const maxDisk = this.limits.maxDiskBytes;
     if (kind === 'containerDisk') {
-      const s = this.obj(value, base, ['path']);
+      const s = this.obj(value, base, ['path', 'image']);
       if (s === null) return null;
+      if (s.has('image')) return null; // an image to pull: a requirement (schema); path is inside the image
       if (!s.has('path')) return this.refuse(`${base}.path`, 'required') ?? null;
       const p = this.paths.check(s.get('path'), `${base}.path`, false);
       return p === undefined ? null : { kind, name, path: p.path };
@@ -448,7 +501,7 @@ class Validator extends FieldReader {
       const capacity = this.bytes(s.get('capacity'), `${base}.capacity`, MIN_DISK_BYTES, maxDisk);
       return capacity === undefined ? null : { kind, name, capacityBytes: capacity };
     }
-    const s = this.obj(value, base, ['userData', 'networkData']);
+    const s = this.obj(value, base, ['userData', 'networkData', 'userDataBase64', 'networkDataBase64', 'secretRef', 'networkDataSecretRef']);
     if (s === null) return null;
     const max = this.limits.maxUserDataBytes;
     const text = (key: string): string | undefined => {
@@ -458,42 +511,90 @@ class Validator extends FieldReader {
       if (t !== undefined && isRedactionMarker(t.trim())) return this.refuse(`${base}.${key}`, 'is a redaction marker from a VMI view, not the data; submit the original text');
       return t;
     };
-    const userData = s.has('userData') ? text('userData') : this.refuse(`${base}.userData`, 'required');
-    const networkData = s.has('networkData') ? text('networkData') : null;
+    const decoded = (key: string): string | undefined => {
+      const b = this.str(s.get(key), `${base}.${key}`, { max: Math.ceil((max * 4) / 3) + 4 });
+      if (b === undefined) return undefined;
+      const compact = b.replace(/\s+/g, '');
+      if (!BASE64_RE.test(compact) || compact.length % 4 === 1) return this.refuse(`${base}.${key}`, 'is not base64');
+      const t = Buffer.from(compact, 'base64').toString('utf8');
+      if (Buffer.byteLength(t) > max) return this.refuse(`${base}.${key}`, `decodes to more than ${max} bytes`);
+      if (CONTROL_MULTILINE_RE.test(t)) return this.refuse(`${base}.${key}`, 'decodes to text with control characters');
+      return t;
+    };
+    const both = (plain: string, b64: string): void => {
+      if (s.has(plain) && s.has(b64)) this.v.add(base, `must set at most one of ${plain}, ${b64}`);
+    };
+    both('userData', 'userDataBase64');
+    both('networkData', 'networkDataBase64');
+    let userData: string | undefined;
+    if (s.has('userData')) userData = text('userData');
+    else if (s.has('userDataBase64')) userData = decoded('userDataBase64');
+    else if (s.has('secretRef')) return null; // user data from a Secret: a requirement (schema)
+    else if (s.has('networkData') || s.has('networkDataBase64') || s.has('networkDataSecretRef')) userData = '';
+    else userData = this.refuse(`${base}.userData`, 'required (or userDataBase64, secretRef)');
+    if (s.has('networkDataSecretRef')) return null;
+    const networkData = s.has('networkData') ? text('networkData') : s.has('networkDataBase64') ? decoded('networkDataBase64') : null;
     if (userData === undefined || networkData === undefined) return null;
     return { kind: 'cloudInitNoCloud', name, userData, networkData };
   }
 
-  private disks(value: unknown, volumes: ReturnType<Validator['volumes']>): NormalizedDisk[] {
+  private disks(value: unknown, volumes: ReturnType<Validator['volumes']>, filesystems: unknown): NormalizedDisk[] {
+    // A filesystem uses its volume too (filesystems are requirements, listed by the schema).
+    if (Array.isArray(filesystems)) {
+      for (const f of filesystems) {
+        const entry = isPlainObject(f) && typeof (f as { name?: unknown }).name === 'string' ? volumes.get((f as { name: string }).name) : undefined;
+        if (entry !== undefined) entry.used = true;
+      }
+    }
     const out: NormalizedDisk[] = [];
     const items = value === undefined ? [] : this.list(value, 'spec.domain.devices.disks', { max: this.limits.maxDisks, noun: 'disks' });
     const names = new Set<string>();
-    const bootOrders = new Set<number>();
+    const bootOrders = this.bootOrders;
     items.forEach((item, i) => {
       const base = `spec.domain.devices.disks[${i}]`;
-      const d = this.obj(item, base, ['name', 'disk', 'cdrom', 'bootOrder', 'serial']);
+      const d = this.obj(item, base, ['name', 'disk', 'cdrom', 'lun', 'bootOrder', 'serial', 'cache', 'io']);
       if (d === null) return;
       const name = this.entryName(d, base, names, 'disk');
       const entry = this.refer(name, `${base}.name`, names, volumes, 'volume');
       let device: 'disk' | 'cdrom' = 'disk';
       let bus: DiskBus | undefined = 'virtio';
       let readonly = false;
-      if (d.has('disk') && d.has('cdrom')) {
-        this.v.add(base, 'must set at most one of disk, cdrom');
+      let skip = false;
+      const targets = ['disk', 'cdrom', 'lun'].filter((t) => d.has(t));
+      const busOf = (t: Fields | null, field: string, allowed: readonly string[]): DiskBus | undefined => {
+        if (t?.has('bus') !== true) return bus;
+        const given = t.get('bus');
+        if (typeof given !== 'string' || !['virtio', 'sata', 'scsi', 'usb'].includes(given)) return undefined; // the schema reports it
+        if (given === 'usb') {
+          skip = true;
+          this.reqs.push({ field, needs: 'a USB disk bus (not rendered by this node yet)' });
+          return bus;
+        }
+        return this.oneOf(t.get('bus'), field, allowed as DiskBus[]);
+      };
+      if (targets.length > 1) {
+        this.v.add(base, 'must set at most one of disk, cdrom, lun');
+      } else if (d.has('lun')) {
+        skip = true; // a requirement (schema)
       } else if (d.has('cdrom')) {
         device = 'cdrom';
         readonly = true;
         bus = 'sata';
         const c = this.obj(d.get('cdrom'), `${base}.cdrom`, ['bus', 'readonly']);
-        if (c?.has('bus') === true) bus = this.oneOf(c.get('bus'), `${base}.cdrom.bus`, ['sata', 'scsi'] as const);
+        bus = busOf(c, `${base}.cdrom.bus`, ['sata', 'scsi']);
         if (c?.has('readonly') === true && this.bool(c.get('readonly'), `${base}.cdrom.readonly`) === false) {
           this.v.add(`${base}.cdrom.readonly`, 'a cdrom is always read-only');
         }
         if (entry?.volume?.kind === 'emptyDisk') this.v.add(`${base}.cdrom`, 'an emptyDisk cannot be attached as a cdrom');
       } else if (d.has('disk')) {
-        const k = this.obj(d.get('disk'), `${base}.disk`, ['bus']);
-        if (k?.has('bus') === true) bus = this.oneOf(k.get('bus'), `${base}.disk.bus`, DISK_BUSES);
+        const k = this.obj(d.get('disk'), `${base}.disk`, ['bus', 'readonly']);
+        bus = busOf(k, `${base}.disk.bus`, DISK_BUSES);
+        if (k?.has('readonly') === true) readonly = this.bool(k.get('readonly'), `${base}.disk.readonly`) ?? false;
       }
+      const cache = d.has('cache') ? this.oneOf(d.get('cache'), `${base}.cache`, ['none', 'writethrough', 'writeback'] as const) ?? null : null;
+      const io = d.has('io') && d.get('io') !== 'default' ? this.oneOf(d.get('io'), `${base}.io`, ['native', 'threads'] as const) ?? null : null;
+      // QEMU's native AIO needs O_DIRECT, i.e. cache none.
+      if (io === 'native' && cache !== null && cache !== 'none') this.v.add(`${base}.io`, `native needs cache none (got ${cache})`);
       let bootOrder: number | null = null;
       if (d.has('bootOrder')) {
         const b = this.int(d.get('bootOrder'), `${base}.bootOrder`, 1, 65535);
@@ -507,8 +608,8 @@ class Validator extends FieldReader {
         if (s !== undefined && !SERIAL_RE.test(s)) this.v.add(`${base}.serial`, 'must be 1-20 characters of [A-Za-z0-9_-]');
         else serial = s ?? null;
       }
-      if (name !== undefined && bus !== undefined && entry?.volume !== null && entry?.volume !== undefined) {
-        out.push({ name, device, bus, bootOrder, serial, readonly, volume: entry.volume });
+      if (!skip && name !== undefined && bus !== undefined && entry?.volume !== null && entry?.volume !== undefined) {
+        out.push({ name, device, bus, bootOrder, serial, readonly, cache, io, volume: entry.volume });
       }
     });
     for (const [name, entry] of volumes) {
@@ -521,14 +622,17 @@ class Validator extends FieldReader {
 
   private networking(ifValue: unknown, netValue: unknown): NormalizedInterface[] {
     const networks = new Map<string, { index: number; used: boolean }>();
+    let podSeen = false;
     const netItems = netValue === undefined ? [] : this.list(netValue, 'spec.networks');
     netItems.forEach((item, i) => {
       const base = `spec.networks[${i}]`;
-      const n = this.obj(item, base, ['name', 'pod']);
+      const n = this.obj(item, base, ['name', ...NETWORK_SOURCES]);
       if (n === null) return;
       const name = this.entryName(n, base, networks, 'network');
-      if (!n.has('pod')) this.v.add(`${base}.pod`, 'required: pod: {} is the only supported network source');
-      else if (this.empty(n.get('pod'), `${base}.pod`) && i > 0) this.v.add(`${base}.pod`, 'at most one pod network is allowed');
+      const present = NETWORK_SOURCES.filter((src) => n.has(src));
+      if (present.length !== 1) this.v.add(base, `must set exactly one of ${NETWORK_SOURCES.join(', ')}`);
+      else if (n.has('pod') && this.empty(n.get('pod'), `${base}.pod`) && podSeen) this.v.add(`${base}.pod`, 'at most one pod network is allowed');
+      if (n.has('pod')) podSeen = true;
       if (name !== undefined) networks.set(name, { index: i, used: false });
     });
 
@@ -539,21 +643,30 @@ class Validator extends FieldReader {
     const macs = new Set<string>();
     items.forEach((item, i) => {
       const base = `spec.domain.devices.interfaces[${i}]`;
-      const f = this.obj(item, base, ['name', 'masquerade', 'bridge', 'macAddress', 'model']);
+      const f = this.obj(item, base, ['name', 'macAddress', 'model', 'bootOrder', ...BINDINGS]);
       if (f === null) return;
       const name = this.entryName(f, base, names, 'interface');
       this.refer(name, `${base}.name`, names, networks, 'network');
       let binding: 'masquerade' | 'bridge' | undefined;
-      if (f.has('masquerade') === f.has('bridge')) {
-        this.v.add(base, 'must set exactly one of masquerade, bridge');
-      } else {
-        binding = f.has('masquerade') ? 'masquerade' : 'bridge';
-        this.empty(f.get(binding), `${base}.${binding}`);
+      const given = BINDINGS.filter((b) => f.has(b));
+      if (given.length !== 1) {
+        this.v.add(base, `must set exactly one of ${BINDINGS.join(', ')}`);
+      } else if (given[0] === 'masquerade' || given[0] === 'bridge' || given[0] === 'slirp') {
+        // slirp (deprecated in KubeVirt) is QEMU user-mode networking: what masquerade is here.
+        binding = given[0] === 'bridge' ? 'bridge' : 'masquerade';
+        this.empty(f.get(given[0]), `${base}.${given[0]}`);
+      } // any other binding is a requirement (schema)
+      let bootOrder: number | null = null;
+      if (f.has('bootOrder')) {
+        const b = this.int(f.get('bootOrder'), `${base}.bootOrder`, 1, 65535);
+        if (b !== undefined && this.bootOrders.has(b)) this.v.add(`${base}.bootOrder`, `duplicate bootOrder ${b}`);
+        else if (b !== undefined) this.bootOrders.add(b);
+        bootOrder = b ?? null;
       }
       let macAddress: string | null = null;
       if (f.has('macAddress')) macAddress = this.mac(f.get('macAddress'), `${base}.macAddress`, macs);
       const model = f.has('model') ? this.oneOf(f.get('model'), `${base}.model`, NIC_MODELS) : 'virtio';
-      if (name !== undefined && binding !== undefined && model !== undefined) out.push({ name, binding, macAddress, model });
+      if (name !== undefined && binding !== undefined && model !== undefined) out.push({ name, binding, macAddress, model, bootOrder });
     });
     for (const [name, net] of networks) {
       if (!net.used) this.v.add(`spec.networks[${net.index}].name`, `no interface named ${q(name)}`);

@@ -1,0 +1,83 @@
+/**
+ * Schema: spec.domain.devices (disks, interfaces and every other device KubeVirt accepts).
+ * Devices this node has no hardware or software for are requirements, named with what is missing.
+ */
+import { arr, bool, empty, featureState, int, needs, obj, oneOf, str, type ObjectNode } from './node';
+
+const DISK_BUSES = ['virtio', 'sata', 'scsi', 'usb'];
+const nameOf = (v: unknown): string => {
+  const n = typeof v === 'object' && v !== null ? (v as { name?: unknown; deviceName?: unknown }) : {};
+  return typeof n.deviceName === 'string' ? n.deviceName : typeof n.name === 'string' ? n.name : '(unnamed)';
+};
+
+export const DISK: ObjectNode = obj({
+  name: str(),
+  disk: obj({ bus: oneOf(DISK_BUSES), readonly: bool(), pciAddress: needs(str(), 'a fixed PCI address (not rendered by this node yet)') }),
+  cdrom: obj({ bus: oneOf(DISK_BUSES), readonly: bool(), tray: needs(oneOf(['open', 'closed']), (v) => (v === 'open' ? 'a cdrom with an open tray (not rendered by this node yet)' : null)) }),
+  lun: needs(obj({ bus: oneOf(DISK_BUSES), readonly: bool(), reservation: bool() }), 'a SCSI LUN passthrough (needs a block device; this node serves disks as files)'),
+  bootOrder: int(),
+  serial: str(),
+  cache: oneOf(['none', 'writethrough', 'writeback']),
+  io: oneOf(['native', 'threads', 'default']),
+  dedicatedIOThread: needs(bool(), (v) => (v === true ? 'a dedicated I/O thread (not rendered by this node yet)' : null)),
+  blockSize: needs(obj({ custom: obj({ logical: int(), physical: int(), discardGranularity: int() }), matchVolume: featureState() }), 'custom block sizes (not rendered by this node yet)'),
+  tag: needs(str(), 'device role tags (served through config drive metadata, which this node does not write)'),
+  shareable: needs(bool(), (v) => (v === true ? 'a shareable disk (this node has no shared storage)' : null)),
+  errorPolicy: needs(oneOf(['stop', 'ignore', 'report', 'enospace']), 'a disk error policy (not rendered by this node yet)'),
+  changedBlockTracking: needs(bool(), (v) => (v === true ? 'changed block tracking (not supported by this node)' : null)),
+});
+
+const BINDING_NEEDS = (what: string): string => `the ${what} interface binding (not available on this node)`;
+export const INTERFACE: ObjectNode = obj({
+  name: str(),
+  masquerade: empty(),
+  bridge: empty(),
+  // Deprecated in KubeVirt; QEMU user-mode networking is exactly what masquerade means here.
+  slirp: empty(),
+  sriov: needs(empty(), 'an SR-IOV virtual function (this node has no SR-IOV devices)'),
+  macvtap: needs(empty(), BINDING_NEEDS('macvtap')),
+  passt: needs(empty(), BINDING_NEEDS('passt')),
+  passtBinding: needs(empty(), BINDING_NEEDS('passt')),
+  binding: needs(obj({ name: str() }), (v) => `the network binding plugin ${JSON.stringify(nameOf(v))} (not available on this node)`),
+  macAddress: str(),
+  model: str(),
+  bootOrder: int(),
+  ports: needs(arr(obj({ name: str(), protocol: oneOf(['TCP', 'UDP']), port: int() })), 'inbound port forwarding (masquerade here is outbound-only user-mode NAT)'),
+  portRanges: needs(arr(obj({ protocol: oneOf(['TCP', 'UDP']), start: int(), end: int() })), 'inbound port forwarding (masquerade here is outbound-only user-mode NAT)'),
+  pciAddress: needs(str(), 'a fixed PCI address (not rendered by this node yet)'),
+  dhcpOptions: needs(obj({ bootFileName: str(), tftpServerName: str(), ntpServers: arr(str()), privateOptions: arr(obj({ option: int(), value: str() })) }), 'DHCP options (not served by this node)'),
+  tag: needs(str(), 'device role tags (served through config drive metadata, which this node does not write)'),
+  acpiIndex: needs(int(), 'an ACPI index for the interface (not rendered by this node yet)'),
+  state: needs(oneOf(['up', 'down', 'absent']), (v) => (v === 'up' ? null : `interface state ${JSON.stringify(v)} (not supported by this node)`)),
+});
+
+export const DEVICES: ObjectNode = obj({
+  disks: arr(DISK),
+  interfaces: arr(INTERFACE),
+  rng: empty(),
+  autoattachSerialConsole: bool(),
+  autoattachPodInterface: bool(),
+  logSerialConsole: bool(), // the console is always logged to a file in the VMI's directory
+  disableHotplug: bool(), // nothing is hot-plugged on this node
+  autoattachGraphicsDevice: needs(bool(), (v) => (v === true ? 'a graphics device (VNC is not served by this node yet)' : null)),
+  autoattachInputDevice: needs(bool(), (v) => (v === true ? 'an input device (not rendered by this node yet)' : null)),
+  autoattachMemBalloon: needs(bool(), (v) => (v === false ? 'no memory balloon (this node always attaches one, not yet optional)' : null)),
+  autoattachVSOCK: needs(bool(), (v) => (v === true ? 'a VSOCK device (not rendered by this node yet)' : null)),
+  blockMultiQueue: needs(bool(), (v) => (v === true ? 'block multi-queue (not rendered by this node yet)' : null)),
+  networkInterfaceMultiqueue: needs(bool(), (v) => (v === true ? 'network interface multi-queue (not rendered by this node yet)' : null)),
+  useVirtioTransitional: needs(bool(), (v) => (v === true ? 'virtio-transitional devices (not rendered by this node yet)' : null)),
+  inputs: needs(arr(obj({ name: str(), type: oneOf(['tablet', 'keyboard']), bus: oneOf(['usb', 'virtio']) })), 'input devices (not rendered by this node yet)'),
+  watchdog: needs(obj({ name: str(), i6300esb: obj({ action: oneOf(['poweroff', 'reset', 'shutdown']) }), diag288: obj({ action: oneOf(['poweroff', 'reset', 'shutdown']) }) }),
+    'a watchdog device (not rendered by this node yet)'),
+  gpus: arr(needs(obj({ name: str(), deviceName: str(), claimName: str(), requestName: str(), tag: str(), virtualGPUOptions: obj({ display: obj({ enabled: bool(), ramFB: featureState() }) }) }),
+    (v) => `GPU device ${nameOf(v)} (this node exposes no GPUs)`)),
+  hostDevices: arr(needs(obj({ name: str(), deviceName: str(), claimName: str(), requestName: str(), tag: str() }),
+    (v) => `host device ${nameOf(v)} (this node exposes no host devices)`)),
+  filesystems: arr(needs(obj({ name: str(), virtiofs: empty() }), 'a virtiofs filesystem (this node runs no virtiofsd)')),
+  sound: needs(obj({ name: str(), model: oneOf(['ich9', 'ac97']) }), 'a sound device (not rendered by this node yet)'),
+  tpm: needs(obj({ enabled: bool(), persistent: bool() }), (v) => ((v as { enabled?: unknown } | null)?.enabled === false ? null : 'a TPM (this node has no swtpm)')),
+  video: needs(obj({ type: str() }), 'a video device (not rendered by this node yet)'),
+  panicDevices: needs(arr(obj({ model: oneOf(['hyperv', 'isa', 'pvpanic']) })), 'panic devices (not rendered by this node yet)'),
+  clientPassthrough: needs(empty(), 'USB client passthrough (not supported by this node)'),
+  downwardMetrics: needs(empty(), 'the downward metrics device (not served by this node)'),
+});

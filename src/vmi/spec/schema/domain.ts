@@ -1,0 +1,94 @@
+/**
+ * Schema: the domain outside its devices (CPU, memory, resources, firmware, machine, features,
+ * clock, launch security, chassis, I/O threads).
+ */
+import { arr, bool, empty, featureState, int, map, needs, obj, oneOf, qty, str, type ObjectNode } from './node';
+
+const NOT_RENDERED = (what: string): string => `${what} (not rendered by this node yet)`;
+
+export const CPU: ObjectNode = obj({
+  cores: int(), sockets: int(), threads: int(), model: str(), dedicatedCpuPlacement: bool(),
+  maxSockets: needs(int(), 'CPU hotplug (maxSockets is not supported by this node)'),
+  features: needs(arr(obj({ name: str(), policy: oneOf(['force', 'require', 'optional', 'disable', 'forbid']) })), 'CPU feature policies (not rendered by this node yet)'),
+  isolateEmulatorThread: needs(bool(), (v) => (v === true ? 'an isolated emulator thread (needs a dedicated host CPU this node does not assign)' : null)),
+  numa: needs(obj({ guestMappingPassthrough: empty() }), 'guest NUMA mapping passthrough (needs hugepages and a NUMA-aware CPU manager)'),
+  realtime: needs(obj({ mask: str() }), 'realtime vCPUs (this node has no realtime CPU scheduling)'),
+});
+
+export const MEMORY: ObjectNode = obj({
+  guest: qty(),
+  hugepages: obj({ pageSize: str() }),
+  maxGuest: needs(qty(), 'memory hotplug (maxGuest is not supported by this node)'),
+  // Pod memory accounting: there is no pod here, so there is nothing to reserve it in.
+  reservedOverhead: obj({ addedOverhead: qty(), memLock: oneOf(['Required', 'NotRequired']) }),
+});
+
+/** requests/limits are ResourceLists; validate.ts honours cpu and memory and lists the others as requirements. */
+export const RESOURCES: ObjectNode = obj({ requests: map(qty()), limits: map(qty()), overcommitGuestOverhead: bool() });
+
+export const FIRMWARE: ObjectNode = obj({
+  uuid: str(),
+  serial: needs(str(), NOT_RENDERED('a firmware serial number')),
+  bootloader: obj({
+    bios: obj({ useSerial: needs(bool(), (v) => (v === true ? 'BIOS output on the serial console (not rendered yet)' : null)) }),
+    efi: obj({ secureBoot: bool(), persistent: needs(bool(), (v) => (v === true ? 'persistent EFI variables (need backend storage this node does not have)' : null)) }),
+  }),
+  kernelBoot: obj({
+    kernelArgs: str(),
+    // This node's own extension: host paths (under the image root) of a kernel and initrd.
+    kernel: str(), initrd: str(),
+    container: needs(obj({ image: str(), imagePullPolicy: oneOf(['Always', 'IfNotPresent', 'Never']), imagePullSecret: str(), kernelPath: str(), initrdPath: str() }),
+      (v) => `kernel boot container ${imageOf(v)} (pulling container images is not implemented yet on this node)`),
+  }),
+  acpi: needs(obj({ slicNameRef: str(), msdmNameRef: str() }), 'ACPI SLIC/MSDM tables from a Secret (this node reads no Kubernetes Secrets)'),
+});
+
+export function imageOf(v: unknown): string {
+  const image = typeof v === 'object' && v !== null ? (v as { image?: unknown }).image : undefined;
+  return typeof image === 'string' ? image : '(no image)';
+}
+
+const hyperv = (): ObjectNode => obj({
+  relaxed: featureState(), vapic: featureState(), vpindex: featureState(), runtime: featureState(), reset: featureState(),
+  frequencies: featureState(), reenlightenment: featureState(), ipi: featureState(), evmcs: featureState(),
+  synic: featureState(),
+  synictimer: obj({ enabled: bool(), direct: featureState() }),
+  spinlocks: obj({ enabled: bool(), spinlocks: int() }),
+  vendorid: obj({ enabled: bool(), vendorid: str() }),
+  tlbflush: obj({ enabled: bool(), direct: featureState(), extended: featureState() }),
+});
+
+export const FEATURES: ObjectNode = obj({
+  acpi: featureState(),
+  apic: obj({ enabled: bool(), endOfInterrupt: needs(bool(), (v) => (v === true ? NOT_RENDERED('APIC end-of-interrupt') : null)) }),
+  smm: needs(featureState(), NOT_RENDERED('SMM')),
+  hyperv: needs(hyperv(), NOT_RENDERED('Hyper-V enlightenments')),
+  hypervPassthrough: needs(obj({ enabled: bool() }), NOT_RENDERED('Hyper-V passthrough')),
+  kvm: needs(obj({ hidden: bool() }), NOT_RENDERED('hiding KVM')),
+  pvspinlock: needs(featureState(), NOT_RENDERED('paravirtual spinlocks')),
+});
+
+const TICK_POLICIES = ['delay', 'catchup', 'merge', 'discard'];
+export const CLOCK: ObjectNode = needs(obj({
+  utc: obj({ offsetSeconds: int() }),
+  timezone: str(),
+  timer: obj({
+    hpet: obj({ present: bool(), tickPolicy: oneOf(TICK_POLICIES) }),
+    pit: obj({ present: bool(), tickPolicy: oneOf(TICK_POLICIES) }),
+    rtc: obj({ present: bool(), tickPolicy: oneOf(TICK_POLICIES), track: oneOf(['guest', 'wall']) }),
+    kvm: obj({ present: bool() }),
+    hyperv: obj({ present: bool() }),
+  }),
+}), NOT_RENDERED('clock settings'));
+
+export const LAUNCH_SECURITY: ObjectNode = obj({
+  sev: needs(obj({ policy: obj({ encryptedState: bool() }), attestation: empty(), session: str(), dhCert: str() }), 'AMD SEV (not available on this node)'),
+  snp: needs(empty(), 'AMD SEV-SNP (not available on this node)'),
+  tdx: needs(empty(), 'Intel TDX (not available on this node)'),
+});
+
+export const CHASSIS: ObjectNode = needs(obj({ manufacturer: str(), version: str(), serial: str(), asset: str(), sku: str() }), NOT_RENDERED('chassis information'));
+
+export const IO_THREADS_POLICY = needs(oneOf(['shared', 'auto', 'supplementalPool']), (v) => `I/O threads policy ${JSON.stringify(v)} (not rendered by this node yet)`);
+export const IO_THREADS: ObjectNode = needs(obj({ supplementalPoolThreadCount: int() }), 'a supplemental I/O thread pool (not rendered by this node yet)');
+

@@ -1,0 +1,65 @@
+/**
+ * Schema: spec.volumes and spec.networks. Every KubeVirt volume source is accepted; the ones this
+ * node cannot serve (cluster storage, Kubernetes objects, image pulls) are requirements.
+ */
+import { arr, bool, int, localRef, needs, obj, oneOf, qty, str, type ObjectNode } from './node';
+
+const ref = (v: unknown, key: string): string => {
+  const s = typeof v === 'object' && v !== null ? (v as Record<string, unknown>)[key] : undefined;
+  return typeof s === 'string' ? s : '(unnamed)';
+};
+const NO_K8S = '(this node reads no Kubernetes objects)';
+const NO_PVC = '(persistent volume claims are not served by this node yet)';
+
+const cloudInit = (): ObjectNode => obj({
+  userData: str(), userDataBase64: str(), networkData: str(), networkDataBase64: str(),
+  secretRef: needs(localRef(), (v) => `cloud-init user data from Secret ${ref(v, 'name')} ${NO_K8S}`),
+  networkDataSecretRef: needs(localRef(), (v) => `cloud-init network data from Secret ${ref(v, 'name')} ${NO_K8S}`),
+});
+
+const pvc = (): ObjectNode => obj({ claimName: str(), readOnly: bool(), hotpluggable: bool() });
+
+export const VOLUME: ObjectNode = obj({
+  name: str(),
+  containerDisk: obj({
+    // With an image, path is the disk's path inside the image; without one (this node's own
+    // form) it is a host path under the image root.
+    image: needs(str(), (v) => `${String(v)} (pulling container disk images is not implemented yet on this node)`),
+    imagePullPolicy: oneOf(['Always', 'IfNotPresent', 'Never']),
+    imagePullSecret: str(),
+    path: str(),
+  }),
+  hostDisk: obj({ path: str(), type: str(), capacity: qty(), shared: needs(bool(), (v) => (v === true ? 'a shared host disk (this node has no shared storage)' : null)) }),
+  emptyDisk: obj({ capacity: qty() }),
+  cloudInitNoCloud: cloudInit(),
+  cloudInitConfigDrive: needs(cloudInit(), 'a cloud-init config drive (this node writes NoCloud seeds only)'),
+  persistentVolumeClaim: needs(pvc(), (v) => `claim ${ref(v, 'claimName')} ${NO_PVC}`),
+  dataVolume: needs(obj({ name: str(), hotpluggable: bool() }), (v) => `data volume ${ref(v, 'name')} ${NO_PVC}`),
+  ephemeral: needs(obj({ persistentVolumeClaim: obj({ claimName: str(), readOnly: bool() }) }),
+    (v) => `ephemeral overlay on claim ${ref((v as Record<string, unknown> | null)?.persistentVolumeClaim, 'claimName')} ${NO_PVC}`),
+  memoryDump: needs(pvc(), (v) => `memory dump claim ${ref(v, 'claimName')} ${NO_PVC}`),
+  configMap: needs(obj({ name: str(), optional: bool(), volumeLabel: str() }), (v) => `ConfigMap ${ref(v, 'name')} ${NO_K8S}`),
+  secret: needs(obj({ secretName: str(), optional: bool(), volumeLabel: str() }), (v) => `Secret ${ref(v, 'secretName')} ${NO_K8S}`),
+  serviceAccount: needs(obj({ serviceAccountName: str() }), (v) => `service account ${ref(v, 'serviceAccountName')} ${NO_K8S}`),
+  downwardAPI: needs(obj({
+    volumeLabel: str(),
+    fields: arr(obj({
+      path: str(), mode: int(),
+      fieldRef: obj({ apiVersion: str(), fieldPath: str() }),
+      resourceFieldRef: obj({ containerName: str(), resource: str(), divisor: qty() }),
+    })),
+  }), `the downward API ${NO_K8S}`),
+  downwardMetrics: needs(obj({}), 'the downward metrics volume (not served by this node)'),
+  sysprep: needs(obj({ configMap: localRef(), secret: localRef() }), `a sysprep volume ${NO_K8S}`),
+  containerPath: needs(obj({ path: str(), readOnly: bool() }), 'a container path volume (there is no container on this node)'),
+});
+
+export const NETWORK: ObjectNode = obj({
+  name: str(),
+  pod: obj({
+    vmNetworkCIDR: needs(str(), 'a custom pod network CIDR (not rendered by this node yet)'),
+    vmIPv6NetworkCIDR: needs(str(), 'a custom pod network CIDR (not rendered by this node yet)'),
+  }),
+  multus: needs(obj({ networkName: str(), default: bool() }), (v) => `Multus network ${ref(v, 'networkName')} (this node has no secondary networks)`),
+  resourceClaim: needs(obj({ claimName: str(), requestName: str() }), 'a network from a resource claim (this node has no DRA driver)'),
+});

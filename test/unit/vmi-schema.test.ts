@@ -1,0 +1,247 @@
+/**
+ * The kubevirt.io/v1 field schema (src/vmi/spec/schema/) through validateVmi: KubeVirt-style
+ * manifests in the shapes of KubeVirt's published examples are accepted, after defaultVmi as the
+ * daemon does it, each with exactly the requirements (accepted fields this node cannot honour)
+ * expected; unknown fields and wrong kinds are still every violation at once, with full paths.
+ */
+import { after, test } from 'node:test';
+import * as assert from 'node:assert/strict';
+import * as fs from 'node:fs';
+import * as os from 'node:os';
+import * as path from 'node:path';
+import { defaultVmi } from '../../src/vmi/spec/defaults';
+import { validateVmi } from '../../src/vmi/spec/validate';
+import type { NormalizedVmi, ValidationContext } from '../../src/vmi/spec/types';
+
+const TMP = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'vmi-schema-')));
+const IMAGES = path.join(TMP, 'images');
+const HOST = path.join(TMP, 'host');
+fs.mkdirSync(IMAGES);
+fs.mkdirSync(HOST);
+fs.writeFileSync(path.join(IMAGES, 'cirros.qcow2'), 'x');
+fs.writeFileSync(path.join(HOST, 'disk.img'), 'x');
+after(() => fs.rmSync(TMP, { recursive: true, force: true }));
+
+const UID = '0b7e1c2d-3f4a-4b5c-8d6e-7f8091a2b3c4';
+const CTX: ValidationContext = { imageRoot: IMAGES, hostPathRoots: [HOST], requirements: 'pending', nodeLabels: { 'kubernetes.io/arch': 'amd64', zone: 'a' } };
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Spec = any;
+
+function vmi(name: string, spec: Spec, metadata: Spec = {}): Spec {
+  return { apiVersion: 'kubevirt.io/v1', kind: 'VirtualMachineInstance', metadata: { name, uid: UID, ...metadata }, spec };
+}
+
+function accept(manifest: Spec, ctx: ValidationContext = CTX): NormalizedVmi {
+  const r = validateVmi(defaultVmi(manifest), ctx);
+  if (!r.ok) assert.fail(`expected ok, got ${JSON.stringify(r.violations, null, 1)}`);
+  return r.vmi;
+}
+
+function needs(v: NormalizedVmi): Record<string, string> {
+  return Object.fromEntries(v.requirements.map((r) => [r.field, r.needs]));
+}
+
+const CIRROS_IMAGE = 'registry:5000/kubevirt/cirros-container-disk-demo:devel';
+const IMAGE_NEEDS = (image: string): string => `${image} (pulling container disk images is not implemented yet on this node)`;
+
+test('cirros: containerDisk image + cloudInitNoCloud userDataBase64, machine type "" defaulted', () => {
+  const v = accept(vmi('vmi-nocloud', {
+    terminationGracePeriodSeconds: 0,
+    domain: {
+      machine: { type: '' },
+      resources: { requests: { memory: '128Mi' } },
+      devices: { disks: [{ name: 'containerdisk', disk: { bus: 'virtio' } }, { name: 'cloudinitdisk', disk: { bus: 'virtio' } }] },
+    },
+    volumes: [
+      { name: 'containerdisk', containerDisk: { image: CIRROS_IMAGE } },
+      { name: 'cloudinitdisk', cloudInitNoCloud: { userDataBase64: Buffer.from('#!/bin/sh\necho hi\n').toString('base64') } },
+    ],
+  }));
+  assert.equal(v.machineType, 'q35');
+  assert.deepEqual(needs(v), { 'spec.volumes[0].containerDisk.image': IMAGE_NEEDS(CIRROS_IMAGE) });
+  assert.equal(v.disks.length, 1, 'the image disk waits; the cloud-init disk is there');
+  assert.deepEqual(v.disks[0]?.volume, { kind: 'cloudInitNoCloud', name: 'cloudinitdisk', userData: '#!/bin/sh\necho hi\n', networkData: null });
+  assert.deepEqual(v.interfaces, [{ name: 'default', binding: 'masquerade', macAddress: null, model: 'virtio', bootOrder: null }]);
+  assert.equal(v.memory.guestBytes, 128 * 2 ** 20);
+});
+
+test('fedora: containerDisk image, cloud-init userData, ports on masquerade, rng, tolerations and affinity kept', () => {
+  const v = accept(vmi('vmi-fedora', {
+    domain: {
+      devices: {
+        disks: [{ name: 'containerdisk', disk: { bus: 'virtio' } }, { name: 'cloudinitdisk', disk: { bus: 'virtio' } }],
+        interfaces: [{ name: 'default', masquerade: {}, ports: [{ name: 'http', port: 80 }] }],
+        rng: {},
+      },
+      resources: { requests: { memory: '1024M' } },
+    },
+    networks: [{ name: 'default', pod: {} }],
+    tolerations: [{ key: 'node-role', operator: 'Exists', effect: 'NoSchedule' }],
+    affinity: { nodeAffinity: { requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: [{ matchExpressions: [{ key: 'zone', operator: 'In', values: ['a'] }] }] } } },
+    evictionStrategy: 'LiveMigrate', priorityClassName: 'high', schedulerName: 'default-scheduler', hostname: 'fed', subdomain: 'svc',
+    volumes: [
+      { name: 'containerdisk', containerDisk: { image: 'quay.io/containerdisks/fedora:latest' } },
+      { name: 'cloudinitdisk', cloudInitNoCloud: { userData: '#cloud-config\npassword: fedora\n' } },
+    ],
+  }));
+  assert.deepEqual(needs(v), {
+    'spec.domain.devices.interfaces[0].ports': 'inbound port forwarding (masquerade here is outbound-only user-mode NAT)',
+    'spec.volumes[0].containerDisk.image': IMAGE_NEEDS('quay.io/containerdisks/fedora:latest'),
+  });
+  assert.equal(v.rng, true);
+});
+
+test('pvc, dataVolume, ephemeral, configMap, secret, serviceAccount volumes: accepted, each a requirement', () => {
+  const names = ['pvc', 'dv', 'eph', 'cm', 'sec', 'sa', 'cfgdrive'];
+  const v = accept(vmi('vmi-pvc', {
+    domain: { resources: { requests: { memory: '64M' } }, devices: { disks: names.map((name) => ({ name, disk: {} })) } },
+    volumes: [
+      { name: 'pvc', persistentVolumeClaim: { claimName: 'disk-alpine' } },
+      { name: 'dv', dataVolume: { name: 'alpine-dv' } },
+      { name: 'eph', ephemeral: { persistentVolumeClaim: { claimName: 'base' } } },
+      { name: 'cm', configMap: { name: 'app-config' } },
+      { name: 'sec', secret: { secretName: 'app-secret' } },
+      { name: 'sa', serviceAccount: { serviceAccountName: 'default' } },
+      { name: 'cfgdrive', cloudInitConfigDrive: { userData: '#cloud-config\n', secretRef: { name: 'x' } } },
+    ],
+  }));
+  assert.deepEqual(needs(v), {
+    'spec.volumes[0].persistentVolumeClaim': 'claim disk-alpine (persistent volume claims are not served by this node yet)',
+    'spec.volumes[1].dataVolume': 'data volume alpine-dv (persistent volume claims are not served by this node yet)',
+    'spec.volumes[2].ephemeral': 'ephemeral overlay on claim base (persistent volume claims are not served by this node yet)',
+    'spec.volumes[3].configMap': 'ConfigMap app-config (this node reads no Kubernetes objects)',
+    'spec.volumes[4].secret': 'Secret app-secret (this node reads no Kubernetes objects)',
+    'spec.volumes[5].serviceAccount': 'service account default (this node reads no Kubernetes objects)',
+    'spec.volumes[6].cloudInitConfigDrive': 'a cloud-init config drive (this node writes NoCloud seeds only)',
+  });
+  assert.deepEqual(v.disks, []);
+});
+
+test('kernel boot from a container image: a requirement; this node\'s host-path kernel still works', () => {
+  const v = accept(vmi('vmi-kernel-boot', {
+    domain: {
+      firmware: { kernelBoot: { kernelArgs: 'console=ttyS0', container: { image: 'registry:5000/kubevirt/alpine-ext-kernel-boot-demo:devel', kernelPath: '/boot/vmlinuz-virt', initrdPath: '/boot/initramfs-virt' } } },
+      resources: { requests: { memory: '1Gi' } },
+    },
+  }));
+  assert.deepEqual(Object.keys(needs(v)), ['spec.domain.firmware.kernelBoot.container']);
+  assert.match(v.requirements[0]!.needs, /kernel boot container registry:5000\/kubevirt\/alpine-ext-kernel-boot-demo:devel/);
+});
+
+test('multus and SR-IOV: secondary networks and the sriov binding are requirements', () => {
+  const v = accept(vmi('vmi-sriov', {
+    domain: {
+      resources: { requests: { memory: '1Gi' } },
+      devices: { interfaces: [{ name: 'default', masquerade: {} }, { name: 'sriov-net', sriov: {} }, { name: 'ptp', bridge: {} }] },
+    },
+    networks: [{ name: 'default', pod: {} }, { name: 'sriov-net', multus: { networkName: 'sriov/sriov-network' } }, { name: 'ptp', multus: { networkName: 'ptp-conf' } }],
+  }));
+  assert.deepEqual(needs(v), {
+    'spec.domain.devices.interfaces[1].sriov': 'an SR-IOV virtual function (this node has no SR-IOV devices)',
+    'spec.networks[1].multus': 'Multus network sriov/sriov-network (this node has no secondary networks)',
+    'spec.networks[2].multus': 'Multus network ptp-conf (this node has no secondary networks)',
+  });
+});
+
+test('GPUs, host devices, filesystems, launchSecurity, TPM: named with what the node lacks', () => {
+  const v = accept(vmi('vmi-gpu', {
+    domain: {
+      resources: { requests: { memory: '1Gi' } },
+      launchSecurity: { sev: {} },
+      devices: {
+        gpus: [{ name: 'gpu1', deviceName: 'nvidia.com/GA102' }],
+        hostDevices: [{ name: 'usb', deviceName: 'kubevirt.io/storage' }],
+        filesystems: [{ name: 'shared', virtiofs: {} }],
+        tpm: {},
+      },
+    },
+    volumes: [{ name: 'shared', persistentVolumeClaim: { claimName: 'fs' } }],
+  }));
+  assert.deepEqual(needs(v), {
+    'spec.domain.launchSecurity.sev': 'AMD SEV (not available on this node)',
+    'spec.domain.devices.gpus[0]': 'GPU device nvidia.com/GA102 (this node exposes no GPUs)',
+    'spec.domain.devices.hostDevices[0]': 'host device kubevirt.io/storage (this node exposes no host devices)',
+    'spec.domain.devices.filesystems[0]': 'a virtiofs filesystem (this node runs no virtiofsd)',
+    'spec.domain.devices.tpm': 'a TPM (this node has no swtpm)',
+    'spec.volumes[0].persistentVolumeClaim': 'claim fs (persistent volume claims are not served by this node yet)',
+  });
+});
+
+test('host disk, emptyDisk and a plain containerDisk path run here without requirements', () => {
+  const v = accept(vmi('vmi-host-disk', {
+    domain: { resources: { requests: { memory: '64M' } }, devices: { disks: [{ name: 'host', disk: { bus: 'virtio' } }, { name: 'root', disk: {} }, { name: 'scratch', cdrom: {} }] } },
+    volumes: [
+      { name: 'host', hostDisk: { path: path.join(HOST, 'disk.img'), type: 'Disk' } },
+      { name: 'root', containerDisk: { path: 'cirros.qcow2' } },
+      { name: 'scratch', cloudInitNoCloud: { userData: '#cloud-config\n' } },
+    ],
+  }));
+  assert.deepEqual(v.requirements, []);
+  assert.deepEqual(v.disks.map((d) => [d.name, d.device, d.bus]), [['host', 'disk', 'virtio'], ['root', 'disk', 'sata'], ['scratch', 'cdrom', 'sata']]);
+});
+
+test('nodeSelector: a label this node lacks or has otherwise is a requirement, a match is not', () => {
+  const v = accept(vmi('sel', { domain: { resources: { requests: { memory: '64M' } } }, nodeSelector: { zone: 'b', gpu: 'true', 'kubernetes.io/arch': 'amd64' } }));
+  assert.deepEqual(needs(v), { 'spec.nodeSelector.zone': 'node label zone=b (this node has zone=a)', 'spec.nodeSelector.gpu': 'node label gpu=true (this node has no such label)' });
+});
+
+test('sidecar hook annotations are a requirement; other annotations are kept', () => {
+  const v = accept(vmi('hooked', { domain: { resources: { requests: { memory: '64M' } } } }, { annotations: { 'hooks.kubevirt.io/hookSidecars': '[{"image": "x"}]', note: 'x' } }));
+  assert.deepEqual(Object.keys(needs(v)), ['metadata.annotations["hooks.kubevirt.io/hookSidecars"]']);
+});
+
+test('extended resources are requirements; cpu and memory are honoured', () => {
+  const v = accept(vmi('res', { domain: { resources: { requests: { memory: '64M', cpu: '2', 'nvidia.com/gpu': '1' }, limits: { 'nvidia.com/gpu': '1' } } } }));
+  assert.deepEqual(needs(v), {
+    'spec.domain.resources.requests["nvidia.com/gpu"]': 'resource nvidia.com/gpu (this node offers only cpu and memory)',
+    'spec.domain.resources.limits["nvidia.com/gpu"]': 'resource nvidia.com/gpu (this node offers only cpu and memory)',
+  });
+  assert.equal(v.cpu.sockets, 2, 'sockets from the CPU request, as KubeVirt does');
+});
+
+test('an explicit firmware UUID other than the uid is a requirement; the default (the uid) is honoured', () => {
+  const fw = accept(vmi('fw', { domain: { resources: { requests: { memory: '64M' } }, firmware: { uuid: '5d307ca9-b3ef-428c-8861-06e72d69f223' } } }));
+  assert.match(needs(fw)['spec.domain.firmware.uuid'] ?? '', /^firmware UUID 5d307ca9-b3ef-428c-8861-06e72d69f223 \(this node gives a guest its VMI uid/);
+  const plain = accept(vmi('fw', { domain: { resources: { requests: { memory: '64M' } } } }));
+  assert.equal(plain.firmware.uuid, UID);
+  assert.deepEqual(plain.requirements, []);
+});
+
+test('default mode refuses requirements as violations naming what the node lacks (never "unknown field")', () => {
+  const r = validateVmi(defaultVmi(vmi('g', { domain: { resources: { requests: { memory: '64M' } }, devices: { gpus: [{ name: 'g', deviceName: 'nvidia.com/GA102' }] } } })), { imageRoot: IMAGES, hostPathRoots: [] });
+  assert.equal(r.ok, false);
+  if (r.ok) return;
+  assert.deepEqual(r.violations, [{ field: 'spec.domain.devices.gpus[0]', message: 'accepted by KubeVirt, but this node cannot honour it: needs GPU device nvidia.com/GA102 (this node exposes no GPUs)' }]);
+});
+
+test('unknown fields anywhere in the KubeVirt tree and wrong kinds: every one, with its full path', () => {
+  const r = validateVmi(vmi('bad', {
+    domain: {
+      resources: { requests: { memory: '64M' } },
+      devices: { gpus: [{ name: 'g', deviceNme: 'x' }], disks: [{ name: 'd', disk: { bus: 'ide' }, cache: 'unsafe' }], interfaces: [{ name: 'n', masquerade: {}, ports: [{ port: '80' }] }] },
+      clock: { utc: { offset: 1 } },
+      features: { hyperv: { relaxed: { enabled: 'yes' } } },
+    },
+    tolerations: [{ operator: 'Maybe' }],
+    nodeSelector: { zone: 1 },
+    volumes: [{ name: 'd', containerDisk: { image: 'x', pulPolicy: 'Always' } }],
+    networks: [{ name: 'n', pod: {} }],
+    priorityClass: 'x',
+  }), CTX);
+  assert.equal(r.ok, false);
+  if (r.ok) return;
+  const fields = r.violations.map((x) => `${x.field}: ${x.message}`).sort();
+  assert.deepEqual(fields, [
+    'spec.domain.clock.utc.offset: unknown field',
+    'spec.domain.devices.disks[0].cache: must be one of none, writethrough, writeback (got "unsafe")',
+    'spec.domain.devices.disks[0].disk.bus: must be one of virtio, sata, scsi, usb (got "ide")',
+    'spec.domain.devices.gpus[0].deviceNme: unknown field',
+    'spec.domain.devices.interfaces[0].ports[0].port: must be an integer',
+    'spec.domain.features.hyperv.relaxed.enabled: must be true or false',
+    'spec.nodeSelector.zone: must be a string',
+    'spec.priorityClass: unknown field',
+    'spec.tolerations[0].operator: must be one of Exists, Equal (got "Maybe")',
+    'spec.volumes[0].containerDisk.pulPolicy: unknown field',
+  ]);
+});
