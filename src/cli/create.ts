@@ -76,7 +76,7 @@ export async function cmdCreate(opts: VmiOptions): Promise<number> {
       unparsable = true;
       continue;
     }
-    for (const doc of r.documents) entries.push({ file, doc, text: r.documents.length === 1 ? text : null });
+    for (const doc of r.documents) entries.push({ file, doc, text: r.whole ? text : null });
   }
   if (unparsable) return EXIT.ERROR;
 
@@ -182,7 +182,8 @@ export async function cmdCreate(opts: VmiOptions): Promise<number> {
     (client as grpc.Client | null)?.close();
   }
   if (opts.output === 'json' || opts.output === 'yaml') {
-    if (!plain || opts.dryRun) process.stdout.write(render(opts.dryRun && plain ? (outcomes[0]?.vmi ?? null) : { items: outcomes }, opts.output));
+    if (!plain) process.stdout.write(render({ items: outcomes }, opts.output));
+    else if (opts.dryRun && refused === 0) process.stdout.write(render(outcomes[0]!.vmi, opts.output));
     else process.stdout.write(out.join(''));
   } else {
     process.stdout.write(opts.dryRun ? out.join('---\n') : out.join(''));

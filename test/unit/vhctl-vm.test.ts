@@ -238,6 +238,17 @@ describe('vhctl create: VirtualMachines, instancetypes, multi-document files', (
     assert.match(r.stderr, /^  spec\.template\.spec\.volumes\[0\]\.wrongField: /m);
   });
 
+  it('-o json: one item per document; a one-item List is not passed on as written', async () => {
+    const list = JSON.stringify({ apiVersion: 'v1', kind: 'List', items: [{ apiVersion: 'kubevirt.io/v1', kind: 'VirtualMachineInstance', metadata: { name: 'listed' }, spec: { domain: {} } }] });
+    let r = await vhctl(['create', '-f', '-', ...sock], env, list);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(JSON.parse(fake.manifests[0]!), JSON.parse(list).items[0]);
+    r = await vhctl(['create', '-o', 'json', '-f', write('two.yaml', `${VMI}---\n${POOL}`), ...sock], env);
+    assert.equal(r.code, 1);
+    const items = (JSON.parse(r.stdout) as { items: Array<Record<string, unknown>> }).items;
+    assert.deepEqual(items.map((i) => [i.document, i.kind, i.name, i.result]), [[1, 'VirtualMachineInstance', 'plain', 'configured'], [2, 'VirtualMachinePool', 'vm-pool-cirros', 'refused']]);
+  });
+
   it('usage: stdin twice is exit 2; --dry-run only for create', async () => {
     let r = await vhctl(['create', '-f', '-', '-f', '-', ...sock], env);
     assert.equal(r.code, 2);

@@ -32,8 +32,11 @@ export type Document =
   | { type: 'preference'; index: number; label: string; name: string; kind: PreferenceKind; value: Record<string, unknown> }
   | { type: 'refused'; index: number; label: string; name: string; kind: string; message: string };
 
-/** Parse failures refuse the whole file (positions in it are no longer trustworthy). */
-export type DocumentsResult = { ok: true; documents: Document[] } | { ok: false; violations: FieldViolation[] };
+/**
+ * Parse failures refuse the whole file (positions in it are no longer trustworthy). `whole`:
+ * the text is exactly one document, not a List (it may then be passed on as written).
+ */
+export type DocumentsResult = { ok: true; documents: Document[]; whole: boolean } | { ok: false; violations: FieldViolation[] };
 
 const NOT_NODE = 'not a node-level object';
 /** Kinds a node never takes, with the reason an operator needs. */
@@ -67,14 +70,16 @@ export function parseDocuments(text: string): DocumentsResult {
     const values = /^\s*[[{]/.test(body) ? parseJson(body) : parseYaml(body);
     if (!values.ok) return values;
     const flat: unknown[] = [];
+    let lists = 0;
     for (const v of values.values) {
       // kubectl's `kind: List` (what `get -o yaml` prints for several objects) holds documents.
       if (isPlainObject(v) && (v as Record<string, unknown>).kind === 'List' && Array.isArray((v as Record<string, unknown>).items)) {
         flat.push(...((v as Record<string, unknown>).items as unknown[]));
+        lists += 1;
       } else flat.push(v);
     }
     if (flat.length === 0) return fail('contains no document');
-    return { ok: true, documents: flat.map((v, i) => classify(v, i + 1)) };
+    return { ok: true, documents: flat.map((v, i) => classify(v, i + 1)), whole: flat.length === 1 && lists === 0 };
   } catch (e) {
     return fail(`cannot be parsed: ${e instanceof Error ? e.message : String(e)}`);
   }
