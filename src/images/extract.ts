@@ -80,9 +80,116 @@ function layerMismatch(l: LayerRef, got: { digest: string; size: number }, i: nu
   return null;
 }
 
+/** What one layer contributed: its wanted files, its whiteouts, and the digest and size of its bytes. */
+export interface LayerResult {
+  digest: string;
+  size: number;
+  compression: LayerRef['compression'];
+  files: Map<string, ExtractedFile>;
+  whiteouts: string[];
+  opaque: string[];
+}
+
+/** Files written into an extraction directory, so a failure can remove them all. */
+export class ExtractionFiles {
+  private seq = 0;
+  readonly created: string[] = [];
+
+  constructor(readonly dir: string) {}
+
+  next(): string {
+    const f = path.join(this.dir, `extract-${this.seq++}`);
+    this.created.push(f);
+    return f;
+  }
+
+  removeAll(): void {
+    for (const f of this.created) fs.rmSync(f, { force: true });
+  }
+}
+
 /**
- * Reads `layers` in order and writes the files `want` selects into `outDir`; returns the files
- * present in the final image (after whiteouts), keyed by image path.
+ * Reads one layer from `src` (compressed bytes as stored): hashes them and takes out the wanted
+ * files. Hostile entries throw; the digest is NOT compared here (the caller knows the descriptor).
+ */
+export async function readLayer(
+  src: Readable,
+  compression: LayerRef['compression'],
+  label: string,
+  want: (imagePath: string) => boolean,
+  out: ExtractionFiles,
+  limits: ExtractLimits,
+  onBytes?: (n: number) => void,
+): Promise<LayerResult> {
+  const r: LayerResult = { digest: '', size: 0, compression, files: new Map(), whiteouts: [], opaque: [] };
+  const hash = createHash('sha256');
+  src.on('data', (c: Buffer) => {
+    hash.update(c);
+    r.size += c.length;
+    onBytes?.(c.length);
+  });
+  const ex = tar.extract();
+  const piped = compression === 'gzip' ? pipeline(src, zlib.createGunzip({ chunkSize: 1 << 20 }), ex) : pipeline(src, ex);
+  piped.catch(() => undefined); // observed below
+  let written = 0;
+  try {
+    for await (const e of ex) {
+      const entry = e as unknown as Readable & { header: tar.Header };
+      const h = entry.header;
+      const p = entryPath(h.name);
+      const type = h.type ?? 'file';
+      if (type === 'character-device' || type === 'block-device' || type === 'fifo') {
+        throw new ImageError('SpecialFile', `${label} has a ${type} ${JSON.stringify(h.name)}: device nodes and FIFOs are refused in disk images`, { entry: h.name });
+      }
+      if (type === 'symlink' || type === 'link') {
+        const target = h.linkname ?? '';
+        const inside = type === 'symlink' ? linkStaysInside(p, target) : !target.split('/').includes('..');
+        if (!inside) throw new ImageError('LinkEscape', `${label} has a ${type} ${JSON.stringify(h.name)} -> ${JSON.stringify(target)} pointing outside the image`, { entry: h.name, target });
+        if (want(p)) throw new ImageError('NotRegularFile', `${JSON.stringify('/' + p)} in ${label} is a ${type}, not a regular file`, { entry: h.name });
+        await drain(entry);
+        continue;
+      }
+      if (type !== 'file' && type !== 'contiguous-file') {
+        if (type === 'directory' && want(p)) throw new ImageError('NotRegularFile', `${JSON.stringify('/' + p)} in ${label} is a directory`, { entry: h.name });
+        await drain(entry);
+        continue;
+      }
+      const base = path.posix.basename(p);
+      if (base === '.wh..wh..opq') {
+        r.opaque.push(path.posix.dirname(p));
+      } else if (base.startsWith('.wh.')) {
+        r.whiteouts.push(path.posix.join(path.posix.dirname(p), base.slice(4)));
+      } else if (want(p)) {
+        const size = h.size ?? 0;
+        if (written + size > limits.maxBytes) {
+          throw new ImageError('TooLarge', `${JSON.stringify('/' + p)} is ${size} bytes: over the image store's limit of ${limits.maxBytes} bytes (images.maxImageSize)`, { entry: h.name, size });
+        }
+        const free = limits.freeBytes();
+        if (size > free) throw new ImageError('NoSpace', `${JSON.stringify('/' + p)} is ${size} bytes but the image store has ${free} bytes free`, { entry: h.name, size, free });
+        const file = out.next();
+        await pipeline(entry, fs.createWriteStream(file, { mode: 0o600, highWaterMark: 1 << 20 }));
+        const prev = r.files.get(p);
+        if (prev !== undefined) fs.rmSync(prev.file, { force: true });
+        r.files.set(p, { imagePath: p, file, size });
+        written += size;
+        continue;
+      }
+      await drain(entry);
+    }
+    await piped;
+  } catch (e) {
+    src.destroy();
+    await piped.catch(() => undefined);
+    throw e;
+  }
+  r.digest = `sha256:${hash.digest('hex')}`;
+  return r;
+}
+
+/**
+ * Reads `layers` in order (or takes a layer's result from `pre`, read while skopeo wrote it, when
+ * its digest and size match) and returns the files present in the final image (after whiteouts),
+ * keyed by image path. On failure every file it wrote is removed.
  */
 export async function extractLayers(
   layers: readonly LayerRef[],
@@ -90,113 +197,52 @@ export async function extractLayers(
   outDir: string,
   limits: ExtractLimits,
   onBytes?: (n: number) => void,
+  pre: ReadonlyMap<string, LayerResult> = new Map(),
 ): Promise<Map<string, ExtractedFile>> {
-  const created: string[] = [];
+  const out = new ExtractionFiles(outDir);
   try {
-    return await extractAll(layers, want, outDir, limits, created, onBytes);
+    const result = new Map<string, ExtractedFile>();
+    let total = 0;
+    for (const [i, layer] of layers.entries()) {
+      let r = pre.get(layer.digest);
+      if (r === undefined || r.size !== layer.size || r.compression !== layer.compression) r = await readVerified(layer, i, want, out, limits, onBytes);
+      const gone = (p: string, dir: string): boolean => dir === '.' || p === dir || p.startsWith(`${dir}/`);
+      for (const [p, f] of result) {
+        if (r.whiteouts.some((w) => gone(p, w)) || r.opaque.some((d) => gone(p, d) && p !== d)) {
+          fs.rmSync(f.file, { force: true });
+          result.delete(p);
+        }
+      }
+      for (const [p, f] of r.files) {
+        const old = result.get(p);
+        if (old !== undefined) fs.rmSync(old.file, { force: true });
+        result.set(p, f);
+        total += f.size;
+      }
+      if (total > limits.maxBytes) throw new ImageError('TooLarge', `the wanted files of the image are ${total} bytes: over the image store's limit of ${limits.maxBytes} bytes (images.maxImageSize)`);
+    }
+    return result;
   } catch (e) {
-    for (const f of created) fs.rmSync(f, { force: true });
+    out.removeAll();
+    for (const r of pre.values()) for (const f of r.files.values()) fs.rmSync(f.file, { force: true });
     throw e;
   }
 }
 
-async function extractAll(
-  layers: readonly LayerRef[],
-  want: (imagePath: string) => boolean,
-  outDir: string,
-  limits: ExtractLimits,
-  created: string[],
-  onBytes?: (n: number) => void,
-): Promise<Map<string, ExtractedFile>> {
-  const result = new Map<string, ExtractedFile>();
-  let written = 0;
-  let seq = 0;
-  for (const [i, layer] of layers.entries()) {
-    const added = new Map<string, ExtractedFile>();
-    const whiteouts: string[] = [];
-    const opaque: string[] = [];
-    const hash = createHash('sha256');
-    let read = 0;
-    const src = fs.createReadStream(layer.file, { highWaterMark: 1 << 20 });
-    src.on('data', (c: Buffer | string) => {
-      hash.update(c);
-      read += c.length;
-      onBytes?.(c.length);
-    });
-    const ex = tar.extract();
-    const piped = layer.compression === 'gzip' ? pipeline(src, zlib.createGunzip({ chunkSize: 1 << 20 }), ex) : pipeline(src, ex);
-    piped.catch(() => undefined); // observed below
-    try {
-      for await (const e of ex) {
-        const entry = e as unknown as Readable & { header: tar.Header };
-        const h = entry.header;
-        const p = entryPath(h.name);
-        const type = h.type ?? 'file';
-        if (type === 'character-device' || type === 'block-device' || type === 'fifo') {
-          throw new ImageError('SpecialFile', `layer ${i} has a ${type} ${JSON.stringify(h.name)}: device nodes and FIFOs are refused in disk images`, { entry: h.name });
-        }
-        if (type === 'symlink' || type === 'link') {
-          const target = h.linkname ?? '';
-          const inside = type === 'symlink' ? linkStaysInside(p, target) : !target.split('/').includes('..');
-          if (!inside) throw new ImageError('LinkEscape', `layer ${i} has a ${type} ${JSON.stringify(h.name)} -> ${JSON.stringify(target)} pointing outside the image`, { entry: h.name, target });
-          if (want(p)) throw new ImageError('NotRegularFile', `${JSON.stringify('/' + p)} in layer ${i} is a ${type}, not a regular file`, { entry: h.name });
-          await drain(entry);
-          continue;
-        }
-        if (type !== 'file' && type !== 'contiguous-file') {
-          if (type === 'directory' && want(p)) throw new ImageError('NotRegularFile', `${JSON.stringify('/' + p)} in layer ${i} is a directory`, { entry: h.name });
-          await drain(entry);
-          continue;
-        }
-        const base = path.posix.basename(p);
-        if (base === '.wh..wh..opq') {
-          opaque.push(path.posix.dirname(p));
-        } else if (base.startsWith('.wh.')) {
-          whiteouts.push(path.posix.join(path.posix.dirname(p), base.slice(4)));
-        } else if (want(p)) {
-          const size = h.size ?? 0;
-          if (written + size > limits.maxBytes) {
-            throw new ImageError('TooLarge', `${JSON.stringify('/' + p)} is ${size} bytes: over the image store's limit of ${limits.maxBytes} bytes (images.maxImageSize)`, { entry: h.name, size });
-          }
-          const free = limits.freeBytes();
-          if (size > free) throw new ImageError('NoSpace', `${JSON.stringify('/' + p)} is ${size} bytes but the image store has ${free} bytes free`, { entry: h.name, size, free });
-          const file = path.join(outDir, `extract-${seq++}`);
-          created.push(file);
-          await pipeline(entry, fs.createWriteStream(file, { mode: 0o600, highWaterMark: 1 << 20 }));
-          const prev = added.get(p);
-          if (prev !== undefined) fs.rmSync(prev.file, { force: true });
-          added.set(p, { imagePath: p, file, size });
-          written += size;
-          continue;
-        }
-        await drain(entry);
-      }
-      await piped;
-    } catch (e) {
-      src.destroy();
-      await piped.catch(() => undefined);
-      // A corrupt layer usually breaks gunzip or the tar parser first; its digest is the real story.
-      if (!isImageError(e) || e.reason !== 'TooLarge') {
-        const mismatch = layerMismatch(layer, await hashFile(layer.file).catch(() => ({ digest: '', size: -1 })), i);
-        if (mismatch !== null) throw mismatch;
-      }
-      if (isImageError(e)) throw e;
-      throw new ImageError('BadLayout', `layer ${i} (${layer.digest}) is not a valid ${layer.compression === 'gzip' ? 'gzip-compressed ' : ''}tar: ${(e as Error).message}`, { layer: layer.digest }, { cause: e });
+async function readVerified(layer: LayerRef, i: number, want: (p: string) => boolean, out: ExtractionFiles, limits: ExtractLimits, onBytes?: (n: number) => void): Promise<LayerResult> {
+  let r: LayerResult;
+  try {
+    r = await readLayer(fs.createReadStream(layer.file, { highWaterMark: 1 << 20 }), layer.compression, `layer ${i}`, want, out, limits, onBytes);
+  } catch (e) {
+    // A corrupt layer usually breaks gunzip or the tar parser first; its digest is the real story.
+    if (!isImageError(e) || e.reason !== 'TooLarge') {
+      const mismatch = layerMismatch(layer, await hashFile(layer.file).catch(() => ({ digest: '', size: -1 })), i);
+      if (mismatch !== null) throw mismatch;
     }
-    const mismatch = layerMismatch(layer, { digest: `sha256:${hash.digest('hex')}`, size: read }, i);
-    if (mismatch !== null) throw mismatch;
-    const gone = (p: string, dir: string): boolean => dir === '.' || p === dir || p.startsWith(`${dir}/`);
-    for (const [p, f] of result) {
-      if (whiteouts.some((w) => gone(p, w)) || opaque.some((d) => gone(p, d) && p !== d)) {
-        fs.rmSync(f.file, { force: true });
-        result.delete(p);
-      }
-    }
-    for (const [p, f] of added) {
-      const old = result.get(p);
-      if (old !== undefined) fs.rmSync(old.file, { force: true });
-      result.set(p, f);
-    }
+    if (isImageError(e)) throw e;
+    throw new ImageError('BadLayout', `layer ${i} (${layer.digest}) is not a valid ${layer.compression === 'gzip' ? 'gzip-compressed ' : ''}tar: ${(e as Error).message}`, { layer: layer.digest }, { cause: e });
   }
-  return result;
+  const mismatch = layerMismatch(layer, r, i);
+  if (mismatch !== null) throw mismatch;
+  return r;
 }

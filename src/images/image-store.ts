@@ -17,7 +17,8 @@ import { promisify } from 'node:util';
 import { ErrorCodes, VhError, errorMessage } from '../errors';
 import type { Logger } from '../log';
 import { ImageError, isImageError } from './errors';
-import { extractLayers, entryPath, type ExtractedFile } from './extract';
+import { extractLayers, entryPath, type ExtractedFile, type LayerResult } from './extract';
+import { BlobFollower } from './follow';
 import { nodeManifestDigest, readDirImage, type DirImage } from './layout';
 import { type ImageRef, formatReference, isLoopbackRegistry, parseReference, rewriteReference } from './reference';
 import { prepareSkopeoConfig, skopeoCopy, skopeoInspectRaw, type SkopeoOptions } from './skopeo';
@@ -38,7 +39,7 @@ export type ImageSelection =
 /** A pull's progress, for VMI events. */
 export interface PullProgress {
   ref: string;
-  phase: 'cached' | 'pulling' | 'extracting' | 'done';
+  phase: 'cached' | 'pulling' | 'done';
   bytes?: number;
   totalBytes?: number;
   message: string;
@@ -63,6 +64,8 @@ export interface EnsuredImage {
   initrdPath?: string;
   /** True when this call (or the pull it joined) fetched the image. */
   pulled: boolean;
+  /** When pulled: skopeo's copy (with the layers read as they arrived), then the rest of verify + extract + probe + placement. */
+  timings?: { copyMs: number; placeMs: number; layersReadDuringCopy: number };
 }
 
 /** One image in list(). */
@@ -289,8 +292,12 @@ export class ImageStore {
     let digest: string | undefined;
     try {
       const layout = path.join(tmp, 'layout');
-      const from = archive !== '' ? archive : await this.copyFromSources(ref, sources, layout, progress);
-      if (archive !== '') await skopeoCopy(this.skopeo, { src: archive, dest: `dir:${layout}` });
+      const want = wanted(select);
+      let pre: Map<string, LayerResult>;
+      let from = archive;
+      if (archive !== '') pre = await this.copyFollowing(tmp, layout, want, progress, ref, () => skopeoCopy(this.skopeo, { src: archive, dest: `dir:${layout}` }));
+      else [from, pre] = await this.copyFromSources(ref, sources, tmp, layout, want, progress);
+      const copied = Date.now();
       this.counters.pulls++;
       const img = readDirImage(layout);
       digest = img.digest;
@@ -298,7 +305,7 @@ export class ImageStore {
       const name = artifactName(select);
       let art = this.files.readArtifact(digest, name);
       if (art === null) {
-        art = await this.build(img, select, tmp, progress, ref);
+        art = await this.build(img, select, tmp, pre, ref);
         this.place(img, ref, name, path.join(tmp, 'artifact'));
       }
       if (recordRef) {
@@ -306,8 +313,8 @@ export class ImageStore {
         this.files.writeRefs(this.refs);
       }
       this.files.touch(digest);
-      const out = this.ensured(ref, digest, name, art, true);
-      this.log.info({ ref, from, digest, ms: Date.now() - started }, 'image pulled');
+      const out: EnsuredImage = { ...this.ensured(ref, digest, name, art, true), timings: { copyMs: copied - started, placeMs: Date.now() - copied, layersReadDuringCopy: img.layers.filter((l) => pre.get(l.digest)?.size === l.size).length } };
+      this.log.info({ ref, from, digest, ms: Date.now() - started, ...out.timings }, 'image pulled');
       progress({ ref, phase: 'done', message: `Pulled image ${ref} (${digest}) in ${((Date.now() - started) / 1000).toFixed(1)} s` });
       return out;
     } catch (e) {
@@ -324,52 +331,58 @@ export class ImageStore {
     }
   }
 
-  private async copyFromSources(ref: string, sources: readonly ImageRef[], layout: string, progress: (p: PullProgress) => void): Promise<string> {
+  /** Copies from the first source that works; returns it and the layers read during the copy. */
+  private async copyFromSources(ref: string, sources: readonly ImageRef[], tmp: string, layout: string, want: (p: string) => boolean, progress: (p: PullProgress) => void): Promise<[string, Map<string, LayerResult>]> {
     let last: unknown;
     for (const s of sources) {
       const src = `docker://${sourceName(s)}`;
       progress({ ref, phase: 'pulling', bytes: 0, message: `Pulling image ${ref} from ${src.slice(9)}` });
-      const ac = new AbortController();
-      let over: ImageError | null = null;
-      const watch = setInterval(() => {
-        const got = fs.existsSync(layout) ? treeSize(layout).bytes : 0;
-        if (got > this.maxImageSize) {
-          over = new ImageError('TooLarge', `image ${ref} passed ${this.maxImageSize} bytes while pulling (images.maxImageSize)`, { ref });
-          ac.abort();
-        }
-        progress({ ref, phase: 'pulling', bytes: got, message: `Pulling image ${ref}: ${(got / 2 ** 20).toFixed(1)} MiB` });
-      }, 500);
       try {
-        await skopeoCopy(this.skopeo, { src, dest: `dir:${layout}`, srcInsecure: this.insecure.has(s.registry), signal: ac.signal });
-        return src;
+        return [src, await this.copyFollowing(tmp, layout, want, progress, ref, (signal) => skopeoCopy(this.skopeo, { src, dest: `dir:${layout}`, srcInsecure: this.insecure.has(s.registry), signal }))];
       } catch (e) {
-        last = over ?? e;
-        if (over !== null) break;
+        last = e;
+        if (isImageError(e, 'TooLarge')) break;
         rmTree(layout);
         if (s !== sources[sources.length - 1]) this.log.warn({ ref, src, err: { message: errorMessage(e) } }, 'image mirror failed; trying the next source');
-      } finally {
-        clearInterval(watch);
       }
     }
     throw last;
   }
 
+  /** Runs one copy into `layout` with a size watchdog (maxImageSize) and a BlobFollower reading layers as they arrive. */
+  private async copyFollowing(tmp: string, layout: string, want: (p: string) => boolean, progress: (p: PullProgress) => void, ref: string, copy: (signal: AbortSignal) => Promise<void>): Promise<Map<string, LayerResult>> {
+    const ac = new AbortController();
+    let over: ImageError | null = null;
+    let read = 0;
+    const limits = { maxBytes: this.maxImageSize, freeBytes: () => freeBytes(this.files.root) };
+    const follower = new BlobFollower(layout, fs.mkdtempSync(path.join(tmp, 'follow-')), want, limits, (n) => (read += n));
+    const watch = setInterval(() => {
+      const got = fs.existsSync(layout) ? treeSize(layout).bytes : 0;
+      if (got > this.maxImageSize) {
+        over = new ImageError('TooLarge', `image ${ref} passed ${this.maxImageSize} bytes while pulling (images.maxImageSize)`, { ref });
+        ac.abort();
+      }
+      progress({ ref, phase: 'pulling', bytes: got, message: `Pulling image ${ref}: ${(got / 2 ** 20).toFixed(1)} MiB received, ${(read / 2 ** 20).toFixed(1)} MiB verified` });
+    }, 500);
+    try {
+      await copy(ac.signal);
+    } catch (e) {
+      await follower.abort();
+      throw over ?? e;
+    } finally {
+      clearInterval(watch);
+    }
+    return follower.finish();
+  }
+
   /** Extracts and checks the selected files into <tmp>/artifact; returns its metadata. */
-  private async build(img: DirImage, select: ImageSelection, tmp: string, progress: (p: PullProgress) => void, ref: string): Promise<ArtifactMeta> {
+  private async build(img: DirImage, select: ImageSelection, tmp: string, pre: ReadonlyMap<string, LayerResult>, ref: string): Promise<ArtifactMeta> {
     const want = wanted(select);
     const work = path.join(tmp, 'extract');
     const out = path.join(tmp, 'artifact');
     fs.mkdirSync(work);
     fs.mkdirSync(out);
-    let done = 0;
-    let lastReport = 0;
-    const files = await extractLayers(img.layers, want, work, { maxBytes: this.maxImageSize, freeBytes: () => freeBytes(this.files.root) }, (n) => {
-      done += n;
-      if (Date.now() - lastReport > 500) {
-        lastReport = Date.now();
-        progress({ ref, phase: 'extracting', bytes: done, totalBytes: img.layersSize, message: `Verifying and extracting image ${ref}: ${Math.round((100 * done) / Math.max(1, img.layersSize))}%` });
-      }
-    });
+    const files = await extractLayers(img.layers, want, work, { maxBytes: this.maxImageSize, freeBytes: () => freeBytes(this.files.root) }, undefined, pre);
     const meta: ArtifactMeta = { kind: select.kind, files: {}, sizeBytes: 0 };
     const take = (f: ExtractedFile, name: string): void => {
       fs.renameSync(f.file, path.join(out, name));

@@ -16,6 +16,7 @@ import pino from 'pino';
 import { ImageStore, defaultPullPolicy, type ImageStoreOptions } from '../../src/images/image-store';
 import { isImageError, type ImageFailureReason } from '../../src/images/errors';
 import { extractLayers } from '../../src/images/extract';
+import { BlobFollower } from '../../src/images/follow';
 import { buildImage, makeDisk, push, saveArchive, type Entry } from './oci-build';
 import { TestRegistry } from './registry';
 
@@ -277,6 +278,33 @@ describe('image store against a loopback registry', { timeout: 300_000 }, () => 
       fs.writeFileSync(cut, fs.readFileSync(file).subarray(0, size >> 1));
       await rejectsWith(extractLayers([{ digest: layer, size, compression: 'gzip', file: cut }], want, out, limits), 'Truncated', /is \d+ bytes, the manifest says \d+/);
       assert.deepEqual(fs.readdirSync(out).sort(), ['cut'], 'a refused layer leaves no extracted file behind');
+    });
+
+    test('BlobFollower: a layer read while it is written in pieces and renamed, then verified by its digest', async () => {
+      const layer = digests.raw?.layers[0] as string;
+      const bytes = fs.readFileSync(path.join(LAYOUT, 'blobs', 'sha256', layer.slice(7)));
+      const dir = fs.mkdtempSync(path.join(ROOT, 'follow-'));
+      const layout = path.join(dir, 'layout');
+      const limits = { maxBytes: 1 << 30, freeBytes: () => 1 << 30 };
+      const f = new BlobFollower(layout, path.join(dir, 'work'), (p) => p === 'disk/disk.img', limits);
+      await new Promise((r) => setTimeout(r, 30));
+      fs.mkdirSync(layout);
+      const tmpName = path.join(layout, 'dir-put-blob-123');
+      const fd = fs.openSync(tmpName, 'w');
+      for (let off = 0; off < bytes.length; off += 100_000) {
+        fs.writeSync(fd, bytes.subarray(off, Math.min(bytes.length, off + 100_000)));
+        await new Promise((r) => setTimeout(r, 15));
+      }
+      fs.closeSync(fd);
+      fs.renameSync(tmpName, path.join(layout, layer.slice(7)));
+      const pre = await f.finish();
+      const r = pre.get(layer);
+      assert.equal(r?.size, bytes.length);
+      assert.equal(sha(r?.files.get('disk/disk.img')?.file as string), diskSha.raw);
+      // extractLayers takes the pre-read result for the matching descriptor (the final file is not read again).
+      fs.rmSync(path.join(layout, layer.slice(7)));
+      const files = await extractLayers([{ digest: layer, size: bytes.length, compression: 'gzip', file: path.join(layout, layer.slice(7)) }], () => true, dir, limits, undefined, pre);
+      assert.equal(sha(files.get('disk/disk.img')?.file as string), diskSha.raw);
     });
 
     test('an unknown registry (nothing listens on 127.0.0.1:1) and a bad reference', async () => {
