@@ -157,9 +157,15 @@ export class ImageStore {
 
   /** Makes `ref` available per the pull policy and returns its read-only files. */
   ensure(ref: string, o: EnsureOptions = {}): Promise<EnsuredImage> {
-    const canonical = formatReference(parseReference(ref));
+    let canonical: string;
+    let key: string;
     const select = o.select ?? { kind: 'containerDisk' };
-    const key = `${canonical}\0${artifactName(select)}`;
+    try {
+      canonical = formatReference(parseReference(ref));
+      key = `${canonical}\0${artifactName(select)}`;
+    } catch (e) {
+      return Promise.reject(e);
+    }
     const running = this.inflight.get(key);
     if (running !== undefined) {
       this.counters.joinedPulls++;
@@ -236,7 +242,8 @@ export class ImageStore {
 
   private async resolve(canonical: string, select: ImageSelection, policy: PullPolicy, progress: (p: PullProgress) => void): Promise<EnsuredImage> {
     if (policy !== 'Always') {
-      const have = this.refs.get(canonical);
+      // A pinned digest is its own reference: any earlier pull of that digest will do.
+      const have = this.refs.get(canonical) ?? parseReference(canonical).digest;
       const hit = have !== undefined ? this.cached(canonical, have, select) : null;
       if (hit !== null) {
         this.counters.cacheHits++;
