@@ -189,6 +189,49 @@ function goldenCases(): Array<{ name: string; vmi: NormalizedVmi; ctx: DomainXml
       firmware: { bootloader: 'bios', secureBoot: false, kernelBoot: { kernel: '/boot/vmlinuz-6.1', initrd: null, kernelArgs: ' quiet console=ttyS0,115200n8 ' }, uuid: null },
     }),
   );
+  // 8. Windows-style: every Hyper-V enlightenment, KVM hidden, pvspinlock, APIC EOI, a time zone with
+  //    timers, SMBIOS serial + chassis, a writeback/threads disk and a PXE boot order on the NIC.
+  add(
+    'windows-hyperv-clock',
+    vmi({
+      name: 'win',
+      cpu: { sockets: 1, cores: 2, threads: 1, vcpus: 2, model: 'host-model', dedicated: false },
+      memory: { guestBytes: 4 * GiB, hugepageSizeBytes: null },
+      firmware: { bootloader: 'efi', secureBoot: true, kernelBoot: null, uuid: UID },
+      features: {
+        acpi: true, apic: true, apicEoi: true, smm: true, pvspinlock: false, kvmHidden: true,
+        hyperv: {
+          relaxed: true, vapic: true, vpindex: true, runtime: true, reset: true, frequencies: true, reenlightenment: true, ipi: true, evmcs: false, synic: true,
+          synictimer: { enabled: true, direct: true }, spinlocks: { enabled: true, retries: 8191 }, vendorId: { enabled: true, value: 'KubeVirt' },
+          tlbflush: { enabled: true },
+        },
+      },
+      clock: {
+        offset: { kind: 'timezone', timezone: 'Europe/Paris' },
+        timers: [{ name: 'hpet', present: false }, { name: 'pit', present: true, tickPolicy: 'delay' }, { name: 'rtc', present: true, tickPolicy: 'catchup', track: 'guest' }, { name: 'hyperv', present: true }],
+      },
+      sysinfo: { serial: 'WIN-0001', chassis: { manufacturer: 'Example Corp', asset: 'A-17' } },
+      disks: [
+        disk('os', { bus: 'sata', bootOrder: 2, cache: 'writeback', io: 'threads', volume: { kind: 'containerDisk', name: 'os', path: '/srv/images/win.qcow2' } }),
+        disk('virtio-drivers', { device: 'cdrom', bus: 'sata', readonly: true, volume: { kind: 'containerDisk', name: 'virtio-drivers', path: '/srv/images/virtio-win.iso' } }),
+      ],
+      interfaces: [{ name: 'default', binding: 'masquerade', macAddress: null, model: 'e1000e', bootOrder: 1 }],
+    }),
+    { virtType: 'kvm' },
+  );
+
+  // 9. Hyper-V passthrough, a UTC clock offset with a KVM clock timer, and a cache=none/io=native disk.
+  add(
+    'hyperv-passthrough-offset',
+    vmi({
+      name: 'offset',
+      features: { acpi: true, apic: true, hyperv: 'passthrough', pvspinlock: true },
+      clock: { offset: { kind: 'utc', adjustmentSeconds: -3600 }, timers: [{ name: 'kvm', present: true }] },
+      sysinfo: { serial: 'SN 42', chassis: {} },
+      disks: [disk('root', { cache: 'none', io: 'native', volume: { kind: 'hostDisk', name: 'root', path: '/srv/data/root.img', type: 'Disk', capacityBytes: null } })],
+    }),
+    { virtType: 'kvm' },
+  );
   return cases;
 }
 

@@ -245,3 +245,50 @@ test('unknown fields anywhere in the KubeVirt tree and wrong kinds: every one, w
     'spec.volumes[0].containerDisk.pulPolicy: unknown field',
   ]);
 });
+
+test('windows: Hyper-V, SMM, clock with timers, firmware serial and chassis are honoured (normalized for render)', () => {
+  const v = accept(vmi('vmi-windows', {
+    domain: {
+      clock: { utc: {}, timer: { hpet: { present: false }, pit: { tickPolicy: 'delay' }, rtc: { tickPolicy: 'catchup' }, hyperv: {} } },
+      cpu: { cores: 2 },
+      devices: { disks: [{ name: 'pvcdisk', disk: { bus: 'sata' } }], interfaces: [{ name: 'default', masquerade: {}, model: 'e1000' }] },
+      features: {
+        acpi: {}, apic: {}, smm: {},
+        hyperv: { relaxed: {}, spinlocks: { spinlocks: 8191 }, vapic: {}, synictimer: { direct: {} }, vendorid: { vendorid: 'KubeVirt' }, tlbflush: { direct: {} } },
+      },
+      firmware: { bootloader: { efi: { secureBoot: true } }, serial: 'WIN-1' },
+      chassis: { manufacturer: 'Example' },
+      resources: { requests: { memory: '2Gi' } },
+    },
+    networks: [{ name: 'default', pod: {} }],
+    volumes: [{ name: 'pvcdisk', hostDisk: { path: path.join(HOST, 'disk.img'), type: 'Disk' } }],
+  }));
+  assert.deepEqual(needs(v), { 'spec.domain.features.hyperv.tlbflush.direct': 'Hyper-V direct TLB flush (not rendered by this node yet)' });
+  assert.deepEqual(v.features, {
+    acpi: true, apic: true, smm: true,
+    hyperv: { relaxed: true, vapic: true, synictimer: { enabled: true, direct: true }, spinlocks: { enabled: true, retries: 8191 }, vendorId: { enabled: true, value: 'KubeVirt' }, tlbflush: { enabled: true } },
+  });
+  assert.deepEqual(v.clock, {
+    offset: { kind: 'utc', adjustmentSeconds: null },
+    timers: [{ name: 'hpet', present: false }, { name: 'pit', present: true, tickPolicy: 'delay' }, { name: 'rtc', present: true, tickPolicy: 'catchup' }, { name: 'hyperv', present: true }],
+  });
+  assert.deepEqual(v.sysinfo, { serial: 'WIN-1', chassis: { manufacturer: 'Example' } });
+  assert.equal(v.firmware.secureBoot, true);
+});
+
+test('domain settings: semantic checks on values of the right kind', () => {
+  const r = validateVmi(vmi('bad', {
+    domain: {
+      resources: { requests: { memory: '64M' } },
+      clock: { timezone: '../etc/passwd', utc: {} },
+      features: { smm: { enabled: false }, hyperv: { spinlocks: { spinlocks: 10 }, vendorid: { vendorid: 'much-too-long-vendor' } } },
+      firmware: { bootloader: { efi: { secureBoot: true } }, serial: 'tab\there' },
+    },
+  }), CTX);
+  assert.equal(r.ok, false);
+  if (r.ok) return;
+  assert.deepEqual(r.violations.map((x) => x.field).sort(), [
+    'spec.domain.clock', 'spec.domain.clock.timezone', 'spec.domain.features.hyperv.spinlocks.spinlocks', 'spec.domain.features.hyperv.vendorid.vendorid',
+    'spec.domain.features.smm.enabled', 'spec.domain.firmware.serial',
+  ]);
+});

@@ -22,21 +22,22 @@
  *   under autoselection: checked with a real define); secure boot requires a q35 machine
  *   and adds `<features><smm state=on/>`. kernelBoot: kernel / initrd / cmdline, `console=ttyS0`
  *   appended when the serial console is attached and the args name no ttyS0 console.
- * - features acpi/apic as requested; `<clock offset=utc/>`; poweroff destroy, reboot restart,
- *   crash destroy.
+ * - `<features>`, `<clock>` and `<sysinfo>` (+ `<os><smbios mode=sysinfo/>`) in domain-features.ts:
+ *   acpi/apic as requested, the rest only when the spec sets it (default `<clock offset=utc/>`);
+ *   Hyper-V passthrough under TCG is INVALID_ARGUMENT. poweroff destroy, reboot restart, crash destroy.
  * - Devices (no `<emulator>`: libvirt picks; no graphics: `<graphics type=none/>` is invalid):
  *   * disks in disk order, `type=file`, driver qemu + type from the disk plan; target names per
  *     prefix (`vd` for virtio, `sd` shared by sata and scsi so they never collide) a..z, aa...;
  *     serials limited to libvirt's [A-Za-z0-9_.+- ] (else INVALID_ARGUMENT); kernel/initrd
- *     must be absolute paths (schema); cache='none' only for kvm non-cdrom disks (TCG guests often live on tmpfs, where O_DIRECT
- *     fails; cdroms are read-only); cdroms and readonly disks get `<readonly/>`; `<serial>`,
+ *     must be absolute paths (schema); the spec's cache/io when given, else cache='none' only for kvm non-cdrom disks (TCG guests often live on tmpfs, where O_DIRECT
+ *     fails; cdroms are read-only); io=native without cache none is INVALID_ARGUMENT; cdroms and readonly disks get `<readonly/>`; `<serial>`,
  *     `<boot order>` when set; a virtio-scsi controller when any disk uses scsi; cdrom on virtio
  *     is INVALID_ARGUMENT (virtio-blk has no removable media).
  *   * each device carries a user alias `ua-<name>` so the live XML maps back to the VMI.
  *   * masquerade -> `<interface type=user>`: QEMU's user-mode NAT (slirp) is the node-local
  *     equivalent of KubeVirt's masquerade (guest behind NAT, outbound only, no extra host
  *     setup); bridge -> `<interface type=bridge><source bridge=ctx.bridge/>` (INVALID_ARGUMENT
- *     when no bridge is configured). MAC: the given one, or 52:54:00 + 3 bytes of
+ *     when no bridge is configured); `<boot order>` when set. MAC: the given one, or 52:54:00 + 3 bytes of
  *     sha256(uid "/" interface name) (deriveMac); duplicates are INVALID_ARGUMENT.
  *   * rng: virtio, backend /dev/urandom.
  *   * serial console (autoattachSerialConsole): `<serial type=unix>` bound at ctx.serialSocket
@@ -68,6 +69,7 @@ export interface DomainXmlContext {
 }
 
 import { element, serialize, type XmlElement } from './xml';
+import { buildClock, buildFeatures, buildSysinfo } from './domain-features';
 
 /** Namespace of the `<metadata>` element this daemon owns. */
 export const VMI_METADATA_NS = 'https://virt-handler.dev/xmlns/vmi/v1';
@@ -206,6 +208,7 @@ function buildOs(vmi: NormalizedVmi): XmlElement {
     // libvirt 9.0 rejects <loader secure='no'/> when firmware autoselection is on.
     efi && !fw.secureBoot && element('firmware', null, element('feature', { enabled: 'no', name: 'secure-boot' })),
     efi && fw.secureBoot && element('loader', { secure: 'yes' }),
+    vmi.sysinfo !== undefined && element('smbios', { mode: 'sysinfo' }),
     kb && element('kernel', null, kb.kernel),
     kb && kb.initrd !== null && element('initrd', null, kb.initrd),
     kb && cmdline !== '' && element('cmdline', null, cmdline),
@@ -224,13 +227,17 @@ function buildDisks(vmi: NormalizedVmi, ctx: DomainXmlContext): XmlElement[] {
     if (d.serial !== null && d.serial !== '' && !DISK_SERIAL_RE.test(d.serial)) {
       throw invalid(`disk ${d.name}: serial ${JSON.stringify(d.serial)} may only hold letters, digits, space and _ . + - (at most 64)`, { disk: d.name });
     }
+    const cache = d.cache ?? (!cdrom && ctx.virtType === 'kvm' ? 'none' : undefined);
+    if (d.io === 'native' && cache !== 'none') {
+      throw invalid(`disk ${d.name}: io native needs cache none${ctx.virtType === 'qemu' ? ' (set it explicitly under TCG)' : ''}`, { disk: d.name });
+    }
     if (d.bootOrder !== null && (!Number.isSafeInteger(d.bootOrder) || d.bootOrder < 1)) {
       throw internal(`disk ${d.name}: bootOrder must be a positive integer, got ${d.bootOrder}`);
     }
     return element(
       'disk',
       { type: 'file', device: d.device },
-      element('driver', { name: 'qemu', type: planned.format, cache: !cdrom && ctx.virtType === 'kvm' ? 'none' : undefined }),
+      element('driver', { name: 'qemu', type: planned.format, cache, io: d.io ?? undefined }),
       element('source', { file: planned.path }),
       element('target', { dev: devs[i], bus: d.bus }),
       (cdrom || d.readonly) && element('readonly'),
@@ -263,7 +270,16 @@ function buildInterfaces(vmi: NormalizedVmi, ctx: DomainXmlContext): XmlElement[
     } else {
       throw invalid(`interface ${n.name}: unsupported binding ${JSON.stringify(n.binding)}`, { interface: n.name });
     }
-    return element('interface', { type }, element('mac', { address: mac }), source, element('model', { type: n.model }), alias(n.name));
+    if (n.bootOrder !== null && (!Number.isSafeInteger(n.bootOrder) || n.bootOrder < 1)) throw internal(`interface ${n.name}: bootOrder must be a positive integer, got ${n.bootOrder}`);
+    return element(
+      'interface',
+      { type },
+      element('mac', { address: mac }),
+      source,
+      element('model', { type: n.model }),
+      n.bootOrder !== null && element('boot', { order: n.bootOrder }),
+      alias(n.name),
+    );
   });
 }
 
@@ -293,6 +309,9 @@ export function buildDomainXml(vmi: NormalizedVmi, ctx: DomainXmlContext): strin
   const hp = vmi.memory.hugepageSizeBytes;
   const secureBoot = vmi.firmware.bootloader === 'efi' && vmi.firmware.secureBoot;
   const hasScsi = vmi.disks.some((d) => d.bus === 'scsi');
+  if (vmi.features.hyperv === 'passthrough' && ctx.virtType !== 'kvm') {
+    throw invalid('Hyper-V passthrough needs KVM, but this node runs guests under TCG (software emulation)', { field: 'spec.domain.features.hypervPassthrough' });
+  }
 
   const root = element(
     'domain',
@@ -316,10 +335,11 @@ export function buildDomainXml(vmi: NormalizedVmi, ctx: DomainXmlContext): strin
     hp !== null && element('memoryBacking', null, element('hugepages', null, element('page', { size: kib(hp, 'memory.hugepageSizeBytes'), unit: 'KiB' }))),
     element('vcpu', { placement: 'static' }, vcpus),
     buildCputune(vmi, ctx),
+    buildSysinfo(vmi),
     buildOs(vmi),
-    element('features', null, vmi.features.acpi && element('acpi'), vmi.features.apic && element('apic'), secureBoot && element('smm', { state: 'on' })),
+    buildFeatures(vmi, secureBoot),
     buildCpu(vmi, ctx),
-    element('clock', { offset: 'utc' }),
+    buildClock(vmi),
     element('on_poweroff', null, 'destroy'),
     element('on_reboot', null, 'restart'),
     element('on_crash', null, 'destroy'),

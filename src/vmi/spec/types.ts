@@ -194,6 +194,31 @@ export interface NormalizedInterface {
   bootOrder: number | null;
 }
 
+/** Hyper-V enlightenments as given (a missing one is not rendered). */
+export interface HypervFeatures {
+  relaxed?: boolean;
+  vapic?: boolean;
+  vpindex?: boolean;
+  runtime?: boolean;
+  reset?: boolean;
+  frequencies?: boolean;
+  reenlightenment?: boolean;
+  ipi?: boolean;
+  evmcs?: boolean;
+  synic?: boolean;
+  synictimer?: { enabled: boolean; direct?: boolean };
+  spinlocks?: { enabled: boolean; retries?: number };
+  vendorId?: { enabled: boolean; value?: string };
+  tlbflush?: { enabled: boolean };
+}
+
+export type ClockTimerName = 'hpet' | 'pit' | 'rtc' | 'kvm' | 'hyperv';
+
+export interface VmiClock {
+  offset: { kind: 'utc'; adjustmentSeconds: number | null } | { kind: 'timezone'; timezone: string };
+  timers: Array<{ name: ClockTimerName; present: boolean; tickPolicy?: string; track?: string }>;
+}
+
 export interface NormalizedVmi {
   uid: string;
   namespace: string;
@@ -221,7 +246,20 @@ export interface NormalizedVmi {
   };
   /** Default q35. */
   machineType: string;
-  features: { acpi: boolean; apic: boolean };
+  /** acpi/apic are always decided; the optional ones are rendered only when the spec sets them. */
+  features: {
+    acpi: boolean;
+    apic: boolean;
+    apicEoi?: boolean;
+    smm?: boolean;
+    pvspinlock?: boolean;
+    kvmHidden?: boolean;
+    hyperv?: HypervFeatures | 'passthrough';
+  };
+  /** spec.domain.clock; absent = UTC, hypervisor default timers. */
+  clock?: VmiClock;
+  /** SMBIOS: firmware.serial and chassis; absent = libvirt's defaults. */
+  sysinfo?: { serial: string | null; chassis: Partial<Record<'manufacturer' | 'version' | 'serial' | 'asset' | 'sku', string>> };
   disks: NormalizedDisk[];
   interfaces: NormalizedInterface[];
   rng: boolean;

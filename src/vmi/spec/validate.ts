@@ -48,6 +48,7 @@ import { CONTROL_MULTILINE_RE, FieldReader, type Fields, Violations, child, isPl
 import { HostPaths } from './host-paths';
 import { isUuid } from './ids';
 import { checkVmiSchema } from './schema';
+import { readClock, readFeatures, readSysinfo } from './domain-extras';
 import type { VmiRequirement } from './types';
 
 /** Node limits used when ValidationContext.limits leaves one out. */
@@ -155,7 +156,7 @@ class Validator extends FieldReader {
     if (spec.has('nodeSelector')) this.nodeSelector(spec.get('nodeSelector'));
 
     const domain = spec.has('domain')
-      ? this.obj(spec.get('domain'), 'spec.domain', ['cpu', 'memory', 'resources', 'firmware', 'machine', 'features', 'devices'])
+      ? this.obj(spec.get('domain'), 'spec.domain', ['cpu', 'memory', 'resources', 'firmware', 'machine', 'features', 'devices', 'clock', 'chassis'])
       : null;
     if (!spec.has('domain')) this.v.add('spec.domain', 'required');
     if (domain === null) {
@@ -168,7 +169,10 @@ class Validator extends FieldReader {
     const memory = this.memory(d.get('memory'), d.get('resources'));
     const firmware = this.firmware(d.get('firmware'));
     const machineType = this.machine(d.get('machine'));
-    const features = this.features(d.get('features'));
+    const features = readFeatures(d.get('features'), this.v);
+    const clock = readClock(d.get('clock'), this.v);
+    const sysinfo = readSysinfo(d.get('firmware'), d.get('chassis'), this.v);
+    if (firmware.secureBoot && features.smm === false) this.v.add('spec.domain.features.smm.enabled', 'secure boot needs SMM');
     const dev = (d.has('devices')
       ? this.obj(d.get('devices'), 'spec.domain.devices', ['disks', 'interfaces', 'rng', 'autoattachSerialConsole', 'filesystems'])
       : null) ?? new Map<string, unknown>();
@@ -183,7 +187,8 @@ class Validator extends FieldReader {
     }
     if (this.v.count > 0 || meta === null) return null;
     return {
-      ...meta, cpu, memory, firmware, machineType, features, disks, interfaces, rng,
+      ...meta, cpu, memory, firmware, machineType, features, ...(clock === undefined ? {} : { clock }), ...(sysinfo === undefined ? {} : { sysinfo }),
+      disks, interfaces, rng,
       autoattachSerialConsole: serial ?? true, runStrategy: runStrategy ?? 'Always', terminationGracePeriodSeconds: grace ?? 30,
       requirements: [...this.reqs],
     };
@@ -419,19 +424,6 @@ class Validator extends FieldReader {
       this.v.add('spec.domain.machine.type', `${q(type)} must be q35, pc, pc-q35-N.N or pc-i440fx-N.N`);
     }
     return type ?? 'q35';
-  }
-
-  private features(value: unknown): NormalizedVmi['features'] {
-    const result = { acpi: true, apic: true };
-    if (value === undefined) return result;
-    const f = this.obj(value, 'spec.domain.features', ['acpi', 'apic']);
-    if (f === null) return result;
-    for (const key of ['acpi', 'apic'] as const) {
-      if (!f.has(key)) continue;
-      const feature = this.obj(f.get(key), `spec.domain.features.${key}`, ['enabled']);
-      if (feature?.has('enabled') === true) result[key] = this.bool(feature.get('enabled'), `spec.domain.features.${key}.enabled`) ?? true;
-    }
-    return result;
   }
 
   /** The `name` of a list entry: required, a DNS-1123 label, not yet in `seen`. */

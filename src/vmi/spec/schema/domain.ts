@@ -4,8 +4,6 @@
  */
 import { arr, bool, empty, featureState, int, map, needs, obj, oneOf, qty, str, type ObjectNode } from './node';
 
-const NOT_RENDERED = (what: string): string => `${what} (not rendered by this node yet)`;
-
 export const CPU: ObjectNode = obj({
   cores: int(), sockets: int(), threads: int(), model: str(), dedicatedCpuPlacement: bool(),
   maxSockets: needs(int(), 'CPU hotplug (maxSockets is not supported by this node)'),
@@ -28,7 +26,7 @@ export const RESOURCES: ObjectNode = obj({ requests: map(qty()), limits: map(qty
 
 export const FIRMWARE: ObjectNode = obj({
   uuid: str(),
-  serial: needs(str(), NOT_RENDERED('a firmware serial number')),
+  serial: str(),
   bootloader: obj({
     bios: obj({ useSerial: needs(bool(), (v) => (v === true ? 'BIOS output on the serial console (not rendered yet)' : null)) }),
     efi: obj({ secureBoot: bool(), persistent: needs(bool(), (v) => (v === true ? 'persistent EFI variables (need backend storage this node does not have)' : null)) }),
@@ -48,6 +46,9 @@ export function imageOf(v: unknown): string {
   return typeof image === 'string' ? image : '(no image)';
 }
 
+/** A FeatureState that is present and enabled (KubeVirt defaults enabled to true). */
+const state = (v: unknown): boolean => typeof v === 'object' && v !== null && (v as { enabled?: unknown }).enabled !== false;
+
 const hyperv = (): ObjectNode => obj({
   relaxed: featureState(), vapic: featureState(), vpindex: featureState(), runtime: featureState(), reset: featureState(),
   frequencies: featureState(), reenlightenment: featureState(), ipi: featureState(), evmcs: featureState(),
@@ -55,21 +56,26 @@ const hyperv = (): ObjectNode => obj({
   synictimer: obj({ enabled: bool(), direct: featureState() }),
   spinlocks: obj({ enabled: bool(), spinlocks: int() }),
   vendorid: obj({ enabled: bool(), vendorid: str() }),
-  tlbflush: obj({ enabled: bool(), direct: featureState(), extended: featureState() }),
+  // libvirt 9.0 (Debian 12) has no direct/extended TLB flush elements.
+  tlbflush: obj({
+    enabled: bool(),
+    direct: needs(featureState(), (v) => (state(v) ? 'Hyper-V direct TLB flush (not rendered by this node yet)' : null)),
+    extended: needs(featureState(), (v) => (state(v) ? 'Hyper-V extended TLB flush (not rendered by this node yet)' : null)),
+  }),
 });
 
 export const FEATURES: ObjectNode = obj({
   acpi: featureState(),
-  apic: obj({ enabled: bool(), endOfInterrupt: needs(bool(), (v) => (v === true ? NOT_RENDERED('APIC end-of-interrupt') : null)) }),
-  smm: needs(featureState(), NOT_RENDERED('SMM')),
-  hyperv: needs(hyperv(), NOT_RENDERED('Hyper-V enlightenments')),
-  hypervPassthrough: needs(obj({ enabled: bool() }), NOT_RENDERED('Hyper-V passthrough')),
-  kvm: needs(obj({ hidden: bool() }), NOT_RENDERED('hiding KVM')),
-  pvspinlock: needs(featureState(), NOT_RENDERED('paravirtual spinlocks')),
+  apic: obj({ enabled: bool(), endOfInterrupt: bool() }),
+  smm: featureState(),
+  hyperv: hyperv(),
+  hypervPassthrough: obj({ enabled: bool() }),
+  kvm: obj({ hidden: bool() }),
+  pvspinlock: featureState(),
 });
 
 const TICK_POLICIES = ['delay', 'catchup', 'merge', 'discard'];
-export const CLOCK: ObjectNode = needs(obj({
+export const CLOCK: ObjectNode = obj({
   utc: obj({ offsetSeconds: int() }),
   timezone: str(),
   timer: obj({
@@ -79,7 +85,7 @@ export const CLOCK: ObjectNode = needs(obj({
     kvm: obj({ present: bool() }),
     hyperv: obj({ present: bool() }),
   }),
-}), NOT_RENDERED('clock settings'));
+});
 
 export const LAUNCH_SECURITY: ObjectNode = obj({
   sev: needs(obj({ policy: obj({ encryptedState: bool() }), attestation: empty(), session: str(), dhCert: str() }), 'AMD SEV (not available on this node)'),
@@ -87,7 +93,7 @@ export const LAUNCH_SECURITY: ObjectNode = obj({
   tdx: needs(empty(), 'Intel TDX (not available on this node)'),
 });
 
-export const CHASSIS: ObjectNode = needs(obj({ manufacturer: str(), version: str(), serial: str(), asset: str(), sku: str() }), NOT_RENDERED('chassis information'));
+export const CHASSIS: ObjectNode = obj({ manufacturer: str(), version: str(), serial: str(), asset: str(), sku: str() });
 
 export const IO_THREADS_POLICY = needs(oneOf(['shared', 'auto', 'supplementalPool']), (v) => `I/O threads policy ${JSON.stringify(v)} (not rendered by this node yet)`);
 export const IO_THREADS: ObjectNode = needs(obj({ supplementalPoolThreadCount: int() }), 'a supplemental I/O thread pool (not rendered by this node yet)');
