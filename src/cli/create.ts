@@ -6,9 +6,10 @@
  * recorded in that cache. Kinds a node does not take are refused one by one. A file that does
  * not parse refuses the whole call before anything is sent.
  *
- * --dry-run changes nothing (no call, no cache write): each VMI is checked by validateVmi, the
- * daemon's own validator, against this node's configuration as the daemon would load it
- * (VH_CONFIG and VH_* variables), and printed as YAML with secrets redacted.
+ * --dry-run changes nothing (no call, no cache write): each VMI gets KubeVirt's defaults
+ * (defaultVmi) and is checked by validateVmi, the daemon's own validator, against this node's
+ * configuration as the daemon would load it (VH_CONFIG and VH_* variables), then printed as
+ * YAML with secrets redacted.
  */
 import * as grpc from '@grpc/grpc-js';
 import { stringify as toYaml } from 'yaml';
@@ -18,6 +19,7 @@ import { parseDocuments, type Document } from '../vmi/spec/documents';
 import { readInstancetype, readPreference, describeObject, type Instancetype, type Preference } from '../vmi/spec/instancetype';
 import { vmToVmi, vmFieldPath, type ObjectLookup } from '../vmi/spec/virtual-machine';
 import { validateVmi } from '../vmi/spec/validate';
+import { defaultVmi } from '../vmi/spec/defaults';
 import { redactSecrets } from '../vmi/spec/redact';
 import type { FieldViolation, ValidationContext } from '../vmi/spec/types';
 import { CliError, EXIT, describeCallError, isServiceError, newClient, preflight, table, unary } from './common';
@@ -102,10 +104,11 @@ export async function cmdCreate(opts: VmiOptions): Promise<number> {
   const out: string[] = [];
   let refused = 0;
   let client: grpc.Client | null = null;
+  const labelOf = (e: Entry): string => `${e.doc.label}${opts.files.length > 1 ? ` in ${where(e.file)}` : ''}`;
   const refuse = (e: Entry, o: Omit<Outcome, 'document' | 'file' | 'kind' | 'name' | 'result'>, text: string): void => {
     refused += 1;
     outcomes.push({ ...base(e), result: 'refused', ...o });
-    process.stderr.write(`vhctl: ${plain ? '' : `${e.doc.label}${opts.files.length > 1 ? ` in ${where(e.file)}` : ''}: `}${text}\n`);
+    process.stderr.write(`vhctl: ${plain ? '' : `${labelOf(e)}: `}${text}\n`);
   };
   try {
     for (const e of entries) {
@@ -122,7 +125,7 @@ export async function cmdCreate(opts: VmiOptions): Promise<number> {
         }
         if (opts.dryRun) {
           outcomes.push({ ...base(e), result: 'valid' });
-          out.push(`# ${d.label}: valid (dry run: not recorded)\n`);
+          out.push(`# ${labelOf(e)}: valid (dry run: not recorded)\n`);
         } else {
           cache.put(c.object, d.value);
           outcomes.push({ ...base(e), result: 'recorded' });
@@ -144,6 +147,8 @@ export async function cmdCreate(opts: VmiOptions): Promise<number> {
       }
       const mapPath = (vs: readonly FieldViolation[]): FieldViolation[] => (d.type === 'vm' ? vs.map((v) => ({ ...v, field: vmFieldPath(v.field) })) : [...vs]);
       if (validation !== null) {
+        // KubeVirt's webhook defaults, as the daemon applies them, so the VMI printed is the one stored.
+        vmi = defaultVmi(vmi);
         const r = validateVmi(vmi, validation);
         if (!r.ok) {
           const vs = mapPath(r.violations);
@@ -151,7 +156,7 @@ export async function cmdCreate(opts: VmiOptions): Promise<number> {
           continue;
         }
         outcomes.push({ ...base(e), result: 'valid', vmi: redactSecrets(vmi) });
-        out.push(`# ${d.label}: valid${fromVm}\n${toYaml(redactSecrets(vmi), { lineWidth: 0 })}`);
+        out.push(`# ${labelOf(e)}: valid${fromVm}\n${toYaml(redactSecrets(vmi), { lineWidth: 0 })}`);
         continue;
       }
       if (client === null) {

@@ -225,6 +225,7 @@ describe('vhctl create: VirtualMachines, instancetypes, multi-document files', (
     assert.match(r.stdout, /^# document 1 \(kind VirtualMachineInstancetype "csmall"\): valid \(dry run: not recorded\)$/m);
     assert.equal(docs[0]!.kind, 'VirtualMachineInstance');
     assert.equal(docs[0]!.spec.runStrategy, 'Always');
+    assert.equal(docs[0]!.spec.domain.machine.type, 'q35', 'KubeVirt\'s defaults applied (defaultVmi)');
     assert.match(docs[0]!.spec.volumes[0].cloudInitNoCloud.userData, /^<redacted: \d+ bytes, sha256:[0-9a-f]{64}>$/);
     assert.doesNotMatch(r.stdout, /hunter2/);
     assert.equal(fs.readdirSync(cache).length, 0);
