@@ -232,6 +232,20 @@ function goldenCases(): Array<{ name: string; vmi: NormalizedVmi; ctx: DomainXml
     }),
     { virtType: 'kvm' },
   );
+  // 10. Devices beside disks and NICs: a tablet and a keyboard, an i6300esb watchdog, no balloon;
+  //     CPU feature policies, SeaBIOS output on the serial console.
+  add(
+    'inputs-watchdog-cpu-features',
+    vmi({
+      name: 'devices',
+      cpu: { sockets: 1, cores: 1, threads: 1, vcpus: 1, model: 'Skylake-Client', dedicated: false, features: [{ name: 'vmx', policy: 'require' }, { name: 'pcid', policy: 'disable' }] },
+      firmware: { bootloader: 'bios', secureBoot: false, kernelBoot: null, uuid: null, biosUseSerial: true },
+      inputs: [{ name: 'tablet', type: 'tablet', bus: 'usb' }, { name: 'kbd', type: 'keyboard', bus: 'virtio' }],
+      watchdog: { name: 'wd', action: 'poweroff' },
+      memBalloon: false,
+    }),
+    { virtType: 'kvm' },
+  );
   return cases;
 }
 

@@ -292,3 +292,20 @@ test('domain settings: semantic checks on values of the right kind', () => {
     'spec.domain.features.smm.enabled', 'spec.domain.firmware.serial',
   ]);
 });
+
+test('devices: watchdog (defaulted to i6300esb reset), inputs (defaulted usb tablet), no balloon, CPU features, bios useSerial', () => {
+  const v = accept(vmi('devs', {
+    domain: {
+      resources: { requests: { memory: '64M' } },
+      cpu: { features: [{ name: 'vmx' }, { name: 'pcid', policy: 'disable' }] },
+      firmware: { bootloader: { bios: { useSerial: true } } },
+      devices: { watchdog: { name: 'wd' }, inputs: [{ name: 'tablet' }], autoattachMemBalloon: false, autoattachGraphicsDevice: false },
+    },
+  }));
+  assert.deepEqual(v.requirements, []);
+  assert.deepEqual(v.watchdog, { name: 'wd', action: 'reset' });
+  assert.deepEqual(v.inputs, [{ name: 'tablet', type: 'tablet', bus: 'usb' }]);
+  assert.equal(v.memBalloon, false);
+  assert.deepEqual(v.cpu.features, [{ name: 'vmx', policy: 'require' }, { name: 'pcid', policy: 'disable' }]);
+  assert.equal(v.firmware.biosUseSerial, true);
+});

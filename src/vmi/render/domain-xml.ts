@@ -42,7 +42,9 @@
  *   * rng: virtio, backend /dev/urandom.
  *   * serial console (autoattachSerialConsole): `<serial type=unix>` bound at ctx.serialSocket
  *     with `<log file=ctx.serialLog append=on/>`, and the matching `<console type=unix>`.
- *   * `<memballoon model=virtio><stats period=10/>`.
+ *   * inputs (tablet/keyboard on usb/virtio) and an i6300esb watchdog when the spec has them.
+ *   * `<memballoon model=virtio><stats period=10/>`, or model none (autoattachMemBalloon: false).
+ *   * cpu features as `<feature policy name>`; bios.useSerial as `<os><bios useserial>`.
  */
 
 import { createHash } from 'node:crypto';
@@ -137,7 +139,10 @@ function kib(bytes: number, what: string): number {
 
 function buildCpu(vmi: NormalizedVmi, ctx: DomainXmlContext): XmlElement {
   const { sockets, cores, threads } = vmi.cpu;
-  const topology = element('topology', { sockets, dies: 1, cores, threads });
+  const topology = [
+    element('topology', { sockets, dies: 1, cores, threads }),
+    (vmi.cpu.features ?? []).map((f) => element('feature', { policy: f.policy, name: f.name })),
+  ];
   const tcg = ctx.virtType === 'qemu';
   const model = vmi.cpu.model;
   if (model === 'host-passthrough' || model === 'host-model') {
@@ -209,6 +214,7 @@ function buildOs(vmi: NormalizedVmi): XmlElement {
     efi && !fw.secureBoot && element('firmware', null, element('feature', { enabled: 'no', name: 'secure-boot' })),
     efi && fw.secureBoot && element('loader', { secure: 'yes' }),
     vmi.sysinfo !== undefined && element('smbios', { mode: 'sysinfo' }),
+    !efi && fw.biosUseSerial !== undefined && element('bios', { useserial: fw.biosUseSerial ? 'yes' : 'no' }),
     kb && element('kernel', null, kb.kernel),
     kb && kb.initrd !== null && element('initrd', null, kb.initrd),
     kb && cmdline !== '' && element('cmdline', null, cmdline),
@@ -350,8 +356,10 @@ export function buildDomainXml(vmi: NormalizedVmi, ctx: DomainXmlContext): strin
       hasScsi && element('controller', { type: 'scsi', index: 0, model: 'virtio-scsi' }),
       buildInterfaces(vmi, ctx),
       vmi.autoattachSerialConsole && buildSerial(ctx),
+      (vmi.inputs ?? []).map((i) => element('input', { type: i.type, bus: i.bus }, alias(i.name))),
+      vmi.watchdog !== undefined && element('watchdog', { model: 'i6300esb', action: vmi.watchdog.action }, alias(vmi.watchdog.name)),
       vmi.rng && element('rng', { model: 'virtio' }, element('backend', { model: 'random' }, '/dev/urandom')),
-      element('memballoon', { model: 'virtio' }, element('stats', { period: 10 })),
+      vmi.memBalloon === false ? element('memballoon', { model: 'none' }) : element('memballoon', { model: 'virtio' }, element('stats', { period: 10 })),
     ),
   );
   return serialize(root);

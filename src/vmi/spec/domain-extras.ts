@@ -147,3 +147,57 @@ export function readSysinfo(firmware: unknown, chassis: unknown, v: Violations):
   if (serial === null && Object.keys(entries).length === 0) return undefined;
   return { serial, chassis: entries };
 }
+
+const CPU_FEATURE_RE = /^[a-z0-9][a-z0-9_.-]{0,63}$/;
+const CPU_POLICIES = ['force', 'require', 'optional', 'disable', 'forbid'] as const;
+
+/** spec.domain.cpu.features: libvirt feature names, unique. */
+export function readCpuFeatures(cpu: unknown, v: Violations): NonNullable<NormalizedVmi['cpu']['features']> | undefined {
+  const list = obj(cpu)?.features;
+  if (!Array.isArray(list)) return undefined;
+  const out: NonNullable<NormalizedVmi['cpu']['features']> = [];
+  const seen = new Set<string>();
+  list.forEach((item, i) => {
+    const f = obj(item);
+    const field = `spec.domain.cpu.features[${i}]`;
+    if (f === null || typeof f.name !== 'string') return v.add(`${field}.name`, 'required');
+    if (!CPU_FEATURE_RE.test(f.name)) return v.add(`${field}.name`, `${q(f.name)} must be a CPU feature name such as vmx or pcid`);
+    if (seen.has(f.name)) return v.add(`${field}.name`, `duplicate CPU feature ${q(f.name)}`);
+    seen.add(f.name);
+    const policy = (CPU_POLICIES as readonly unknown[]).includes(f.policy) ? (f.policy as (typeof CPU_POLICIES)[number]) : 'require';
+    out.push({ name: f.name, policy });
+  });
+  return out;
+}
+
+/** Watchdog, inputs and the balloon switch from spec.domain.devices. */
+export function readDeviceExtras(devices: unknown, v: Violations): Pick<NormalizedVmi, 'watchdog' | 'inputs' | 'memBalloon'> {
+  const d = obj(devices);
+  const out: Pick<NormalizedVmi, 'watchdog' | 'inputs' | 'memBalloon'> = {};
+  if (d === null) return out;
+  if (typeof d.autoattachMemBalloon === 'boolean') out.memBalloon = d.autoattachMemBalloon;
+  const w = obj(d.watchdog);
+  if (w !== null) {
+    if (typeof w.name !== 'string') v.add('spec.domain.devices.watchdog.name', 'required');
+    const i6300 = obj(w.i6300esb);
+    if (i6300 === null && w.diag288 === undefined) v.add('spec.domain.devices.watchdog', 'must set i6300esb (diag288 is for s390x)');
+    const action = i6300?.action;
+    if (i6300 !== null && typeof w.name === 'string') {
+      out.watchdog = { name: w.name, action: action === 'poweroff' || action === 'shutdown' ? action : 'reset' };
+    }
+  }
+  if (Array.isArray(d.inputs)) {
+    const names = new Set<string>();
+    out.inputs = [];
+    d.inputs.forEach((item, i) => {
+      const input = obj(item);
+      if (input === null) return;
+      const base = `spec.domain.devices.inputs[${i}]`;
+      if (typeof input.name !== 'string') return v.add(`${base}.name`, 'required');
+      if (names.has(input.name)) return v.add(`${base}.name`, `duplicate input name ${q(input.name)}`);
+      names.add(input.name);
+      out.inputs!.push({ name: input.name, type: input.type === 'keyboard' ? 'keyboard' : 'tablet', bus: input.bus === 'virtio' ? 'virtio' : 'usb' });
+    });
+  }
+  return out;
+}

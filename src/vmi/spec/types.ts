@@ -235,6 +235,8 @@ export interface NormalizedVmi {
     /** null = node default (host-model with KVM, qemu64 under TCG). */
     model: string | null;
     dedicated: boolean;
+    /** spec.domain.cpu.features (policy defaults to require, as KubeVirt's converter). */
+    features?: Array<{ name: string; policy: 'force' | 'require' | 'optional' | 'disable' | 'forbid' }>;
   };
   memory: { guestBytes: number; hugepageSizeBytes: number | null };
   firmware: {
@@ -243,6 +245,8 @@ export interface NormalizedVmi {
     kernelBoot: { kernel: string; initrd: string | null; kernelArgs: string } | null;
     /** spec.domain.firmware.uuid: the guest's SMBIOS UUID. Honoured only when it is the VMI uid (the domain's UUID). */
     uuid: string | null;
+    /** bios.useSerial: SeaBIOS output on the serial console. */
+    biosUseSerial?: boolean;
   };
   /** Default q35. */
   machineType: string;
@@ -258,6 +262,12 @@ export interface NormalizedVmi {
   };
   /** spec.domain.clock; absent = UTC, hypervisor default timers. */
   clock?: VmiClock;
+  /** devices.watchdog (i6300esb; diag288 is s390x-only, a requirement). */
+  watchdog?: { name: string; action: 'poweroff' | 'reset' | 'shutdown' };
+  /** devices.inputs. */
+  inputs?: Array<{ name: string; type: 'tablet' | 'keyboard'; bus: 'usb' | 'virtio' }>;
+  /** devices.autoattachMemBalloon: false renders no balloon; absent/true = a virtio balloon. */
+  memBalloon?: boolean;
   /** SMBIOS: firmware.serial and chassis; absent = libvirt's defaults. */
   sysinfo?: { serial: string | null; chassis: Partial<Record<'manufacturer' | 'version' | 'serial' | 'asset' | 'sku', string>> };
   disks: NormalizedDisk[];

@@ -48,7 +48,7 @@ import { CONTROL_MULTILINE_RE, FieldReader, type Fields, Violations, child, isPl
 import { HostPaths } from './host-paths';
 import { isUuid } from './ids';
 import { checkVmiSchema } from './schema';
-import { readClock, readFeatures, readSysinfo } from './domain-extras';
+import { readClock, readCpuFeatures, readDeviceExtras, readFeatures, readSysinfo } from './domain-extras';
 import type { VmiRequirement } from './types';
 
 /** Node limits used when ValidationContext.limits leaves one out. */
@@ -86,6 +86,11 @@ const BEHAVIOUR_ANNOTATIONS: ReadonlyArray<[string, string]> = [
   ['hooks.kubevirt.io/hookSidecars', 'hook sidecars (this node runs no sidecar containers)'],
 ];
 const NIC_MODELS = ['virtio', 'e1000', 'e1000e', 'rtl8139'];
+
+function firmwareBios(fw: unknown): unknown {
+  const b = isPlainObject(fw) ? (fw as { bootloader?: unknown }).bootloader : undefined;
+  return isPlainObject(b) ? (b as { bios?: unknown }).bios : undefined;
+}
 
 /** Validates a parsed manifest against the VMI subset and this node's limits and host paths. */
 export function validateVmi(raw: unknown, ctx: ValidationContext): ValidationResult {
@@ -172,6 +177,10 @@ class Validator extends FieldReader {
     const features = readFeatures(d.get('features'), this.v);
     const clock = readClock(d.get('clock'), this.v);
     const sysinfo = readSysinfo(d.get('firmware'), d.get('chassis'), this.v);
+    const cpuFeatures = readCpuFeatures(d.get('cpu'), this.v);
+    if (cpuFeatures !== undefined) cpu.features = cpuFeatures;
+    const useSerial = isPlainObject(firmwareBios(d.get('firmware'))) ? (firmwareBios(d.get('firmware')) as { useSerial?: unknown }).useSerial : undefined;
+    if (typeof useSerial === 'boolean') firmware.biosUseSerial = useSerial;
     if (firmware.secureBoot && features.smm === false) this.v.add('spec.domain.features.smm.enabled', 'secure boot needs SMM');
     const dev = (d.has('devices')
       ? this.obj(d.get('devices'), 'spec.domain.devices', ['disks', 'interfaces', 'rng', 'autoattachSerialConsole', 'filesystems'])
@@ -188,7 +197,7 @@ class Validator extends FieldReader {
     if (this.v.count > 0 || meta === null) return null;
     return {
       ...meta, cpu, memory, firmware, machineType, features, ...(clock === undefined ? {} : { clock }), ...(sysinfo === undefined ? {} : { sysinfo }),
-      disks, interfaces, rng,
+      ...readDeviceExtras(d.get('devices'), this.v), disks, interfaces, rng,
       autoattachSerialConsole: serial ?? true, runStrategy: runStrategy ?? 'Always', terminationGracePeriodSeconds: grace ?? 30,
       requirements: [...this.reqs],
     };

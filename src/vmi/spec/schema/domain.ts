@@ -7,7 +7,7 @@ import { arr, bool, empty, featureState, int, map, needs, obj, oneOf, qty, str, 
 export const CPU: ObjectNode = obj({
   cores: int(), sockets: int(), threads: int(), model: str(), dedicatedCpuPlacement: bool(),
   maxSockets: needs(int(), 'CPU hotplug (maxSockets is not supported by this node)'),
-  features: needs(arr(obj({ name: str(), policy: oneOf(['force', 'require', 'optional', 'disable', 'forbid']) })), 'CPU feature policies (not rendered by this node yet)'),
+  features: arr(obj({ name: str(), policy: oneOf(['force', 'require', 'optional', 'disable', 'forbid']) })),
   isolateEmulatorThread: needs(bool(), (v) => (v === true ? 'an isolated emulator thread (needs a dedicated host CPU this node does not assign)' : null)),
   numa: needs(obj({ guestMappingPassthrough: empty() }), 'guest NUMA mapping passthrough (needs hugepages and a NUMA-aware CPU manager)'),
   realtime: needs(obj({ mask: str() }), 'realtime vCPUs (this node has no realtime CPU scheduling)'),
@@ -28,7 +28,7 @@ export const FIRMWARE: ObjectNode = obj({
   uuid: str(),
   serial: str(),
   bootloader: obj({
-    bios: obj({ useSerial: needs(bool(), (v) => (v === true ? 'BIOS output on the serial console (not rendered yet)' : null)) }),
+    bios: obj({ useSerial: bool() }),
     efi: obj({ secureBoot: bool(), persistent: needs(bool(), (v) => (v === true ? 'persistent EFI variables (need backend storage this node does not have)' : null)) }),
   }),
   kernelBoot: obj({
