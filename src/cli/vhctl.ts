@@ -30,9 +30,10 @@ VMIs (namespace: -n NAMESPACE, default "default"):
                             calls in $XDG_CACHE_HOME/virt-handler/instancetypes (default
                             ~/.cache); cluster-only kinds (pools, replica sets, presets...) are
                             refused saying why. One line per document; each rejected field as
-                            "  <field>: <message>". --dry-run sends and records nothing: checks
-                            each VMI with the daemon's validator and this node's configuration
-                            (VH_CONFIG, VH_*) and prints it as YAML, secrets redacted
+                            "  <field>: <message>". --dry-run sends and records nothing: defaults
+                            each VMI as KubeVirt does, checks it with the daemon's validator and
+                            this node's configuration (VH_CONFIG, VH_*) and prints it as YAML,
+                            secrets redacted
   get NAME                  one VMI (-o table|wide|json|yaml)
   list                      the VMIs of a namespace, or of all with -A (-o table|wide|json|yaml)
   delete NAME [--wait]      delete; --wait watches until it is gone (up to --timeout, default 2m)
