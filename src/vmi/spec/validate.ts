@@ -2,10 +2,16 @@
  * validateVmi: an untrusted VirtualMachineInstance manifest (already parsed) to a NormalizedVmi,
  * or every violation found, each with its field path (`spec.domain.devices.disks[1].name`).
  *
- * Decisions beyond the KubeVirt subset in types.ts (why, where not obvious):
- * - Strict schema: any field types.ts does not declare is a violation ("unknown field"), including
- *   `status` and server-populated metadata (resourceVersion, creationTimestamp...). Types are
- *   strict too: "4" is not a number, 1 is not a boolean.
+ * Two passes: the schema walker (schema/) checks every field of the kubevirt.io/v1 VMI against
+ * its kind (unknown fields are violations, `status` included; "4" is not a number, 1 is not a
+ * boolean) and lists the accepted fields this node cannot honour as requirements; the Validator
+ * below reads what the node honours, with its ranges and cross-references (metadata in
+ * validate-metadata.ts, volume sources in volume-sources.ts, plain domain switches in
+ * domain-extras.ts). Requirements end in NormalizedVmi.requirements when ctx.requirements is
+ * 'pending', else each is a violation naming what the node lacks. Run defaultVmi (defaults.ts)
+ * first, as KubeVirt's webhook does; an empty machine type is taken as q35 either way.
+ *
+ * Decisions (why, where not obvious):
  * - Every string is refused if it holds C0/C1 control characters, U+FFFE/U+FFFF or lone
  *   surrogates (none can be written to libvirt XML); only userData, networkData and annotation
  *   values may hold tab/CR/LF. Quoted values in messages are JSON-escaped and cut to 64 chars.
@@ -13,17 +19,17 @@
  *   Labels: <= 256, API-server key/value rules. Annotations: <= 1024 entries, keys follow label-key
  *   rules, keys + values <= 256 KiB in UTF-8 (the API server's limit).
  * - Quantities are exact (quantity.ts): `1.5Gi` is fine, `0.5` bytes is not. resources.requests/
- *   limits hold only cpu (millicores) and memory; a request above its limit is a violation, and
+ *   limits: cpu (millicores) and memory are read, any other resource is a requirement; a request above its limit is a violation, and
  *   so is memory.guest above limits.memory (KubeVirt rejects the same).
  * - firmware.bootloader, when given, must name exactly one of bios/efi. efi.secureBoot defaults
  *   to false (KubeVirt defaults true, but that needs SMM and secboot OVMF; opting in is explicit).
  *   secureBoot lives inside efi, so "secureBoot needs efi" holds by construction.
  * - A cdrom is always read-only (readonly: false is refused), cannot use bus virtio (QEMU has no
  *   virtio cdrom), and cannot be backed by an emptyDisk (a blank read-only medium is a mistake).
- * - bootOrder: 1..65535, unique across disks. MAC addresses: unique across interfaces.
- * - Networks: `pod: {}` is the only source, so "at most one pod network" means one network.
- *   A spec with no interfaces and no networks is valid (no NIC); unlike KubeVirt we do not
- *   auto-attach a pod interface, because what a VM gets should be what its manifest says.
+ * - bootOrder: 1..65535, unique across disks and interfaces. MAC addresses: unique across interfaces.
+ * - Networks: one of pod, multus, resourceClaim (the last two are requirements); at most one pod
+ *   network. Without defaultVmi, a spec with no interfaces and no networks has no NIC (the
+ *   default pod interface is defaultVmi's, as in KubeVirt's webhook).
  * - Host paths (host-paths.ts): both the path as written (after joining relative ones onto imageRoot) and its
  *   realpath must lie strictly inside a root (imageRoot or a hostPathRoot, taken as given or as
  *   realpath). Relative and absolute paths share the same roots. Only regular files are accepted
@@ -36,18 +42,17 @@
  *   getters, no prototype lookups), and an unexpected failure becomes a 'manifest' violation.
  */
 
-import { isRedactionMarker } from './redact';
-import { isValidLabelKey, isValidLabelValue } from '../../node/labels';
 import { formatBytes, parseBytes, parseMilli } from './quantity';
 import {
   RUN_STRATEGIES, type DiskBus, type NormalizedDisk, type NormalizedInterface,
   type NormalizedVmi, type NormalizedVolume, type RunStrategy, type ValidationContext, type ValidationResult,
   type VmiLimits,
 } from './types';
-import { CONTROL_MULTILINE_RE, FieldReader, type Fields, Violations, child, isPlainObject, q } from './field-reader';
+import { FieldReader, type Fields, Violations, child, isPlainObject, q } from './field-reader';
 import { HostPaths } from './host-paths';
-import { isUuid } from './ids';
 import { checkVmiSchema } from './schema';
+import { MetadataReader } from './validate-metadata';
+import { VolumeSourceReader } from './volume-sources';
 import { readClock, readCpuFeatures, readDeviceExtras, readFeatures, readSysinfo } from './domain-extras';
 import type { VmiRequirement } from './types';
 
@@ -61,11 +66,7 @@ export const DEFAULT_LIMITS: Readonly<VmiLimits> = Object.freeze({
   maxDiskBytes: 2 ** 40,
 });
 
-const MAX_LABELS = 256;
-const MAX_ANNOTATIONS = 1024;
-const MAX_ANNOTATION_BYTES = 256 * 1024;
 const MIN_GUEST_MEMORY = 16 * 2 ** 20;
-const MIN_DISK_BYTES = 2 ** 20;
 const HUGEPAGE_SIZES = [2 * 2 ** 20, 2 ** 30];
 
 const CPU_MODEL_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
@@ -80,11 +81,6 @@ const VOLUME_SOURCES = ['containerDisk', 'hostDisk', 'emptyDisk', 'cloudInitNoCl
 const HONOURED_VOLUMES = ['containerDisk', 'hostDisk', 'emptyDisk', 'cloudInitNoCloud'];
 const BINDINGS = ['masquerade', 'bridge', 'slirp', 'sriov', 'macvtap', 'passt', 'passtBinding', 'binding'];
 const NETWORK_SOURCES = ['pod', 'multus', 'resourceClaim'];
-const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
-/** KubeVirt annotations that change what runs; anything else in annotations is only kept. */
-const BEHAVIOUR_ANNOTATIONS: ReadonlyArray<[string, string]> = [
-  ['hooks.kubevirt.io/hookSidecars', 'hook sidecars (this node runs no sidecar containers)'],
-];
 const NIC_MODELS = ['virtio', 'e1000', 'e1000e', 'rtl8139'];
 
 function firmwareBios(fw: unknown): unknown {
@@ -118,6 +114,7 @@ class Validator extends FieldReader {
   private readonly paths: HostPaths;
 
   private readonly nodeLabels: Readonly<Record<string, string>> | null;
+  private readonly sources: VolumeSourceReader;
   /** Boot orders are unique across disks and interfaces (libvirt refuses duplicates). */
   private readonly bootOrders = new Set<number>();
 
@@ -133,6 +130,7 @@ class Validator extends FieldReader {
     }
     this.limits = limits;
     this.paths = new HostPaths(v, ctx);
+    this.sources = new VolumeSourceReader(v, this.limits, this.paths);
   }
 
   // ----- the manifest ---------------------------------------------------------------------------
@@ -150,7 +148,7 @@ class Validator extends FieldReader {
       const kind = this.str(top.get('kind'), 'kind', { max: 64 });
       if (kind !== undefined && kind !== 'VirtualMachineInstance') this.v.add('kind', `must be VirtualMachineInstance (got ${q(kind)})`);
     }
-    const meta = this.metadata(top.get('metadata'));
+    const meta = new MetadataReader(this.v, this.reqs).read(top.get('metadata'));
     const spec = top.has('spec') ? this.obj(top.get('spec'), 'spec', ['domain', 'volumes', 'networks', 'runStrategy', 'terminationGracePeriodSeconds', 'nodeSelector']) : null;
     if (!top.has('spec')) this.v.add('spec', 'required');
     if (spec === null) return null;
@@ -213,66 +211,6 @@ class Validator extends FieldReader {
         this.reqs.push({ field: child('spec.nodeSelector', key), needs: `node label ${key}=${want} (this node has ${have === undefined ? 'no such label' : `${key}=${have}`})` });
       }
     }
-  }
-
-  private metadata(value: unknown): Pick<NormalizedVmi, 'uid' | 'namespace' | 'name' | 'generation' | 'labels' | 'annotations'> | null {
-    if (value === undefined) {
-      this.v.add('metadata', 'required');
-      return null;
-    }
-    const m = this.obj(value, 'metadata', ['name', 'namespace', 'uid', 'labels', 'annotations', 'generation']);
-    if (m === null) return null;
-    let name: string | undefined;
-    if (m.has('name')) name = this.dnsLabel(m.get('name'), 'metadata.name');
-    else this.v.add('metadata.name', 'required');
-    const namespace = m.has('namespace') ? this.dnsLabel(m.get('namespace'), 'metadata.namespace') : 'default';
-    let uid = '';
-    if (m.has('uid')) {
-      const s = this.str(m.get('uid'), 'metadata.uid', { max: 64 });
-      if (s !== undefined && !isUuid(s)) this.v.add('metadata.uid', `${q(s)} must be a lower-case UUID`);
-      else if (s !== undefined && /^[0-]+$/.test(s)) this.v.add('metadata.uid', 'must not be the nil UUID');
-      else if (s !== undefined) uid = s;
-    }
-    const generation = m.has('generation') ? this.int(m.get('generation'), 'metadata.generation', 0, Number.MAX_SAFE_INTEGER) : 1;
-    const labels = this.stringMap(m.get('labels'), 'metadata.labels', false);
-    const annotations = this.stringMap(m.get('annotations'), 'metadata.annotations', true);
-    for (const [key, what] of BEHAVIOUR_ANNOTATIONS) {
-      if (Object.hasOwn(annotations, key)) this.reqs.push({ field: child('metadata.annotations', key), needs: what });
-    }
-    if (name === undefined || namespace === undefined) return null;
-    return { uid, namespace, name, generation: generation ?? 1, labels, annotations };
-  }
-
-  /** metadata.labels (annotations=false) or metadata.annotations. */
-  private stringMap(value: unknown, field: string, annotations: boolean): Record<string, string> {
-    // Object.fromEntries defines own data properties, so even a '__proto__' key could not
-    // reach a prototype (and isValidLabelKey refuses it anyway).
-    const entries: Array<[string, string]> = [];
-    if (value === undefined) return {};
-    if (!isPlainObject(value)) {
-      this.v.add(field, 'must be an object');
-      return {};
-    }
-    const keys = Object.keys(value);
-    const maxEntries = annotations ? MAX_ANNOTATIONS : MAX_LABELS;
-    if (keys.length > maxEntries) this.v.add(field, `must have at most ${maxEntries} entries (has ${keys.length})`);
-    let total = 0;
-    for (const key of keys.slice(0, maxEntries)) {
-      const f = child(field, key);
-      const desc = Object.getOwnPropertyDescriptor(value, key);
-      const raw = desc !== undefined && 'value' in desc ? (desc.value as unknown) : undefined;
-      if (!isValidLabelKey(key)) this.v.add(f, 'is not a valid key (optional DNS prefix "/" plus a name of at most 63 [A-Za-z0-9._-] characters)');
-      const s = annotations ? this.str(raw, f, { max: MAX_ANNOTATION_BYTES, multiline: true }) : this.str(raw, f, { max: 63 });
-      if (s === undefined) continue;
-      if (!annotations && !isValidLabelValue(s)) {
-        this.v.add(f, `${q(s)} is not a valid label value (at most 63 [A-Za-z0-9._-] characters, alphanumeric ends)`);
-        continue;
-      }
-      total += Buffer.byteLength(key) + Buffer.byteLength(s);
-      entries.push([key, s]);
-    }
-    if (annotations && total > MAX_ANNOTATION_BYTES) this.v.add(field, `total size ${total} bytes exceeds 256 KiB`);
-    return Object.fromEntries(entries);
   }
 
   private cpu(value: unknown): NormalizedVmi['cpu'] {
@@ -468,75 +406,10 @@ class Validator extends FieldReader {
       let volume: NormalizedVolume | null = null;
       if (present.length !== 1) this.v.add(base, `must set exactly one volume source (${VOLUME_SOURCES.join(', ')})`);
       // A source this node does not serve is a requirement (listed by the schema): no volume here.
-      else if (HONOURED_VOLUMES.includes(present[0]!)) volume = this.volumeSource(present[0]!, vol.get(present[0]!), `${base}.${present[0]!}`, name ?? '');
+      else if (HONOURED_VOLUMES.includes(present[0]!)) volume = this.sources.read(present[0]!, vol.get(present[0]!), `${base}.${present[0]!}`, name ?? '');
       if (name !== undefined) byName.set(name, { index: i, volume, used: false });
     });
     return byName;
-  }
-
-  private volumeSource(kind: string, value: unknown, base: string, name: string): NormalizedVolume | null {
-    const maxDisk = this.limits.maxDiskBytes;
-    if (kind === 'containerDisk') {
-      const s = this.obj(value, base, ['path', 'image']);
-      if (s === null) return null;
-      if (s.has('image')) return null; // an image to pull: a requirement (schema); path is inside the image
-      if (!s.has('path')) return this.refuse(`${base}.path`, 'required') ?? null;
-      const p = this.paths.check(s.get('path'), `${base}.path`, false);
-      return p === undefined ? null : { kind, name, path: p.path };
-    }
-    if (kind === 'hostDisk') {
-      const s = this.obj(value, base, ['path', 'type', 'capacity']);
-      if (s === null) return null;
-      const type = s.has('type') ? this.oneOf(s.get('type'), `${base}.type`, ['Disk', 'DiskOrCreate'] as const) : this.refuse(`${base}.type`, 'required');
-      const capacity = s.has('capacity') ? this.bytes(s.get('capacity'), `${base}.capacity`, MIN_DISK_BYTES, maxDisk) : null;
-      if (!s.has('path')) return this.refuse(`${base}.path`, 'required') ?? null;
-      const p = this.paths.check(s.get('path'), `${base}.path`, type === 'DiskOrCreate');
-      if (p === undefined || type === undefined || capacity === undefined) return null;
-      if (!p.exists && capacity === null) return this.refuse(`${base}.capacity`, 'required when a DiskOrCreate file does not exist yet') ?? null;
-      return { kind, name, path: p.path, type, capacityBytes: capacity };
-    }
-    if (kind === 'emptyDisk') {
-      const s = this.obj(value, base, ['capacity']);
-      if (s === null) return null;
-      if (!s.has('capacity')) return this.refuse(`${base}.capacity`, 'required') ?? null;
-      const capacity = this.bytes(s.get('capacity'), `${base}.capacity`, MIN_DISK_BYTES, maxDisk);
-      return capacity === undefined ? null : { kind, name, capacityBytes: capacity };
-    }
-    const s = this.obj(value, base, ['userData', 'networkData', 'userDataBase64', 'networkDataBase64', 'secretRef', 'networkDataSecretRef']);
-    if (s === null) return null;
-    const max = this.limits.maxUserDataBytes;
-    const text = (key: string): string | undefined => {
-      const t = this.str(s.get(key), `${base}.${key}`, { max, multiline: true });
-      if (t !== undefined && Buffer.byteLength(t) > max) return this.refuse(`${base}.${key}`, `must be at most ${max} bytes`);
-      // A view read back and re-submitted carries the marker, not the data: the guest would get it.
-      if (t !== undefined && isRedactionMarker(t.trim())) return this.refuse(`${base}.${key}`, 'is a redaction marker from a VMI view, not the data; submit the original text');
-      return t;
-    };
-    const decoded = (key: string): string | undefined => {
-      const b = this.str(s.get(key), `${base}.${key}`, { max: Math.ceil((max * 4) / 3) + 4 });
-      if (b === undefined) return undefined;
-      const compact = b.replace(/\s+/g, '');
-      if (!BASE64_RE.test(compact) || compact.length % 4 === 1) return this.refuse(`${base}.${key}`, 'is not base64');
-      const t = Buffer.from(compact, 'base64').toString('utf8');
-      if (Buffer.byteLength(t) > max) return this.refuse(`${base}.${key}`, `decodes to more than ${max} bytes`);
-      if (CONTROL_MULTILINE_RE.test(t)) return this.refuse(`${base}.${key}`, 'decodes to text with control characters');
-      return t;
-    };
-    const both = (plain: string, b64: string): void => {
-      if (s.has(plain) && s.has(b64)) this.v.add(base, `must set at most one of ${plain}, ${b64}`);
-    };
-    both('userData', 'userDataBase64');
-    both('networkData', 'networkDataBase64');
-    let userData: string | undefined;
-    if (s.has('userData')) userData = text('userData');
-    else if (s.has('userDataBase64')) userData = decoded('userDataBase64');
-    else if (s.has('secretRef')) return null; // user data from a Secret: a requirement (schema)
-    else if (s.has('networkData') || s.has('networkDataBase64') || s.has('networkDataSecretRef')) userData = '';
-    else userData = this.refuse(`${base}.userData`, 'required (or userDataBase64, secretRef)');
-    if (s.has('networkDataSecretRef')) return null;
-    const networkData = s.has('networkData') ? text('networkData') : s.has('networkDataBase64') ? decoded('networkDataBase64') : null;
-    if (userData === undefined || networkData === undefined) return null;
-    return { kind: 'cloudInitNoCloud', name, userData, networkData };
   }
 
   private disks(value: unknown, volumes: ReturnType<Validator['volumes']>, filesystems: unknown): NormalizedDisk[] {

@@ -1,0 +1,86 @@
+/**
+ * The volume sources this node serves (validate.ts's part): containerDisk by host path (an image
+ * to pull is a requirement, listed by the schema), hostDisk (Disk | DiskOrCreate, confined host
+ * paths), emptyDisk (a capacity), cloudInitNoCloud (user/network data as text or base64, bounded,
+ * never a redaction marker; from a Secret it is a requirement). Returns null when the source is
+ * unusable (each reason a violation) or served elsewhere.
+ */
+import { CONTROL_MULTILINE_RE, FieldReader, type Violations } from './field-reader';
+import type { HostPaths } from './host-paths';
+import { isRedactionMarker } from './redact';
+import type { NormalizedVolume, VmiLimits } from './types';
+
+const MIN_DISK_BYTES = 2 ** 20;
+const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
+
+export class VolumeSourceReader extends FieldReader {
+  constructor(v: Violations, private readonly limits: VmiLimits, private readonly paths: HostPaths) {
+    super(v);
+    this.strict = false; // the schema walker reports unknown fields
+  }
+
+  read(kind: string, value: unknown, base: string, name: string): NormalizedVolume | null {
+    const maxDisk = this.limits.maxDiskBytes;
+    if (kind === 'containerDisk') {
+      const s = this.obj(value, base, ['path', 'image']);
+      if (s === null) return null;
+      if (s.has('image')) return null; // an image to pull: a requirement (schema); path is inside the image
+      if (!s.has('path')) return this.refuse(`${base}.path`, 'required') ?? null;
+      const p = this.paths.check(s.get('path'), `${base}.path`, false);
+      return p === undefined ? null : { kind, name, path: p.path };
+    }
+    if (kind === 'hostDisk') {
+      const s = this.obj(value, base, ['path', 'type', 'capacity']);
+      if (s === null) return null;
+      const type = s.has('type') ? this.oneOf(s.get('type'), `${base}.type`, ['Disk', 'DiskOrCreate'] as const) : this.refuse(`${base}.type`, 'required');
+      const capacity = s.has('capacity') ? this.bytes(s.get('capacity'), `${base}.capacity`, MIN_DISK_BYTES, maxDisk) : null;
+      if (!s.has('path')) return this.refuse(`${base}.path`, 'required') ?? null;
+      const p = this.paths.check(s.get('path'), `${base}.path`, type === 'DiskOrCreate');
+      if (p === undefined || type === undefined || capacity === undefined) return null;
+      if (!p.exists && capacity === null) return this.refuse(`${base}.capacity`, 'required when a DiskOrCreate file does not exist yet') ?? null;
+      return { kind, name, path: p.path, type, capacityBytes: capacity };
+    }
+    if (kind === 'emptyDisk') {
+      const s = this.obj(value, base, ['capacity']);
+      if (s === null) return null;
+      if (!s.has('capacity')) return this.refuse(`${base}.capacity`, 'required') ?? null;
+      const capacity = this.bytes(s.get('capacity'), `${base}.capacity`, MIN_DISK_BYTES, maxDisk);
+      return capacity === undefined ? null : { kind, name, capacityBytes: capacity };
+    }
+    const s = this.obj(value, base, ['userData', 'networkData', 'userDataBase64', 'networkDataBase64', 'secretRef', 'networkDataSecretRef']);
+    if (s === null) return null;
+    const max = this.limits.maxUserDataBytes;
+    const text = (key: string): string | undefined => {
+      const t = this.str(s.get(key), `${base}.${key}`, { max, multiline: true });
+      if (t !== undefined && Buffer.byteLength(t) > max) return this.refuse(`${base}.${key}`, `must be at most ${max} bytes`);
+      // A view read back and re-submitted carries the marker, not the data: the guest would get it.
+      if (t !== undefined && isRedactionMarker(t.trim())) return this.refuse(`${base}.${key}`, 'is a redaction marker from a VMI view, not the data; submit the original text');
+      return t;
+    };
+    const decoded = (key: string): string | undefined => {
+      const b = this.str(s.get(key), `${base}.${key}`, { max: Math.ceil((max * 4) / 3) + 4 });
+      if (b === undefined) return undefined;
+      const compact = b.replace(/\s+/g, '');
+      if (!BASE64_RE.test(compact) || compact.length % 4 === 1) return this.refuse(`${base}.${key}`, 'is not base64');
+      const t = Buffer.from(compact, 'base64').toString('utf8');
+      if (Buffer.byteLength(t) > max) return this.refuse(`${base}.${key}`, `decodes to more than ${max} bytes`);
+      if (CONTROL_MULTILINE_RE.test(t)) return this.refuse(`${base}.${key}`, 'decodes to text with control characters');
+      return t;
+    };
+    const both = (plain: string, b64: string): void => {
+      if (s.has(plain) && s.has(b64)) this.v.add(base, `must set at most one of ${plain}, ${b64}`);
+    };
+    both('userData', 'userDataBase64');
+    both('networkData', 'networkDataBase64');
+    let userData: string | undefined;
+    if (s.has('userData')) userData = text('userData');
+    else if (s.has('userDataBase64')) userData = decoded('userDataBase64');
+    else if (s.has('secretRef')) return null; // user data from a Secret: a requirement (schema)
+    else if (s.has('networkData') || s.has('networkDataBase64') || s.has('networkDataSecretRef')) userData = '';
+    else userData = this.refuse(`${base}.userData`, 'required (or userDataBase64, secretRef)');
+    if (s.has('networkDataSecretRef')) return null;
+    const networkData = s.has('networkData') ? text('networkData') : s.has('networkDataBase64') ? decoded('networkDataBase64') : null;
+    if (userData === undefined || networkData === undefined) return null;
+    return { kind: 'cloudInitNoCloud', name, userData, networkData };
+  }
+}
