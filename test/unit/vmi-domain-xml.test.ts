@@ -246,6 +246,24 @@ function goldenCases(): Array<{ name: string; vmi: NormalizedVmi; ctx: DomainXml
     }),
     { virtType: 'kvm' },
   );
+  // 11. I/O threads (shared + one dedicated), block multi-queue, VNC graphics.
+  add(
+    'iothreads-multiqueue-vnc',
+    vmi({
+      name: 'io',
+      cpu: { sockets: 1, cores: 4, threads: 1, vcpus: 4, model: null, dedicated: false },
+      ioThreadsShared: true,
+      blockMultiQueue: true,
+      graphics: true,
+      disks: [
+        disk('root', { volume: { kind: 'containerDisk', name: 'root', path: '/srv/images/root.qcow2' } }),
+        disk('db', { dedicatedIOThread: true, cache: 'none', io: 'native', volume: { kind: 'hostDisk', name: 'db', path: '/srv/data/db.img', type: 'Disk', capacityBytes: null } }),
+        disk('logs', { volume: { kind: 'emptyDisk', name: 'logs', capacityBytes: GiB } }),
+        disk('legacy', { bus: 'sata', volume: { kind: 'emptyDisk', name: 'legacy', capacityBytes: GiB } }),
+      ],
+    }),
+    { virtType: 'kvm' },
+  );
   return cases;
 }
 

@@ -309,3 +309,21 @@ test('devices: watchdog (defaulted to i6300esb reset), inputs (defaulted usb tab
   assert.deepEqual(v.cpu.features, [{ name: 'vmx', policy: 'require' }, { name: 'pcid', policy: 'disable' }]);
   assert.equal(v.firmware.biosUseSerial, true);
 });
+
+test('I/O: ioThreadsPolicy shared, dedicatedIOThread, blockMultiQueue and graphics are honoured; auto stays a requirement', () => {
+  const spec = (policy: string): Spec => vmi('io', {
+    domain: {
+      resources: { requests: { memory: '64M' } },
+      ioThreadsPolicy: policy,
+      devices: { blockMultiQueue: true, autoattachGraphicsDevice: true, disks: [{ name: 'd', disk: { bus: 'virtio' }, dedicatedIOThread: true }] },
+    },
+    volumes: [{ name: 'd', emptyDisk: { capacity: '1Gi' } }],
+  });
+  const v = accept(spec('shared'));
+  assert.deepEqual(v.requirements, []);
+  assert.equal(v.ioThreadsShared, true);
+  assert.equal(v.blockMultiQueue, true);
+  assert.equal(v.graphics, true);
+  assert.equal(v.disks[0]?.dedicatedIOThread, true);
+  assert.deepEqual(needs(accept(spec('auto'))), { 'spec.domain.ioThreadsPolicy': 'I/O threads policy "auto" (not rendered by this node yet; shared is)' });
+});

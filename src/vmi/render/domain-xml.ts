@@ -42,7 +42,11 @@
  *   * rng: virtio, backend /dev/urandom.
  *   * serial console (autoattachSerialConsole): `<serial type=unix>` bound at ctx.serialSocket
  *     with `<log file=ctx.serialLog append=on/>`, and the matching `<console type=unix>`.
- *   * inputs (tablet/keyboard on usb/virtio) and an i6300esb watchdog when the spec has them.
+ *   * inputs (tablet/keyboard on usb/virtio) and an i6300esb watchdog when the spec has them;
+ *     autoattachGraphicsDevice true: VNC listening on `<vmiDir>/vnc.sock` + a VGA video device.
+ *   * I/O threads (ioThreadPlan): one shared by virtio disks (ioThreadsPolicy shared, or when a
+ *     disk asks for a dedicated one), one per dedicatedIOThread disk; blockMultiQueue: queues =
+ *     vCPUs on virtio disks.
  *   * `<memballoon model=virtio><stats period=10/>`, or model none (autoattachMemBalloon: false).
  *   * cpu features as `<feature policy name>`; bios.useSerial as `<os><bios useserial>`.
  */
@@ -221,7 +225,20 @@ function buildOs(vmi: NormalizedVmi): XmlElement {
   );
 }
 
-function buildDisks(vmi: NormalizedVmi, ctx: DomainXmlContext): XmlElement[] {
+/** I/O thread per virtio disk: 1 shared (when on), then one per dedicatedIOThread disk; and the count. */
+export function ioThreadPlan(vmi: NormalizedVmi): { count: number; byDisk: Map<string, number> } {
+  let next = 1;
+  const shared = vmi.ioThreadsShared === true && vmi.disks.some((d) => d.bus === 'virtio' && d.dedicatedIOThread !== true) ? next++ : null;
+  const byDisk = new Map<string, number>();
+  for (const d of vmi.disks) {
+    if (d.bus !== 'virtio') continue;
+    if (d.dedicatedIOThread === true) byDisk.set(d.name, next++);
+    else if (shared !== null) byDisk.set(d.name, shared);
+  }
+  return { count: next - 1, byDisk };
+}
+
+function buildDisks(vmi: NormalizedVmi, ctx: DomainXmlContext, iothreads: Map<string, number>): XmlElement[] {
   const devs = targetDevs(vmi.disks);
   return vmi.disks.map((d, i) => {
     const planned = Object.prototype.hasOwnProperty.call(ctx.diskPaths, d.name) ? ctx.diskPaths[d.name] : undefined;
@@ -243,7 +260,10 @@ function buildDisks(vmi: NormalizedVmi, ctx: DomainXmlContext): XmlElement[] {
     return element(
       'disk',
       { type: 'file', device: d.device },
-      element('driver', { name: 'qemu', type: planned.format, cache, io: d.io ?? undefined }),
+      element('driver', {
+        name: 'qemu', type: planned.format, cache, io: d.io ?? undefined,
+        iothread: iothreads.get(d.name), queues: vmi.blockMultiQueue === true && d.bus === 'virtio' ? vmi.cpu.vcpus : undefined,
+      }),
       element('source', { file: planned.path }),
       element('target', { dev: devs[i], bus: d.bus }),
       (cdrom || d.readonly) && element('readonly'),
@@ -315,6 +335,7 @@ export function buildDomainXml(vmi: NormalizedVmi, ctx: DomainXmlContext): strin
   const hp = vmi.memory.hugepageSizeBytes;
   const secureBoot = vmi.firmware.bootloader === 'efi' && vmi.firmware.secureBoot;
   const hasScsi = vmi.disks.some((d) => d.bus === 'scsi');
+  const io = ioThreadPlan(vmi);
   if (vmi.features.hyperv === 'passthrough' && ctx.virtType !== 'kvm') {
     throw invalid('Hyper-V passthrough needs KVM, but this node runs guests under TCG (software emulation)', { field: 'spec.domain.features.hypervPassthrough' });
   }
@@ -340,6 +361,7 @@ export function buildDomainXml(vmi: NormalizedVmi, ctx: DomainXmlContext): strin
     element('currentMemory', { unit: 'KiB' }, memKib),
     hp !== null && element('memoryBacking', null, element('hugepages', null, element('page', { size: kib(hp, 'memory.hugepageSizeBytes'), unit: 'KiB' }))),
     element('vcpu', { placement: 'static' }, vcpus),
+    io.count > 0 && element('iothreads', null, io.count),
     buildCputune(vmi, ctx),
     buildSysinfo(vmi),
     buildOs(vmi),
@@ -352,11 +374,15 @@ export function buildDomainXml(vmi: NormalizedVmi, ctx: DomainXmlContext): strin
     element(
       'devices',
       null,
-      buildDisks(vmi, ctx),
+      buildDisks(vmi, ctx, io.byDisk),
       hasScsi && element('controller', { type: 'scsi', index: 0, model: 'virtio-scsi' }),
       buildInterfaces(vmi, ctx),
       vmi.autoattachSerialConsole && buildSerial(ctx),
       (vmi.inputs ?? []).map((i) => element('input', { type: i.type, bus: i.bus }, alias(i.name))),
+      vmi.graphics === true && [
+        element('graphics', { type: 'vnc' }, element('listen', { type: 'socket', socket: `${ctx.vmiDir}/vnc.sock` })),
+        element('video', null, element('model', { type: 'vga', heads: 1 })),
+      ],
       vmi.watchdog !== undefined && element('watchdog', { model: 'i6300esb', action: vmi.watchdog.action }, alias(vmi.watchdog.name)),
       vmi.rng && element('rng', { model: 'virtio' }, element('backend', { model: 'random' }, '/dev/urandom')),
       vmi.memBalloon === false ? element('memballoon', { model: 'none' }) : element('memballoon', { model: 'virtio' }, element('stats', { period: 10 })),

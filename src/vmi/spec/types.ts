@@ -180,6 +180,8 @@ export interface NormalizedDisk {
   cache: 'none' | 'writethrough' | 'writeback' | null;
   /** spec io mode; null = QEMU's default. */
   io: 'native' | 'threads' | null;
+  /** dedicatedIOThread: a virtio disk with an I/O thread of its own. */
+  dedicatedIOThread?: boolean;
   volume: NormalizedVolume;
 }
 
@@ -264,6 +266,12 @@ export interface NormalizedVmi {
   clock?: VmiClock;
   /** devices.watchdog (i6300esb; diag288 is s390x-only, a requirement). */
   watchdog?: { name: string; action: 'poweroff' | 'reset' | 'shutdown' };
+  /** ioThreadsPolicy shared (or any dedicatedIOThread disk): virtio disks share one I/O thread. */
+  ioThreadsShared?: boolean;
+  /** devices.blockMultiQueue: one queue per vCPU on virtio disks. */
+  blockMultiQueue?: boolean;
+  /** devices.autoattachGraphicsDevice true: VNC (unix socket in the VMI's directory) + VGA. */
+  graphics?: boolean;
   /** devices.inputs. */
   inputs?: Array<{ name: string; type: 'tablet' | 'keyboard'; bus: 'usb' | 'virtio' }>;
   /** devices.autoattachMemBalloon: false renders no balloon; absent/true = a virtio balloon. */

@@ -83,6 +83,15 @@ const BINDINGS = ['masquerade', 'bridge', 'slirp', 'sriov', 'macvtap', 'passt', 
 const NETWORK_SOURCES = ['pod', 'multus', 'resourceClaim'];
 const NIC_MODELS = ['virtio', 'e1000', 'e1000e', 'rtl8139'];
 
+/** I/O threads and queues (KubeVirt: a dedicatedIOThread disk turns I/O threads on, shared by default). */
+function ioSettings(policy: unknown, disks: NormalizedDisk[], dev: Fields): Pick<NormalizedVmi, 'ioThreadsShared' | 'blockMultiQueue' | 'graphics'> {
+  const out: Pick<NormalizedVmi, 'ioThreadsShared' | 'blockMultiQueue' | 'graphics'> = {};
+  if (policy === 'shared' || disks.some((d) => d.dedicatedIOThread === true)) out.ioThreadsShared = true;
+  if (dev.get('blockMultiQueue') === true) out.blockMultiQueue = true;
+  if (dev.get('autoattachGraphicsDevice') === true) out.graphics = true;
+  return out;
+}
+
 function firmwareBios(fw: unknown): unknown {
   const b = isPlainObject(fw) ? (fw as { bootloader?: unknown }).bootloader : undefined;
   return isPlainObject(b) ? (b as { bios?: unknown }).bios : undefined;
@@ -159,7 +168,7 @@ class Validator extends FieldReader {
     if (spec.has('nodeSelector')) this.nodeSelector(spec.get('nodeSelector'));
 
     const domain = spec.has('domain')
-      ? this.obj(spec.get('domain'), 'spec.domain', ['cpu', 'memory', 'resources', 'firmware', 'machine', 'features', 'devices', 'clock', 'chassis'])
+      ? this.obj(spec.get('domain'), 'spec.domain', ['cpu', 'memory', 'resources', 'firmware', 'machine', 'features', 'devices', 'clock', 'chassis', 'ioThreadsPolicy'])
       : null;
     if (!spec.has('domain')) this.v.add('spec.domain', 'required');
     if (domain === null) {
@@ -181,7 +190,7 @@ class Validator extends FieldReader {
     if (typeof useSerial === 'boolean') firmware.biosUseSerial = useSerial;
     if (firmware.secureBoot && features.smm === false) this.v.add('spec.domain.features.smm.enabled', 'secure boot needs SMM');
     const dev = (d.has('devices')
-      ? this.obj(d.get('devices'), 'spec.domain.devices', ['disks', 'interfaces', 'rng', 'autoattachSerialConsole', 'filesystems'])
+      ? this.obj(d.get('devices'), 'spec.domain.devices', ['disks', 'interfaces', 'rng', 'autoattachSerialConsole', 'filesystems', 'blockMultiQueue', 'autoattachGraphicsDevice'])
       : null) ?? new Map<string, unknown>();
     const volumes = this.volumes(spec.get('volumes'));
     const disks = this.disks(dev.get('disks'), volumes, dev.get('filesystems'));
@@ -195,7 +204,7 @@ class Validator extends FieldReader {
     if (this.v.count > 0 || meta === null) return null;
     return {
       ...meta, cpu, memory, firmware, machineType, features, ...(clock === undefined ? {} : { clock }), ...(sysinfo === undefined ? {} : { sysinfo }),
-      ...readDeviceExtras(d.get('devices'), this.v), disks, interfaces, rng,
+      ...readDeviceExtras(d.get('devices'), this.v), ...ioSettings(d.get('ioThreadsPolicy'), disks, dev), disks, interfaces, rng,
       autoattachSerialConsole: serial ?? true, runStrategy: runStrategy ?? 'Always', terminationGracePeriodSeconds: grace ?? 30,
       requirements: [...this.reqs],
     };
@@ -426,7 +435,7 @@ class Validator extends FieldReader {
     const bootOrders = this.bootOrders;
     items.forEach((item, i) => {
       const base = `spec.domain.devices.disks[${i}]`;
-      const d = this.obj(item, base, ['name', 'disk', 'cdrom', 'lun', 'bootOrder', 'serial', 'cache', 'io']);
+      const d = this.obj(item, base, ['name', 'disk', 'cdrom', 'lun', 'bootOrder', 'serial', 'cache', 'io', 'dedicatedIOThread']);
       if (d === null) return;
       const name = this.entryName(d, base, names, 'disk');
       const entry = this.refer(name, `${base}.name`, names, volumes, 'volume');
@@ -483,7 +492,9 @@ class Validator extends FieldReader {
         else serial = s ?? null;
       }
       if (!skip && name !== undefined && bus !== undefined && entry?.volume !== null && entry?.volume !== undefined) {
-        out.push({ name, device, bus, bootOrder, serial, readonly, cache, io, volume: entry.volume });
+        const dedicated = d.get('dedicatedIOThread') === true;
+        if (dedicated && bus !== 'virtio') this.v.add(`${base}.dedicatedIOThread`, 'needs a virtio disk');
+        out.push({ name, device, bus, bootOrder, serial, readonly, cache, io, ...(dedicated ? { dedicatedIOThread: true } : {}), volume: entry.volume });
       }
     });
     for (const [name, entry] of volumes) {

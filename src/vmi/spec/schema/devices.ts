@@ -19,7 +19,7 @@ export const DISK: ObjectNode = obj({
   serial: str(),
   cache: oneOf(['none', 'writethrough', 'writeback']),
   io: oneOf(['native', 'threads', 'default']),
-  dedicatedIOThread: needs(bool(), (v) => (v === true ? 'a dedicated I/O thread (not rendered by this node yet)' : null)),
+  dedicatedIOThread: bool(),
   blockSize: needs(obj({ custom: obj({ logical: int(), physical: int(), discardGranularity: int() }), matchVolume: featureState() }), 'custom block sizes (not rendered by this node yet)'),
   tag: needs(str(), 'device role tags (served through config drive metadata, which this node does not write)'),
   shareable: needs(bool(), (v) => (v === true ? 'a shareable disk (this node has no shared storage)' : null)),
@@ -59,11 +59,11 @@ export const DEVICES: ObjectNode = obj({
   autoattachPodInterface: bool(),
   logSerialConsole: bool(), // the console is always logged to a file in the VMI's directory
   disableHotplug: bool(), // nothing is hot-plugged on this node
-  autoattachGraphicsDevice: needs(bool(), (v) => (v === true ? 'a graphics device (VNC is not served by this node yet)' : null)),
+  autoattachGraphicsDevice: bool(), // true: VNC on a unix socket in the VMI's directory (not proxied to clients yet)
   autoattachInputDevice: needs(bool(), (v) => (v === true ? 'an input device (not rendered by this node yet)' : null)),
   autoattachMemBalloon: bool(),
   autoattachVSOCK: needs(bool(), (v) => (v === true ? 'a VSOCK device (not rendered by this node yet)' : null)),
-  blockMultiQueue: needs(bool(), (v) => (v === true ? 'block multi-queue (not rendered by this node yet)' : null)),
+  blockMultiQueue: bool(),
   networkInterfaceMultiqueue: needs(bool(), (v) => (v === true ? 'network interface multi-queue (not rendered by this node yet)' : null)),
   useVirtioTransitional: needs(bool(), (v) => (v === true ? 'virtio-transitional devices (not rendered by this node yet)' : null)),
   inputs: arr(obj({ name: str(), type: oneOf(['tablet', 'keyboard']), bus: oneOf(['usb', 'virtio']) })),

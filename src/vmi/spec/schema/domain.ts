@@ -95,6 +95,6 @@ export const LAUNCH_SECURITY: ObjectNode = obj({
 
 export const CHASSIS: ObjectNode = obj({ manufacturer: str(), version: str(), serial: str(), asset: str(), sku: str() });
 
-export const IO_THREADS_POLICY = needs(oneOf(['shared', 'auto', 'supplementalPool']), (v) => `I/O threads policy ${JSON.stringify(v)} (not rendered by this node yet)`);
+export const IO_THREADS_POLICY = needs(oneOf(['shared', 'auto', 'supplementalPool']), (v) => (v === 'shared' ? null : `I/O threads policy ${JSON.stringify(v)} (not rendered by this node yet; shared is)`));
 export const IO_THREADS: ObjectNode = needs(obj({ supplementalPoolThreadCount: int() }), 'a supplemental I/O thread pool (not rendered by this node yet)');
 
