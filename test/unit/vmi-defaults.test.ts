@@ -118,3 +118,15 @@ test('malformed input is left for validation, never thrown on; accessors are not
   assert.equal(called, false);
   assert.deepEqual(out.spec.domain.cpu, { sockets: 1, cores: 1, threads: 1 });
 });
+
+test('defaulting is idempotent (a stored, defaulted manifest re-submitted is unchanged)', () => {
+  const input = {
+    metadata: { name: 'f', uid: UID },
+    spec: {
+      domain: { resources: { limits: { cpu: '2', memory: '1Gi' } }, devices: { disks: [{ name: 'root' }], watchdog: { name: 'w' } }, features: { hyperv: { spinlocks: {} } } },
+      volumes: [{ name: 'root', containerDisk: { image: 'quay.io/x/y' } }, { name: 'ci', cloudInitNoCloud: { userData: 'x' } }],
+    },
+  };
+  const once = defaultVmi(input);
+  assert.deepEqual(defaultVmi(once), once);
+});
