@@ -327,3 +327,20 @@ test('I/O: ioThreadsPolicy shared, dedicatedIOThread, blockMultiQueue and graphi
   assert.equal(v.disks[0]?.dedicatedIOThread, true);
   assert.deepEqual(needs(accept(spec('auto'))), { 'spec.domain.ioThreadsPolicy': 'I/O threads policy "auto" (not rendered by this node yet; shared is)' });
 });
+
+test('required node affinity is checked against the node labels (terms ORed, expressions ANDed); preferred terms are kept only', () => {
+  const withAffinity = (terms: Spec): NormalizedVmi => accept(vmi('aff', {
+    domain: { resources: { requests: { memory: '64M' } } },
+    affinity: {
+      nodeAffinity: {
+        requiredDuringSchedulingIgnoredDuringExecution: { nodeSelectorTerms: terms },
+        preferredDuringSchedulingIgnoredDuringExecution: [{ weight: 1, preference: { matchExpressions: [{ key: 'ssd', operator: 'Exists' }] } }],
+      },
+    },
+  }));
+  assert.deepEqual(withAffinity([{ matchExpressions: [{ key: 'zone', operator: 'In', values: ['a', 'b'] }, { key: 'gpu', operator: 'DoesNotExist' }] }]).requirements, []);
+  assert.deepEqual(withAffinity([{ matchExpressions: [{ key: 'zone', operator: 'NotIn', values: ['a'] }] }, { matchExpressions: [{ key: 'kubernetes.io/arch', operator: 'In', values: ['amd64'] }] }]).requirements, []);
+  assert.deepEqual(needs(withAffinity([{ matchExpressions: [{ key: 'zone', operator: 'In', values: ['b'] }] }, { matchFields: [{ key: 'metadata.name', operator: 'In', values: ['n1'] }] }])), {
+    'spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution': "a node matching one of 2 required node selector terms (this node's labels match none)",
+  });
+});

@@ -52,6 +52,7 @@ import { FieldReader, type Fields, Violations, child, isPlainObject, q } from '.
 import { HostPaths } from './host-paths';
 import { checkVmiSchema } from './schema';
 import { MetadataReader } from './validate-metadata';
+import { nodeAffinityNeeds } from './node-match';
 import { VolumeSourceReader } from './volume-sources';
 import { readClock, readCpuFeatures, readDeviceExtras, readFeatures, readSysinfo } from './domain-extras';
 import type { VmiRequirement } from './types';
@@ -158,7 +159,7 @@ class Validator extends FieldReader {
       if (kind !== undefined && kind !== 'VirtualMachineInstance') this.v.add('kind', `must be VirtualMachineInstance (got ${q(kind)})`);
     }
     const meta = new MetadataReader(this.v, this.reqs).read(top.get('metadata'));
-    const spec = top.has('spec') ? this.obj(top.get('spec'), 'spec', ['domain', 'volumes', 'networks', 'runStrategy', 'terminationGracePeriodSeconds', 'nodeSelector']) : null;
+    const spec = top.has('spec') ? this.obj(top.get('spec'), 'spec', ['domain', 'volumes', 'networks', 'runStrategy', 'terminationGracePeriodSeconds', 'nodeSelector', 'affinity']) : null;
     if (!top.has('spec')) this.v.add('spec', 'required');
     if (spec === null) return null;
     const runStrategy = spec.has('runStrategy') ? this.oneOf<RunStrategy>(spec.get('runStrategy'), 'spec.runStrategy', RUN_STRATEGIES) : 'Always';
@@ -166,6 +167,8 @@ class Validator extends FieldReader {
       ? this.int(spec.get('terminationGracePeriodSeconds'), 'spec.terminationGracePeriodSeconds', 0, 3600)
       : 30;
     if (spec.has('nodeSelector')) this.nodeSelector(spec.get('nodeSelector'));
+    const affinity = this.nodeLabels === null ? null : nodeAffinityNeeds(spec.get('affinity'), this.nodeLabels);
+    if (affinity !== null) this.reqs.push({ field: 'spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution', needs: affinity });
 
     const domain = spec.has('domain')
       ? this.obj(spec.get('domain'), 'spec.domain', ['cpu', 'memory', 'resources', 'firmware', 'machine', 'features', 'devices', 'clock', 'chassis', 'ioThreadsPolicy'])
