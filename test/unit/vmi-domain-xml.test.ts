@@ -264,6 +264,19 @@ function goldenCases(): Array<{ name: string; vmi: NormalizedVmi; ctx: DomainXml
     }),
     { virtType: 'kvm' },
   );
+  // 12. A USB disk with an error policy, a cdrom with its tray open, a NIC that starts with its link down and an ACPI index.
+  add(
+    'usb-tray-link',
+    vmi({
+      name: 'usb',
+      disks: [
+        disk('stick', { bus: 'usb', errorPolicy: 'stop', volume: { kind: 'emptyDisk', name: 'stick', capacityBytes: GiB } }),
+        disk('media', { device: 'cdrom', bus: 'sata', readonly: true, trayOpen: true, volume: { kind: 'containerDisk', name: 'media', path: '/srv/images/media.iso' } }),
+      ],
+      interfaces: [{ name: 'default', binding: 'masquerade', macAddress: null, model: 'virtio', bootOrder: null, linkDown: true, acpiIndex: 3 }],
+    }),
+    { virtType: 'kvm' },
+  );
   return cases;
 }
 

@@ -344,3 +344,20 @@ test('required node affinity is checked against the node labels (terms ORed, exp
     'spec.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution': "a node matching one of 2 required node selector terms (this node's labels match none)",
   });
 });
+
+test('USB disks, error policies, an open cdrom tray, a link that starts down and an ACPI index are honoured; state absent is a requirement', () => {
+  const v = accept(vmi('usb', {
+    domain: {
+      resources: { requests: { memory: '64M' } },
+      devices: {
+        disks: [{ name: 'stick', disk: { bus: 'usb' }, errorPolicy: 'report' }, { name: 'media', cdrom: { tray: 'open' } }],
+        interfaces: [{ name: 'default', masquerade: {}, state: 'down', acpiIndex: 2 }, { name: 'gone', bridge: {}, state: 'absent' }],
+      },
+    },
+    networks: [{ name: 'default', pod: {} }, { name: 'gone', multus: { networkName: 'x' } }],
+    volumes: [{ name: 'stick', emptyDisk: { capacity: '1Gi' } }, { name: 'media', containerDisk: { path: 'cirros.qcow2' } }],
+  }));
+  assert.deepEqual(v.disks.map((d) => [d.name, d.bus, d.errorPolicy, d.trayOpen]), [['stick', 'usb', 'report', undefined], ['media', 'sata', undefined, true]]);
+  assert.deepEqual(v.interfaces[0], { name: 'default', binding: 'masquerade', macAddress: null, model: 'virtio', bootOrder: null, linkDown: true, acpiIndex: 2 });
+  assert.deepEqual(Object.keys(needs(v)).sort(), ['spec.domain.devices.interfaces[1].state', 'spec.networks[1].multus']);
+});

@@ -37,7 +37,7 @@
  *   * masquerade -> `<interface type=user>`: QEMU's user-mode NAT (slirp) is the node-local
  *     equivalent of KubeVirt's masquerade (guest behind NAT, outbound only, no extra host
  *     setup); bridge -> `<interface type=bridge><source bridge=ctx.bridge/>` (INVALID_ARGUMENT
- *     when no bridge is configured); `<boot order>` when set. MAC: the given one, or 52:54:00 + 3 bytes of
+ *     when no bridge is configured); `<link state=down>`, `<boot order>`, `<acpi index>` when set. MAC: the given one, or 52:54:00 + 3 bytes of
  *     sha256(uid "/" interface name) (deriveMac); duplicates are INVALID_ARGUMENT.
  *   * rng: virtio, backend /dev/urandom.
  *   * serial console (autoattachSerialConsole): `<serial type=unix>` bound at ctx.serialSocket
@@ -114,7 +114,7 @@ export function diskSuffix(index: number): string {
   return s;
 }
 
-const BUS_PREFIX: Readonly<Record<DiskBus, string>> = { virtio: 'vd', sata: 'sd', scsi: 'sd' };
+const BUS_PREFIX: Readonly<Record<DiskBus, string>> = { virtio: 'vd', sata: 'sd', scsi: 'sd', usb: 'sd' };
 
 /** Target dev names in disk order, one counter per prefix (sata and scsi share `sd`). */
 export function targetDevs(disks: readonly NormalizedDisk[]): string[] {
@@ -262,10 +262,10 @@ function buildDisks(vmi: NormalizedVmi, ctx: DomainXmlContext, iothreads: Map<st
       { type: 'file', device: d.device },
       element('driver', {
         name: 'qemu', type: planned.format, cache, io: d.io ?? undefined,
-        iothread: iothreads.get(d.name), queues: vmi.blockMultiQueue === true && d.bus === 'virtio' ? vmi.cpu.vcpus : undefined,
+        error_policy: d.errorPolicy, iothread: iothreads.get(d.name), queues: vmi.blockMultiQueue === true && d.bus === 'virtio' ? vmi.cpu.vcpus : undefined,
       }),
       element('source', { file: planned.path }),
-      element('target', { dev: devs[i], bus: d.bus }),
+      element('target', { dev: devs[i], bus: d.bus, tray: cdrom && d.trayOpen === true ? 'open' : undefined }),
       (cdrom || d.readonly) && element('readonly'),
       d.serial !== null && d.serial !== '' && element('serial', null, d.serial),
       d.bootOrder !== null && element('boot', { order: d.bootOrder }),
@@ -303,7 +303,9 @@ function buildInterfaces(vmi: NormalizedVmi, ctx: DomainXmlContext): XmlElement[
       element('mac', { address: mac }),
       source,
       element('model', { type: n.model }),
+      n.linkDown === true && element('link', { state: 'down' }),
       n.bootOrder !== null && element('boot', { order: n.bootOrder }),
+      n.acpiIndex !== undefined && element('acpi', { index: n.acpiIndex }),
       alias(n.name),
     );
   });

@@ -161,7 +161,7 @@ export type ValidationResult = { ok: true; vmi: NormalizedVmi } | { ok: false; v
 // Normalized VMI (validated; what domain-xml.ts, disks.ts and the reconciler consume)
 // ---------------------------------------------------------------------------------------------
 
-export type DiskBus = 'virtio' | 'sata' | 'scsi';
+export type DiskBus = 'virtio' | 'sata' | 'scsi' | 'usb';
 
 export type NormalizedVolume =
   | { kind: 'containerDisk'; name: string; /** realpath of the base image */ path: string }
@@ -182,6 +182,10 @@ export interface NormalizedDisk {
   io: 'native' | 'threads' | null;
   /** dedicatedIOThread: a virtio disk with an I/O thread of its own. */
   dedicatedIOThread?: boolean;
+  /** errorPolicy (libvirt error_policy); absent = QEMU's default (report). */
+  errorPolicy?: 'stop' | 'ignore' | 'report' | 'enospace';
+  /** A cdrom whose tray starts open. */
+  trayOpen?: boolean;
   volume: NormalizedVolume;
 }
 
@@ -194,6 +198,10 @@ export interface NormalizedInterface {
   model: string;
   /** Boot order (PXE); unique across disks and interfaces. */
   bootOrder: number | null;
+  /** state down: the link starts down. */
+  linkDown?: boolean;
+  /** acpiIndex: the guest's stable interface index (e.g. eno<N>). */
+  acpiIndex?: number;
 }
 
 /** Hyper-V enlightenments as given (a missing one is not rendered). */

@@ -75,7 +75,7 @@ const MACHINE_RE = /^(q35|pc|pc-q35-\d{1,2}\.\d{1,2}|pc-i440fx-\d{1,2}\.\d{1,2})
 const SERIAL_RE = /^[A-Za-z0-9_-]{1,20}$/;
 const MAC_RE = /^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$/;
 const PRINTABLE_ASCII_RE = /^[\x20-\x7e]*$/;
-const DISK_BUSES: readonly DiskBus[] = ['virtio', 'sata', 'scsi'];
+const DISK_BUSES: readonly DiskBus[] = ['virtio', 'sata', 'scsi', 'usb'];
 /** Volume sources this node serves; the schema accepts every other KubeVirt source as a requirement. */
 const VOLUME_SOURCES = ['containerDisk', 'hostDisk', 'emptyDisk', 'cloudInitNoCloud', 'cloudInitConfigDrive', 'persistentVolumeClaim', 'dataVolume',
   'ephemeral', 'memoryDump', 'configMap', 'secret', 'serviceAccount', 'downwardAPI', 'downwardMetrics', 'sysprep', 'containerPath'];
@@ -438,7 +438,7 @@ class Validator extends FieldReader {
     const bootOrders = this.bootOrders;
     items.forEach((item, i) => {
       const base = `spec.domain.devices.disks[${i}]`;
-      const d = this.obj(item, base, ['name', 'disk', 'cdrom', 'lun', 'bootOrder', 'serial', 'cache', 'io', 'dedicatedIOThread']);
+      const d = this.obj(item, base, ['name', 'disk', 'cdrom', 'lun', 'bootOrder', 'serial', 'cache', 'io', 'dedicatedIOThread', 'errorPolicy']);
       if (d === null) return;
       const name = this.entryName(d, base, names, 'disk');
       const entry = this.refer(name, `${base}.name`, names, volumes, 'volume');
@@ -446,16 +446,12 @@ class Validator extends FieldReader {
       let bus: DiskBus | undefined = 'virtio';
       let readonly = false;
       let skip = false;
+      let trayOpen = false;
       const targets = ['disk', 'cdrom', 'lun'].filter((t) => d.has(t));
       const busOf = (t: Fields | null, field: string, allowed: readonly string[]): DiskBus | undefined => {
         if (t?.has('bus') !== true) return bus;
         const given = t.get('bus');
         if (typeof given !== 'string' || !['virtio', 'sata', 'scsi', 'usb'].includes(given)) return undefined; // the schema reports it
-        if (given === 'usb') {
-          skip = true;
-          this.reqs.push({ field, needs: 'a USB disk bus (not rendered by this node yet)' });
-          return bus;
-        }
         return this.oneOf(t.get('bus'), field, allowed as DiskBus[]);
       };
       if (targets.length > 1) {
@@ -466,7 +462,8 @@ class Validator extends FieldReader {
         device = 'cdrom';
         readonly = true;
         bus = 'sata';
-        const c = this.obj(d.get('cdrom'), `${base}.cdrom`, ['bus', 'readonly']);
+        const c = this.obj(d.get('cdrom'), `${base}.cdrom`, ['bus', 'readonly', 'tray']);
+        if (c?.get('tray') === 'open') trayOpen = true;
         bus = busOf(c, `${base}.cdrom.bus`, ['sata', 'scsi']);
         if (c?.has('readonly') === true && this.bool(c.get('readonly'), `${base}.cdrom.readonly`) === false) {
           this.v.add(`${base}.cdrom.readonly`, 'a cdrom is always read-only');
@@ -497,7 +494,14 @@ class Validator extends FieldReader {
       if (!skip && name !== undefined && bus !== undefined && entry?.volume !== null && entry?.volume !== undefined) {
         const dedicated = d.get('dedicatedIOThread') === true;
         if (dedicated && bus !== 'virtio') this.v.add(`${base}.dedicatedIOThread`, 'needs a virtio disk');
-        out.push({ name, device, bus, bootOrder, serial, readonly, cache, io, ...(dedicated ? { dedicatedIOThread: true } : {}), volume: entry.volume });
+        const errorPolicy = d.get('errorPolicy');
+        out.push({
+          name, device, bus, bootOrder, serial, readonly, cache, io,
+          ...(dedicated ? { dedicatedIOThread: true } : {}),
+          ...(errorPolicy === 'stop' || errorPolicy === 'ignore' || errorPolicy === 'report' || errorPolicy === 'enospace' ? { errorPolicy } : {}),
+          ...(trayOpen ? { trayOpen } : {}),
+          volume: entry.volume,
+        });
       }
     });
     for (const [name, entry] of volumes) {
@@ -531,7 +535,7 @@ class Validator extends FieldReader {
     const macs = new Set<string>();
     items.forEach((item, i) => {
       const base = `spec.domain.devices.interfaces[${i}]`;
-      const f = this.obj(item, base, ['name', 'macAddress', 'model', 'bootOrder', ...BINDINGS]);
+      const f = this.obj(item, base, ['name', 'macAddress', 'model', 'bootOrder', 'state', 'acpiIndex', ...BINDINGS]);
       if (f === null) return;
       const name = this.entryName(f, base, names, 'interface');
       this.refer(name, `${base}.name`, names, networks, 'network');
@@ -554,7 +558,10 @@ class Validator extends FieldReader {
       let macAddress: string | null = null;
       if (f.has('macAddress')) macAddress = this.mac(f.get('macAddress'), `${base}.macAddress`, macs);
       const model = f.has('model') ? this.oneOf(f.get('model'), `${base}.model`, NIC_MODELS) : 'virtio';
-      if (name !== undefined && binding !== undefined && model !== undefined) out.push({ name, binding, macAddress, model, bootOrder });
+      const acpiIndex = f.has('acpiIndex') ? this.int(f.get('acpiIndex'), `${base}.acpiIndex`, 1, 16383) : undefined;
+      if (name !== undefined && binding !== undefined && model !== undefined) {
+        out.push({ name, binding, macAddress, model, bootOrder, ...(f.get('state') === 'down' ? { linkDown: true } : {}), ...(acpiIndex === undefined ? {} : { acpiIndex }) });
+      }
     });
     for (const [name, net] of networks) {
       if (!net.used) this.v.add(`spec.networks[${net.index}].name`, `no interface named ${q(name)}`);

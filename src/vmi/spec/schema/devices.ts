@@ -13,7 +13,7 @@ const nameOf = (v: unknown): string => {
 export const DISK: ObjectNode = obj({
   name: str(),
   disk: obj({ bus: oneOf(DISK_BUSES), readonly: bool(), pciAddress: needs(str(), 'a fixed PCI address (not rendered by this node yet)') }),
-  cdrom: obj({ bus: oneOf(DISK_BUSES), readonly: bool(), tray: needs(oneOf(['open', 'closed']), (v) => (v === 'open' ? 'a cdrom with an open tray (not rendered by this node yet)' : null)) }),
+  cdrom: obj({ bus: oneOf(DISK_BUSES), readonly: bool(), tray: oneOf(['open', 'closed']) }),
   lun: needs(obj({ bus: oneOf(DISK_BUSES), readonly: bool(), reservation: bool() }), 'a SCSI LUN passthrough (needs a block device; this node serves disks as files)'),
   bootOrder: int(),
   serial: str(),
@@ -23,7 +23,7 @@ export const DISK: ObjectNode = obj({
   blockSize: needs(obj({ custom: obj({ logical: int(), physical: int(), discardGranularity: int() }), matchVolume: featureState() }), 'custom block sizes (not rendered by this node yet)'),
   tag: needs(str(), 'device role tags (served through config drive metadata, which this node does not write)'),
   shareable: needs(bool(), (v) => (v === true ? 'a shareable disk (this node has no shared storage)' : null)),
-  errorPolicy: needs(oneOf(['stop', 'ignore', 'report', 'enospace']), 'a disk error policy (not rendered by this node yet)'),
+  errorPolicy: oneOf(['stop', 'ignore', 'report', 'enospace']),
   changedBlockTracking: needs(bool(), (v) => (v === true ? 'changed block tracking (not supported by this node)' : null)),
 });
 
@@ -47,8 +47,8 @@ export const INTERFACE: ObjectNode = obj({
   pciAddress: needs(str(), 'a fixed PCI address (not rendered by this node yet)'),
   dhcpOptions: needs(obj({ bootFileName: str(), tftpServerName: str(), ntpServers: arr(str()), privateOptions: arr(obj({ option: int(), value: str() })) }), 'DHCP options (not served by this node)'),
   tag: needs(str(), 'device role tags (served through config drive metadata, which this node does not write)'),
-  acpiIndex: needs(int(), 'an ACPI index for the interface (not rendered by this node yet)'),
-  state: needs(oneOf(['up', 'down', 'absent']), (v) => (v === 'up' ? null : `interface state ${JSON.stringify(v)} (not supported by this node)`)),
+  acpiIndex: int(),
+  state: needs(oneOf(['up', 'down', 'absent']), (v) => (v === 'absent' ? 'interface state "absent" (hot-unplug is not supported by this node)' : null)),
 });
 
 export const DEVICES: ObjectNode = obj({
