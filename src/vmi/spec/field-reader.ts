@@ -171,6 +171,24 @@ export abstract class FieldReader {
     return undefined;
   }
 
+  /** The `name` of a list entry: required, a DNS-1123 label, not yet in `seen`. */
+  protected entryName(f: Fields, base: string, seen: { has(name: string): boolean }, what: string): string | undefined {
+    if (!f.has('name')) return this.refuse(`${base}.name`, 'required');
+    const name = this.dnsLabel(f.get('name'), `${base}.name`);
+    if (name !== undefined && seen.has(name)) return this.refuse(`${base}.name`, `duplicate ${what} name ${q(name)}`);
+    return name;
+  }
+
+  /** Records `name` as seen and marks the same-named target used; `no <noun> named "x"` if none. */
+  protected refer<T extends { used: boolean }>(name: string | undefined, field: string, seen: Set<string>, targets: Map<string, T>, noun: string): T | undefined {
+    if (name === undefined) return undefined;
+    seen.add(name);
+    const target = targets.get(name);
+    if (target === undefined) this.v.add(field, `no ${noun} named ${q(name)}`);
+    else target.used = true;
+    return target;
+  }
+
   /** Adds a violation; `undefined` so callers can `return this.refuse(...)`. */
   protected refuse(field: string, message: string): undefined {
     this.v.add(field, message);

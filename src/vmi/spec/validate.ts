@@ -6,7 +6,8 @@
  * its kind (unknown fields are violations, `status` included; "4" is not a number, 1 is not a
  * boolean) and lists the accepted fields this node cannot honour as requirements; the Validator
  * below reads what the node honours, with its ranges and cross-references (metadata in
- * validate-metadata.ts, volume sources in volume-sources.ts, plain domain switches in
+ * validate-metadata.ts, volume sources in volume-sources.ts, networks and interfaces in
+ * networks.ts, plain domain switches in
  * domain-extras.ts). Requirements end in NormalizedVmi.requirements when ctx.requirements is
  * 'pending', else each is a violation naming what the node lacks. Run defaultVmi (defaults.ts)
  * first, as KubeVirt's webhook does; an empty machine type is taken as q35 either way.
@@ -44,7 +45,7 @@
 
 import { formatBytes, parseBytes, parseMilli } from './quantity';
 import {
-  RUN_STRATEGIES, type DiskBus, type NormalizedDisk, type NormalizedInterface,
+  RUN_STRATEGIES, type DiskBus, type NormalizedDisk,
   type NormalizedVmi, type NormalizedVolume, type RunStrategy, type ValidationContext, type ValidationResult,
   type VmiLimits,
 } from './types';
@@ -53,6 +54,7 @@ import { HostPaths } from './host-paths';
 import { checkVmiSchema } from './schema';
 import { MetadataReader } from './validate-metadata';
 import { nodeAffinityNeeds } from './node-match';
+import { NetworkReader } from './networks';
 import { VolumeSourceReader } from './volume-sources';
 import { readClock, readCpuFeatures, readDeviceExtras, readFeatures, readSysinfo } from './domain-extras';
 import type { VmiRequirement } from './types';
@@ -73,16 +75,12 @@ const HUGEPAGE_SIZES = [2 * 2 ** 20, 2 ** 30];
 const CPU_MODEL_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const MACHINE_RE = /^(q35|pc|pc-q35-\d{1,2}\.\d{1,2}|pc-i440fx-\d{1,2}\.\d{1,2})$/;
 const SERIAL_RE = /^[A-Za-z0-9_-]{1,20}$/;
-const MAC_RE = /^[0-9A-Fa-f]{2}(:[0-9A-Fa-f]{2}){5}$/;
 const PRINTABLE_ASCII_RE = /^[\x20-\x7e]*$/;
 const DISK_BUSES: readonly DiskBus[] = ['virtio', 'sata', 'scsi', 'usb'];
 /** Volume sources this node serves; the schema accepts every other KubeVirt source as a requirement. */
 const VOLUME_SOURCES = ['containerDisk', 'hostDisk', 'emptyDisk', 'cloudInitNoCloud', 'cloudInitConfigDrive', 'persistentVolumeClaim', 'dataVolume',
   'ephemeral', 'memoryDump', 'configMap', 'secret', 'serviceAccount', 'downwardAPI', 'downwardMetrics', 'sysprep', 'containerPath'];
 const HONOURED_VOLUMES = ['containerDisk', 'hostDisk', 'emptyDisk', 'cloudInitNoCloud'];
-const BINDINGS = ['masquerade', 'bridge', 'slirp', 'sriov', 'macvtap', 'passt', 'passtBinding', 'binding'];
-const NETWORK_SOURCES = ['pod', 'multus', 'resourceClaim'];
-const NIC_MODELS = ['virtio', 'e1000', 'e1000e', 'rtl8139'];
 
 /** I/O threads and queues (KubeVirt: a dedicatedIOThread disk turns I/O threads on, shared by default). */
 function ioSettings(policy: unknown, disks: NormalizedDisk[], dev: Fields): Pick<NormalizedVmi, 'ioThreadsShared' | 'blockMultiQueue' | 'graphics'> {
@@ -197,7 +195,7 @@ class Validator extends FieldReader {
       : null) ?? new Map<string, unknown>();
     const volumes = this.volumes(spec.get('volumes'));
     const disks = this.disks(dev.get('disks'), volumes, dev.get('filesystems'));
-    const interfaces = this.networking(dev.get('interfaces'), spec.get('networks'));
+    const interfaces = new NetworkReader(this.v, this.limits, this.bootOrders).read(dev.get('interfaces'), spec.get('networks'));
     const rng = dev.has('rng') ? this.empty(dev.get('rng'), 'spec.domain.devices.rng') : false;
     const serial = dev.has('autoattachSerialConsole') ? this.bool(dev.get('autoattachSerialConsole'), 'spec.domain.devices.autoattachSerialConsole') : true;
 
@@ -385,24 +383,6 @@ class Validator extends FieldReader {
     return type ?? 'q35';
   }
 
-  /** The `name` of a list entry: required, a DNS-1123 label, not yet in `seen`. */
-  private entryName(f: Fields, base: string, seen: { has(name: string): boolean }, what: string): string | undefined {
-    if (!f.has('name')) return this.refuse(`${base}.name`, 'required');
-    const name = this.dnsLabel(f.get('name'), `${base}.name`);
-    if (name !== undefined && seen.has(name)) return this.refuse(`${base}.name`, `duplicate ${what} name ${q(name)}`);
-    return name;
-  }
-
-  /** Records `name` as seen and marks the same-named target used; `no <noun> named "x"` if none. */
-  private refer<T extends { used: boolean }>(name: string | undefined, field: string, seen: Set<string>, targets: Map<string, T>, noun: string): T | undefined {
-    if (name === undefined) return undefined;
-    seen.add(name);
-    const target = targets.get(name);
-    if (target === undefined) this.v.add(field, `no ${noun} named ${q(name)}`);
-    else target.used = true;
-    return target;
-  }
-
   // ----- volumes and disks ----------------------------------------------------------------------
 
   private volumes(value: unknown): Map<string, { index: number; volume: NormalizedVolume | null; used: boolean }> {
@@ -510,74 +490,5 @@ class Validator extends FieldReader {
     return out;
   }
 
-  // ----- interfaces and networks ----------------------------------------------------------------
 
-  private networking(ifValue: unknown, netValue: unknown): NormalizedInterface[] {
-    const networks = new Map<string, { index: number; used: boolean }>();
-    let podSeen = false;
-    const netItems = netValue === undefined ? [] : this.list(netValue, 'spec.networks');
-    netItems.forEach((item, i) => {
-      const base = `spec.networks[${i}]`;
-      const n = this.obj(item, base, ['name', ...NETWORK_SOURCES]);
-      if (n === null) return;
-      const name = this.entryName(n, base, networks, 'network');
-      const present = NETWORK_SOURCES.filter((src) => n.has(src));
-      if (present.length !== 1) this.v.add(base, `must set exactly one of ${NETWORK_SOURCES.join(', ')}`);
-      else if (n.has('pod') && this.empty(n.get('pod'), `${base}.pod`) && podSeen) this.v.add(`${base}.pod`, 'at most one pod network is allowed');
-      if (n.has('pod')) podSeen = true;
-      if (name !== undefined) networks.set(name, { index: i, used: false });
-    });
-
-    const out: NormalizedInterface[] = [];
-    const limit = { max: this.limits.maxInterfaces, noun: 'interfaces' };
-    const items = ifValue === undefined ? [] : this.list(ifValue, 'spec.domain.devices.interfaces', limit);
-    const names = new Set<string>();
-    const macs = new Set<string>();
-    items.forEach((item, i) => {
-      const base = `spec.domain.devices.interfaces[${i}]`;
-      const f = this.obj(item, base, ['name', 'macAddress', 'model', 'bootOrder', 'state', 'acpiIndex', ...BINDINGS]);
-      if (f === null) return;
-      const name = this.entryName(f, base, names, 'interface');
-      this.refer(name, `${base}.name`, names, networks, 'network');
-      let binding: 'masquerade' | 'bridge' | undefined;
-      const given = BINDINGS.filter((b) => f.has(b));
-      if (given.length !== 1) {
-        this.v.add(base, `must set exactly one of ${BINDINGS.join(', ')}`);
-      } else if (given[0] === 'masquerade' || given[0] === 'bridge' || given[0] === 'slirp') {
-        // slirp (deprecated in KubeVirt) is QEMU user-mode networking: what masquerade is here.
-        binding = given[0] === 'bridge' ? 'bridge' : 'masquerade';
-        this.empty(f.get(given[0]), `${base}.${given[0]}`);
-      } // any other binding is a requirement (schema)
-      let bootOrder: number | null = null;
-      if (f.has('bootOrder')) {
-        const b = this.int(f.get('bootOrder'), `${base}.bootOrder`, 1, 65535);
-        if (b !== undefined && this.bootOrders.has(b)) this.v.add(`${base}.bootOrder`, `duplicate bootOrder ${b}`);
-        else if (b !== undefined) this.bootOrders.add(b);
-        bootOrder = b ?? null;
-      }
-      let macAddress: string | null = null;
-      if (f.has('macAddress')) macAddress = this.mac(f.get('macAddress'), `${base}.macAddress`, macs);
-      const model = f.has('model') ? this.oneOf(f.get('model'), `${base}.model`, NIC_MODELS) : 'virtio';
-      const acpiIndex = f.has('acpiIndex') ? this.int(f.get('acpiIndex'), `${base}.acpiIndex`, 1, 16383) : undefined;
-      if (name !== undefined && binding !== undefined && model !== undefined) {
-        out.push({ name, binding, macAddress, model, bootOrder, ...(f.get('state') === 'down' ? { linkDown: true } : {}), ...(acpiIndex === undefined ? {} : { acpiIndex }) });
-      }
-    });
-    for (const [name, net] of networks) {
-      if (!net.used) this.v.add(`spec.networks[${net.index}].name`, `no interface named ${q(name)}`);
-    }
-    return out;
-  }
-
-  private mac(value: unknown, field: string, seen: Set<string>): string | null {
-    const s = this.str(value, field, { max: 64 });
-    if (s === undefined) return null;
-    if (!MAC_RE.test(s)) return this.refuse(field, `${q(s)} must look like aa:bb:cc:dd:ee:ff`) ?? null;
-    const mac = s.toLowerCase();
-    if ((parseInt(mac.slice(0, 2), 16) & 1) === 1) return this.refuse(field, `${mac} is a multicast address`) ?? null;
-    if (mac === '00:00:00:00:00:00') return this.refuse(field, 'must not be all zeros') ?? null;
-    if (seen.has(mac)) return this.refuse(field, `duplicate macAddress ${mac}`) ?? null;
-    seen.add(mac);
-    return mac;
-  }
 }
