@@ -131,6 +131,11 @@ export async function spawnLauncher(o: SpawnOptions): Promise<SpawnedLauncher> {
 }
 
 /** The launcher log's last warning, error or plain-text line (for "launcher exited 1: ..." reasons). */
+/** Log lines carry the level as a label ('warn'; src/log, src/launcher/log.ts) or, from older launchers, pino's number. */
+function isWarningOrWorse(level: number | string | undefined): boolean {
+  return typeof level === 'number' ? level >= 40 : level === 'warn' || level === 'error' || level === 'fatal';
+}
+
 export function lastLogLine(vmiDir: string, maxBytes = 4096): string {
   try {
     const file = path.join(vmiDir, 'launcher.log');
@@ -148,7 +153,7 @@ export function lastLogLine(vmiDir: string, maxBytes = 4096): string {
       for (let i = lines.length - 1; i >= 0; i--) {
         const line = lines[i] as string;
         if (!line) continue;
-        type PinoLine = { level?: number; msg?: string; err?: { message?: string } } | null;
+        type PinoLine = { level?: number | string; msg?: string; err?: { message?: string } } | null;
         let j: PinoLine;
         try {
           j = JSON.parse(line) as PinoLine;
@@ -156,7 +161,7 @@ export function lastLogLine(vmiDir: string, maxBytes = 4096): string {
           if (/^(Node\.js v\d|at |\^|\})/.test(line)) continue; // stack frames and node's footer
           return line.slice(0, 300);
         }
-        if (j && typeof j === 'object' && (j.level ?? 0) >= 40) return [j.msg, j.err?.message].filter(Boolean).join(': ').slice(0, 300);
+        if (j && typeof j === 'object' && isWarningOrWorse(j.level)) return [j.msg, j.err?.message].filter(Boolean).join(': ').slice(0, 300);
       }
       return '';
     } finally {
