@@ -12,6 +12,7 @@ import * as path from 'node:path';
 import { defaultVmi } from '../../src/vmi/spec/defaults';
 import { validateVmi } from '../../src/vmi/spec/validate';
 import type { NormalizedVmi, ValidationContext } from '../../src/vmi/spec/types';
+import type { KubevirtVmi, KubevirtVmiSpec } from '../../src/vmi/spec/schema';
 
 const TMP = fs.realpathSync(fs.mkdtempSync(path.join(os.tmpdir(), 'vmi-schema-')));
 const IMAGES = path.join(TMP, 'images');
@@ -360,4 +361,29 @@ test('USB disks, error policies, an open cdrom tray, a link that starts down and
   assert.deepEqual(v.disks.map((d) => [d.name, d.bus, d.errorPolicy, d.trayOpen]), [['stick', 'usb', 'report', undefined], ['media', 'sata', undefined, true]]);
   assert.deepEqual(v.interfaces[0], { name: 'default', binding: 'masquerade', macAddress: null, model: 'virtio', bootOrder: null, linkDown: true, acpiIndex: 2 });
   assert.deepEqual(Object.keys(needs(v)).sort(), ['spec.domain.devices.interfaces[1].state', 'spec.networks[1].multus']);
+});
+
+test('the TypeScript types derived from the schema describe KubeVirt manifests (checked at compile time)', () => {
+  const m: KubevirtVmi = {
+    apiVersion: 'kubevirt.io/v1',
+    kind: 'VirtualMachineInstance',
+    metadata: { name: 'typed', labels: { a: 'b' } },
+    spec: {
+      domain: {
+        cpu: { cores: 2, features: [{ name: 'vmx', policy: 'require' }] },
+        devices: { disks: [{ name: 'root', disk: { bus: 'virtio' }, cache: 'none' }], interfaces: [{ name: 'default', masquerade: {} }] },
+        features: { hyperv: { spinlocks: { spinlocks: 8191 } } },
+        resources: { requests: { memory: '64M' } },
+      },
+      networks: [{ name: 'default', pod: {} }],
+      volumes: [{ name: 'root', containerDisk: { image: 'quay.io/x/y:1' } }],
+      tolerations: [{ operator: 'Exists' }],
+    },
+  };
+  // @ts-expect-error a disk bus KubeVirt does not have
+  const bad: KubevirtVmiSpec = { domain: { devices: { disks: [{ name: 'd', disk: { bus: 'ide' } }] } } };
+  // @ts-expect-error an unknown field
+  const typo: KubevirtVmiSpec = { domain: { cpu: { core: 2 } } };
+  assert.ok(bad !== undefined && typo !== undefined);
+  assert.equal(accept(m).cpu.cores, 2);
 });

@@ -3,7 +3,9 @@
  * (`Vmi*` raw types, as JSON/YAML), the normalized form every other module works on
  * (`NormalizedVmi`: quantities parsed, defaults applied, host paths resolved and confined), and
  * the status the daemon reports. Raw types describe what a manifest MAY contain; nothing is
- * trusted until validate.ts has turned it into a NormalizedVmi.
+ * trusted until validate.ts has turned it into a NormalizedVmi. The raw `Vmi*` types below are
+ * the part the daemon's own code reads; the whole kubevirt.io/v1 manifest type is `KubevirtVmi`
+ * (schema/index.ts), derived from the field schema so the two cannot drift.
  */
 
 // ---------------------------------------------------------------------------------------------

@@ -2,15 +2,15 @@
  * Schema: spec.domain.devices (disks, interfaces and every other device KubeVirt accepts).
  * Devices this node has no hardware or software for are requirements, named with what is missing.
  */
-import { arr, bool, empty, featureState, int, needs, obj, oneOf, str, type ObjectNode } from './node';
+import { arr, bool, empty, featureState, int, needs, obj, oneOf, str } from './node';
 
-const DISK_BUSES = ['virtio', 'sata', 'scsi', 'usb'];
+const DISK_BUSES = ['virtio', 'sata', 'scsi', 'usb'] as const;
 const nameOf = (v: unknown): string => {
   const n = typeof v === 'object' && v !== null ? (v as { name?: unknown; deviceName?: unknown }) : {};
   return typeof n.deviceName === 'string' ? n.deviceName : typeof n.name === 'string' ? n.name : '(unnamed)';
 };
 
-export const DISK: ObjectNode = obj({
+export const DISK = obj({
   name: str(),
   disk: obj({ bus: oneOf(DISK_BUSES), readonly: bool(), pciAddress: needs(str(), 'a fixed PCI address (not rendered by this node yet)') }),
   cdrom: obj({ bus: oneOf(DISK_BUSES), readonly: bool(), tray: oneOf(['open', 'closed']) }),
@@ -28,7 +28,7 @@ export const DISK: ObjectNode = obj({
 });
 
 const BINDING_NEEDS = (what: string): string => `the ${what} interface binding (not available on this node)`;
-export const INTERFACE: ObjectNode = obj({
+export const INTERFACE = obj({
   name: str(),
   masquerade: empty(),
   bridge: empty(),
@@ -51,7 +51,7 @@ export const INTERFACE: ObjectNode = obj({
   state: needs(oneOf(['up', 'down', 'absent']), (v) => (v === 'absent' ? 'interface state "absent" (hot-unplug is not supported by this node)' : null)),
 });
 
-export const DEVICES: ObjectNode = obj({
+export const DEVICES = obj({
   disks: arr(DISK),
   interfaces: arr(INTERFACE),
   rng: empty(),

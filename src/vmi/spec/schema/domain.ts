@@ -2,9 +2,9 @@
  * Schema: the domain outside its devices (CPU, memory, resources, firmware, machine, features,
  * clock, launch security, chassis, I/O threads).
  */
-import { arr, bool, empty, featureState, int, map, needs, obj, oneOf, qty, str, type ObjectNode } from './node';
+import { arr, bool, empty, featureState, int, map, needs, obj, oneOf, qty, str } from './node';
 
-export const CPU: ObjectNode = obj({
+export const CPU = obj({
   cores: int(), sockets: int(), threads: int(), model: str(), dedicatedCpuPlacement: bool(),
   maxSockets: needs(int(), 'CPU hotplug (maxSockets is not supported by this node)'),
   features: arr(obj({ name: str(), policy: oneOf(['force', 'require', 'optional', 'disable', 'forbid']) })),
@@ -13,7 +13,7 @@ export const CPU: ObjectNode = obj({
   realtime: needs(obj({ mask: str() }), 'realtime vCPUs (this node has no realtime CPU scheduling)'),
 });
 
-export const MEMORY: ObjectNode = obj({
+export const MEMORY = obj({
   guest: qty(),
   hugepages: obj({ pageSize: str() }),
   maxGuest: needs(qty(), 'memory hotplug (maxGuest is not supported by this node)'),
@@ -22,9 +22,9 @@ export const MEMORY: ObjectNode = obj({
 });
 
 /** requests/limits are ResourceLists; validate.ts honours cpu and memory and lists the others as requirements. */
-export const RESOURCES: ObjectNode = obj({ requests: map(qty()), limits: map(qty()), overcommitGuestOverhead: bool() });
+export const RESOURCES = obj({ requests: map(qty()), limits: map(qty()), overcommitGuestOverhead: bool() });
 
-export const FIRMWARE: ObjectNode = obj({
+export const FIRMWARE = obj({
   uuid: str(),
   serial: str(),
   bootloader: obj({
@@ -49,7 +49,7 @@ export function imageOf(v: unknown): string {
 /** A FeatureState that is present and enabled (KubeVirt defaults enabled to true). */
 const state = (v: unknown): boolean => typeof v === 'object' && v !== null && (v as { enabled?: unknown }).enabled !== false;
 
-const hyperv = (): ObjectNode => obj({
+const hyperv = () => obj({
   relaxed: featureState(), vapic: featureState(), vpindex: featureState(), runtime: featureState(), reset: featureState(),
   frequencies: featureState(), reenlightenment: featureState(), ipi: featureState(), evmcs: featureState(),
   synic: featureState(),
@@ -64,7 +64,7 @@ const hyperv = (): ObjectNode => obj({
   }),
 });
 
-export const FEATURES: ObjectNode = obj({
+export const FEATURES = obj({
   acpi: featureState(),
   apic: obj({ enabled: bool(), endOfInterrupt: bool() }),
   smm: featureState(),
@@ -74,8 +74,8 @@ export const FEATURES: ObjectNode = obj({
   pvspinlock: featureState(),
 });
 
-const TICK_POLICIES = ['delay', 'catchup', 'merge', 'discard'];
-export const CLOCK: ObjectNode = obj({
+const TICK_POLICIES = ['delay', 'catchup', 'merge', 'discard'] as const;
+export const CLOCK = obj({
   utc: obj({ offsetSeconds: int() }),
   timezone: str(),
   timer: obj({
@@ -87,14 +87,14 @@ export const CLOCK: ObjectNode = obj({
   }),
 });
 
-export const LAUNCH_SECURITY: ObjectNode = obj({
+export const LAUNCH_SECURITY = obj({
   sev: needs(obj({ policy: obj({ encryptedState: bool() }), attestation: empty(), session: str(), dhCert: str() }), 'AMD SEV (not available on this node)'),
   snp: needs(empty(), 'AMD SEV-SNP (not available on this node)'),
   tdx: needs(empty(), 'Intel TDX (not available on this node)'),
 });
 
-export const CHASSIS: ObjectNode = obj({ manufacturer: str(), version: str(), serial: str(), asset: str(), sku: str() });
+export const CHASSIS = obj({ manufacturer: str(), version: str(), serial: str(), asset: str(), sku: str() });
 
 export const IO_THREADS_POLICY = needs(oneOf(['shared', 'auto', 'supplementalPool']), (v) => (v === 'shared' ? null : `I/O threads policy ${JSON.stringify(v)} (not rendered by this node yet; shared is)`));
-export const IO_THREADS: ObjectNode = needs(obj({ supplementalPoolThreadCount: int() }), 'a supplemental I/O thread pool (not rendered by this node yet)');
+export const IO_THREADS = needs(obj({ supplementalPoolThreadCount: int() }), 'a supplemental I/O thread pool (not rendered by this node yet)');
 

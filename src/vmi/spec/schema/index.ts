@@ -9,20 +9,20 @@ import type { Violations } from '../field-reader';
 import type { VmiRequirement } from '../types';
 import { CHASSIS, CLOCK, CPU, FEATURES, FIRMWARE, IO_THREADS, IO_THREADS_POLICY, LAUNCH_SECURITY, MEMORY, RESOURCES } from './domain';
 import { DEVICES } from './devices';
-import { arr, checkNode, int, map, needs, obj, oneOf, str, type ObjectNode } from './node';
+import { arr, checkNode, int, map, needs, obj, oneOf, str, type Infer } from './node';
 import {
   ACCESS_CREDENTIAL, AFFINITY, DNS_CONFIG, DNS_POLICY, OBJECT_META, PROBE, RESOURCE_CLAIM, TOLERATION, TOPOLOGY_SPREAD, UTILITY_VOLUME,
 } from './scheduling';
 import { NETWORK, VOLUME } from './volumes';
 
-export const DOMAIN_SPEC: ObjectNode = obj({
+export const DOMAIN_SPEC = obj({
   cpu: CPU, memory: MEMORY, resources: RESOURCES, firmware: FIRMWARE, machine: obj({ type: str() }),
   features: FEATURES, clock: CLOCK, devices: DEVICES, launchSecurity: LAUNCH_SECURITY, chassis: CHASSIS,
   ioThreadsPolicy: IO_THREADS_POLICY, ioThreads: IO_THREADS,
   rebootPolicy: needs(oneOf(['Reboot', 'Terminate']), (v) => (v === 'Terminate' ? 'rebootPolicy Terminate (not supported by this node yet)' : null)),
 });
 
-export const VMI_SPEC: ObjectNode = obj({
+export const VMI_SPEC = obj({
   domain: DOMAIN_SPEC,
   volumes: arr(VOLUME),
   networks: arr(NETWORK),
@@ -49,7 +49,12 @@ export const VMI_SPEC: ObjectNode = obj({
   utilityVolumes: arr(UTILITY_VOLUME),
 });
 
-export const VMI_SCHEMA: ObjectNode = obj({ apiVersion: str(), kind: str(), metadata: OBJECT_META, spec: VMI_SPEC });
+export const VMI_SCHEMA = obj({ apiVersion: str(), kind: str(), metadata: OBJECT_META, spec: VMI_SPEC });
+
+/** A kubevirt.io/v1 VirtualMachineInstance manifest as TypeScript sees it, derived from the schema (one source of truth). */
+export type KubevirtVmi = Infer<typeof VMI_SCHEMA>;
+export type KubevirtVmiSpec = Infer<typeof VMI_SPEC>;
+export type KubevirtDomainSpec = Infer<typeof DOMAIN_SPEC>;
 
 /** Checks a whole manifest: unknown fields and wrong kinds into `v`, accepted-but-not-honoured fields into `reqs`. */
 export function checkVmiSchema(raw: unknown, v: Violations, reqs: VmiRequirement[]): void {

@@ -20,47 +20,63 @@ interface Base {
   /** Set: the field is accepted but this node cannot honour it. */
   needs?: Needs;
 }
-export interface LeafNode extends Base {
-  t: 'string' | 'int' | 'bool' | 'quantity' | 'intOrString' | 'number';
-  enum?: readonly string[];
+type LeafKind = 'string' | 'int' | 'bool' | 'quantity' | 'intOrString' | 'number';
+export interface LeafNode<K extends LeafKind = LeafKind, E extends string = string> extends Base {
+  t: K;
+  enum?: readonly E[];
 }
-export interface ObjectNode extends Base {
+export interface ObjectNode<F extends Readonly<Record<string, SchemaNode>> = Readonly<Record<string, SchemaNode>>> extends Base {
   t: 'object';
-  fields: Readonly<Record<string, SchemaNode>>;
+  fields: F;
 }
-export interface ArrayNode extends Base {
+export interface ArrayNode<I extends SchemaNode = SchemaNode> extends Base {
   t: 'array';
-  items: SchemaNode;
+  // eslint-disable-next-line no-use-before-define
+  items: I;
 }
-export interface MapNode extends Base {
+export interface MapNode<V extends SchemaNode = SchemaNode> extends Base {
   t: 'map';
-  values: SchemaNode;
+  values: V;
 }
-export type SchemaNode = LeafNode | ObjectNode | ArrayNode | MapNode;
+// The generic defaults keep the tree's literal shape, so Infer<> can turn it into TypeScript types.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+export type SchemaNode = LeafNode | ObjectNode<any> | ArrayNode<any> | MapNode<any>;
+
+/** The TypeScript type of the values a schema node accepts (every object field optional, as in a manifest). */
+export type Infer<N> =
+  N extends ObjectNode<infer F> ? { [K in keyof F]?: Infer<F[K]> } :
+  N extends ArrayNode<infer I> ? Array<Infer<I>> :
+  N extends MapNode<infer V> ? Record<string, Infer<V>> :
+  N extends LeafNode<'string', infer E> ? (string extends E ? string : E) :
+  N extends LeafNode<'int' | 'number'> ? number :
+  N extends LeafNode<'bool'> ? boolean :
+  N extends LeafNode<'quantity' | 'intOrString'> ? string | number :
+  never;
 
 // ----- builders (the area files read like the API reference) ---------------------------------
 
-export const str = (): LeafNode => ({ t: 'string' });
-export const int = (): LeafNode => ({ t: 'int' });
-export const num = (): LeafNode => ({ t: 'number' });
-export const bool = (): LeafNode => ({ t: 'bool' });
-export const qty = (): LeafNode => ({ t: 'quantity' });
+export const str = (): LeafNode<'string'> => ({ t: 'string' });
+export const int = (): LeafNode<'int'> => ({ t: 'int' });
+export const num = (): LeafNode<'number'> => ({ t: 'number' });
+export const bool = (): LeafNode<'bool'> => ({ t: 'bool' });
+export const qty = (): LeafNode<'quantity'> => ({ t: 'quantity' });
 /** Kubernetes IntOrString (probe ports). */
-export const intOrStr = (): LeafNode => ({ t: 'intOrString' });
-export const oneOf = (values: readonly string[]): LeafNode => ({ t: 'string', enum: values });
-export const obj = (fields: Record<string, SchemaNode>): ObjectNode => ({ t: 'object', fields });
+export const intOrStr = (): LeafNode<'intOrString'> => ({ t: 'intOrString' });
+export const oneOf = <const E extends string>(values: readonly E[]): LeafNode<'string', E> => ({ t: 'string', enum: values });
+export const obj = <const F extends Readonly<Record<string, SchemaNode>>>(fields: F): ObjectNode<F> => ({ t: 'object', fields });
 /** An object with no fields, e.g. `pod: {}`, `masquerade: {}`. */
-export const empty = (): ObjectNode => obj({});
-export const arr = (items: SchemaNode): ArrayNode => ({ t: 'array', items });
-export const map = (values: SchemaNode): MapNode => ({ t: 'map', values });
+// eslint-disable-next-line @typescript-eslint/no-empty-object-type
+export const empty = (): ObjectNode<{}> => obj({});
+export const arr = <I extends SchemaNode>(items: I): ArrayNode<I> => ({ t: 'array', items });
+export const map = <V extends SchemaNode>(values: V): MapNode<V> => ({ t: 'map', values });
 /** The same node, accepted but not honoured on this node. */
 export function needs<T extends SchemaNode>(node: T, what: Needs): T {
   return { ...node, needs: what };
 }
 /** Kubernetes' {name} reference (LocalObjectReference). */
-export const localRef = (): ObjectNode => obj({ name: str() });
+export const localRef = () => obj({ name: str() });
 /** FeatureState: `{enabled?: bool}`. */
-export const featureState = (): ObjectNode => obj({ enabled: bool() });
+export const featureState = () => obj({ enabled: bool() });
 
 // ----- the walker ---------------------------------------------------------------------------
 

@@ -2,7 +2,7 @@
  * Schema: spec.volumes and spec.networks. Every KubeVirt volume source is accepted; the ones this
  * node cannot serve (cluster storage, Kubernetes objects, image pulls) are requirements.
  */
-import { arr, bool, int, localRef, needs, obj, oneOf, qty, str, type ObjectNode } from './node';
+import { arr, bool, int, localRef, needs, obj, oneOf, qty, str } from './node';
 
 const ref = (v: unknown, key: string): string => {
   const s = typeof v === 'object' && v !== null ? (v as Record<string, unknown>)[key] : undefined;
@@ -11,15 +11,15 @@ const ref = (v: unknown, key: string): string => {
 const NO_K8S = '(this node reads no Kubernetes objects)';
 const NO_PVC = '(persistent volume claims are not served by this node yet)';
 
-const cloudInit = (): ObjectNode => obj({
+const cloudInit = () => obj({
   userData: str(), userDataBase64: str(), networkData: str(), networkDataBase64: str(),
   secretRef: needs(localRef(), (v) => `cloud-init user data from Secret ${ref(v, 'name')} ${NO_K8S}`),
   networkDataSecretRef: needs(localRef(), (v) => `cloud-init network data from Secret ${ref(v, 'name')} ${NO_K8S}`),
 });
 
-const pvc = (): ObjectNode => obj({ claimName: str(), readOnly: bool(), hotpluggable: bool() });
+const pvc = () => obj({ claimName: str(), readOnly: bool(), hotpluggable: bool() });
 
-export const VOLUME: ObjectNode = obj({
+export const VOLUME = obj({
   name: str(),
   containerDisk: obj({
     // With an image, path is the disk's path inside the image; without one (this node's own
@@ -54,7 +54,7 @@ export const VOLUME: ObjectNode = obj({
   containerPath: needs(obj({ path: str(), readOnly: bool() }), 'a container path volume (there is no container on this node)'),
 });
 
-export const NETWORK: ObjectNode = obj({
+export const NETWORK = obj({
   name: str(),
   pod: obj({
     vmNetworkCIDR: needs(str(), 'a custom pod network CIDR (not rendered by this node yet)'),
