@@ -142,7 +142,7 @@ export class DomainRunner extends EventEmitter {
       if (plan.length > 0) await (await diskPrep()).prepareDisks(plan, { vmiDir: this.opts.vmiDir, logger: this.log });
       prepareEmbedRoot(s.libvirtUri, this.opts.vmiDir);
       const sup = this.supervise(s.libvirtUri);
-      const conn = (await sup.whenConnected(LIBVIRT_WAIT_MS)) as Connection;
+      const conn = await sup.whenConnected(LIBVIRT_WAIT_MS);
       const adopted = await this.defineAndBoot(conn, s.domainXml);
       this.phase = 'started';
       this.log.info({ domain: name, adopted, ms: Date.now() - t0 }, adopted ? 'adopted the running domain' : 'domain started');
@@ -218,7 +218,7 @@ export class DomainRunner extends EventEmitter {
     if (lastEvent) this.lastEvent = lastEvent;
     const run = async (): Promise<void> => {
       if (this.phase === 'tornDown') return;
-      const conn = this.supervisor?.connection as Connection | null | undefined;
+      const conn = this.supervisor?.connection;
       if (!conn) {
         this.setStatus({ ...this.current, domainXml: '', lastEvent: this.lastEvent, error: `libvirt unavailable: ${this.supervisor?.status().lastError ?? 'not connected'}` });
         return;
@@ -294,7 +294,7 @@ export class DomainRunner extends EventEmitter {
     const sup = this.supervisor;
     if (!sup) throw new Error(`${what}: libvirt not connected`);
     try {
-      return (await sup.whenConnected(LIBVIRT_WAIT_MS)) as Connection;
+      return await sup.whenConnected(LIBVIRT_WAIT_MS);
     } catch (e) {
       throw new Error(`${what}: libvirt unavailable: ${describe(e)}`, { cause: e });
     }
