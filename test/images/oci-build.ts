@@ -114,15 +114,15 @@ export async function buildImage(dir: string, tag: string, layers: ReadonlyArray
 
 /** Pushes `oci:<dir>:<tag>` to `docker://<dest>` over plain HTTP (loopback registry). */
 export async function push(dir: string, tag: string, dest: string): Promise<void> {
-  await execFileP('skopeo', ['--insecure-policy', 'copy', '--quiet', '--dest-tls-verify=false', `oci:${dir}:${tag}`, `docker://${dest}`], { maxBuffer: 1 << 20 });
+  await execFileP('skopeo', ['--insecure-policy', 'copy', '--quiet', '--dest-tls-verify=false', `oci:${dir}:${tag}`, `docker://${dest}`], { maxBuffer: 1 << 20, timeout: 300_000 });
 }
 
 /** Saves `oci:<dir>:<tag>` as an oci-archive tarball. */
 export async function saveArchive(dir: string, tag: string, archive: string): Promise<void> {
-  await execFileP('skopeo', ['--insecure-policy', 'copy', '--quiet', `oci:${dir}:${tag}`, `oci-archive:${archive}`], { maxBuffer: 1 << 20 });
+  await execFileP('skopeo', ['--insecure-policy', 'copy', '--quiet', `oci:${dir}:${tag}`, `oci-archive:${archive}`], { maxBuffer: 1 << 20, timeout: 300_000 });
 }
 
 /** An empty qcow2 or raw disk of `mib` MiB made by qemu-img. */
 export async function makeDisk(file: string, format: 'qcow2' | 'raw', mib: number): Promise<void> {
-  await execFileP('qemu-img', ['create', '-q', '-f', format, file, `${mib}M`]);
+  await execFileP('qemu-img', ['create', '-q', '-f', format, file, `${mib}M`], { timeout: 60_000 });
 }

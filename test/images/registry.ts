@@ -23,12 +23,13 @@ export function freePort(): Promise<number> {
 
 function get(url: string): Promise<number> {
   return new Promise((resolve) => {
-    http
-      .get(url, (res) => {
+    const req = http
+      .get(url, { timeout: 2000 }, (res) => {
         res.resume();
         resolve(res.statusCode ?? 0);
       })
-      .on('error', () => resolve(0));
+      .on('error', () => resolve(0))
+      .on('timeout', () => req.destroy());
   });
 }
 

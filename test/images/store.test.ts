@@ -107,7 +107,7 @@ before(async () => {
   await image('truncated', [[uniqueDisk('disk/disk.img')]]);
   await image('big', [[uniqueDisk('disk/disk.img', 3 << 20)]]);
   await image('zeros', [[{ name: 'disk/disk.img', data: Buffer.alloc(64 << 20) }]]);
-});
+}, { timeout: 180_000 });
 
 after(async () => {
   await reg?.stop();
