@@ -162,6 +162,7 @@ export class App {
       logger: component(logger, 'vmi'),
       logLevel: config.log.level === 'silent' ? 'warn' : config.log.level,
       validation: { imageRoot: config.vmi.imageRoot, hostPathRoots: config.vmi.hostPathRoots },
+      nodeLabels: () => this.nodeView()?.labels ?? null,
       allowTcg: config.vmi.allowTcg,
       maxVmis: config.vmi.maxVmis,
       bridge: config.vmi.bridge,

@@ -23,6 +23,7 @@ import type { NodeInfo } from '../../node/types';
 import type { CommandBody, DomainStatus } from '../../launcher-protocol/messages';
 import { parseManifest } from '../spec/manifest';
 import type { NormalizedVmi, ValidationContext, VirtualMachineInstance, VmiReadModel, VmiView } from '../spec/types';
+import { defaultVmi } from '../spec/defaults';
 import { validateVmi } from '../spec/validate';
 import { type Failpoints, NO_FAILPOINTS } from './failpoints';
 import type { NodeFacts } from './launch-plan';
@@ -45,6 +46,8 @@ export interface ControllerOptions {
   logger: Logger;
   logLevel: string;
   validation: ValidationContext;
+  /** This node's labels now (spec.nodeSelector and required node affinity are checked against them). */
+  nodeLabels?: () => Readonly<Record<string, string>> | null;
   allowTcg: boolean;
   maxVmis: number;
   bridge: string | null;
@@ -119,7 +122,7 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
     this.hub.raiseTo(this.store.readRevision());
     for (const rec of records) {
       this.hub.raiseTo(rec.revision);
-      const v = validateVmi(rec.manifest, this.opts.validation);
+      const v = validateVmi(rec.manifest, this.validation());
       const status = initialStatus(this.opts.nodeName, rec.phase, rec.reason);
       if (!v.ok) {
         status.phase = 'Failed';
@@ -193,21 +196,32 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
 
   // ------------------------------------------------------------------ API: desired state
 
+  /** The validation context now: fields the node cannot honour wait (requirements), node labels as they are. */
+  private validation(): ValidationContext {
+    const labels = this.opts.nodeLabels?.();
+    return { ...this.opts.validation, requirements: 'pending', ...(labels ? { nodeLabels: labels } : {}) };
+  }
+
   /** Accepts a manifest (JSON or YAML). Idempotent per uid; durable before it returns. */
   sync(manifestText: string): { vmi: VmiView; changed: boolean } {
     if (this.stopped) throw new VhError(ErrorCodes.NOT_READY, 'draining: not accepting VMIs');
     const parsed = parseManifest(manifestText);
     if (!parsed.ok) throw invalid(parsed.violations);
-    const v = validateVmi(parsed.value, this.opts.validation);
+    // KubeVirt's defaulting first (its webhook runs before validation: `machine: {type: ""}` is
+    // valid there), then validation of the defaulted VMI; what is stored and shown is defaulted.
+    const first = validateVmi(defaultVmi(parsed.value), this.validation());
+    if (!first.ok) throw invalid(first.violations);
+    const key = `${first.vmi.namespace}/${first.vmi.name}`;
+    const existingUid = this.byName.get(key);
+    if (first.vmi.uid && existingUid && existingUid !== first.vmi.uid) {
+      throw new VhError(ErrorCodes.ALREADY_EXISTS, `vmi ${key} exists with uid ${existingUid}, not ${first.vmi.uid}`);
+    }
+    const uid = first.vmi.uid || existingUid || randomUUID();
+    // Defaulted again now that the uid is known (firmware.uuid defaults to it).
+    const manifest = defaultVmi(withUid(parsed.value as VirtualMachineInstance, uid, first.vmi.namespace, first.vmi.generation), { uid }) as VirtualMachineInstance;
+    const v = validateVmi(manifest, this.validation());
     if (!v.ok) throw invalid(v.violations);
     const vmi = v.vmi;
-    const key = `${vmi.namespace}/${vmi.name}`;
-    const existingUid = this.byName.get(key);
-    if (vmi.uid && existingUid && existingUid !== vmi.uid) {
-      throw new VhError(ErrorCodes.ALREADY_EXISTS, `vmi ${key} exists with uid ${existingUid}, not ${vmi.uid}`);
-    }
-    const uid = vmi.uid || existingUid || randomUUID();
-    const manifest = withUid(parsed.value as VirtualMachineInstance, uid, vmi.namespace, vmi.generation);
     const normalized = { ...vmi, uid };
     const s = this.vmis.get(uid);
     if (!s) return this.create(uid, manifest, normalized);
@@ -215,10 +229,13 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
     if (vmi.generation < s.rec.generation) {
       throw new VhError(ErrorCodes.FAILED_PRECONDITION, `metadata.generation ${vmi.generation} is older than the stored ${s.rec.generation}`, { field: 'metadata.generation' });
     }
-    if (isDeepStrictEqual(manifest, s.rec.manifest)) return { vmi: s.view(), changed: false };
+    // A record stored before defaulting existed compares as it would be stored today.
+    const stored = defaultVmi(s.rec.manifest, { uid }) as VirtualMachineInstance;
+    if (isDeepStrictEqual(manifest, s.rec.manifest) || isDeepStrictEqual(manifest, stored)) return { vmi: s.view(), changed: false };
     // The domain part of a VMI is immutable while it exists (as in KubeVirt); what may change in
     // place: runStrategy, terminationGracePeriodSeconds, labels, annotations, generation.
-    const old = s.vmi;
+    const storedNow = validateVmi(stored, this.validation());
+    const old = storedNow.ok ? storedNow.vmi : s.vmi;
     if (old && !isDeepStrictEqual(immutablePart(old), immutablePart(normalized))) {
       throw new VhError(ErrorCodes.FAILED_PRECONDITION, `vmi ${key}: only runStrategy, terminationGracePeriodSeconds, labels and annotations can change; delete and re-create it to change the rest`);
     }
@@ -496,6 +513,7 @@ function withUid(m: VirtualMachineInstance, uid: string, namespace: string, gene
 }
 
 function immutablePart(v: NormalizedVmi): unknown {
-  const { runStrategy: _r, terminationGracePeriodSeconds: _t, labels: _l, annotations: _a, generation: _g, ...rest } = v;
+  // requirements follow the node (its labels change), not the spec.
+  const { runStrategy: _r, terminationGracePeriodSeconds: _t, labels: _l, annotations: _a, generation: _g, requirements: _q, ...rest } = v;
   return rest;
 }

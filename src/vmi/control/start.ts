@@ -17,8 +17,18 @@ const START_TIMEOUT_MS = 180_000;
 interface Refusal {
   phase: 'Pending' | 'Failed';
   reason: string;
-  /** When to look again; -1: never (Failed). */
+  /** When to look again; -1: never (Failed, or nothing on this node can change it). */
   retryMs: number;
+}
+
+/**
+ * Fields KubeVirt accepts that this node cannot honour: the VMI waits, as KubeVirt's scheduler
+ * would leave it unschedulable, with a condition naming exactly what the node lacks.
+ */
+function unschedulable(s: VmiState): string | null {
+  const req = s.vmi?.requirements ?? [];
+  if (req.length === 0) return null;
+  return `this node cannot run it: ${req.map((r) => `${r.field}: ${r.needs}`).join('; ')}`;
 }
 
 /** Checks what the node offers; returns a reason to wait (Pending) or fail, or null. */
@@ -82,6 +92,12 @@ function startCommand(h: ReconcileHost, s: VmiState, libvirtUri: string): StartD
 /** Idle -> Spawning -> Launching. */
 export async function startLauncher(h: ReconcileHost, s: VmiState): Promise<void> {
   const uid = s.uid;
+  const lacks = unschedulable(s);
+  if (lacks) {
+    s.setCondition('Schedulable', 'False', 'Unschedulable', lacks);
+    if (s.setPhase('Pending', lacks)) h.publish(s);
+    return; // the spec decides it; a new generation or a handler restart (node labels) looks again
+  }
   const pf = preflight(h, s);
   if (pf) {
     if (s.setPhase(pf.phase, pf.reason, pf.phase === 'Failed')) h.publish(s);
