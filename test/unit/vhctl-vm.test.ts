@@ -5,34 +5,16 @@
  */
 import { after, before, beforeEach, describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { parse as parseYaml, parseAllDocuments } from 'yaml';
 import { loadProtos } from '../../src/grpc/proto';
+import { type VhctlResult, runVhctl } from '../lib/vhctl';
 
-const VHCTL = path.resolve(__dirname, '../../src/cli/vhctl.js');
-
-interface Result { code: number; stdout: string; stderr: string }
-
-function vhctl(args: string[], env: Record<string, string>, input?: string): Promise<Result> {
-  const base = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('VH_') && k !== 'XDG_CACHE_HOME'));
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [VHCTL, ...args], { env: { ...base, ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-    child.stdin.end(input ?? '');
-  });
+function vhctl(args: string[], env: Record<string, string>, input?: string): Promise<VhctlResult> {
+  return runVhctl(args, { env, ...(input !== undefined ? { input } : {}) });
 }
 
 /** A VmiService that keeps every manifest; one containing "bogus" is refused with two violations. */

@@ -12,32 +12,10 @@ import * as grpc from '@grpc/grpc-js';
 import { parse as parseYaml } from 'yaml';
 import { ESCAPE_BYTE, enterRaw, scanEscape } from '../../src/cli/console';
 import { loadProtos } from '../../src/grpc/proto';
+import { VHCTL_SCRIPT, type VhctlResult, runVhctl } from '../lib/vhctl';
 
-const VHCTL = path.resolve(__dirname, '../../src/cli/vhctl.js');
-
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-function vhctl(args: string[], input?: string | Buffer): Promise<Result> {
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('VH_')));
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [VHCTL, ...args], { env, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
-    child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr += d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code: code ?? -1, stdout, stderr });
-    });
-    if (input !== undefined) child.stdin.end(input);
-    else child.stdin.end();
-  });
+function vhctl(args: string[], input?: string | Buffer): Promise<VhctlResult> {
+  return runVhctl(args, input !== undefined ? { input } : {});
 }
 
 type WireVmi = Record<string, unknown> & { uid: string; namespace: string; name: string; status: Record<string, unknown>; deleting: boolean; revision: number };
@@ -350,7 +328,7 @@ describe('vhctl VMI commands against a fake VmiService', () => {
   it('console --timeout ends a session that would not end by itself (exit 0, note on stderr)', async () => {
     fake.reset();
     fake.vmis.set('default/endless', vmi('default', 'endless', 'Running'));
-    const child = spawn(process.execPath, [VHCTL, 'console', 'endless', '--timeout', '1s', ...sock], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [VHCTL_SCRIPT, 'console', 'endless', '--timeout', '1s', ...sock], { stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => (stdout += d));
