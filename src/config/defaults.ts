@@ -13,7 +13,7 @@ export type Profile = 'production' | 'dev';
 /** How a key's raw value is parsed and checked (see load.ts). */
 export type KeyKind =
   | { type: 'nodeName' }
-  | { type: 'path'; writable?: boolean }
+  | { type: 'path'; writable?: boolean; nullable?: boolean }
   | { type: 'socket' }
   | { type: 'host' }
   | { type: 'switch' }
@@ -22,7 +22,15 @@ export type KeyKind =
   | { type: 'enum'; values: readonly string[] }
   | { type: 'libvirtUri' }
   | { type: 'pathList' }
-  | { type: 'ifname' };
+  | { type: 'ifname' }
+  /** Registry host (or prefix) -> registry host (or prefix); text form `from=to,from=to`. */
+  | { type: 'registryMap' }
+  /** Registry host -> mirrors tried in order; text form `host=m1|m2,host=m3`. */
+  | { type: 'registryMirrors' }
+  /** Registries reached over plain HTTP (loopback only); text form `h1,h2`. */
+  | { type: 'loopbackRegistries' }
+  /** A byte count: an integer or a quantity (512Mi, 64Gi, 1G). */
+  | { type: 'bytes'; min: number; max: number };
 
 /** One configuration key. */
 export interface KeySpec {
@@ -73,6 +81,12 @@ export const KEYS: readonly KeySpec[] = [
   { key: 'vmi.maxVmis', kind: { type: 'int', min: 1, max: 10000 }, doc: 'most VMIs this node accepts', defaultDoc: '256' },
   { key: 'vmi.bridge', kind: { type: 'ifname' }, doc: "host bridge for 'bridge' interfaces ('' = none: such VMIs are refused)", defaultDoc: "''" },
   { key: 'vmi.reconcileWorkers', kind: { type: 'int', min: 1, max: 64 }, doc: 'VMIs reconciled at once', defaultDoc: '8' },
+  { key: 'images.root', kind: { type: 'path', writable: true }, doc: 'the image store (pulled containerDisk images; created 0700; not inside vmi.imageRoot)', defaultDoc: '<stateDir>/image-store' },
+  { key: 'images.rewrites', kind: { type: 'registryMap' }, doc: "reference prefix rewrites, longest prefix wins (YAML mapping; 'from=to,...')", defaultDoc: 'none' },
+  { key: 'images.mirrors', kind: { type: 'registryMirrors' }, doc: "per registry host, mirrors tried in order before it (YAML mapping of lists; 'host=m1|m2,...')", defaultDoc: 'none' },
+  { key: 'images.authFile', kind: { type: 'path', nullable: true }, doc: "registry credentials (containers-auth.json format), passed to skopeo only ('' = none)", defaultDoc: 'none' },
+  { key: 'images.insecureRegistries', kind: { type: 'loopbackRegistries' }, doc: "registries reached over plain HTTP; loopback hosts only (YAML list; ',')", defaultDoc: 'none' },
+  { key: 'images.maxImageSize', kind: { type: 'bytes', min: 2 ** 20, max: 2 ** 50 }, doc: 'largest image pulled (bytes or a quantity: 512Mi, 64Gi)', defaultDoc: '64Gi' },
   { key: 'libvirt.lanes', kind: { type: 'int', min: 1, max: 32 }, doc: 'libvirt connections opened (calls that run at once)', defaultDoc: '4' },
 ];
 
@@ -161,5 +175,10 @@ export function defaultValues(profile: Profile, ctx: DefaultsContext): Record<st
     'vmi.maxVmis': 256,
     'vmi.bridge': '',
     'vmi.reconcileWorkers': 8,
+    'images.rewrites': {},
+    'images.mirrors': {},
+    'images.authFile': null,
+    'images.insecureRegistries': [],
+    'images.maxImageSize': 64 * 2 ** 30,
   };
 }

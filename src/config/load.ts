@@ -29,6 +29,14 @@ export interface Sourced {
 /** Values from one source, keyed by dotted key. */
 export type Layer = Map<string, Sourced>;
 
+/** A registry host[:port] ([v6] literals included) with an optional repository prefix. */
+const REGISTRY_RE = /^(\[[0-9A-Fa-f:]+\]|[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(:[0-9]{1,5})?(\/[a-z0-9._-]+)*$/;
+/** The hosts ImageStore lets go without TLS (src/images/reference.ts isLoopbackRegistry). */
+const LOOPBACK_REGISTRY_RE = /^(localhost|\[::1\]|127\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3})(:[0-9]{1,5})?$/;
+const QUANTITY_UNITS: Record<string, number> = {
+  Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40, Pi: 2 ** 50, k: 1e3, K: 1e3, M: 1e6, G: 1e9, T: 1e12, P: 1e15,
+};
+
 function invalid(key: string, message: string): VhError {
   return new VhError(ErrorCodes.CONFIG_INVALID, `${key}: ${message}`, { key });
 }
@@ -80,6 +88,7 @@ export function parseValue(spec: KeySpec, raw: unknown, text: boolean, origin: s
       return raw;
     case 'path':
     case 'socket': {
+      if (k.type === 'path' && k.nullable && (text ? raw === '' : raw === null)) return null;
       const limit = k.type === 'socket' ? ` of at most ${MAX_UNIX_PATH} bytes` : '';
       if (typeof raw !== 'string' || !path.isAbsolute(raw) || raw.includes('\0')) return fail(`must be an absolute path${limit}`);
       if (k.type === 'socket' && Buffer.byteLength(raw) > MAX_UNIX_PATH) return fail(`must be an absolute path${limit}`);
@@ -109,6 +118,59 @@ export function parseValue(spec: KeySpec, raw: unknown, text: boolean, origin: s
       if (!text && raw === null) return ''; // --print-config writes the resolved null back
       if (typeof raw !== 'string' || !/^([A-Za-z0-9_.-]{1,15})?$/.test(raw)) return fail("must be a network interface name (1-15 of A-Z a-z 0-9 _ . -) or ''");
       return raw;
+    case 'registryMap':
+    case 'registryMirrors': {
+      const mirrors = k.type === 'registryMirrors';
+      const must = mirrors
+        ? "must map registry hosts to lists of registries (text: 'host=m1|m2,host=m3')"
+        : "must map registry prefixes to registry prefixes (text: 'from=to,from=to')";
+      let entries: Array<[unknown, unknown]>;
+      if (text) {
+        if (typeof raw !== 'string') return fail(must);
+        entries = raw === '' ? [] : raw.split(',').map((e) => {
+          const eq = e.indexOf('=');
+          if (eq === -1) return fail(must);
+          const to = e.slice(eq + 1);
+          return [e.slice(0, eq), mirrors ? to.split('|') : to];
+        });
+      } else {
+        if (!isMapping(raw)) return fail(must);
+        entries = Object.entries(raw);
+      }
+      const out: Record<string, string | string[]> = {};
+      for (const [from, to] of entries) {
+        if (typeof from !== 'string' || !REGISTRY_RE.test(from) || (mirrors && from.includes('/'))) return fail(`${must}; bad key ${show(from)}`);
+        if (mirrors) {
+          if (!Array.isArray(to) || to.length === 0 || !to.every((m) => typeof m === 'string' && REGISTRY_RE.test(m))) return fail(`${must}; bad mirrors for ${from}`);
+          out[from] = [...(to as string[])];
+        } else {
+          if (typeof to !== 'string' || !REGISTRY_RE.test(to)) return fail(`${must}; bad target for ${from}`);
+          out[from] = to;
+        }
+      }
+      return out;
+    }
+    case 'loopbackRegistries': {
+      const must = "must be loopback registries (127.0.0.0/8, [::1] or localhost, with an optional :port) reached without TLS";
+      const items = text ? (typeof raw === 'string' ? (raw === '' ? [] : raw.split(',')) : null) : Array.isArray(raw) ? raw : null;
+      if (items === null) return fail(text ? `${must}, ','-separated` : `${must}, as a list`);
+      for (const item of items) {
+        if (typeof item !== 'string' || !LOOPBACK_REGISTRY_RE.test(item)) return fail(`${must}; bad entry ${show(item)}`);
+      }
+      return [...(items as string[])];
+    }
+    case 'bytes': {
+      const must = `must be a byte count ${k.min}-${k.max} (an integer or a quantity such as 512Mi, 64Gi)`;
+      let n: number;
+      if (!text && typeof raw === 'number') n = raw;
+      else if (typeof raw === 'string') {
+        const m = /^([0-9]+)(Ki|Mi|Gi|Ti|Pi|k|K|M|G|T|P)?$/.exec(raw.trim());
+        if (!m) return fail(must);
+        n = Number(m[1]) * (m[2] ? QUANTITY_UNITS[m[2]]! : 1);
+      } else return fail(must);
+      if (!Number.isSafeInteger(n) || n < k.min || n > k.max) return fail(must);
+      return n;
+    }
     case 'host':
       if (typeof raw !== 'string' || !(net.isIP(raw) || /^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/.test(raw))) {
         return fail('must be an IP address or a host name');
@@ -290,6 +352,14 @@ export function resolve(profile: Profile, ctx: DefaultsContext, layers: readonly
     grpcTcp = { host: gHost, port: gPort, tls: { cert: get('grpc.tls.cert'), key: get('grpc.tls.key'), ca: get('grpc.tls.ca') } };
   }
 
+  // The store's files are its own (GC removes them): a VMI must not reach them as a host path.
+  const imageRoot = merged.has('vmi.imageRoot') ? get<string>('vmi.imageRoot') : path.join(get<string>('stateDir'), 'images');
+  const imagesRoot = merged.has('images.root') ? get<string>('images.root') : path.join(get<string>('stateDir'), 'image-store');
+  const within = (a: string, b: string): boolean => a === b || a.startsWith(b.endsWith('/') ? b : b + '/');
+  if (within(imagesRoot, imageRoot) || within(imageRoot, imagesRoot)) {
+    throw invalid('images.root', `${show(imagesRoot)} (from ${merged.get('images.root')?.origin ?? 'default <stateDir>/image-store'}) must not overlap vmi.imageRoot ${show(imageRoot)}`);
+  }
+
   const config: Config = {
     nodeName: get('nodeName'),
     stateDir: get('stateDir'),
@@ -309,13 +379,21 @@ export function resolve(profile: Profile, ctx: DefaultsContext, layers: readonly
       kvmDevice: get('probe.kvmDevice'),
     },
     vmi: {
-      imageRoot: merged.has('vmi.imageRoot') ? get('vmi.imageRoot') : path.join(get<string>('stateDir'), 'images'),
+      imageRoot,
       hostPathRoots: get('vmi.hostPathRoots'),
       allowTcg: get('vmi.allowTcg'),
       embeddedLibvirt: get('vmi.embeddedLibvirt'),
       maxVmis: get('vmi.maxVmis'),
       bridge: get<string>('vmi.bridge') === '' ? null : get('vmi.bridge'),
       reconcileWorkers: get('vmi.reconcileWorkers'),
+    },
+    images: {
+      root: imagesRoot,
+      rewrites: get('images.rewrites'),
+      mirrors: get('images.mirrors'),
+      authFile: get<string | null>('images.authFile'),
+      insecureRegistries: get('images.insecureRegistries'),
+      maxImageSize: get('images.maxImageSize'),
     },
     libvirt: {
       uri: get<string | null>('libvirt.uri'),

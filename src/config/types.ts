@@ -58,4 +58,16 @@ export interface Config {
     /** Connection handles (calls that run at once). */
     lanes: number;
   };
+  /** The image store (src/images/): where pulled containerDisk images live and how they are fetched. */
+  images: {
+    root: string;
+    /** Reference prefix rewrites (longest prefix wins). */
+    rewrites: Readonly<Record<string, string>>;
+    /** Per registry host, mirrors tried in order before it. */
+    mirrors: Readonly<Record<string, readonly string[]>>;
+    authFile: string | null;
+    /** Registries reached over plain HTTP; loopback hosts only. */
+    insecureRegistries: readonly string[];
+    maxImageSize: number;
+  };
 }

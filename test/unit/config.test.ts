@@ -133,6 +133,8 @@ describe('every invalid value names its key and its source', () => {
     'libvirt.uri': 'qemu+ssh://evil.example/system', 'libvirt.required': 'maybe', 'libvirt.lanes': '0',
     'vmi.imageRoot': 'images', 'vmi.hostPathRoots': '/ok:relative', 'vmi.allowTcg': 'perhaps', 'vmi.embeddedLibvirt': 'sometimes', 'vmi.maxVmis': '0',
     'vmi.bridge': 'br0;rm -rf', 'vmi.reconcileWorkers': '65',
+    'images.root': 'store', 'images.rewrites': 'quay.io', 'images.mirrors': 'quay.io=', 'images.authFile': 'auth.json',
+    'images.insecureRegistries': 'registry.example:5000', 'images.maxImageSize': '12parsecs',
   };
   test('the table covers every key', () => assert.deepEqual(Object.keys(bad).sort(), KEYS.map((k) => k.key).sort()));
 
@@ -324,5 +326,44 @@ describe('result and meta commands', () => {
     assert.equal(printed.kind, 'print-config');
     const file = writeFile('printed.yaml', (printed as { text: string }).text);
     assert.deepEqual(run(['--config', file]).config, run(['--http-tcp-port', '9']).config);
+  });
+});
+
+describe('images.*', () => {
+  test('defaults: the store beside (not inside) vmi.imageRoot, nothing rewritten, 64Gi', () => {
+    const { config } = run(['--state-dir=/srv/vh']);
+    assert.deepEqual(config.images, { root: '/srv/vh/image-store', rewrites: {}, mirrors: {}, authFile: null, insecureRegistries: [], maxImageSize: 64 * 2 ** 30 });
+    assert.equal(config.vmi.imageRoot, '/srv/vh/images');
+  });
+
+  test('flags, env and a file spell the same values', () => {
+    const flags = run(['--images-rewrites=registry:5000=127.0.0.1:5123,quay.io/x=127.0.0.1:5123/y', '--images-mirrors=quay.io=127.0.0.1:5000|127.0.0.2:5000',
+      '--images-insecure-registries=127.0.0.1:5123,localhost,[::1]:80', '--images-max-image-size=512Mi', '--images-auth-file=/etc/vh/auth.json', '--images-root=/srv/store']).config.images;
+    assert.deepEqual(flags, {
+      root: '/srv/store', rewrites: { 'registry:5000': '127.0.0.1:5123', 'quay.io/x': '127.0.0.1:5123/y' }, mirrors: { 'quay.io': ['127.0.0.1:5000', '127.0.0.2:5000'] },
+      authFile: '/etc/vh/auth.json', insecureRegistries: ['127.0.0.1:5123', 'localhost', '[::1]:80'], maxImageSize: 512 * 2 ** 20,
+    });
+    const env = run([], ctx({ VH_IMAGES_MAX_IMAGE_SIZE: '2000000', VH_IMAGES_INSECURE_REGISTRIES: '127.0.0.1:5000', VH_IMAGES_AUTH_FILE: '' })).config.images;
+    assert.equal(env.maxImageSize, 2_000_000);
+    assert.deepEqual(env.insecureRegistries, ['127.0.0.1:5000']);
+    assert.equal(env.authFile, null);
+    const file = writeFile('images.yaml', 'images:\n  rewrites:\n    registry:5000: 127.0.0.1:5123\n  mirrors:\n    quay.io: [127.0.0.1:5000]\n  insecureRegistries: [127.0.0.1:5123]\n  maxImageSize: 1Gi\n');
+    const fromFile = run(['--config', file]).config.images;
+    assert.deepEqual(fromFile.rewrites, { 'registry:5000': '127.0.0.1:5123' });
+    assert.deepEqual(fromFile.mirrors, { 'quay.io': ['127.0.0.1:5000'] });
+    assert.equal(fromFile.maxImageSize, 2 ** 30);
+  });
+
+  test('plain HTTP only to loopback registries; bad maps and sizes name the key', () => {
+    rejects(() => run(['--images-insecure-registries=10.0.0.1:5000']), ErrorCodes.CONFIG_INVALID, /^images\.insecureRegistries: must be loopback registries.*bad entry "10\.0\.0\.1:5000"/);
+    rejects(() => run(['--config', writeFile('ir.yaml', 'images:\n  insecureRegistries: 127.0.0.1\n')]), ErrorCodes.CONFIG_INVALID, /^images\.insecureRegistries: .*as a list/);
+    rejects(() => run(['--images-rewrites=a b=c']), ErrorCodes.CONFIG_INVALID, /^images\.rewrites: .*bad key "a b"/);
+    rejects(() => run(['--config', writeFile('mi.yaml', 'images:\n  mirrors:\n    quay.io: 127.0.0.1:5000\n')]), ErrorCodes.CONFIG_INVALID, /^images\.mirrors: .*bad mirrors for quay\.io/);
+    rejects(() => run(['--images-max-image-size=1Ki']), ErrorCodes.CONFIG_INVALID, /^images\.maxImageSize: must be a byte count/);
+  });
+
+  test('the store must not overlap vmi.imageRoot (a VMI host path must never reach files GC removes)', () => {
+    rejects(() => run(['--state-dir=/srv/vh', '--images-root=/srv/vh/images/store']), ErrorCodes.CONFIG_INVALID, /^images\.root: .*must not overlap vmi\.imageRoot/);
+    rejects(() => run(['--vmi-image-root=/srv/vh/image-store/x', '--state-dir=/srv/vh']), ErrorCodes.CONFIG_INVALID, /^images\.root: /);
   });
 });
