@@ -108,7 +108,11 @@ describe('test seams and tooling variables', { timeout: 120_000 }, () => {
     env[SEAM_ENV.vmiTiming] = JSON.stringify({ registerTimeoutMs: 1, readoptMs: 1 });
     env[SEAM_ENV.launcherCommand] = JSON.stringify(['/bin/false']);
     env.VHDEV_LIBVIRT_LOG_LEVEL = '1';
-    const h = await HandlerUnderTest.start({ tmp: dir('shipped'), libvirtUri: 'test:///default', logLevel: 'info', env });
+    // The bin loader (not the bundle) writes its code cache where this points at exit: a temp
+    // file, never './1' in the working directory.
+    const tmp = dir('shipped');
+    env.VHDEV_CODE_CACHE_WRITE = path.join(tmp, 'code-cache-out');
+    const h = await HandlerUnderTest.start({ tmp, libvirtUri: 'test:///default', logLevel: 'info', env });
     const created = (await h.call<{ vmi: VmiView }>('SyncVMI', { manifest: JSON.stringify(testDriverVmi('vm', 'seams')) })).vmi;
     const running = await h.waitPhase('seams', 'vm', ['Running'], 20_000);
     assert.ok(running.status.launcherPid > 0);
