@@ -7,6 +7,7 @@
  *   3. native addon (absence is not fatal: KVM is then reported unavailable)
  *   4. readiness {listeners, probe} + metrics
  *   5. HTTP (unix socket, then loopback TCP)            (SOCKET_IN_USE / LISTEN_FAILED -> exit 3)
+ *      then the image store (images.root, 0700) and the VMI controller (records loaded, image GC)
  *   6. gRPC (unix socket; plus an mTLS TCP listener without the Launcher service when grpc.tcp is on)
  *   7. node probe, in the background: /readyz says 'probe running' until it resolves
  *   8. libvirt supervisor (libvirt.uri), in the background: connects, reconnects with backoff,
@@ -35,7 +36,8 @@ import { LibvirtSupervisor } from './libvirt/supervisor';
 import { type NodeCapabilities, readNodeCapabilities, summarizeCapabilities } from './libvirt/node-capabilities';
 import type { Failpoints } from './vmi/control/failpoints';
 import type { Timing } from './vmi/control/reconcile-host';
-import { VmiController } from './vmi/control/controller';
+import { type ImageGcTiming, VmiController } from './vmi/control/controller';
+import { ImageStore } from './images/image-store';
 import { MetricsCollector, statsTargets } from './vmi/control/metrics-collector';
 import { vmiServiceImplementation } from './grpc/vmi-service';
 import { launcherServiceImplementation } from './grpc/launcher-service';
@@ -57,6 +59,8 @@ export interface AppSeams {
   failpoints?: Failpoints;
   vmiTiming?: Partial<Timing>;
   launcherCommand?: readonly string[];
+  /** Image GC timing (e.g. minIdleMs 0 so a restart collects what no VMI uses). */
+  imageGc?: Partial<ImageGcTiming>;
 }
 
 type CloseHook = { name: string; close: (deadlineMs: number) => Promise<void> | void };
@@ -153,6 +157,18 @@ export class App {
     await http.listen(); // cleans up after itself on failure
     this.onClose('http', (ms) => http.close(ms));
 
+    // The image store before the VMIs: their records name its images (GC keeps those).
+    fs.mkdirSync(config.images.root, { recursive: true, mode: 0o700 });
+    fs.chmodSync(config.images.root, 0o700);
+    const images = new ImageStore(config.images.root, component(logger, 'images'), {
+      rewrites: config.images.rewrites,
+      mirrors: config.images.mirrors,
+      ...(config.images.authFile !== null ? { authFile: config.images.authFile } : {}),
+      insecureRegistries: config.images.insecureRegistries,
+      maxImageSize: config.images.maxImageSize,
+    });
+    logger.info({ root: images.root, images: images.list().length, insecureRegistries: config.images.insecureRegistries }, 'image store opened');
+
     // VMIs: records are loaded (and launchers re-adopted) before the gRPC socket accepts
     // launcher connections, so a reconnecting launcher always finds its VMI.
     const vmis = new VmiController({
@@ -179,6 +195,8 @@ export class App {
       failpoints: this.opts.seams?.failpoints,
       timing: this.opts.seams?.vmiTiming,
       launcherCommand: this.opts.seams?.launcherCommand,
+      images,
+      imageGc: this.opts.seams?.imageGc,
     });
     fs.mkdirSync(config.vmi.imageRoot, { recursive: true, mode: 0o750 });
     vmis.start();

@@ -3,7 +3,7 @@
  * and as the harness (test/lib/daemon.ts) writes them: one place for the VHTEST_* names and
  * formats. No side effects on import (the test entry itself raises libuv's pool when loaded).
  */
-import type { Timing } from '../../src/vmi/control/controller';
+import type { ImageGcTiming, Timing } from '../../src/vmi/control/controller';
 
 /** What the crash, timing and fuzz tests inject. */
 export interface Seams {
@@ -13,10 +13,12 @@ export interface Seams {
   vmiTiming?: Partial<Timing>;
   /** The launcher argv prefix, e.g. ['/bin/bash', 'fake-launcher.sh']. */
   launcherCommand?: readonly string[];
+  /** Image GC timing, e.g. {minIdleMs: 0}: the GC at start removes every image no record names. */
+  imageGc?: Partial<ImageGcTiming>;
 }
 
 /** The variable that carries each seam. */
-export const SEAM_ENV = { failpoints: 'VHTEST_FAILPOINTS', vmiTiming: 'VHTEST_VMI_TIMING', launcherCommand: 'VHTEST_LAUNCHER_COMMAND' } as const satisfies Record<keyof Seams, string>;
+export const SEAM_ENV = { failpoints: 'VHTEST_FAILPOINTS', vmiTiming: 'VHTEST_VMI_TIMING', launcherCommand: 'VHTEST_LAUNCHER_COMMAND', imageGc: 'VHTEST_IMAGE_GC' } as const satisfies Record<keyof Seams, string>;
 
 /** The environment the test entry reads `seams` from. */
 export function seamEnv(seams: Seams): Record<string, string> {
@@ -24,5 +26,6 @@ export function seamEnv(seams: Seams): Record<string, string> {
   if (seams.failpoints) env[SEAM_ENV.failpoints] = seams.failpoints;
   if (seams.vmiTiming) env[SEAM_ENV.vmiTiming] = JSON.stringify(seams.vmiTiming);
   if (seams.launcherCommand) env[SEAM_ENV.launcherCommand] = JSON.stringify(seams.launcherCommand);
+  if (seams.imageGc) env[SEAM_ENV.imageGc] = JSON.stringify(seams.imageGc);
   return env;
 }

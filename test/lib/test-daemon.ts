@@ -9,6 +9,7 @@
  *                                    (src/vmi/control/failpoints.ts lists them)
  *   VHTEST_VMI_TIMING=JSON           the VMI controller's waits, e.g. {"registerTimeoutMs":3000}
  *   VHTEST_LAUNCHER_COMMAND=JSON     the launcher argv prefix, e.g. ["/bin/bash","fake-launcher.sh"]
+ *   VHTEST_IMAGE_GC=JSON             image GC timing, e.g. {"minIdleMs":0}
  *
  *   VHTEST_FAILPOINTS=teardown-sent node dist/test/lib/test-daemon.js --state-dir ... (virt-handler's flags)
  *
@@ -64,6 +65,16 @@ export function seamsFromEnv(env: NodeJS.ProcessEnv): AppSeams {
     const v = json(SEAM_ENV.launcherCommand, command);
     if (!Array.isArray(v) || v.length === 0 || v.some((x) => typeof x !== 'string' || x === '')) throw new SeamError(`${SEAM_ENV.launcherCommand}: must be a JSON array of non-empty strings`);
     seams.launcherCommand = v as string[];
+  }
+  const gc = env[SEAM_ENV.imageGc];
+  if (gc) {
+    const v = json(SEAM_ENV.imageGc, gc);
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new SeamError(`${SEAM_ENV.imageGc}: must be a JSON object`);
+    for (const [k, n] of Object.entries(v)) {
+      if (k !== 'intervalMs' && k !== 'minIdleMs') throw new SeamError(`${SEAM_ENV.imageGc}: unknown key ${k} (known: intervalMs, minIdleMs)`);
+      if (typeof n !== 'number' || !(n >= 0) || (k === 'intervalMs' && n === 0)) throw new SeamError(`${SEAM_ENV.imageGc}: ${k} must be a number of ms (intervalMs > 0)`);
+    }
+    seams.imageGc = v as AppSeams['imageGc'];
   }
   return seams;
 }

@@ -19,6 +19,7 @@ import { parse as parseYaml } from 'yaml';
 import { ErrorCodes, isVhError } from '../../src/errors';
 import { buildDomainXml, deriveMac, diskSuffix, kernelCmdline, targetDevs, VMI_METADATA_NS } from '../../src/vmi/render/domain-xml';
 import { detectImageFormat, planDisks } from '../../src/vmi/render/disk-plan';
+import { buildStartCommand, type NodeFacts } from '../../src/vmi/control/launch-plan';
 import type { NormalizedDisk, NormalizedVmi } from '../../src/vmi/spec/types';
 import type { DomainXmlContext } from '../../src/vmi/render/domain-xml';
 import { element, escapeAttr, escapeText, serialize, text } from '../../src/vmi/render/xml';
@@ -618,4 +619,31 @@ test('planDisks: overlays, sparse disks, host disks and the NoCloud seed, in dis
   // nothing was written by planning
   assert.equal(fs.existsSync(vmiDir), false);
   assert.equal(fs.existsSync(hostMissing), false);
+});
+
+test('planDisks and buildStartCommand: a pulled image is the overlay backing file, with the format the store found', () => {
+  const vmiDir = '/var/lib/virt-handler/vmis/x';
+  const v = vmi({
+    name: 'pulled',
+    disks: [
+      disk('root', { volume: { kind: 'containerDiskImage', name: 'rootvol', image: '127.0.0.1:5000/test/disk:1', pullPolicy: 'IfNotPresent', path: null } }),
+      disk('iso', { device: 'cdrom', bus: 'sata', volume: { kind: 'containerDiskImage', name: 'isovol', image: 'quay.io/x/iso:2', pullPolicy: 'Always', path: '/disk/b.img' } }),
+    ],
+  });
+  const resolved = { rootvol: { path: '/store/images/sha256-aa/disk.qcow2', format: 'qcow2' as const }, isovol: { path: '/store/images/sha256-bb/disk.img', format: 'raw' as const } };
+  const plan = planDisks(v, vmiDir, resolved);
+  assert.deepEqual(plan.preps, [
+    { kind: 'overlay', disk: 'root', path: `${vmiDir}/disks/root.qcow2`, backingFile: resolved.rootvol.path, backingFormat: 'qcow2' },
+    { kind: 'overlay', disk: 'iso', path: `${vmiDir}/disks/iso.qcow2`, backingFile: resolved.isovol.path, backingFormat: 'raw' },
+  ]);
+  assert.deepEqual(plan.diskPaths, { root: { path: `${vmiDir}/disks/root.qcow2`, format: 'qcow2' }, iso: { path: `${vmiDir}/disks/iso.qcow2`, format: 'qcow2' } });
+  // Planned before the pull (a bug in the caller): refused, never a domain without its base.
+  assert.throws(() => planDisks(v, vmiDir, { rootvol: resolved.rootvol }), isCode(ErrorCodes.INTERNAL, /quay\.io\/x\/iso:2 of disk iso has not been pulled yet/));
+  assert.throws(() => planDisks(v, vmiDir), isCode(ErrorCodes.INTERNAL, /has not been pulled yet/));
+
+  const facts: NodeFacts = { libvirtUri: 'test:///default', nodeLibvirtConnected: true, capabilities: null, nodeInfo: null, handlerSocket: '/run/vh/grpc.sock', bridge: null };
+  const cmd = buildStartCommand(facts, { vmi: v, namespace: 'default', name: 'pulled', vmiDir, pinnedCpus: [], libvirtUri: 'test:///default', resolvedImages: resolved });
+  assert.deepEqual(cmd.disks, plan.preps);
+  assert.match(cmd.domainXml, new RegExp(`<source file="${vmiDir}/disks/root\\.qcow2"`));
+  assert.doesNotMatch(cmd.domainXml, /\/store\/images/, 'the domain sees the overlay; only the overlay names the base');
 });

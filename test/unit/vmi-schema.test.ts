@@ -387,3 +387,37 @@ test('the TypeScript types derived from the schema describe KubeVirt manifests (
   assert.ok(bad !== undefined && typo !== undefined);
   assert.equal(accept(m).cpu.cores, 2);
 });
+
+test('containerDisk image with imagePulls: a containerDiskImage volume, not a requirement; path-based containerDisks unchanged', () => {
+  const pulls: ValidationContext = { ...CTX, imagePulls: true };
+  const spec = (cd: Spec): Spec => vmi('pull', {
+    domain: { resources: { requests: { memory: '64Mi' } }, devices: { disks: [{ name: 'root', disk: {} }, { name: 'local', disk: {} }] } },
+    volumes: [{ name: 'root', containerDisk: cd }, { name: 'local', containerDisk: { path: 'cirros.qcow2' } }],
+  });
+  const v = accept(spec({ image: CIRROS_IMAGE }), pulls);
+  assert.deepEqual(v.requirements, []);
+  assert.deepEqual(v.disks.map((d) => d.volume), [
+    { kind: 'containerDiskImage', name: 'root', image: CIRROS_IMAGE, pullPolicy: 'IfNotPresent', path: null },
+    { kind: 'containerDisk', name: 'local', path: path.join(IMAGES, 'cirros.qcow2') },
+  ]);
+  // The same manifest without image pulls: as before (a requirement; the path-based disk as it was).
+  const before = accept(spec({ image: CIRROS_IMAGE }));
+  assert.deepEqual(needs(before), { 'spec.volumes[0].containerDisk.image': IMAGE_NEEDS(CIRROS_IMAGE) });
+  assert.deepEqual(before.disks.map((d) => d.volume), [{ kind: 'containerDisk', name: 'local', path: path.join(IMAGES, 'cirros.qcow2') }]);
+
+  const latest = accept(spec({ image: 'quay.io/containerdisks/fedora:latest', path: '/disk/fedora.qcow2' }), pulls).disks[0]?.volume;
+  assert.deepEqual(latest, { kind: 'containerDiskImage', name: 'root', image: 'quay.io/containerdisks/fedora:latest', pullPolicy: 'Always', path: '/disk/fedora.qcow2' });
+  const never = accept(spec({ image: CIRROS_IMAGE, imagePullPolicy: 'Never' }), pulls).disks[0]?.volume;
+  assert.equal(never?.kind === 'containerDiskImage' && never.pullPolicy, 'Never');
+
+  const refused = (cd: Spec): string[] => {
+    const r = validateVmi(defaultVmi(spec(cd)), pulls);
+    return r.ok ? [] : r.violations.map((x) => `${x.field}: ${x.message}`);
+  };
+  assert.match(refused({ image: 'Not A Ref' }).join('\n'), /^spec\.volumes\[0\]\.containerDisk\.image: image reference "Not A Ref"/m);
+  assert.match(refused({ image: CIRROS_IMAGE, path: 'disk/x.qcow2' }).join('\n'), /^spec\.volumes\[0\]\.containerDisk\.path: must be an absolute path inside the image/m);
+  assert.match(refused({ image: CIRROS_IMAGE, path: '/disk/../etc/shadow' }).join('\n'), /containerDisk\.path: must be an absolute path inside the image without '\.\.'/);
+  // A pull Secret is a Kubernetes object: a requirement (credentials are the node's images.authFile).
+  const secret = accept(spec({ image: CIRROS_IMAGE, imagePullSecret: 'regcred' }), pulls);
+  assert.match(needs(secret)['spec.volumes[0].containerDisk.imagePullSecret'] ?? '', /^image pull Secret regcred \(this node reads no Kubernetes objects\); registry credentials come from the node's images\.authFile$/);
+});

@@ -26,6 +26,7 @@ import type { NormalizedVmi, ValidationContext, VirtualMachineInstance, VmiReadM
 import { defaultVmi } from '../spec/defaults';
 import { validateVmi } from '../spec/validate';
 import { type Failpoints, NO_FAILPOINTS } from './failpoints';
+import type { ImagePuller } from './images';
 import type { NodeFacts } from './launch-plan';
 import type { LauncherChannel, LauncherRegistry } from './launcher-port';
 import { LauncherStartGate, defaultStartConcurrency, hashToken, scanLauncherProcesses, isSameProcess, newToken, procStartTime, tokenMatches } from './launcher-process';
@@ -66,11 +67,22 @@ export interface ControllerOptions {
   libvirtSettled?: () => boolean;
   capabilities: () => NodeCapabilities | null;
   nodeInfo: () => NodeInfo | null;
+  /** The node's image store; without one a containerDisk image is a requirement (the VMI waits). */
+  images?: ImagePuller;
+  /** Image GC: at start (after the records load) and every intervalMs, images unused for minIdleMs that no record names go. */
+  imageGc?: Partial<ImageGcTiming>;
   /** Test seams (the test entry sets them; the shipped daemon never does). */
   launcherCommand?: readonly string[];
   timing?: Partial<Timing>;
   failpoints?: Failpoints;
 }
+
+export interface ImageGcTiming {
+  intervalMs: number;
+  minIdleMs: number;
+}
+
+const DEFAULT_IMAGE_GC: ImageGcTiming = { intervalMs: 10 * 60_000, minIdleMs: 60 * 60_000 };
 
 const DEFAULT_TIMING: Timing = { registerTimeoutMs: 20_000, readoptMs: 30_000, commandTimeoutMs: 20_000, livenessPollMs: 1_000 };
 
@@ -96,6 +108,7 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
   private readonly startGate = new LauncherStartGate(defaultStartConcurrency(), (uid) => this.queue.addAfter(uid, 0));
   private readonly host: ReconcileHost;
   private poll: NodeJS.Timeout | null = null;
+  private imageGcTimer: NodeJS.Timeout | null = null;
   private stopped = false;
   /** Launcher processes running when this handler started, by VMI uid (see ReconcileHost.takeLaunchersFoundAtStart). */
   private launchersAtStart = new Map<string, Array<{ pid: number; startTime: number }>>();
@@ -136,6 +149,12 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
     this.log.info({ vmis: records.length }, 'VMI records loaded');
     this.poll = setInterval(() => this.checkLiveness(), this.timing.livenessPollMs);
     this.poll.unref();
+    if (this.opts.images) {
+      const gc = { ...DEFAULT_IMAGE_GC, ...this.opts.imageGc };
+      this.gcImages(gc.minIdleMs);
+      this.imageGcTimer = setInterval(() => this.gcImages(gc.minIdleMs), gc.intervalMs);
+      this.imageGcTimer.unref();
+    }
     for (const uid of this.vmis.keys()) this.queue.add(uid);
   }
 
@@ -143,9 +162,22 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
   async stop(): Promise<void> {
     this.stopped = true;
     if (this.poll) clearInterval(this.poll);
+    if (this.imageGcTimer) clearInterval(this.imageGcTimer);
     this.hub.close();
     await this.queue.stop();
     for (const s of this.vmis.values()) s.channel?.end();
+  }
+
+  /** Removes stored images no VMI record names and unused for `minIdleMs`; returns their digests. */
+  gcImages(minIdleMs: number): string[] {
+    if (!this.opts.images) return [];
+    const inUse = new Set([...this.vmis.values()].flatMap((s) => s.rec.images ?? []));
+    try {
+      return this.opts.images.gc(inUse, { minIdleMs }).map((i) => i.digest);
+    } catch (err) {
+      this.log.error({ err }, 'image gc failed; retried on the next round');
+      return [];
+    }
   }
 
   /** Queue figures for metrics. */
@@ -199,7 +231,7 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
   /** The validation context now: fields the node cannot honour wait (requirements), node labels as they are. */
   private validation(): ValidationContext {
     const labels = this.opts.nodeLabels?.();
-    return { ...this.opts.validation, requirements: 'pending', ...(labels ? { nodeLabels: labels } : {}) };
+    return { ...this.opts.validation, requirements: 'pending', imagePulls: this.opts.images !== undefined, ...(labels ? { nodeLabels: labels } : {}) };
   }
 
   /** Accepts a manifest (JSON or YAML). Idempotent per uid; durable before it returns. */
@@ -477,6 +509,10 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
       libvirtSettled: () => o.libvirtSettled?.() ?? true,
       libvirt: () => o.libvirt(),
       cpusPinnedElsewhere: (self) => new Set([...this.vmis.values()].filter((x) => x !== self).flatMap((x) => x.pinnedCpus)),
+      pullImage: (ref, opts) => {
+        if (!o.images) return Promise.reject(new VhError(ErrorCodes.FAILED_PRECONDITION, `image ${ref}: this node has no image store`));
+        return o.images.ensure(ref, opts);
+      },
       takeLaunchersFoundAtStart: (uid) => {
         const found = this.launchersAtStart.get(uid) ?? [];
         this.launchersAtStart.delete(uid);

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import type { StartDomain } from '../../launcher-protocol/messages';
 import type { NodeCapabilities } from '../../libvirt/node-capabilities';
 import type { NodeInfo } from '../../node/types';
-import { planDisks } from '../render/disk-plan';
+import { planDisks, type ResolvedImages } from '../render/disk-plan';
 import { buildDomainXml } from '../render/domain-xml';
 import type { NormalizedVmi } from '../spec/types';
 
@@ -74,11 +74,13 @@ export interface LaunchTarget {
   pinnedCpus: readonly number[];
   /** The launcher's recorded libvirt URI. */
   libvirtUri: string;
+  /** Bases of the VMI's containerDiskImage volumes, from the image store (control/images.ts). */
+  resolvedImages?: ResolvedImages;
 }
 
 /** The StartDomain command for a VMI. Throws (VhError) when the spec cannot become a domain. */
 export function buildStartCommand(f: NodeFacts, t: LaunchTarget): StartDomain {
-  const { preps, diskPaths } = planDisks(t.vmi, t.vmiDir);
+  const { preps, diskPaths } = planDisks(t.vmi, t.vmiDir, t.resolvedImages);
   const domainXml = buildDomainXml(t.vmi, {
     virtType: virtTypeFor(f)?.virtType ?? 'qemu',
     domainName: domainNameOf(t.namespace, t.name),

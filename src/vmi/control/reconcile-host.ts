@@ -3,6 +3,7 @@
  * (durable writes, watch events, the queue, launcher start slots), tests fake it. The steps never
  * see the controller, its API or the other VMIs' state.
  */
+import type { EnsureOptions, EnsuredImage } from '../../images/types';
 import type { Logger } from '../../log';
 import type { Connection } from '../../libvirt/connection';
 import type { Failpoints } from './failpoints';
@@ -63,6 +64,8 @@ export interface ReconcileHost {
   libvirt(): Connection | null;
   /** Host CPUs pinned by other VMIs. */
   cpusPinnedElsewhere(s: VmiState): Set<number>;
+  /** Finds or pulls a container disk image in the node's image store (images.ts). */
+  pullImage(ref: string, o: EnsureOptions): Promise<EnsuredImage>;
   /** Launchers of `uid` found running when this handler started; each uid's list is handed out once. */
   takeLaunchersFoundAtStart(uid: string): Array<{ pid: number; startTime: number }>;
 }

@@ -7,6 +7,8 @@ import { MAX_UNIX_PATH } from '../../util/unix-socket';
 import type { StartDomain } from '../../launcher-protocol/messages';
 import { EMBED_SOCKET_SUFFIX, buildStartCommand, embedRoot, launcherLibvirtUri, virtTypeFor } from './launch-plan';
 import { defaultLauncherCommand, findLauncherProcesses, hashToken, newToken, spawnLauncher } from './launcher-process';
+import type { ResolvedImages } from '../render/disk-plan';
+import { hasImageVolumes, resolveImages } from './images';
 import type { ReconcileHost } from './reconcile-host';
 import { afterStop, kill, killStrayLaunchers, requestTeardown } from './stop';
 import type { VmiState } from './vmi-state';
@@ -78,8 +80,9 @@ export function preflight(h: ReconcileHost, s: VmiState): Refusal | null {
 }
 
 /** The StartDomain command for the VMI's launcher, which uses `libvirtUri`. */
-function startCommand(h: ReconcileHost, s: VmiState, libvirtUri: string): StartDomain {
+function startCommand(h: ReconcileHost, s: VmiState, libvirtUri: string, resolvedImages: ResolvedImages = {}): StartDomain {
   return buildStartCommand(h.nodeFacts(), {
+    resolvedImages,
     vmi: s.vmi as NonNullable<VmiState['vmi']>,
     namespace: s.rec.namespace,
     name: s.rec.name,
@@ -105,10 +108,14 @@ export async function startLauncher(h: ReconcileHost, s: VmiState): Promise<void
     else if (pf.phase === 'Failed') afterStop(h, s, false);
     return;
   }
+  const images = await resolveImages(h, s);
+  if (images === null) return; // waiting (ImagePullBackOff / ErrImageNeverPull), requeued
+  // The pull may have taken minutes: a delete or a stop that came meanwhile wins.
+  if (s.rec.deleting || !s.shouldRun) return h.requeue(uid, 0);
   const libvirtUri = launcherLibvirtUri(h.nodeFacts(), uid);
   let plan: StartDomain;
   try {
-    plan = startCommand(h, s, libvirtUri); // spec problems (e.g. an unsupported combination) fail here, before any process exists
+    plan = startCommand(h, s, libvirtUri, images.resolved); // spec problems (e.g. an unsupported combination) fail here, before any process exists
   } catch (err) {
     if (s.setPhase('Failed', `cannot build the domain: ${(err as Error).message}`, true)) h.publish(s);
     afterStop(h, s, false);
@@ -125,7 +132,7 @@ export async function startLauncher(h: ReconcileHost, s: VmiState): Promise<void
   // Durable before the side effect: a crash after this write leaves a record that expects a
   // launcher holding this token, which may still register (Spawning, findUnrecordedLauncher).
   const launcher = { pid: 0, startTime: 0, spawnTokenHash: hashToken(token), sessionTokenHash: '', spawnedAt: new Date().toISOString(), libvirtUri };
-  const rec = { ...s.rec, launcher, phase: 'Scheduling' as const, reason: 'starting the launcher' };
+  const rec = { ...s.rec, launcher, ...(images.digests.length > 0 ? { images: images.digests } : {}), phase: 'Scheduling' as const, reason: 'starting the launcher' };
   h.persistRecord(rec);
   s.beginSpawn(rec, plan);
   h.failpoints.hit('launcher-after-record');
@@ -156,10 +163,17 @@ export async function startDomain(h: ReconcileHost, s: VmiState): Promise<void> 
   const channel = s.channel;
   if (!channel) return;
   let start: StartDomain;
+  let resolved: ResolvedImages = {};
+  if (!s.startPlan && hasImageVolumes(s)) {
+    // Re-adopted before its domain started: the store still holds the images (the record keeps them from GC).
+    const images = await resolveImages(h, s);
+    if (images === null) return;
+    resolved = images.resolved;
+  }
   try {
     // Planned once at spawn; a launcher re-adopted after a handler restart gets it rebuilt, with
     // the libvirt recorded at spawn (records older than that field: the node's as configured).
-    start = s.startPlan ?? startCommand(h, s, s.rec.launcher?.libvirtUri || h.settings.libvirtUri || launcherLibvirtUri(h.nodeFacts(), s.uid));
+    start = s.startPlan ?? startCommand(h, s, s.rec.launcher?.libvirtUri || h.settings.libvirtUri || launcherLibvirtUri(h.nodeFacts(), s.uid), resolved);
   } catch (err) {
     if (s.setPhase('Failed', `cannot build the domain: ${(err as Error).message}`, true)) h.publish(s);
     return requestTeardown(h, s);

@@ -56,6 +56,8 @@ export interface VmiRecord {
   reason: string;
   /** Launcher/guest restarts so far (runStrategy). */
   restarts: number;
+  /** Digests of the images the VMI's disks are backed by (written with the spawn; image GC keeps them). */
+  images?: string[];
   revision: number;
   updatedAt: string;
 }

@@ -65,6 +65,8 @@ export class VmiState {
   private _pinnedCpus: number[] = [];
   private _startPlan: StartDomain | null = null;
   private _consoleAttached = false;
+  /** Consecutive failed image pulls: the next pull's backoff (images.ts); reset by a success. */
+  imagePullFailures = 0;
 
   /**
    * @param vmi the validated spec; null when the stored manifest no longer validates (the status

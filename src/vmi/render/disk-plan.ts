@@ -5,7 +5,8 @@
  * 'QFI\xfb', else raw) and whether a DiskOrCreate hostDisk file already exists.
  *
  * Layout (everything written lives under `<vmiDir>/disks/`):
- * - containerDisk: qcow2 overlay `<disk>.qcow2` backed by the (read-only) base image;
+ * - containerDisk: qcow2 overlay `<disk>.qcow2` backed by the (read-only) base image; for an
+ *   image (containerDiskImage) the base is the image store's file, resolved before the plan;
  * - emptyDisk: sparse qcow2 `<disk>.qcow2` of the requested capacity;
  * - hostDisk: the host file itself, raw; created (sparse, capacity bytes) only for
  *   DiskOrCreate when it does not exist yet;
@@ -26,6 +27,9 @@ const QCOW2_MAGIC = Buffer.from([0x51, 0x46, 0x49, 0xfb]); // 'QFI\xfb'
 const FILE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 /** A plain YAML scalar that needs no quoting (and cannot be read as a number/bool by accident in practice). */
 const PLAIN_YAML_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
+
+/** Per volume name, the base image the store supplied for a containerDiskImage volume. */
+export type ResolvedImages = Readonly<Record<string, { path: string; format: 'qcow2' | 'raw' }>>;
 
 export interface DiskPlan {
   preps: DiskPrep[];
@@ -63,7 +67,8 @@ function exists(file: string): boolean {
   }
 }
 
-export function planDisks(vmi: NormalizedVmi, vmiDir: string): DiskPlan {
+/** The plan for `vmi`; every containerDiskImage volume must have its base in `resolvedImages`. */
+export function planDisks(vmi: NormalizedVmi, vmiDir: string, resolvedImages: ResolvedImages = {}): DiskPlan {
   if (!path.isAbsolute(vmiDir)) throw new VhError(ErrorCodes.INVALID_ARGUMENT, `vmiDir must be absolute, got ${JSON.stringify(vmiDir)}`);
   const disksDir = path.join(vmiDir, 'disks');
   const preps: DiskPrep[] = [];
@@ -91,6 +96,15 @@ export function planDisks(vmi: NormalizedVmi, vmiDir: string): DiskPlan {
         const file = path.join(disksDir, `${d.name}.qcow2`);
         claim(d.name, file);
         preps.push({ kind: 'overlay', disk: d.name, path: file, backingFile: v.path, backingFormat: detectImageFormat(v.path) });
+        diskPaths[d.name] = { path: file, format: 'qcow2' };
+        break;
+      }
+      case 'containerDiskImage': {
+        const base = Object.prototype.hasOwnProperty.call(resolvedImages, v.name) ? resolvedImages[v.name] : undefined;
+        if (base === undefined) throw new VhError(ErrorCodes.INTERNAL, `image ${v.image} of disk ${d.name} has not been pulled yet`, { disk: d.name });
+        const file = path.join(disksDir, `${d.name}.qcow2`);
+        claim(d.name, file);
+        preps.push({ kind: 'overlay', disk: d.name, path: file, backingFile: base.path, backingFormat: base.format });
         diskPaths[d.name] = { path: file, format: 'qcow2' };
         break;
       }

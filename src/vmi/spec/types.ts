@@ -137,6 +137,11 @@ export interface ValidationContext {
    * controller shows requirements) turns each into a violation naming what the node lacks.
    */
   requirements?: 'pending' | 'refuse';
+  /**
+   * Whether the node pulls container disk images (an image store is configured): then a
+   * containerDisk with an image is a 'containerDiskImage' volume; otherwise it is a requirement.
+   */
+  imagePulls?: boolean;
 }
 
 /**
@@ -163,10 +168,15 @@ export type ValidationResult = { ok: true; vmi: NormalizedVmi } | { ok: false; v
 // Normalized VMI (validated; what domain-xml.ts, disks.ts and the reconciler consume)
 // ---------------------------------------------------------------------------------------------
 
+/** KubeVirt's imagePullPolicy. */
+export type ImagePullPolicy = 'Always' | 'IfNotPresent' | 'Never';
+
 export type DiskBus = 'virtio' | 'sata' | 'scsi' | 'usb';
 
 export type NormalizedVolume =
   | { kind: 'containerDisk'; name: string; /** realpath of the base image */ path: string }
+  /** A containerDisk to pull (ValidationContext.imagePulls): the image store supplies the base at start. */
+  | { kind: 'containerDiskImage'; name: string; /** the reference as written */ image: string; pullPolicy: ImagePullPolicy; /** the disk inside the image; null: its only /disk/ file */ path: string | null }
   | { kind: 'hostDisk'; name: string; path: string; type: 'Disk' | 'DiskOrCreate'; capacityBytes: number | null }
   | { kind: 'emptyDisk'; name: string; capacityBytes: number }
   | { kind: 'cloudInitNoCloud'; name: string; userData: string; networkData: string | null };

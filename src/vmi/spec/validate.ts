@@ -138,7 +138,7 @@ class Validator extends FieldReader {
     }
     this.limits = limits;
     this.paths = new HostPaths(v, ctx);
-    this.sources = new VolumeSourceReader(v, this.limits, this.paths);
+    this.sources = new VolumeSourceReader(v, this.limits, this.paths, reqs, ctx.imagePulls === true);
   }
 
   // ----- the manifest ---------------------------------------------------------------------------

@@ -1,20 +1,27 @@
 /**
- * The volume sources this node serves (validate.ts's part): containerDisk by host path (an image
- * to pull is a requirement, listed by the schema), hostDisk (Disk | DiskOrCreate, confined host
+ * The volume sources this node serves (validate.ts's part): containerDisk by host path, or by
+ * image when the node pulls images (else the image is a requirement), hostDisk (Disk | DiskOrCreate, confined host
  * paths), emptyDisk (a capacity), cloudInitNoCloud (user/network data as text or base64, bounded,
  * never a redaction marker; from a Secret it is a requirement). Returns null when the source is
  * unusable (each reason a violation) or served elsewhere.
  */
-import { CONTROL_MULTILINE_RE, FieldReader, type Violations } from './field-reader';
+import { CONTROL_MULTILINE_RE, FieldReader, type Fields, type Violations } from './field-reader';
 import type { HostPaths } from './host-paths';
 import { isRedactionMarker } from './redact';
-import type { NormalizedVolume, VmiLimits } from './types';
+import { parseReference } from '../../images/reference';
+import type { ImagePullPolicy, NormalizedVolume, VmiLimits, VmiRequirement } from './types';
 
 const MIN_DISK_BYTES = 2 ** 20;
 const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
 
 export class VolumeSourceReader extends FieldReader {
-  constructor(v: Violations, private readonly limits: VmiLimits, private readonly paths: HostPaths) {
+  constructor(
+    v: Violations,
+    private readonly limits: VmiLimits,
+    private readonly paths: HostPaths,
+    private readonly reqs: VmiRequirement[],
+    private readonly imagePulls: boolean,
+  ) {
     super(v);
     this.strict = false; // the schema walker reports unknown fields
   }
@@ -22,9 +29,9 @@ export class VolumeSourceReader extends FieldReader {
   read(kind: string, value: unknown, base: string, name: string): NormalizedVolume | null {
     const maxDisk = this.limits.maxDiskBytes;
     if (kind === 'containerDisk') {
-      const s = this.obj(value, base, ['path', 'image']);
+      const s = this.obj(value, base, ['path', 'image', 'imagePullPolicy']);
       if (s === null) return null;
-      if (s.has('image')) return null; // an image to pull: a requirement (schema); path is inside the image
+      if (s.has('image')) return this.image(s, base, name);
       if (!s.has('path')) return this.refuse(`${base}.path`, 'required') ?? null;
       const p = this.paths.check(s.get('path'), `${base}.path`, false);
       return p === undefined ? null : { kind, name, path: p.path };
@@ -82,5 +89,31 @@ export class VolumeSourceReader extends FieldReader {
     const networkData = s.has('networkData') ? text('networkData') : s.has('networkDataBase64') ? decoded('networkDataBase64') : null;
     if (userData === undefined || networkData === undefined) return null;
     return { kind: 'cloudInitNoCloud', name, userData, networkData };
+  }
+  /** containerDisk.image: a volume the store fills at start, or (no image store) a requirement. */
+  private image(s: Fields, base: string, name: string): NormalizedVolume | null {
+    const ref = this.str(s.get('image'), `${base}.image`, { max: 512 });
+    if (ref === undefined) return null;
+    if (!this.imagePulls) {
+      this.reqs.push({ field: `${base}.image`, needs: `${ref} (pulling container disk images is not implemented yet on this node)` });
+      return null;
+    }
+    try {
+      parseReference(ref);
+    } catch (e) {
+      return this.refuse(`${base}.image`, (e as Error).message) ?? null;
+    }
+    let path: string | null = null;
+    if (s.has('path')) {
+      const p = this.str(s.get('path'), `${base}.path`, { max: 4096 });
+      if (p === undefined) return null;
+      if (!p.startsWith('/') || p.split('/').includes('..')) return this.refuse(`${base}.path`, `must be an absolute path inside the image without '..' (got ${JSON.stringify(p)})`) ?? null;
+      path = p;
+    }
+    // Defaulting sets the policy; a spec validated without it gets the same rule (defaults.ts).
+    const given = s.has('imagePullPolicy') ? this.oneOf(s.get('imagePullPolicy'), `${base}.imagePullPolicy`, ['Always', 'IfNotPresent', 'Never'] as const) : null;
+    if (given === undefined) return null;
+    const pullPolicy: ImagePullPolicy = given ?? (ref.endsWith(':latest') || !/[:@]/.test(ref) ? 'Always' : 'IfNotPresent');
+    return { kind: 'containerDiskImage', name, image: ref, pullPolicy, path };
   }
 }

@@ -23,10 +23,11 @@ export const VOLUME = obj({
   name: str(),
   containerDisk: obj({
     // With an image, path is the disk's path inside the image; without one (this node's own
-    // form) it is a host path under the image root.
-    image: needs(str(), (v) => `${String(v)} (pulling container disk images is not implemented yet on this node)`),
+    // form) it is a host path under the image root. Whether an image is a requirement depends on
+    // the node (ValidationContext.imagePulls), so volume-sources.ts decides it, not the schema.
+    image: str(),
     imagePullPolicy: oneOf(['Always', 'IfNotPresent', 'Never']),
-    imagePullSecret: str(),
+    imagePullSecret: needs(str(), (v) => `image pull Secret ${String(v)} ${NO_K8S}; registry credentials come from the node's images.authFile`),
     path: str(),
   }),
   hostDisk: obj({ path: str(), type: str(), capacity: qty(), shared: needs(bool(), (v) => (v === true ? 'a shared host disk (this node has no shared storage)' : null)) }),
