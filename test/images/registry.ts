@@ -88,7 +88,9 @@ export class TestRegistry {
   }
 
   async stop(): Promise<void> {
-    if (this.child.exitCode !== null) return;
+    // A child killed by a signal (killEverything's SIGKILL) has exitCode null and signalCode set:
+    // its 'exit' has fired already and would never be seen again.
+    if (this.child.exitCode !== null || this.child.signalCode !== null) return;
     const exited = new Promise((r) => this.child.once('exit', r));
     this.child.kill('SIGTERM');
     await exited;
