@@ -53,6 +53,17 @@ describe('RecordStore', () => {
     assert.deepEqual(fs.readdirSync(dir), ['record.json'], 'no temporary file left behind');
   });
 
+  it('load narrows VMI directories an older version made 0750 (the records hold cloud-init secrets)', () => {
+    const { store } = freshStore();
+    store.write(rec(UID_A));
+    const dir = store.dir(UID_A);
+    fs.chmodSync(dir, 0o750);
+    fs.chmodSync(path.dirname(dir), 0o750);
+    assert.equal(store.load().records.length, 1);
+    assert.equal(fs.statSync(dir).mode & 0o777, 0o700);
+    assert.equal(fs.statSync(path.dirname(dir)).mode & 0o777, 0o700);
+  });
+
   it('a later write replaces the record', () => {
     const { store } = freshStore();
     store.write(rec(UID_A, { generation: 1 }));

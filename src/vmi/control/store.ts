@@ -84,11 +84,11 @@ export class RecordStore {
 
   /**
    * Creates the VMI directory (0700: the record holds the full manifest, cloud-init secrets
-   * included) if needed; one made by an older version with a wider mode is narrowed.
+   * included) if needed. Directories an older version made wider are narrowed once, by load().
    */
   ensureDir(uid: string): string {
     const dir = this.dir(uid);
-    if (fs.mkdirSync(dir, { recursive: true, mode: 0o700 }) === undefined) narrow(dir, 0o700);
+    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
     return dir;
   }
 
@@ -170,6 +170,7 @@ export class RecordStore {
       if (errnoFacts(e)?.code === 'ENOENT') return { records, problems };
       throw e;
     }
+    narrow(this.root, 0o700);
     for (const uid of entries.sort()) {
       const dir = path.join(this.root, uid);
       if (uid === 'revision' || uid.startsWith('revision.tmp-')) continue;
@@ -177,6 +178,7 @@ export class RecordStore {
         problems.push(`${dir}: not a VMI directory (ignored)`);
         continue;
       }
+      narrow(dir, 0o700); // made by an older version (0750); never widened
       const file = path.join(dir, 'record.json');
       for (const stale of safeReaddir(dir).filter((f) => f.startsWith('record.json.tmp-'))) fs.rmSync(path.join(dir, stale), { force: true });
       let text: string;
