@@ -156,7 +156,8 @@ describe('daemon lifecycle', { timeout: 60_000 }, () => {
       assert.match(o.components.libvirt.lastError, /no-such-libvirt\.sock/);
       await req.line('libvirt connect failed; retrying with backoff');
       let r = await get({ socketPath: req.httpSock }, '/readyz');
-      for (let i = 0; i < 100 && !r.body.includes('libvirt'); i++) {
+      // Until the node probe finishes, 'probe running' is listed first; the libvirt reason must then stand alone.
+      for (let i = 0; i < 200 && (!r.body.includes('libvirt') || r.body.includes('probe running')); i++) {
         await sleep(50);
         r = await get({ socketPath: req.httpSock }, '/readyz');
       }
