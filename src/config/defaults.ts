@@ -87,6 +87,8 @@ export const KEYS: readonly KeySpec[] = [
   { key: 'images.authFile', kind: { type: 'path', nullable: true }, doc: "registry credentials (containers-auth.json format), passed to skopeo only ('' = none)", defaultDoc: 'none' },
   { key: 'images.insecureRegistries', kind: { type: 'loopbackRegistries' }, doc: "registries reached over plain HTTP; loopback hosts only (YAML list; ',')", defaultDoc: 'none' },
   { key: 'images.maxImageSize', kind: { type: 'bytes', min: 2 ** 20, max: 2 ** 50 }, doc: 'largest image pulled (bytes or a quantity: 512Mi, 64Gi)', defaultDoc: '64Gi' },
+  { key: 'volumes.claimRoot', kind: { type: 'path', writable: true }, doc: 'persistent volume claims and DataVolumes: <claimRoot>/<namespace>/<claimName>/disk.img (filesystem mode) or a block device node named disk (block mode); created 0700', defaultDoc: '<stateDir>/volumes' },
+  { key: 'volumes.objectRoot', kind: { type: 'path' }, doc: 'ConfigMaps, Secrets and service accounts the node serves as volumes: <objectRoot>/<namespace>/{configmaps,secrets,serviceaccounts}/<name>/<key>', defaultDoc: '<stateDir>/objects' },
   { key: 'libvirt.lanes', kind: { type: 'int', min: 1, max: 32 }, doc: 'libvirt connections opened (calls that run at once)', defaultDoc: '4' },
 ];
 

@@ -395,6 +395,10 @@ export function resolve(profile: Profile, ctx: DefaultsContext, layers: readonly
       insecureRegistries: get('images.insecureRegistries'),
       maxImageSize: get('images.maxImageSize'),
     },
+    volumes: {
+      claimRoot: merged.has('volumes.claimRoot') ? get<string>('volumes.claimRoot') : path.join(get<string>('stateDir'), 'volumes'),
+      objectRoot: merged.has('volumes.objectRoot') ? get<string>('volumes.objectRoot') : path.join(get<string>('stateDir'), 'objects'),
+    },
     libvirt: {
       uri: get<string | null>('libvirt.uri'),
       required: get('libvirt.required'),

@@ -70,4 +70,11 @@ export interface Config {
     insecureRegistries: readonly string[];
     maxImageSize: number;
   };
+  /** Node-local storage and Kubernetes objects served as VMI volumes. */
+  volumes: {
+    /** `<claimRoot>/<namespace>/<claimName>/` holds a claim's disk.img (filesystem mode) or its block device node `disk`. */
+    claimRoot: string;
+    /** `<objectRoot>/<namespace>/{configmaps,secrets,serviceaccounts}/<name>/<key>`: objects the node serves as volumes. */
+    objectRoot: string;
+  };
 }

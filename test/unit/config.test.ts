@@ -135,6 +135,7 @@ describe('every invalid value names its key and its source', () => {
     'vmi.bridge': 'br0;rm -rf', 'vmi.reconcileWorkers': '65',
     'images.root': 'store', 'images.rewrites': 'quay.io', 'images.mirrors': 'quay.io=', 'images.authFile': 'auth.json',
     'images.insecureRegistries': 'registry.example:5000', 'images.maxImageSize': '12parsecs',
+    'volumes.claimRoot': 'claims', 'volumes.objectRoot': './objects',
   };
   test('the table covers every key', () => assert.deepEqual(Object.keys(bad).sort(), KEYS.map((k) => k.key).sort()));
 
@@ -360,6 +361,13 @@ describe('images.*', () => {
     rejects(() => run(['--images-rewrites=a b=c']), ErrorCodes.CONFIG_INVALID, /^images\.rewrites: .*bad key "a b"/);
     rejects(() => run(['--config', writeFile('mi.yaml', 'images:\n  mirrors:\n    quay.io: 127.0.0.1:5000\n')]), ErrorCodes.CONFIG_INVALID, /^images\.mirrors: .*bad mirrors for quay\.io/);
     rejects(() => run(['--images-max-image-size=1Ki']), ErrorCodes.CONFIG_INVALID, /^images\.maxImageSize: must be a byte count/);
+  });
+
+  test('volume roots default under stateDir and take absolute paths', () => {
+    const v = run(['--state-dir=/srv/vh']).config.volumes;
+    assert.deepEqual({ ...v }, { claimRoot: '/srv/vh/volumes', objectRoot: '/srv/vh/objects' });
+    const w = run(['--state-dir=/srv/vh', '--volumes-claim-root=/data/claims', '--volumes-object-root=/etc/vh/objects']).config.volumes;
+    assert.deepEqual({ ...w }, { claimRoot: '/data/claims', objectRoot: '/etc/vh/objects' });
   });
 
   test('the store must not overlap vmi.imageRoot (a VMI host path must never reach files GC removes)', () => {
