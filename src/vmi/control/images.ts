@@ -77,6 +77,15 @@ export async function resolveImages(h: ReconcileHost, s: VmiState): Promise<Imag
   return { resolved, digests: [...digests] };
 }
 
+/** Per digest, the VMIs (namespace/name) whose record names it. */
+export function imageUsers(states: Iterable<VmiState>): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const s of states) {
+    for (const d of s.rec.images ?? []) out.set(d, [...(out.get(d) ?? []), `${s.rec.namespace}/${s.rec.name}`]);
+  }
+  return out;
+}
+
 /** Whether the VMI has images to pull. */
 export function hasImageVolumes(s: VmiState): boolean {
   return (s.vmi?.disks ?? []).some((d) => d.volume.kind === 'containerDiskImage');
