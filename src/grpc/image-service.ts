@@ -153,7 +153,8 @@ async function importImage(d: ImageServiceDeps, call: grpc.ServerReadableStream<
   if (m0 instanceof MalformedRequest) throw new VhError(ErrorCodes.INVALID_ARGUMENT, `malformed import message: ${m0.reason}`);
   const meta = (m0 as { metadata?: Record<string, unknown> | null } | undefined)?.metadata;
   if (!meta) throw new VhError(ErrorCodes.INVALID_ARGUMENT, 'metadata: the first ImportImage message must carry the metadata (reference, format)', { field: 'metadata' });
-  const ref = reference(meta.reference, 'metadata.reference');
+  // No reference: the image is stored by digest only (a VMI names it as <repo>@sha256:...).
+  const ref = typeof meta.reference === 'string' && meta.reference !== '' ? reference(meta.reference, 'metadata.reference') : undefined;
   const format = typeof meta.format === 'string' && meta.format !== '' ? meta.format : 'oci-archive';
   if (!(FORMATS as readonly string[]).includes(format)) throw new VhError(ErrorCodes.INVALID_ARGUMENT, `metadata.format: expected ${FORMATS.join(' or ')}, got ${JSON.stringify(format)}`, { field: 'metadata.format' });
   const select = selectionFromWire(meta.select, 'metadata.select');
@@ -169,7 +170,7 @@ async function importImage(d: ImageServiceDeps, call: grpc.ServerReadableStream<
       if (msg.chunk && msg.chunk.length > 0) yield Buffer.from(msg.chunk.buffer, msg.chunk.byteOffset, msg.chunk.byteLength);
     }
   }
-  const img = await d.store.importStream(chunks(), { ref, select, format: format as (typeof FORMATS)[number] });
+  const img = await d.store.importStream(chunks(), { ...(ref !== undefined ? { ref } : {}), select, format: format as (typeof FORMATS)[number] });
   const stored = d.store.list().find((i) => i.digest === img.digest);
   return { image: stored ? imageToWire(stored, d.users()) : null, receivedBytes: img.receivedBytes };
 }

@@ -110,8 +110,8 @@ export class ImageStore {
    * are staged in a private file (0600) under the store's tmp/, at most images.maxImageSize of
    * them, then imported as importArchive does; the staged copy is removed whatever happens.
    */
-  async importStream(chunks: AsyncIterable<Buffer>, o: { ref: string; select?: ImageSelection; format?: 'oci-archive' | 'docker-archive' }): Promise<EnsuredImage & { receivedBytes: number }> {
-    const ref = formatReference(parseReference(o.ref));
+  async importStream(chunks: AsyncIterable<Buffer>, o: { ref?: string; select?: ImageSelection; format?: 'oci-archive' | 'docker-archive' }): Promise<EnsuredImage & { receivedBytes: number }> {
+    const ref = o.ref !== undefined ? formatReference(parseReference(o.ref)) : 'an imported archive';
     const tmp = this.files.mkTemp('import');
     const file = path.join(tmp, 'archive.tar');
     let received = 0;
@@ -127,7 +127,7 @@ export class ImageStore {
       } finally {
         await fh.close();
       }
-      const img = await this.importArchive(file, { ref, ...(o.select ? { select: o.select } : {}), ...(o.format ? { format: o.format } : {}) });
+      const img = await this.importArchive(file, { ...(o.ref !== undefined ? { ref } : {}), ...(o.select ? { select: o.select } : {}), ...(o.format ? { format: o.format } : {}) });
       return { ...img, receivedBytes: received };
     } finally {
       rmTree(tmp);
