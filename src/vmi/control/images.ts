@@ -21,6 +21,7 @@ import { isImageError } from '../../images/errors';
 import { formatReference, parseReference } from '../../images/reference';
 import type { EnsureOptions, EnsuredImage, ImageSelection, PullPolicy, StoredImage } from '../../images/types';
 import { type Backoff, backoffDelay } from '../../util/backoff';
+import type { Logger } from '../../log';
 import type { ResolvedImages } from '../render/disk-plan';
 import type { ReconcileHost } from './reconcile-host';
 import type { VmiState } from './vmi-state';
@@ -201,6 +202,16 @@ export function imageUsers(states: Iterable<VmiState>): Map<string, string[]> {
     for (const d of held) out.set(d, [...(out.get(d) ?? []), `${s.rec.namespace}/${s.rec.name}`]);
   }
   return out;
+}
+
+/** Image GC: removes stored images no VMI uses (imageUsers) and unused for `minIdleMs`; their digests. */
+export function gcUnusedImages(store: ImagePuller, states: Iterable<VmiState>, minIdleMs: number, log: Logger): string[] {
+  try {
+    return store.gc(new Set(imageUsers(states).keys()), { minIdleMs }).map((i) => i.digest);
+  } catch (err) {
+    log.error({ err }, 'image gc failed; retried on the next round');
+    return [];
+  }
 }
 
 /** Whether the VMI has images to pull. */
