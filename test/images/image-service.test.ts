@@ -30,6 +30,7 @@ let server: GrpcServer;
 let client: grpc.Client;
 const users = new Map<string, string[]>();
 const archives: Record<string, { file: string; digest: string }> = {};
+let goodLayer = '';
 
 type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -88,6 +89,7 @@ function storeFiles(): string[] {
 
 async function archive(tag: string, layers: Entry[][]): Promise<void> {
   const r = await buildImage(LAYOUT, tag, layers);
+  if (tag === 'good') goodLayer = r.layers[0]!.digest;
   const file = path.join(ROOT, `${tag}.oci.tar`);
   await saveArchive(LAYOUT, tag, file);
   archives[tag] = { file, digest: r.manifest.digest };
@@ -145,6 +147,21 @@ describe('ImageService', { timeout: 120_000 }, () => {
     const res = await importImage([{ metadata: { reference: 'registry:5000/air/kernel:1', select: { kernelPath: '/boot/vmlinuz', initrdPath: '/boot/initramfs' } } }, ...chunksOf(a.file, 1 << 20)]);
     assert.equal(res.image.digest, a.digest);
     assert.ok(res.image.artifacts.some((n: string) => n.startsWith('boot-')), JSON.stringify(res.image.artifacts));
+  });
+
+  test('ImportImage: an archive whose layer does not match its digest is refused, the store unchanged', async () => {
+    const before = storeFiles();
+    const bytes = fs.readFileSync(archives.good!.file);
+    // The tar holds the gzip layer verbatim: flip a byte in the middle of the largest run of it.
+    const layer = fs.readFileSync(path.join(LAYOUT, 'blobs', 'sha256', goodLayer.slice(7)));
+    const at = bytes.indexOf(layer.subarray(0, 64));
+    assert.ok(at > 0, 'the layer is in the archive');
+    const i = at + (layer.length >> 1);
+    bytes.writeUInt8(bytes.readUInt8(i) ^ 0xff, i);
+    const bad = path.join(ROOT, 'bad-digest.oci.tar');
+    fs.writeFileSync(bad, bytes);
+    await rejectsCode(importImage([{ metadata: { reference: 'registry:5000/air/bad:1' } }, ...chunksOf(bad, 1 << 20)]), grpc.status.FAILED_PRECONDITION, /digest|does not match/);
+    assert.deepEqual(storeFiles(), before);
   });
 
   for (const [tag, re] of [['dotdot', /'\.\.'.*path traversal/], ['device', /block-device "dev\/sda"/]] as const) {

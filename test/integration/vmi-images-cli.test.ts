@@ -12,7 +12,8 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import * as path from 'node:path';
-import { HandlerUnderTest, type VmiView, killEverything, makeRoot, testDriverVmi, waitFor } from '../lib/daemon';
+import { execFileSync } from 'node:child_process';
+import { HandlerUnderTest, type VmiView, killEverything, makeRoot, sleep, testDriverVmi, waitFor } from '../lib/daemon';
 import { runVhctl } from '../lib/vhctl';
 import { buildImage, makeDisk, push, saveArchive } from '../images/oci-build';
 import { TestRegistry } from '../images/registry';
@@ -197,5 +198,50 @@ describe('vhctl image and the daemon', { timeout: 300_000 }, () => {
     const rmGone = await vh('image', 'rm', diskRef);
     assert.equal(rmGone.code, 1);
     assert.match(rmGone.stderr, /not found/);
+  });
+
+  test('a launcher re-adopted before its domain started resolves by the recorded digest, not the moved tag', async () => {
+    const dir = path.join(ROOT, 'readopt');
+    fs.mkdirSync(dir);
+    fs.cpSync(path.join(ROOT, 'images'), path.join(dir, 'images'), { recursive: true });
+    const layout = path.join(ROOT, 'layout-readopt');
+    const disk = path.join(ROOT, 'moving.qcow2');
+    await makeDisk(disk, 'qcow2', 8);
+    const first = (await buildImage(layout, 'one', [[{ name: 'disk/disk.qcow2', file: disk }]])).manifest.digest;
+    const ref = `${reg.host}/test/moving:1`;
+    await push(layout, 'one', ref);
+    const start = (failpoints?: string): Promise<HandlerUnderTest> => HandlerUnderTest.start({
+      tmp: dir, libvirtUri: 'test:///default', nodeName: 'it-node', logLevel: 'info', env: { VH_IMAGES_INSECURE_REGISTRIES: reg.host },
+      seams: { vmiTiming: { registerTimeoutMs: 4000, readoptMs: 6000, livenessPollMs: 250 }, ...(failpoints ? { failpoints } : {}) },
+    });
+    // 1. The handler dies (kill -9) after the launcher registered, before the domain start was sent.
+    const d1 = await start('launcher-registered');
+    const m = JSON.parse(imageVmi('moving', ref)) as { spec: { volumes: Array<{ containerDisk: Record<string, string> }> } };
+    m.spec.volumes[0]!.containerDisk.imagePullPolicy = 'Always';
+    await d1.call('SyncVMI', { manifest: JSON.stringify(m) }).catch(() => undefined);
+    const exit = await Promise.race([d1.exit, sleep(30_000).then(() => null)]);
+    assert.equal(exit?.signal, 'SIGKILL', d1.tail(40));
+    // 2. The tag moves to another image.
+    fs.writeFileSync(path.join(ROOT, 'other.raw'), randomBytes(1 << 20));
+    const second = (await buildImage(layout, 'two', [[{ name: 'disk/disk.img', file: path.join(ROOT, 'other.raw') }]])).manifest.digest;
+    await push(layout, 'two', ref);
+    assert.notEqual(first, second);
+    // 3. The restarted handler re-adopts the launcher and starts the domain on the recorded digest.
+    const d2 = await start();
+    try {
+      const v = await d2.waitPhase(NS, 'moving', ['Running'], 60_000);
+      const rec = JSON.parse(fs.readFileSync(path.join(d2.stateDir, 'vmis', v.uid, 'record.json'), 'utf8')) as { imageDigests?: Record<string, string> };
+      assert.deepEqual(rec.imageDigests, { root: first });
+      assert.match(d2.out, /re-?adopt|adopted/i);
+      const overlay = path.join(d2.stateDir, 'vmis', v.uid, 'disks', 'root.qcow2');
+      const info = JSON.parse(execFileSync('qemu-img', ['info', '-U', '--output=json', overlay], { encoding: 'utf8' })) as Record<string, unknown>;
+      assert.equal(info['backing-filename'], path.join(d2.stateDir, 'image-store', 'sha256', first.slice(7), 'disk', 'disk.qcow2'));
+      assert.ok(!fs.existsSync(path.join(d2.stateDir, 'image-store', 'sha256', second.slice(7))), 'the moved tag was not pulled');
+      await d2.call('DeleteVMI', { namespace: NS, name: 'moving' });
+      await waitFor('moving gone', async () => ((await d2.call<{ vmis?: VmiView[] }>('ListVMIs', { namespace: NS })).vmis ?? []).length === 0 || undefined, 30_000);
+    } finally {
+      await d2.stop().catch(() => undefined);
+      await killEverything(dir);
+    }
   });
 });
