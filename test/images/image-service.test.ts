@@ -7,10 +7,12 @@
  */
 import { after, before, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import * as fs from 'node:fs';
 import * as os from 'node:os';
 import * as path from 'node:path';
+import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { imageServiceImplementation } from '../../src/grpc/image-service';
@@ -20,6 +22,7 @@ import { ImageStore } from '../../src/images/image-store';
 import { buildImage, push, saveArchive, type Entry } from './oci-build';
 import { TestRegistry } from './registry';
 
+const execFileP = promisify(execFile);
 const ROOT = fs.mkdtempSync(path.join(os.tmpdir(), 'vh-imgsvc-'));
 const LAYOUT = path.join(ROOT, 'layout');
 const SOCKET = path.join(ROOT, 'grpc.sock');
@@ -32,7 +35,7 @@ const users = new Map<string, string[]>();
 const archives: Record<string, { file: string; digest: string }> = {};
 let goodLayer = '';
 
-type Any = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+type Any = Record<string, any>;
 
 function call<T = Any>(method: string, req: object): Promise<T> {
   return new Promise((resolve, reject) => {
@@ -140,6 +143,18 @@ describe('ImageService', { timeout: 120_000 }, () => {
     const result = events.find((e) => e.result)?.result;
     assert.equal(result.pulled, false);
     assert.equal(result.image.digest, a.digest);
+  });
+
+  test('ImportImage: a docker-archive (docker save format)', async () => {
+    const file = path.join(ROOT, 'good.docker.tar');
+    await execFileP('skopeo', ['--insecure-policy', 'copy', '--quiet', `oci:${LAYOUT}:good`, `docker-archive:${file}:registry:5000/air/docker:1`], { timeout: 120_000 });
+    const res = await importImage([{ metadata: { reference: 'registry:5000/air/docker:1', format: 'docker-archive' } }, ...chunksOf(file, 1 << 20)]);
+    assert.deepEqual(res.image.references, ['registry:5000/air/docker:1']);
+    assert.deepEqual(res.image.artifacts, ['disk']);
+    assert.ok(res.image.sizeBytes >= 3 << 20);
+    users.clear();
+    const removed = await call('RemoveImage', { image: 'registry:5000/air/docker:1' });
+    assert.equal(removed.removed.digest, res.image.digest);
   });
 
   test('ImportImage: a kernelBoot selection takes the kernel and initrd out', async () => {
