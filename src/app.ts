@@ -40,6 +40,7 @@ import { type ImageGcTiming, VmiController } from './vmi/control/controller';
 import { ImageStore } from './images/image-store';
 import { MetricsCollector, statsTargets } from './vmi/control/metrics-collector';
 import { vmiServiceImplementation } from './grpc/vmi-service';
+import { imageServiceImplementation } from './grpc/image-service';
 import { launcherServiceImplementation } from './grpc/launcher-service';
 import { loadProtos } from './grpc/proto';
 
@@ -211,6 +212,7 @@ export class App {
       nodeInfo: () => this.nodeView(),
       services: () => [
         { definition: protos.vmiService, implementation: vmiServiceImplementation(vmis, component(logger, 'grpc')) },
+        { definition: protos.imageService, implementation: imageServiceImplementation({ store: images, users: () => vmis.imageUsers(), log: component(logger, 'grpc') }) },
         { definition: protos.launcherService, implementation: launcherServiceImplementation(vmis, component(logger, 'launchers')) },
       ],
     });

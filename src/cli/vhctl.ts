@@ -10,6 +10,7 @@ import { nodeInfoFromWire } from '../grpc/node-service';
 import { CliError, DEFAULT_TIMEOUT_MS, EXIT, UsageError, defaultSocket, parseTimeout, preflight, table, unary, withClient, type CommonOptions } from './common';
 import { cmdConsole } from './console';
 import { cmdCreate } from './create';
+import { cmdImage, parseImageArgs, type ImageArgs } from './image-commands';
 import { ACTIONS, cmdAction, cmdDelete, cmdGet, cmdList, type ActionCommand, type VmiOptions, type VmiOutput } from './vmi-commands';
 
 export { EXIT, defaultSocket } from './common';
@@ -44,6 +45,19 @@ VMIs (namespace: -n NAMESPACE, default "default"):
   console NAME              serial console; on a terminal Ctrl-] detaches. From a pipe, stdin is
                             sent and vhctl exits once it ended and the output went quiet
 
+Images (the node image store: containerDisk and kernelBoot.container images):
+  image list                the stored images: REFERENCE DIGEST SIZE IN-USE AGE (-o table|json)
+  image pull REF [--policy Always|IfNotPresent|Never]
+                            pull (or find) REF with progress; concurrent pulls of REF share one
+                            download. --disk-path / --kernel-path / --initrd-path select what is
+                            taken out of the image (default: the containerDisk /disk/*)
+  image import FILE [--tag REF] [--format oci-archive|docker-archive]
+                            stream an archive (skopeo copy ... oci-archive:FILE) to the daemon for
+                            an air-gapped node; --tag names it (without: stored by digest only)
+  image rm REF|DIGEST       remove; refused while a VMI uses it (the VMI is named)
+  image gc                  remove now every image no VMI uses
+  Pull and import have no deadline unless --timeout is given.
+
 Options:
   -o, --output FORMAT       node/health: table|json; create: table|json|yaml;
                             get/list: table|wide|json|yaml (default: table)
@@ -66,8 +80,8 @@ Exit codes:
   2  usage error (unknown command or option, option not valid for the command, bad value)
 `;
 
-type Command = 'node' | 'health' | 'create' | 'get' | 'list' | 'delete' | 'console' | ActionCommand;
-const COMMANDS: readonly Command[] = ['node', 'health', 'create', 'get', 'list', 'delete', 'console', ...(Object.keys(ACTIONS) as ActionCommand[])];
+type Command = 'node' | 'health' | 'create' | 'get' | 'list' | 'delete' | 'console' | 'image' | ActionCommand;
+const COMMANDS: readonly Command[] = ['node', 'health', 'create', 'get', 'list', 'delete', 'console', 'image', ...(Object.keys(ACTIONS) as ActionCommand[])];
 type Flag = 'output' | 'namespace' | 'all-namespaces' | 'file' | 'dry-run' | 'wait' | 'timeout';
 
 /** Per command: its options (besides --socket, --timeout, --help), -o formats and positional NAME. */
@@ -83,6 +97,7 @@ const SPEC: Record<Command, { flags: readonly Flag[]; outputs: readonly string[]
   unpause: { flags: ['namespace'], outputs: ['table'], name: true },
   'soft-reboot': { flags: ['namespace'], outputs: ['table'], name: true },
   shutdown: { flags: ['namespace'], outputs: ['table'], name: true },
+  image: { flags: ['output'], outputs: ['table', 'json'], name: false },
 };
 
 const FLAG_SPELLING: Record<Flag, string> = {
@@ -101,7 +116,12 @@ function checkLabel(what: string, value: string): string {
 
 export interface Options extends VmiOptions {
   command: Command;
+  /** `image ...`: the subcommand and its arguments. */
+  image?: ImageArgs;
 }
+
+/** Options only `image` subcommands take. */
+const IMAGE_FLAGS = ['policy', 'tag', 'format', 'disk-path', 'kernel-path', 'initrd-path'] as const;
 
 /** Parses argv strictly; returns null when help was asked for. */
 export function parseCli(argv: readonly string[], env: NodeJS.ProcessEnv = process.env): Options | null {
@@ -121,6 +141,12 @@ export function parseCli(argv: readonly string[], env: NodeJS.ProcessEnv = proce
         socket: { type: 'string' },
         timeout: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
+        policy: { type: 'string' },
+        tag: { type: 'string' },
+        format: { type: 'string' },
+        'disk-path': { type: 'string' },
+        'kernel-path': { type: 'string' },
+        'initrd-path': { type: 'string' },
       },
     });
   } catch (e) {
@@ -137,13 +163,17 @@ export function parseCli(argv: readonly string[], env: NodeJS.ProcessEnv = proce
   const { values, positionals } = parsed;
   if (values.help) return null;
   const command = positionals[0] as Command | undefined;
-  if (command === undefined) throw new UsageError('missing command (node, health, create, get, list, delete, console, pause, unpause, soft-reboot or shutdown)');
+  if (command === undefined) throw new UsageError('missing command (node, health, create, get, list, delete, console, image, pause, unpause, soft-reboot or shutdown)');
   if (!COMMANDS.includes(command)) throw new UsageError(`unknown command '${command}' (expected ${COMMANDS.join(', ')})`);
   const spec = SPEC[command];
   for (const flag of ['output', 'namespace', 'all-namespaces', 'file', 'dry-run', 'wait'] as const) {
     if (values[flag] !== undefined && !spec.flags.includes(flag)) throw new UsageError(`option ${FLAG_SPELLING[flag]} is not valid for '${command}'`);
   }
-  const want = spec.name ? 2 : 1;
+  if (command !== 'image') {
+    for (const flag of IMAGE_FLAGS) if (values[flag] !== undefined) throw new UsageError(`option --${flag} is not valid for '${command}'`);
+  }
+  const image = command === 'image' ? parseImageArgs(positionals.slice(1), Object.fromEntries(IMAGE_FLAGS.map((f) => [f, values[f]]))) : undefined;
+  const want = command === 'image' ? positionals.length : spec.name ? 2 : 1;
   if (positionals.length < want) throw new UsageError(`${command}: missing NAME (the VMI's name)`);
   if (positionals.length > want) throw new UsageError(`unexpected argument '${positionals[want]}'`);
   const output = values.output ?? 'table';
@@ -165,6 +195,7 @@ export function parseCli(argv: readonly string[], env: NodeJS.ProcessEnv = proce
     files: values.file ?? [],
     dryRun: values['dry-run'] === true,
     wait: values.wait === true,
+    ...(image ? { image } : {}),
   };
 }
 
@@ -250,6 +281,7 @@ function dispatch(opts: Options): Promise<number> {
     case 'list': return cmdList(opts);
     case 'delete': return cmdDelete(opts);
     case 'console': return cmdConsole(opts);
+    case 'image': return cmdImage({ ...opts, image: opts.image as ImageArgs });
     default: return cmdAction(opts.command, opts);
   }
 }

@@ -58,8 +58,12 @@ export interface GrpcTcpOptions {
   tls: { cert: string; key: string; ca: string };
 }
 
-/** Method paths of services that are never served over TCP (launchers are local). */
-export const LOCAL_ONLY_SERVICE_PREFIXES: readonly string[] = ['/virthandler.v1.Launcher/'];
+/**
+ * Method paths of services that are never served over TCP: launchers are local; the image store
+ * is node-local state managed by the node's operator (an import is a bulk upload of up to
+ * images.maxImageSize, removal and gc are local decisions), not by a remote controller.
+ */
+export const LOCAL_ONLY_SERVICE_PREFIXES: readonly string[] = ['/virthandler.v1.Launcher/', '/virthandler.v1.ImageService/'];
 
 /** True when a service may be served on the TCP listener (its first method is not local-only). */
 export function servedOverTcp(definition: grpc.ServiceDefinition): boolean {

@@ -105,6 +105,40 @@ export class ImageStore {
     return this.fetch(ref, `${o.format ?? 'oci-archive'}:${abs}`, [], o.select ?? { kind: 'containerDisk' }, () => undefined, o.ref !== undefined);
   }
 
+  /**
+   * Imports an archive that arrives as a byte stream (vhctl image import over gRPC): the bytes
+   * are staged in a private file (0600) under the store's tmp/, at most images.maxImageSize of
+   * them, then imported as importArchive does; the staged copy is removed whatever happens.
+   */
+  async importStream(chunks: AsyncIterable<Buffer>, o: { ref?: string; select?: ImageSelection; format?: 'oci-archive' | 'docker-archive' }): Promise<EnsuredImage & { receivedBytes: number }> {
+    const ref = o.ref !== undefined ? formatReference(parseReference(o.ref)) : 'an imported archive';
+    const tmp = this.files.mkTemp('import');
+    const file = path.join(tmp, 'archive.tar');
+    let received = 0;
+    try {
+      const fh = await fs.promises.open(file, 'wx', 0o600);
+      try {
+        for await (const chunk of chunks) {
+          received += chunk.length;
+          if (received > this.maxImageSize) throw new ImageError('TooLarge', `archive for ${ref} passed ${this.maxImageSize} bytes (images.maxImageSize)`, { ref });
+          await fh.write(chunk);
+        }
+        await fh.sync();
+      } finally {
+        await fh.close();
+      }
+      const img = await this.importArchive(file, { ...(o.ref !== undefined ? { ref } : {}), ...(o.select ? { select: o.select } : {}), ...(o.format ? { format: o.format } : {}) });
+      return { ...img, receivedBytes: received };
+    } finally {
+      rmTree(tmp);
+    }
+  }
+
+  /** The largest image (and import) the store takes, in bytes (images.maxImageSize). */
+  get maxBytes(): number {
+    return this.maxImageSize;
+  }
+
   /** Every image in the store with its references, sizes and last use. */
   list(): StoredImage[] {
     const out: StoredImage[] = [];

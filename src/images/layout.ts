@@ -93,7 +93,10 @@ export function readDirImage(dir: string): DirImage {
     if (compression === undefined) {
       throw new ImageError('BadLayout', `layer ${i} has media type ${JSON.stringify(d.mediaType)}: only tar and tar+gzip layers are supported (zstd: re-push with gzip)`);
     }
-    return { digest: d.digest, size: d.size, compression, file: path.join(dir, d.hex) };
+    const file = path.join(dir, d.hex);
+    // docker-archive (docker save) layers are plain tars that skopeo describes with Docker's
+    // ".tar.gzip" type: for Docker types the bytes decide. The digest covers the bytes either way.
+    return { digest: d.digest, size: d.size, compression: d.mediaType.startsWith('application/vnd.docker.') ? sniffCompression(file, compression) : compression, file };
   });
   return { digest: sha256(raw), mediaType, layers, layersSize: layers.reduce((a, l) => a + l.size, 0) };
 }
@@ -116,4 +119,23 @@ export function nodeManifestDigest(raw: Buffer): string | null {
   const arch = ARCH[process.arch] ?? process.arch;
   const hit = m.manifests.find((d) => d.platform?.os === 'linux' && d.platform.architecture === arch && typeof d.digest === 'string' && DIGEST.test(d.digest));
   return (hit?.digest as string | undefined) ?? null;
+}
+
+/** gzip by its magic, a plain tar by "ustar" at 257; otherwise what the media type said. */
+function sniffCompression(file: string, declared: LayerRef['compression']): LayerRef['compression'] {
+  const head = Buffer.alloc(262);
+  let n = 0;
+  try {
+    const fd = fs.openSync(file, 'r');
+    try {
+      n = fs.readSync(fd, head, 0, head.length, 0);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch {
+    return declared; // missing: the extraction reports it
+  }
+  if (n >= 2 && head[0] === 0x1f && head[1] === 0x8b) return 'gzip';
+  if (n >= 262 && head.subarray(257, 262).toString('latin1') === 'ustar') return 'none';
+  return declared;
 }

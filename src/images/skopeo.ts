@@ -98,7 +98,7 @@ function run(o: SkopeoOptions, sub: readonly string[], src: string, verb: string
       const text = stderr.trim().replace(/\s+/g, ' ');
       const why = sig !== null ? `killed by ${sig}${signal?.aborted === true ? ' (aborted)' : ` (timeout ${o.timeoutMs} ms?)`}` : `exit ${code}`;
       const reason = classify(text);
-      reject(new ImageError(reason, `${describe(reason)} ${verb} ${src}: ${lastLine(text) || why}`, { src, exitCode: code, signal: sig }));
+      reject(new ImageError(reason, `${/^(oci|docker)-archive:/.test(src) ? describeArchive(reason) : describe(reason)} ${verb} ${src}: ${lastLine(text) || why}`, { src, exitCode: code, signal: sig }));
     });
   });
 }
@@ -132,6 +132,14 @@ function describe(r: ImageFailureReason): string {
     default:
       return 'pull failed';
   }
+}
+
+/** The same for a local archive (an import): no registry involved. */
+function describeArchive(r: ImageFailureReason): string {
+  if (r === 'Truncated') return 'the archive is truncated or not a tar archive';
+  if (r === 'DigestMismatch') return 'the archive holds content that does not match its digest';
+  if (r === 'NotFound') return 'the archive does not hold the image';
+  return 'import failed';
 }
 
 /** The most specific part of a containers-image error chain (after its last "msg=" / "Error: "). */

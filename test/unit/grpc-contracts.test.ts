@@ -10,22 +10,22 @@ import * as fs from 'node:fs';
 import type * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { compileContracts } from '../../scripts/build-protos';
-import { HEALTH_SERVICE, LAUNCHER_SERVICE, LOADER_OPTIONS, NODE_SERVICE, PROTO_FILES, contractsPath, findProtoDir, loadProtos } from '../../src/grpc/proto';
+import { HEALTH_SERVICE, IMAGE_SERVICE, LAUNCHER_SERVICE, LOADER_OPTIONS, NODE_SERVICE, PROTO_FILES, contractsPath, findProtoDir, loadProtos } from '../../src/grpc/proto';
 import { sampleNodeInfo, unschedulableNodeInfo } from './grpc-fixture';
 
 type Methods = Record<string, grpc.MethodDefinition<object, object>>;
 
 function protoLoaderServices(): Record<string, Methods> {
   const defs = protoLoader.loadSync(PROTO_FILES.slice(), { ...LOADER_OPTIONS, includeDirs: [findProtoDir()] });
-  return { [NODE_SERVICE]: defs[NODE_SERVICE] as unknown as Methods, [HEALTH_SERVICE]: defs[HEALTH_SERVICE] as unknown as Methods, [LAUNCHER_SERVICE]: defs[LAUNCHER_SERVICE] as unknown as Methods };
+  return { [NODE_SERVICE]: defs[NODE_SERVICE] as unknown as Methods, [HEALTH_SERVICE]: defs[HEALTH_SERVICE] as unknown as Methods, [LAUNCHER_SERVICE]: defs[LAUNCHER_SERVICE] as unknown as Methods, [IMAGE_SERVICE]: defs[IMAGE_SERVICE] as unknown as Methods };
 }
 
 function compiledServices(): Record<string, Methods> {
   const p = loadProtos();
-  return { [NODE_SERVICE]: p.nodeService as unknown as Methods, [HEALTH_SERVICE]: p.healthService as unknown as Methods, [LAUNCHER_SERVICE]: p.launcherService as unknown as Methods };
+  return { [NODE_SERVICE]: p.nodeService as unknown as Methods, [HEALTH_SERVICE]: p.healthService as unknown as Methods, [LAUNCHER_SERVICE]: p.launcherService as unknown as Methods, [IMAGE_SERVICE]: p.imageService as unknown as Methods };
 }
 
-const SERVICES = [NODE_SERVICE, HEALTH_SERVICE, LAUNCHER_SERVICE];
+const SERVICES = [NODE_SERVICE, HEALTH_SERVICE, LAUNCHER_SERVICE, IMAGE_SERVICE];
 
 /** A message of every shape each method carries, including the empty one. */
 const SAMPLES: Record<string, { request: object[]; response: object[] }> = {
@@ -48,6 +48,18 @@ const SAMPLES: Record<string, { request: object[]; response: object[] }> = {
     ],
   },
 };
+
+const IMAGE = { digest: `sha256:${'a'.repeat(64)}`, references: ['quay.io/x/y:1'], pulledAs: 'quay.io/x/y:1', pulledAt: '2026-12-06T00:00:00Z', lastUsed: '', sizeBytes: 5 * 2 ** 30, allocatedBytes: 1, inUseBy: ['default/a'], artifacts: ['disk'] };
+Object.assign(SAMPLES, {
+  [`/${IMAGE_SERVICE}/ListImages`]: { request: [{}], response: [{ images: [IMAGE] }, {}] },
+  [`/${IMAGE_SERVICE}/PullImage`]: {
+    request: [{ reference: 'quay.io/x/y:1', pullPolicy: 'Always', select: { kernelPath: '/boot/vmlinuz' } }],
+    response: [{ progress: { phase: 'pulling', bytes: 10, totalBytes: 0, message: 'm' } }, { result: { image: IMAGE, pulled: true, durationMs: 3 } }],
+  },
+  [`/${IMAGE_SERVICE}/ImportImage`]: { request: [{ metadata: { reference: 'r/x:1', format: 'oci-archive', sizeBytes: 9 } }, { chunk: Buffer.from('abc') }], response: [{ image: IMAGE, receivedBytes: 9 }] },
+  [`/${IMAGE_SERVICE}/RemoveImage`]: { request: [{ image: 'r/x:1' }], response: [{ removed: IMAGE }] },
+  [`/${IMAGE_SERVICE}/GcImages`]: { request: [{}], response: [{ removed: [IMAGE], freedBytes: 1 }] },
+});
 
 describe('compiled gRPC contracts', () => {
   it('are current: contracts.json is what the build generates from proto/ today', () => {
@@ -88,6 +100,6 @@ describe('compiled gRPC contracts', () => {
         assert.throws(() => got.requestSerialize([] as unknown as object), /expected object with .* structure, got array instead/);
       }
     }
-    assert.equal(checked, 17);
+    assert.equal(checked, 17 + 13);
   });
 });

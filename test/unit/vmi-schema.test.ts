@@ -126,8 +126,32 @@ test('kernel boot from a container image: a requirement; this node\'s host-path 
       resources: { requests: { memory: '1Gi' } },
     },
   }));
-  assert.deepEqual(Object.keys(needs(v)), ['spec.domain.firmware.kernelBoot.container']);
-  assert.match(v.requirements[0]!.needs, /kernel boot container registry:5000\/kubevirt\/alpine-ext-kernel-boot-demo:devel/);
+  assert.deepEqual(Object.keys(needs(v)), ['spec.domain.firmware.kernelBoot.container.image']);
+  assert.match(v.requirements[0]!.needs, /kernel boot container registry:5000\/kubevirt\/alpine-ext-kernel-boot-demo:devel \(this node has no image store\)/);
+});
+
+test('kernel boot from a container image with imagePulls: kernelBootContainer (pulled at start); bad paths and mixed forms refused', () => {
+  const pulls: ValidationContext = { ...CTX, imagePulls: true };
+  const spec = (kb: Spec): Spec => vmi('kb', { domain: { firmware: { kernelBoot: kb }, resources: { requests: { memory: '64Mi' } } } });
+  const image = 'registry:5000/kubevirt/alpine-ext-kernel-boot-demo:devel';
+  const v = accept(spec({ kernelArgs: 'console=ttyS0', container: { image, kernelPath: '/boot/vmlinuz-virt', initrdPath: '/boot/initramfs-virt' } }), pulls);
+  assert.deepEqual(v.requirements, []);
+  assert.equal(v.firmware.kernelBoot, null);
+  assert.deepEqual(v.firmware.kernelBootContainer, { image, pullPolicy: 'IfNotPresent', kernelPath: '/boot/vmlinuz-virt', initrdPath: '/boot/initramfs-virt', kernelArgs: 'console=ttyS0' });
+  assert.equal(accept(spec({ container: { image: 'quay.io/k/boot:latest', kernelPath: '/vmlinuz' } }), pulls).firmware.kernelBootContainer?.pullPolicy, 'Always');
+  const refused = (kb: Spec): string => {
+    const r = validateVmi(defaultVmi(spec(kb)), pulls);
+    return r.ok ? '' : r.violations.map((x) => `${x.field}: ${x.message}`).join('\n');
+  };
+  const base = 'spec.domain.firmware.kernelBoot.container';
+  assert.match(refused({ container: { image, kernelPath: 'boot/vmlinuz' } }), new RegExp(`^${base.replace(/\./g, '\\.')}\\.kernelPath: must be an absolute file path inside the image without '\\.\\.'`, 'm'));
+  assert.match(refused({ container: { image, kernelPath: '/boot/../../etc/shadow' } }), /container\.kernelPath: must be an absolute file path inside the image without '\.\.'/);
+  assert.match(refused({ container: { image, kernelPath: '/boot/vmlinuz', initrdPath: '/boot/../x' } }), /container\.initrdPath: must be an absolute file path/);
+  assert.match(refused({ container: { image, initrdPath: '/boot/initrd' } }), /container\.kernelPath: required \(the kernel's path inside the image/);
+  assert.match(refused({ container: { kernelPath: '/boot/vmlinuz' } }), /container\.image: required/);
+  assert.match(refused({ container: { image: 'Not A Ref', kernelPath: '/boot/vmlinuz' } }), /container\.image: image reference "Not A Ref"/);
+  assert.match(refused({ container: { image, kernelPath: '/boot/vmlinuz', imagePullPolicy: 'Sometimes' } }), /container\.imagePullPolicy/);
+  assert.match(refused({ kernel: 'vmlinuz', container: { image, kernelPath: '/boot/vmlinuz' } }), /kernelBoot\.container: kernelBoot\.container excludes kernelBoot\.kernel\/initrd/);
 });
 
 test('multus and SR-IOV: secondary networks and the sriov binding are requirements', () => {

@@ -26,7 +26,7 @@ import type { NormalizedVmi, ValidationContext, VirtualMachineInstance, VmiReadM
 import { defaultVmi } from '../spec/defaults';
 import { validateVmi } from '../spec/validate';
 import { type Failpoints, NO_FAILPOINTS } from './failpoints';
-import type { ImagePuller } from './images';
+import { type ImagePuller, gcUnusedImages, imageUsers } from './images';
 import type { NodeFacts } from './launch-plan';
 import type { LauncherChannel, LauncherRegistry } from './launcher-port';
 import { LauncherStartGate, defaultStartConcurrency, hashToken, scanLauncherProcesses, isSameProcess, newToken, procStartTime, tokenMatches } from './launcher-process';
@@ -168,16 +168,14 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
     for (const s of this.vmis.values()) s.channel?.end();
   }
 
+  /** Per image digest, the VMIs (namespace/name) whose record names it or whose start is about to use it. */
+  imageUsers(): Map<string, string[]> {
+    return imageUsers(this.vmis.values());
+  }
+
   /** Removes stored images no VMI record names and unused for `minIdleMs`; returns their digests. */
   gcImages(minIdleMs: number): string[] {
-    if (!this.opts.images) return [];
-    const inUse = new Set([...this.vmis.values()].flatMap((s) => s.rec.images ?? []));
-    try {
-      return this.opts.images.gc(inUse, { minIdleMs }).map((i) => i.digest);
-    } catch (err) {
-      this.log.error({ err }, 'image gc failed; retried on the next round');
-      return [];
-    }
+    return this.opts.images ? gcUnusedImages(this.opts.images, this.vmis.values(), minIdleMs, this.log) : [];
   }
 
   /** Queue figures for metrics. */

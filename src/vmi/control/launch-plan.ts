@@ -4,6 +4,7 @@
  * XML + disk plan). Pure functions of their inputs: reconcile calls them, tests call them.
  */
 import * as path from 'node:path';
+import { ErrorCodes, VhError } from '../../errors';
 import type { StartDomain } from '../../launcher-protocol/messages';
 import type { NodeCapabilities } from '../../libvirt/node-capabilities';
 import type { NodeInfo } from '../../node/types';
@@ -76,12 +77,14 @@ export interface LaunchTarget {
   libvirtUri: string;
   /** Bases of the VMI's containerDiskImage volumes, from the image store (control/images.ts). */
   resolvedImages?: ResolvedImages;
+  /** kernelBoot.container: the store's kernel/initrd files (control/images.ts). */
+  resolvedKernelBoot?: { kernel: string | null; initrd: string | null };
 }
 
 /** The StartDomain command for a VMI. Throws (VhError) when the spec cannot become a domain. */
 export function buildStartCommand(f: NodeFacts, t: LaunchTarget): StartDomain {
   const { preps, diskPaths } = planDisks(t.vmi, t.vmiDir, t.resolvedImages);
-  const domainXml = buildDomainXml(t.vmi, {
+  const domainXml = buildDomainXml(withKernelBoot(t.vmi, t.resolvedKernelBoot), {
     virtType: virtTypeFor(f)?.virtType ?? 'qemu',
     domainName: domainNameOf(t.namespace, t.name),
     vmiDir: t.vmiDir,
@@ -92,4 +95,12 @@ export function buildStartCommand(f: NodeFacts, t: LaunchTarget): StartDomain {
     diskPaths,
   });
   return { domainXml, disks: preps, libvirtUri: t.libvirtUri };
+}
+
+/** kernelBoot.container becomes kernelBoot with the store's read-only files (a VMI without one is returned as is). */
+function withKernelBoot(vmi: NormalizedVmi, files: LaunchTarget['resolvedKernelBoot']): NormalizedVmi {
+  const kc = vmi.firmware.kernelBootContainer;
+  if (!kc) return vmi;
+  if (!files?.kernel) throw new VhError(ErrorCodes.FAILED_PRECONDITION, `kernelBoot.container ${kc.image}: no kernel resolved from the image (kernelPath is required to boot from it)`, { field: 'spec.domain.firmware.kernelBoot.container.kernelPath' });
+  return { ...vmi, firmware: { ...vmi.firmware, kernelBoot: { kernel: files.kernel, initrd: files.initrd, kernelArgs: kc.kernelArgs } } };
 }

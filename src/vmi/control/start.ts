@@ -7,8 +7,7 @@ import { MAX_UNIX_PATH } from '../../util/unix-socket';
 import type { StartDomain } from '../../launcher-protocol/messages';
 import { EMBED_SOCKET_SUFFIX, buildStartCommand, embedRoot, launcherLibvirtUri, virtTypeFor } from './launch-plan';
 import { defaultLauncherCommand, findLauncherProcesses, hashToken, newToken, spawnLauncher } from './launcher-process';
-import type { ResolvedImages } from '../render/disk-plan';
-import { hasImageVolumes, resolveImages } from './images';
+import { type ImageResolution, hasImageVolumes, imagesConsumed, resolveImages } from './images';
 import type { ReconcileHost } from './reconcile-host';
 import { afterStop, kill, killStrayLaunchers, requestTeardown } from './stop';
 import type { VmiState } from './vmi-state';
@@ -80,9 +79,10 @@ export function preflight(h: ReconcileHost, s: VmiState): Refusal | null {
 }
 
 /** The StartDomain command for the VMI's launcher, which uses `libvirtUri`. */
-function startCommand(h: ReconcileHost, s: VmiState, libvirtUri: string, resolvedImages: ResolvedImages = {}): StartDomain {
+function startCommand(h: ReconcileHost, s: VmiState, libvirtUri: string, images: Pick<ImageResolution, 'resolved' | 'kernelBoot'> = { resolved: {} }): StartDomain {
   return buildStartCommand(h.nodeFacts(), {
-    resolvedImages,
+    resolvedImages: images.resolved,
+    ...(images.kernelBoot ? { resolvedKernelBoot: images.kernelBoot } : {}),
     vmi: s.vmi as NonNullable<VmiState['vmi']>,
     namespace: s.rec.namespace,
     name: s.rec.name,
@@ -109,13 +109,13 @@ export async function startLauncher(h: ReconcileHost, s: VmiState): Promise<void
     return;
   }
   const images = await resolveImages(h, s);
-  if (images === null) return; // waiting (ImagePullBackOff / ErrImageNeverPull), requeued
+  if (images === null) return; // pulling in the background (its end requeues) or waiting (ImagePullBackOff / ErrImageNeverPull, requeued)
   // The pull may have taken minutes: a delete or a stop that came meanwhile wins.
   if (s.rec.deleting || !s.shouldRun) return h.requeue(uid, 0);
   const libvirtUri = launcherLibvirtUri(h.nodeFacts(), uid);
   let plan: StartDomain;
   try {
-    plan = startCommand(h, s, libvirtUri, images.resolved); // spec problems (e.g. an unsupported combination) fail here, before any process exists
+    plan = startCommand(h, s, libvirtUri, images); // spec problems (e.g. an unsupported combination) fail here, before any process exists
   } catch (err) {
     if (s.setPhase('Failed', `cannot build the domain: ${(err as Error).message}`, true)) h.publish(s);
     afterStop(h, s, false);
@@ -132,9 +132,10 @@ export async function startLauncher(h: ReconcileHost, s: VmiState): Promise<void
   // Durable before the side effect: a crash after this write leaves a record that expects a
   // launcher holding this token, which may still register (Spawning, findUnrecordedLauncher).
   const launcher = { pid: 0, startTime: 0, spawnTokenHash: hashToken(token), sessionTokenHash: '', spawnedAt: new Date().toISOString(), libvirtUri };
-  const rec = { ...s.rec, launcher, ...(images.digests.length > 0 ? { images: images.digests } : {}), phase: 'Scheduling' as const, reason: 'starting the launcher' };
+  const rec = { ...s.rec, launcher, ...(images.digests.length > 0 ? { images: images.digests, imageDigests: images.byKey } : {}), phase: 'Scheduling' as const, reason: 'starting the launcher' };
   h.persistRecord(rec);
   s.beginSpawn(rec, plan);
+  imagesConsumed(s);
   h.failpoints.hit('launcher-after-record');
   let spawned;
   try {
@@ -163,12 +164,13 @@ export async function startDomain(h: ReconcileHost, s: VmiState): Promise<void> 
   const channel = s.channel;
   if (!channel) return;
   let start: StartDomain;
-  let resolved: ResolvedImages = {};
+  let resolved: Pick<ImageResolution, 'resolved' | 'kernelBoot'> = { resolved: {} };
   if (!s.startPlan && hasImageVolumes(s)) {
-    // Re-adopted before its domain started: the store still holds the images (the record keeps them from GC).
-    const images = await resolveImages(h, s);
+    // Re-adopted before its domain started: the images by the digests the record names (a tag
+    // may have moved since; the record keeps them from GC). Records older than imageDigests: by the spec.
+    const images = await resolveImages(h, s, s.rec.imageDigests ? { pinned: s.rec.imageDigests } : {});
     if (images === null) return;
-    resolved = images.resolved;
+    resolved = images;
   }
   try {
     // Planned once at spawn; a launcher re-adopted after a handler restart gets it rebuilt, with

@@ -58,6 +58,8 @@ export interface VmiRecord {
   restarts: number;
   /** Digests of the images the VMI's disks are backed by (written with the spawn; image GC keeps them). */
   images?: string[];
+  /** Per containerDisk volume name (or '@kernelBoot'), the digest its launcher was started with (a re-adoption resolves by it). */
+  imageDigests?: Record<string, string>;
   revision: number;
   updatedAt: string;
 }

@@ -265,6 +265,8 @@ export interface NormalizedVmi {
     bootloader: 'bios' | 'efi';
     secureBoot: boolean;
     kernelBoot: { kernel: string; initrd: string | null; kernelArgs: string } | null;
+    /** kernelBoot.container (ValidationContext.imagePulls): the image store supplies kernelBoot's files at start. */
+    kernelBootContainer?: { image: string; pullPolicy: ImagePullPolicy; kernelPath: string | null; initrdPath: string | null; kernelArgs: string } | null;
     /** spec.domain.firmware.uuid: the guest's SMBIOS UUID. Honoured only when it is the VMI uid (the domain's UUID). */
     uuid: string | null;
     /** bios.useSerial: SeaBIOS output on the serial console. */

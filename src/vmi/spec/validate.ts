@@ -367,7 +367,9 @@ class Validator extends FieldReader {
         if (args !== undefined && !PRINTABLE_ASCII_RE.test(args)) this.v.add(`${base}.kernelArgs`, 'must be printable ASCII');
         else if (args !== undefined) kernelArgs = args;
       }
-      if (kernel !== undefined && initrd !== undefined) result.kernelBoot = { kernel, initrd, kernelArgs };
+      if (k.has('container') && (k.has('kernel') || k.has('initrd'))) this.v.add(`${base}.container`, 'kernelBoot.container excludes kernelBoot.kernel/initrd (host paths)');
+      else if (k.has('container')) result.kernelBootContainer = this.sources.kernelBootContainer(k.get('container'), `${base}.container`, kernelArgs);
+      else if (kernel !== undefined && initrd !== undefined) result.kernelBoot = { kernel, initrd, kernelArgs };
     }
     return result;
   }

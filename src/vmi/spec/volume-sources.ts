@@ -9,7 +9,7 @@ import { CONTROL_MULTILINE_RE, FieldReader, type Fields, type Violations } from 
 import type { HostPaths } from './host-paths';
 import { isRedactionMarker } from './redact';
 import { parseReference } from '../../images/reference';
-import type { ImagePullPolicy, NormalizedVolume, VmiLimits, VmiRequirement } from './types';
+import type { ImagePullPolicy, NormalizedVmi, NormalizedVolume, VmiLimits, VmiRequirement } from './types';
 
 const MIN_DISK_BYTES = 2 ** 20;
 const BASE64_RE = /^[A-Za-z0-9+/]*={0,2}$/;
@@ -115,5 +115,41 @@ export class VolumeSourceReader extends FieldReader {
     if (given === undefined) return null;
     const pullPolicy: ImagePullPolicy = given ?? (ref.endsWith(':latest') || !/[:@]/.test(ref) ? 'Always' : 'IfNotPresent');
     return { kind: 'containerDiskImage', name, image: ref, pullPolicy, path };
+  }
+
+  /**
+   * kernelBoot.container {image, imagePullPolicy, kernelPath, initrdPath}: the image store takes
+   * the files out of the image at start (KubeVirt's kernel boot container layout), or (no image
+   * store) a requirement. kernelPath is required here: a domain boots no initrd on its own.
+   */
+  kernelBootContainer(value: unknown, base: string, kernelArgs: string): NonNullable<NormalizedVmi['firmware']['kernelBootContainer']> | null {
+    const c = this.obj(value, base, ['image', 'imagePullPolicy', 'kernelPath', 'initrdPath']);
+    if (c === null) return null;
+    if (!c.has('image')) return this.refuse(`${base}.image`, 'required') ?? null;
+    const ref = this.str(c.get('image'), `${base}.image`, { max: 512 });
+    if (ref === undefined) return null;
+    const inImage = (key: 'kernelPath' | 'initrdPath'): string | null | undefined => {
+      if (!c.has(key)) return null;
+      const p = this.str(c.get(key), `${base}.${key}`, { max: 4096 });
+      if (p === undefined) return undefined;
+      if (!p.startsWith('/') || p.split('/').includes('..') || p.endsWith('/')) return this.refuse(`${base}.${key}`, `must be an absolute file path inside the image without '..' (got ${JSON.stringify(p)})`) ?? undefined;
+      return p;
+    };
+    const kernelPath = inImage('kernelPath');
+    const initrdPath = inImage('initrdPath');
+    if (kernelPath === null) return this.refuse(`${base}.kernelPath`, "required (the kernel's path inside the image, e.g. /boot/vmlinuz)") ?? null;
+    const given = c.has('imagePullPolicy') ? this.oneOf(c.get('imagePullPolicy'), `${base}.imagePullPolicy`, ['Always', 'IfNotPresent', 'Never'] as const) : null;
+    if (kernelPath === undefined || initrdPath === undefined || given === undefined) return null;
+    if (!this.imagePulls) {
+      this.reqs.push({ field: `${base}.image`, needs: `kernel boot container ${ref} (this node has no image store)` });
+      return null;
+    }
+    try {
+      parseReference(ref);
+    } catch (e) {
+      return this.refuse(`${base}.image`, (e as Error).message) ?? null;
+    }
+    const pullPolicy: ImagePullPolicy = given ?? (ref.endsWith(':latest') || !/[:@]/.test(ref) ? 'Always' : 'IfNotPresent');
+    return { image: ref, pullPolicy, kernelPath, initrdPath, kernelArgs };
   }
 }

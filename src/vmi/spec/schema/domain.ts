@@ -35,8 +35,12 @@ export const FIRMWARE = obj({
     kernelArgs: str(),
     // This node's own extension: host paths (under the image root) of a kernel and initrd.
     kernel: str(), initrd: str(),
-    container: needs(obj({ image: str(), imagePullPolicy: oneOf(['Always', 'IfNotPresent', 'Never']), imagePullSecret: str(), kernelPath: str(), initrdPath: str() }),
-      (v) => `kernel boot container ${imageOf(v)} (pulling container images is not implemented yet on this node)`),
+    // Whether the image is a requirement depends on the node (ValidationContext.imagePulls):
+    // volume-sources.ts (kernelBootContainer) decides it, as for containerDisk.image.
+    container: obj({
+      image: str(), imagePullPolicy: oneOf(['Always', 'IfNotPresent', 'Never']), kernelPath: str(), initrdPath: str(),
+      imagePullSecret: needs(str(), (v) => `image pull Secret ${String(v)} (this node reads no Kubernetes objects); registry credentials come from the node's images.authFile`),
+    }),
   }),
   acpi: needs(obj({ slicNameRef: str(), msdmNameRef: str() }), 'ACPI SLIC/MSDM tables from a Secret (this node reads no Kubernetes Secrets)'),
 });
