@@ -41,7 +41,10 @@ import { ImageStore } from './images/image-store';
 import { MetricsCollector, statsTargets } from './vmi/control/metrics-collector';
 import { vmiServiceImplementation } from './grpc/vmi-service';
 import { launcherServiceImplementation } from './grpc/launcher-service';
+import { dataVolumeServiceImplementation } from './grpc/datavolume-service';
 import { loadProtos } from './grpc/proto';
+import { DataVolumeController } from './volumes/datavolume-controller';
+import type { Importer } from './volumes/importer/types';
 
 /** Inputs of startApp() besides the config. */
 export interface AppOptions {
@@ -61,6 +64,8 @@ export interface AppSeams {
   launcherCommand?: readonly string[];
   /** Image GC timing (e.g. minIdleMs 0 so a restart collects what no VMI uses). */
   imageGc?: Partial<ImageGcTiming>;
+  /** The DataVolume importer (until the full importer is wired here: the blank-only one). */
+  importer?: Importer;
 }
 
 type CloseHook = { name: string; close: (deadlineMs: number) => Promise<void> | void };
@@ -169,6 +174,17 @@ export class App {
     });
     logger.info({ root: images.root, images: images.list().length, insecureRegistries: config.images.insecureRegistries }, 'image store opened');
 
+    // DataVolumes: records loaded (interrupted imports restarted) before VMIs look for their claims.
+    const dataVolumes = new DataVolumeController({
+      stateDir: config.stateDir,
+      claimRoot: config.volumes.claimRoot,
+      logger: component(logger, 'datavolumes'),
+      claimUsers: (ns, name) => this.vmis?.claimUsers(ns, name) ?? [],
+      ...(this.opts.seams?.importer ? { importer: this.opts.seams.importer } : {}),
+    });
+    dataVolumes.start();
+    this.onClose('datavolumes', () => dataVolumes.stop());
+
     // VMIs: records are loaded (and launchers re-adopted) before the gRPC socket accepts
     // launcher connections, so a reconnecting launcher always finds its VMI.
     const vmis = new VmiController({
@@ -197,7 +213,7 @@ export class App {
       launcherCommand: this.opts.seams?.launcherCommand,
       images,
       imageGc: this.opts.seams?.imageGc,
-      claims: { root: config.volumes.claimRoot, dataVolume: () => null },
+      claims: { root: config.volumes.claimRoot, dataVolume: (ns, name) => dataVolumes.readiness(ns, name) },
     });
     fs.mkdirSync(config.vmi.imageRoot, { recursive: true, mode: 0o750 });
     vmis.start();
@@ -213,6 +229,7 @@ export class App {
       services: () => [
         { definition: protos.vmiService, implementation: vmiServiceImplementation(vmis, component(logger, 'grpc')) },
         { definition: protos.launcherService, implementation: launcherServiceImplementation(vmis, component(logger, 'launchers')) },
+        { definition: protos.dataVolumeService, implementation: dataVolumeServiceImplementation(dataVolumes, component(logger, 'grpc')) },
       ],
     });
     this.onClose('grpc', (ms) => grpc.shutdown(ms)); // registered first: a half-bound server is still closed

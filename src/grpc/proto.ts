@@ -33,6 +33,7 @@ export const NODE_SERVICE = 'virthandler.v1.Node';
 export const HEALTH_SERVICE = 'grpc.health.v1.Health';
 export const VMI_SERVICE = 'virthandler.v1.VmiService';
 export const LAUNCHER_SERVICE = 'virthandler.v1.Launcher';
+export const DATA_VOLUME_SERVICE = 'virthandler.v1.DataVolumeService';
 
 /** The .proto files, relative to proto/, that the build compiles. */
 export const PROTO_FILES: readonly string[] = [
@@ -40,6 +41,7 @@ export const PROTO_FILES: readonly string[] = [
   'virthandler/v1/vmi.proto',
   'virthandler/v1/launcher.proto',
   'grpc/health/v1/health.proto',
+  'virthandler/v1/datavolume.proto',
 ];
 
 /** The compiled contracts (written by scripts/build-protos.ts), next to the compiled proto.js. */
@@ -68,6 +70,8 @@ export interface Protos {
   launcherService: grpc.ServiceDefinition;
   VmiClient: grpc.ServiceClientConstructor;
   LauncherClient: grpc.ServiceClientConstructor;
+  dataVolumeService: grpc.ServiceDefinition;
+  DataVolumeClient: grpc.ServiceClientConstructor;
   /** A message type by its fully-qualified name (e.g. for status details in metadata). */
   messageType(fqName: string): protobuf.Type;
 }
@@ -111,6 +115,7 @@ export function loadProtos(): Protos {
   const HealthClient = clientFor(root, HEALTH_SERVICE);
   const VmiClient = clientFor(root, VMI_SERVICE);
   const LauncherClient = clientFor(root, LAUNCHER_SERVICE);
+  const DataVolumeClient = clientFor(root, DATA_VOLUME_SERVICE);
   cached = {
     nodeService: NodeClient.service,
     healthService: HealthClient.service,
@@ -120,6 +125,8 @@ export function loadProtos(): Protos {
     launcherService: LauncherClient.service,
     VmiClient,
     LauncherClient,
+    dataVolumeService: DataVolumeClient.service,
+    DataVolumeClient,
     messageType: (fqName) => root.lookupType(fqName),
   };
   return cached;

@@ -11,15 +11,15 @@
  * looks again with a backoff (1 s doubling to 30 s; a DataVolume still importing every 2 s so its
  * progress shows).
  */
-import * as fs from 'node:fs';
-import * as path from 'node:path';
 import { type Backoff, backoffDelay } from '../../util/backoff';
-import { detectImageFormat, type ResolvedClaims } from '../render/disk-plan';
+import type { ResolvedClaims } from '../render/disk-plan';
+import { lookupClaim } from '../../volumes/claim-lookup';
 import type { NormalizedVmi, NormalizedVolume } from '../spec/types';
 import type { ReconcileHost } from './reconcile-host';
 import type { VmiState } from './vmi-state';
 
 export type { ClaimSource, DataVolumeReadiness } from './claim-source';
+export { lookupClaim } from '../../volumes/claim-lookup';
 
 export const CLAIM_BACKOFF: Backoff = { initialMs: 1_000, maxMs: 30_000, stableMs: 0 };
 const IMPORT_POLL_MS = 2_000;
@@ -36,64 +36,6 @@ export function claimNameOf(v: NormalizedVolume): string | null {
 /** The claims (and DataVolumes, which are claims of the same name) a VMI uses. */
 export function claimsOf(vmi: NormalizedVmi | null | undefined): string[] {
   return [...new Set((vmi?.disks ?? []).map((d) => claimNameOf(d.volume)).filter((c): c is string => c !== null))];
-}
-
-export type ClaimLookup =
-  | { ok: true; path: string; format: 'qcow2' | 'raw'; block: boolean }
-  | { ok: false; missing: boolean; reason: string };
-
-function statOrNull(p: string): fs.Stats | null {
-  try {
-    return fs.lstatSync(p);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
-    throw e;
-  }
-}
-
-function isInside(root: string, p: string): boolean {
-  const rel = path.relative(root, p);
-  return rel !== '' && !rel.startsWith('..') && !path.isAbsolute(rel);
-}
-
-/**
- * Finds claim `name` of `namespace` under `root`. Both names are DNS-1123 (validated), so they
- * are single path components; the realpath check catches a symlinked directory or file.
- */
-export function lookupClaim(root: string, namespace: string, name: string): ClaimLookup {
-  const dir = path.join(root, namespace, name);
-  const where = `PersistentVolumeClaim ${namespace}/${name}`;
-  const missing = { ok: false as const, missing: true, reason: `${where} not found under ${root} (no ${dir}/disk.img or block device ${dir}/disk)` };
-  let realRoot: string;
-  try {
-    realRoot = fs.realpathSync(root);
-  } catch {
-    return missing;
-  }
-  for (const [file, block] of [['disk.img', false], ['disk', true]] as const) {
-    const p = path.join(dir, file);
-    let st: fs.Stats | null;
-    let real: string;
-    try {
-      st = statOrNull(p);
-      if (st === null) continue;
-      real = fs.realpathSync(p);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue; // a dangling symlink, or a directory being replaced
-      return { ok: false, missing: false, reason: `${where}: cannot read ${p}: ${(e as Error).message}` };
-    }
-    if (!isInside(realRoot, real)) return { ok: false, missing: false, reason: `${where}: ${p} resolves to ${real}, outside the claim root ${realRoot}; refused` };
-    const target = fs.statSync(real);
-    if (!block && !target.isFile()) return { ok: false, missing: false, reason: `${where}: ${p} is not a regular file` };
-    if (block && !target.isBlockDevice()) return { ok: false, missing: false, reason: `${where}: ${p} is not a block device` };
-    if (block) return { ok: true, path: real, format: 'raw', block: true };
-    try {
-      return { ok: true, path: real, format: detectImageFormat(real), block: false };
-    } catch (e) {
-      return { ok: false, missing: false, reason: `${where}: ${(e as Error).message}` };
-    }
-  }
-  return missing;
 }
 
 const waits = new WeakMap<VmiState, number>();
