@@ -98,6 +98,7 @@ export class App {
   private libvirt: LibvirtSupervisor | null = null;
   private libvirtCaps: NodeCapabilities | null = null;
   private vmis: VmiController | null = null;
+  private dataVolumes: DataVolumeController | null = null;
   private probeDone!: Promise<void>;
   private native: NativeBinding | null = null;
   private nativeError: string | undefined;
@@ -158,6 +159,13 @@ export class App {
         list: (ns?: string) => this.vmis?.list(ns) ?? [],
         get: (ns: string, name: string) => this.vmis?.get(ns, name) ?? null,
       },
+      dataVolumes: {
+        list: (ns?: string) => this.dataVolumes?.list(ns) ?? [],
+        get: (ns: string, name: string) => {
+          if (!this.dataVolumes) throw new VhError(ErrorCodes.NOT_READY, 'DataVolumes are not loaded yet');
+          return this.dataVolumes.get(ns, name);
+        },
+      },
     });
     await http.listen(); // cleans up after itself on failure
     this.onClose('http', (ms) => http.close(ms));
@@ -183,6 +191,7 @@ export class App {
       ...(this.opts.seams?.importer ? { importer: this.opts.seams.importer } : {}),
     });
     dataVolumes.start();
+    this.dataVolumes = dataVolumes;
     this.onClose('datavolumes', () => dataVolumes.stop());
 
     // VMIs: records are loaded (and launchers re-adopted) before the gRPC socket accepts

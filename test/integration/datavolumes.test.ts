@@ -189,5 +189,13 @@ describe('DataVolumes and persistent volume claims', { timeout: 240_000 }, () =>
     const list = await vhctl(h, 'get', 'dv', '-A', '-o', 'json');
     const names = (JSON.parse(list.stdout) as { items: Array<{ metadata: { name: string } }> }).items.map((i) => i.metadata.name);
     assert.deepEqual(names, ['crash', 'up']);
+    // the unix-socket HTTP views
+    const http = await h.http('GET', `/v1/datavolumes?namespace=${NS}`);
+    assert.equal(http.status, 200, http.body);
+    assert.deepEqual((JSON.parse(http.body) as { items: Array<{ name: string }> }).items.map((i) => i.name), ['crash', 'up']);
+    const one = await h.http('GET', `/v1/datavolumes/${NS}/crash`);
+    assert.equal((JSON.parse(one.body) as WireDv).status.phase, 'Succeeded');
+    assert.equal((await h.http('GET', `/v1/datavolumes/${NS}/nope`)).status, 404);
+    assert.equal((await h.http('GET', `/v1/datavolumes/${NS}/..%2Fx`)).status, 400);
   });
 });
