@@ -206,3 +206,29 @@ test('rendered: a file claim (qcow2 detected), a readOnly raw claim, a block cla
   const p = resolvedClaims.ro;
   assert.throws(() => buildStartCommand(facts, { vmi: twice, namespace: 'ns', name: 'vm', vmiDir, pinnedCpus: [], libvirtUri: 'x', resolvedClaims: { a: p, b: p } }), /disks a and b would both use/);
 });
+
+test('lun: SCSI passthrough of a block-mode claim (<disk type=block device=lun>, scsi); refused on other volumes, other buses, file claims; reservation a requirement', async () => {
+  const vmi = normalized([{ name: 'pt', persistentVolumeClaim: { claimName: 'blk' } }], [{ name: 'pt', lun: { bus: 'scsi', readonly: true } }]);
+  assert.deepEqual([vmi.disks[0]!.device, vmi.disks[0]!.bus, vmi.disks[0]!.readonly], ['lun', 'scsi', true]);
+  const facts: NodeFacts = { libvirtUri: 'test:///default', nodeLibvirtConnected: false, capabilities: null, nodeInfo: null, handlerSocket: '/run/vh/g.sock', bridge: null };
+  const target = { vmi, namespace: 'ns', name: 'vm', vmiDir: '/var/lib/virt-handler/vmis/x', pinnedCpus: [], libvirtUri: 'test:///default' };
+  const xml = buildStartCommand(facts, { ...target, resolvedClaims: { pt: { path: '/var/lib/virt-handler/volumes/ns/blk/disk', format: 'raw', block: true } } }).domainXml;
+  assert.match(xml, /<disk type="block" device="lun">\s*<driver name="qemu" type="raw"\/>\s*<source dev="\/var\/lib\/virt-handler\/volumes\/ns\/blk\/disk"\/>\s*<target dev="sda" bus="scsi"\/>\s*<readonly\/>/);
+  assert.match(xml, /<controller type="scsi" index="0" model="virtio-scsi"\/>/);
+  const file = path.join(TMP, 'lun.xml');
+  fs.writeFileSync(file, xml);
+  const r = await run('virt-xml-validate', [file, 'domain']);
+  assert.equal(r.code, 0, r.out);
+  assert.throws(() => buildStartCommand(facts, { ...target, resolvedClaims: { pt: { path: '/v/ns/f/disk.img', format: 'raw', block: false } } }), /disk pt: a lun passes a block device through on the scsi bus; its claim is a file \(\/v\/ns\/f\/disk\.img\), not a block device/);
+
+  const bad = validateVmi(defaultVmi(manifest(
+    [{ name: 'a', emptyDisk: { capacity: '1Gi' } }, { name: 'b', persistentVolumeClaim: { claimName: 'c' } }, { name: 'e', ephemeral: { persistentVolumeClaim: { claimName: 'c' } } }],
+    [{ name: 'a', lun: { bus: 'scsi' } }, { name: 'b', lun: {} }, { name: 'e', lun: { bus: 'scsi' } }],
+  )), CTX);
+  const fields = bad.ok ? [] : bad.violations.map((v) => `${v.field}: ${v.message}`);
+  assert.ok(fields.includes('spec.domain.devices.disks[0].lun: can only be mapped to a DataVolume or PersistentVolumeClaim volume (a block-mode claim; not ephemeral)'), fields.join('\n'));
+  assert.ok(fields.includes('spec.domain.devices.disks[1].lun.bus: a lun is SCSI passthrough: bus must be scsi (got "sata")'), fields.join('\n'));
+  assert.ok(fields.some((f) => f.startsWith('spec.domain.devices.disks[2].lun: can only be mapped')), fields.join('\n'));
+  const res = normalized([{ name: 'r', dataVolume: { name: 'd' } }], [{ name: 'r', lun: { bus: 'scsi', reservation: true } }]);
+  assert.deepEqual(res.requirements.map((x) => `${x.field}: ${x.needs}`), ['spec.domain.devices.disks[0].lun.reservation: SCSI persistent reservations (this node runs no qemu-pr-helper)']);
+});

@@ -247,6 +247,9 @@ function buildDisks(vmi: NormalizedVmi, ctx: DomainXmlContext, iothreads: Map<st
     if (cdrom && d.bus === 'virtio') {
       throw invalid(`disk ${d.name}: a cdrom cannot use the virtio bus (use sata or scsi)`, { disk: d.name });
     }
+    if (d.device === 'lun' && (planned.block !== true || d.bus !== 'scsi')) {
+      throw invalid(`disk ${d.name}: a lun passes a block device through on the scsi bus; its claim is ${planned.block === true ? 'a block device' : `a file (${planned.path}), not a block device`}${d.bus !== 'scsi' ? ` and its bus is ${d.bus}` : ''}`, { disk: d.name });
+    }
     if (d.serial !== null && d.serial !== '' && !DISK_SERIAL_RE.test(d.serial)) {
       throw invalid(`disk ${d.name}: serial ${JSON.stringify(d.serial)} may only hold letters, digits, space and _ . + - (at most 64)`, { disk: d.name });
     }

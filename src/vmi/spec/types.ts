@@ -191,7 +191,8 @@ export type NormalizedVolume =
 
 export interface NormalizedDisk {
   name: string;
-  device: 'disk' | 'cdrom';
+  /** lun: SCSI passthrough of a block-mode claim (persistentVolumeClaim or DataVolume), bus scsi. */
+  device: 'disk' | 'cdrom' | 'lun';
   bus: DiskBus;
   bootOrder: number | null;
   serial: string | null;
