@@ -69,9 +69,9 @@ export function dataVolumeServiceImplementation(c: DataVolumeController, log: Lo
       if (ns && !isDnsLabel(ns)) throw new VhError(ErrorCodes.INVALID_ARGUMENT, 'namespace: must be a DNS-1123 label', { field: 'namespace' });
       return { dataVolumes: c.list(ns || undefined).map(dataVolumeToWire) };
     }),
-    DeleteDataVolume: unary((req) => {
+    DeleteDataVolume: unary(async (req) => {
       const ref = checkDataVolumeRef(req);
-      return dataVolumeToWire(c.delete(ref.namespace, ref.name));
+      return dataVolumeToWire(await c.delete(ref.namespace, ref.name));
     }),
     Upload: (call: grpc.ServerReadableStream<unknown, unknown>, cb: grpc.sendUnaryData<unknown>): void => {
       let first = true;

@@ -59,6 +59,8 @@ export class DataVolumeController {
   private readonly recs = new Map<string, DataVolumeRecord>();
   private readonly specs = new Map<string, NormalizedDataVolume>();
   private readonly running = new Map<string, AbortController>();
+  /** Settles when the key's running import has finished (its finally block ran). */
+  private readonly settled = new Map<string, Promise<void>>();
   private readonly waiting: string[] = [];
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly uploading = new Set<string>();
@@ -161,7 +163,12 @@ export class DataVolumeController {
     setCondition(rec, 'Bound', 'True', 'Bound', `PVC ${dv.name} Bound`);
     addEvent(rec, 'Normal', 'Bound', `PVC ${dv.name} Bound (${dir})`);
     this.store.write(rec); // durable before the claim directory exists
-    fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    try {
+      fs.mkdirSync(dir, { recursive: true, mode: 0o700 });
+    } catch (e) {
+      this.store.remove(rec.namespace, rec.name); // undo: nothing was created
+      throw new VhError(ErrorCodes.STATE_WRITE_FAILED, `cannot create the claim directory ${dir}: ${errorMessage(e)}`, { path: dir }, { cause: e });
+    }
     this.recs.set(key, rec);
     this.specs.set(key, dv);
     if (dv.source.kind !== 'upload') this.schedule(key);
@@ -183,14 +190,20 @@ export class DataVolumeController {
     return { phase: rec.status.phase, progress: rec.status.progress, message: failureMessage(rec) };
   }
 
-  /** Removes the DataVolume and its claim; refused (FAILED_PRECONDITION) while a VMI uses it. */
-  delete(ns: string, name: string): DataVolumeView {
+  /**
+   * Removes the DataVolume and its claim; refused (FAILED_PRECONDITION) while a VMI uses it. A
+   * running import is aborted and awaited first, so nothing writes into the claim as it goes.
+   */
+  async delete(ns: string, name: string): Promise<DataVolumeView> {
     const rec = this.find(ns, name);
     const users = this.o.claimUsers(ns, name);
     if (users.length > 0) throw new VhError(ErrorCodes.FAILED_PRECONDITION, `DataVolume ${ns}/${name} is in use by VMI ${users.join(', ')}: delete the VMI first`, { users });
+    if (rec.deleting) return viewOf(rec);
     rec.deleting = true;
     this.persist(rec); // durable first: a crash midway finishes the removal at the next start
-    this.running.get(keyOf(ns, name))?.abort();
+    const key = keyOf(ns, name);
+    this.running.get(key)?.abort();
+    await this.settled.get(key);
     this.finishDelete(rec);
     return viewOf(rec);
   }
@@ -250,14 +263,20 @@ export class DataVolumeController {
       }
       return;
     }
-    void this.runImport(key);
+    this.launch(key);
   }
 
   private next(): void {
-    while (this.waiting.length > 0 && this.running.size < (this.o.concurrency ?? 2)) {
-      const key = this.waiting.shift()!;
-      void this.runImport(key);
-    }
+    while (this.waiting.length > 0 && this.running.size < (this.o.concurrency ?? 2)) this.launch(this.waiting.shift()!);
+  }
+
+  /** Runs the import in the background; a failure there is logged, never an unhandled rejection. */
+  private launch(key: string): void {
+    const p = this.runImport(key).catch((err: unknown) => this.log.error({ err, dv: key }, 'DataVolume import bookkeeping failed'));
+    this.settled.set(key, p);
+    void p.finally(() => {
+      if (this.settled.get(key) === p) this.settled.delete(key);
+    });
   }
 
   private importSource(key: string, dv: NormalizedDataVolume): ImportSource {
@@ -315,7 +334,11 @@ export class DataVolumeController {
       this.log.info({ dv: key, ms: result.durationMs, attempts: result.attempts }, 'DataVolume imported');
     } catch (err) {
       if (abort.signal.aborted || rec.deleting || this.stopped) return;
-      this.failed(key, rec, err);
+      try {
+        this.failed(key, rec, err);
+      } catch (e) {
+        this.log.error({ err: e, dv: key }, 'cannot record the DataVolume failure');
+      }
     } finally {
       this.running.delete(key);
       fs.rmSync(this.scratchDir(rec.namespace, rec.name), { recursive: true, force: true });

@@ -53,11 +53,13 @@ function gated(): Importer & { reqs: ImportRequest[]; release: (r?: Error) => vo
     run: (req) => {
       reqs.push(req);
       req.onProgress({ stage: 'Downloading', percent: 45, bytesDone: 45, bytesTotal: 100, attempt: 1 });
-      return new Promise<ImportResult>((resolve, reject) => waiters.push((e) => {
+      const aborted = new Promise<never>((_, reject) => req.signal.addEventListener('abort', () => reject(new ImportError('Canceled', 'import canceled', false)), { once: true }));
+      return Promise.race([aborted, new Promise<ImportResult>((resolve, reject) => waiters.push((e) => {
+        if (req.signal.aborted) return;
         if (e) return reject(e);
         fs.writeFileSync(path.join(req.targetDir, 'disk.img'), 'x');
         resolve({ path: path.join(req.targetDir, 'disk.img'), virtualSizeBytes: req.sizeBytes, sourceFormat: 'raw', sourceSha256: '', attempts: 1, durationMs: 1 });
-      }));
+      }))]);
     },
   };
 }
@@ -143,13 +145,26 @@ test('delete: refused while a VMI uses the claim (naming it); otherwise the clai
   const { c, root, state } = setup(undefined, users);
   c.create(manifest('used', { blank: {} }));
   await until('Succeeded', () => c.get('ns', 'used').status.phase === 'Succeeded');
-  assert.throws(() => c.delete('ns', 'used'), (e) => isVhError(e, 'VH_ERR_FAILED_PRECONDITION') && e.message === 'DataVolume ns/used is in use by VMI ns/vm1: delete the VMI first');
+  await assert.rejects(c.delete('ns', 'used'), (e) => isVhError(e, 'VH_ERR_FAILED_PRECONDITION') && e.message === 'DataVolume ns/used is in use by VMI ns/vm1: delete the VMI first');
   assert.ok(fs.existsSync(path.join(root, 'ns/used/disk.img')));
   users.length = 0;
-  c.delete('ns', 'used');
+  await c.delete('ns', 'used');
   assert.equal(fs.existsSync(path.join(root, 'ns/used')), false);
   assert.equal(fs.existsSync(path.join(state, 'datavolumes/ns_used.json')), false);
   assert.throws(() => c.get('ns', 'used'), (e) => isVhError(e, 'VH_ERR_NOT_FOUND'));
+  await c.stop();
+});
+
+test('delete during an import aborts it and waits for it before the claim goes', async () => {
+  const imp = gated();
+  const { c, root } = setup(imp);
+  c.create(manifest('busy', { http: { url: 'https://h/x' } }));
+  await until('running', () => imp.reqs.length === 1);
+  assert.equal(imp.reqs[0]!.signal.aborted, false);
+  await c.delete('ns', 'busy');
+  assert.equal(imp.reqs[0]!.signal.aborted, true);
+  assert.equal(fs.existsSync(path.join(root, 'ns/busy')), false);
+  assert.deepEqual(c.list(), []);
   await c.stop();
 });
 
