@@ -8,13 +8,14 @@
  * - vhctl get dv shows NAME PHASE PROGRESS RESTARTS AGE; delete of a DataVolume in use is refused
  *   naming the VMI; after the VMI is gone it removes the claim;
  * - a VMI naming a claim that does not exist yet waits Pending (FailedPvcNotFound) and runs once
- *   the claim's disk.img appears;
+ *   the claim's disk.img appears; an ephemeral volume on it gets a qcow2 overlay backed by it;
  * - kill -9 of the handler during an import: the restarted handler imports again (restartCount 1);
  * - vhctl upload streams a file into an upload DataVolume (this build's importer serves blank
  *   only, so the import then fails with SourceMissing: the staging path is what is shown here).
  */
 import { after, describe, test } from 'node:test';
 import * as assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -140,6 +141,14 @@ describe('DataVolumes and persistent volume claims', { timeout: 240_000 }, () =>
     fs.writeFileSync(path.join(root, NS, 'late-claim', 'disk.img'), Buffer.alloc(2 ** 20));
     await h.waitPhase(NS, 'late', ['Running'], 60_000);
     await h.call('DeleteVMI', { namespace: NS, name: 'late' });
+
+    // ephemeral on the same claim: the launcher makes a qcow2 overlay in the VMI's directory, backed by the claim
+    const eph = (await h.call<{ vmi: VmiView }>('SyncVMI', { manifest: claimVmi('eph', { ephemeral: { persistentVolumeClaim: { claimName: 'late-claim' } } }) })).vmi;
+    await h.waitPhase(NS, 'eph', ['Running'], 60_000);
+    const overlay = path.join(h.stateDir, 'vmis', eph.uid, 'disks', 'root.qcow2');
+    const info = JSON.parse(execFileSync('qemu-img', ['info', '--output=json', '-U', overlay], { encoding: 'utf8' })) as { format: string; 'backing-filename': string };
+    assert.deepEqual([info.format, info['backing-filename']], ['qcow2', path.join(fs.realpathSync(root), NS, 'late-claim', 'disk.img')]);
+    await h.call('DeleteVMI', { namespace: NS, name: 'eph' });
   });
 
   test('kill -9 of the handler during an import: the restarted handler imports again (restartCount 1)', async () => {
