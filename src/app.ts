@@ -42,7 +42,10 @@ import { MetricsCollector, statsTargets } from './vmi/control/metrics-collector'
 import { vmiServiceImplementation } from './grpc/vmi-service';
 import { imageServiceImplementation } from './grpc/image-service';
 import { launcherServiceImplementation } from './grpc/launcher-service';
+import { dataVolumeServiceImplementation } from './grpc/datavolume-service';
 import { loadProtos } from './grpc/proto';
+import { DataVolumeController } from './volumes/datavolume-controller';
+import type { Importer } from './volumes/importer/types';
 
 /** Inputs of startApp() besides the config. */
 export interface AppOptions {
@@ -62,6 +65,8 @@ export interface AppSeams {
   launcherCommand?: readonly string[];
   /** Image GC timing (e.g. minIdleMs 0 so a restart collects what no VMI uses). */
   imageGc?: Partial<ImageGcTiming>;
+  /** The DataVolume importer (until the full importer is wired here: the blank-only one). */
+  importer?: Importer;
 }
 
 type CloseHook = { name: string; close: (deadlineMs: number) => Promise<void> | void };
@@ -94,6 +99,7 @@ export class App {
   private libvirt: LibvirtSupervisor | null = null;
   private libvirtCaps: NodeCapabilities | null = null;
   private vmis: VmiController | null = null;
+  private dataVolumes: DataVolumeController | null = null;
   private probeDone!: Promise<void>;
   private native: NativeBinding | null = null;
   private nativeError: string | undefined;
@@ -154,6 +160,13 @@ export class App {
         list: (ns?: string) => this.vmis?.list(ns) ?? [],
         get: (ns: string, name: string) => this.vmis?.get(ns, name) ?? null,
       },
+      dataVolumes: {
+        list: (ns?: string) => this.dataVolumes?.list(ns) ?? [],
+        get: (ns: string, name: string) => {
+          if (!this.dataVolumes) throw new VhError(ErrorCodes.NOT_READY, 'DataVolumes are not loaded yet');
+          return this.dataVolumes.get(ns, name);
+        },
+      },
     });
     await http.listen(); // cleans up after itself on failure
     this.onClose('http', (ms) => http.close(ms));
@@ -169,6 +182,18 @@ export class App {
       maxImageSize: config.images.maxImageSize,
     });
     logger.info({ root: images.root, images: images.list().length, insecureRegistries: config.images.insecureRegistries }, 'image store opened');
+
+    // DataVolumes: records loaded (interrupted imports restarted) before VMIs look for their claims.
+    const dataVolumes = new DataVolumeController({
+      stateDir: config.stateDir,
+      claimRoot: config.volumes.claimRoot,
+      logger: component(logger, 'datavolumes'),
+      claimUsers: (ns, name) => this.vmis?.claimUsers(ns, name) ?? [],
+      ...(this.opts.seams?.importer ? { importer: this.opts.seams.importer } : {}),
+    });
+    dataVolumes.start();
+    this.dataVolumes = dataVolumes;
+    this.onClose('datavolumes', () => dataVolumes.stop());
 
     // VMIs: records are loaded (and launchers re-adopted) before the gRPC socket accepts
     // launcher connections, so a reconnecting launcher always finds its VMI.
@@ -198,6 +223,7 @@ export class App {
       launcherCommand: this.opts.seams?.launcherCommand,
       images,
       imageGc: this.opts.seams?.imageGc,
+      claims: { root: config.volumes.claimRoot, dataVolume: (ns, name) => dataVolumes.readiness(ns, name) },
     });
     fs.mkdirSync(config.vmi.imageRoot, { recursive: true, mode: 0o750 });
     vmis.start();
@@ -214,6 +240,7 @@ export class App {
         { definition: protos.vmiService, implementation: vmiServiceImplementation(vmis, component(logger, 'grpc')) },
         { definition: protos.imageService, implementation: imageServiceImplementation({ store: images, users: () => vmis.imageUsers(), log: component(logger, 'grpc') }) },
         { definition: protos.launcherService, implementation: launcherServiceImplementation(vmis, component(logger, 'launchers')) },
+        { definition: protos.dataVolumeService, implementation: dataVolumeServiceImplementation(dataVolumes, component(logger, 'grpc')) },
       ],
     });
     this.onClose('grpc', (ms) => grpc.shutdown(ms)); // registered first: a half-bound server is still closed

@@ -126,7 +126,7 @@ export function unary<T>(client: grpc.Client, method: string, req: object, timeo
   });
 }
 
-export type ClientName = 'NodeClient' | 'HealthClient' | 'VmiClient' | 'ImageClient';
+export type ClientName = 'NodeClient' | 'HealthClient' | 'VmiClient' | 'ImageClient' | 'DataVolumeClient';
 
 export function newClient(socket: string, which: ClientName): grpc.Client {
   const Ctor = loadProtos()[which];

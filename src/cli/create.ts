@@ -25,6 +25,8 @@ import type { FieldViolation, ValidationContext } from '../vmi/spec/types';
 import { CliError, EXIT, describeCallError, isServiceError, newClient, preflight, table, unary } from './common';
 import { InstancetypeCache, cacheDir } from './instancetype-cache';
 import { decodeViolations, displayObject, phaseOf, readManifest, render, type VmiOptions, type WireVmi } from './vmi-commands';
+import { createDataVolume, displayDataVolume } from './datavolume-commands';
+import { validateDataVolume } from '../volumes/datavolume-validate';
 
 interface Entry {
   file: string;
@@ -41,6 +43,8 @@ interface Outcome {
   name: string;
   result: 'configured' | 'unchanged' | 'recorded' | 'valid' | 'refused';
   vmi?: unknown;
+  /** DataVolumes created for this document (a DataVolume, or a VirtualMachine's dataVolumeTemplates). */
+  dataVolumes?: unknown[];
   violations?: FieldViolation[];
   message?: string;
 }
@@ -104,6 +108,29 @@ export async function cmdCreate(opts: VmiOptions): Promise<number> {
   const out: string[] = [];
   let refused = 0;
   let client: grpc.Client | null = null;
+  let dvClient: grpc.Client | null = null;
+  /** Creates (or, dry run, validates) DataVolume manifests; the refusals with fields under `prefix`, else the results. */
+  const dataVolumes = async (manifests: readonly unknown[], prefix: (i: number) => string): Promise<{ refused: FieldViolation[]; message: string } | { made: Array<{ text: string; view: unknown }> }> => {
+    const made: Array<{ text: string; view: unknown }> = [];
+    for (const [i, m] of manifests.entries()) {
+      const meta = (m as { metadata?: { name?: string; namespace?: string } }).metadata;
+      const label = `datavolume ${meta?.namespace ?? 'default'}/${meta?.name ?? ''}`;
+      if (opts.dryRun) {
+        const r = validateDataVolume(m);
+        if (!r.ok) return { refused: r.violations.map((v) => ({ ...v, field: `${prefix(i)}${v.field}` })), message: 'rejected by local validation (dry run)' };
+        made.push({ text: `# ${label}: valid (dry run: not created)`, view: m });
+        continue;
+      }
+      if (dvClient === null) {
+        preflight(opts.socket);
+        dvClient = newClient(opts.socket, 'DataVolumeClient');
+      }
+      const r = await createDataVolume(dvClient, JSON.stringify(m), opts);
+      if (!r.ok) return { refused: r.violations.map((v) => ({ ...v, field: `${prefix(i)}${v.field}` })), message: `${label}: ${r.message}` };
+      made.push({ text: `${label} ${r.changed ? 'created' : 'unchanged'} (phase ${r.dv.status?.phase ?? 'Unknown'})`, view: displayDataVolume(r.dv) });
+    }
+    return { made };
+  };
   const labelOf = (e: Entry): string => `${e.doc.label}${opts.files.length > 1 ? ` in ${where(e.file)}` : ''}`;
   const refuse = (e: Entry, o: Omit<Outcome, 'document' | 'file' | 'kind' | 'name' | 'result'>, text: string): void => {
     refused += 1;
@@ -133,6 +160,16 @@ export async function cmdCreate(opts: VmiOptions): Promise<number> {
         }
         continue;
       }
+      if (d.type === 'dataVolume') {
+        const r = await dataVolumes([d.value], () => '');
+        if ('refused' in r) {
+          refuse(e, { violations: r.refused, message: r.message }, r.refused.length === 0 ? r.message : violationLines(r.message.includes('dry run') ? r.message : 'rejected by virt-handler', r.refused));
+          continue;
+        }
+        outcomes.push({ ...base(e), result: opts.dryRun ? 'valid' : r.made[0]!.text.includes(' created') ? 'configured' : 'unchanged', dataVolumes: r.made.map((x) => x.view) });
+        out.push(`${r.made[0]!.text}\n`);
+        continue;
+      }
       // A VMI as written, or the VMI a VM expands to.
       let vmi: unknown = d.value;
       let fromVm = '';
@@ -142,6 +179,13 @@ export async function cmdCreate(opts: VmiOptions): Promise<number> {
           refuse(e, { violations: r.violations }, violationLines('rejected', r.violations));
           continue;
         }
+        // virt-controller creates the templates' DataVolumes before the VMI; the VMI then waits for them.
+        const made = await dataVolumes(r.dataVolumes, (i) => `spec.dataVolumeTemplates[${i}].`);
+        if ('refused' in made) {
+          refuse(e, { violations: made.refused, message: made.message }, made.refused.length === 0 ? made.message : violationLines(made.message.includes('dry run') ? made.message : 'rejected by virt-handler', made.refused));
+          continue;
+        }
+        for (const m of made.made) out.push(opts.dryRun ? `${m.text}\n` : `virtualmachine ${(r.vmi.metadata as { namespace?: string }).namespace ?? 'default'}/${d.name}: ${m.text}\n`);
         vmi = r.vmi;
         fromVm = ` (runStrategy ${r.runStrategy}${r.instancetype ? `, ${describeObject(r.instancetype)}` : ''}${r.preference ? `, ${describeObject(r.preference)}` : ''})`;
       }
@@ -185,6 +229,7 @@ export async function cmdCreate(opts: VmiOptions): Promise<number> {
     }
   } finally {
     (client as grpc.Client | null)?.close();
+    (dvClient as grpc.Client | null)?.close();
   }
   if (opts.output === 'json' || opts.output === 'yaml') {
     if (!plain) process.stdout.write(render({ items: outcomes }, opts.output));
@@ -197,6 +242,6 @@ export async function cmdCreate(opts: VmiOptions): Promise<number> {
 }
 
 function base(e: Entry): Pick<Outcome, 'document' | 'file' | 'kind' | 'name'> {
-  const kind = e.doc.type === 'vmi' ? 'VirtualMachineInstance' : e.doc.type === 'vm' ? 'VirtualMachine' : e.doc.kind;
+  const kind = e.doc.type === 'vmi' ? 'VirtualMachineInstance' : e.doc.type === 'vm' ? 'VirtualMachine' : e.doc.type === 'dataVolume' ? 'DataVolume' : e.doc.kind;
   return { document: e.doc.index, file: where(e.file), kind, name: e.doc.name };
 }

@@ -11,7 +11,8 @@ import { CliError, DEFAULT_TIMEOUT_MS, EXIT, UsageError, defaultSocket, parseTim
 import { cmdConsole } from './console';
 import { cmdCreate } from './create';
 import { cmdImage, parseImageArgs, type ImageArgs } from './image-commands';
-import { ACTIONS, cmdAction, cmdDelete, cmdGet, cmdList, type ActionCommand, type VmiOptions, type VmiOutput } from './vmi-commands';
+import { ACTIONS, cmdAction, cmdDelete, cmdGet, cmdList, type ActionCommand, type VmiOutput } from './vmi-commands';
+import { DV_WORDS, cmdDeleteDataVolume, cmdGetDataVolumes, cmdUploadDataVolume, type DataVolumeOptions } from './datavolume-commands';
 
 export { EXIT, defaultSocket } from './common';
 
@@ -57,6 +58,13 @@ Images (the node image store: containerDisk and kernelBoot.container images):
   image rm REF|DIGEST       remove; refused while a VMI uses it (the VMI is named)
   image gc                  remove now every image no VMI uses
   Pull and import have no deadline unless --timeout is given.
+DataVolumes (CDI cdi.kubevirt.io/v1beta1; created with create -f, like a VirtualMachine's
+dataVolumeTemplates; "dv" may also be written dvs, datavolume, datavolumes):
+  get dv [NAME]             one DataVolume or those of a namespace (-A: all): NAME PHASE PROGRESS
+                            RESTARTS AGE (-o table|json|yaml)
+  delete dv NAME            delete the DataVolume and its claim (refused while a VMI uses it)
+  upload dv NAME --image-path FILE
+                            stream FILE (raw or qcow2) into an upload DataVolume (spec.source.upload)
 
 Options:
   -o, --output FORMAT       node/health: table|json; create: table|json|yaml;
@@ -66,6 +74,7 @@ Options:
   -f, --file FILE           create: a manifest file, or - for stdin (repeatable)
       --dry-run             create: validate locally and print the VMIs; change nothing
       --wait                delete: wait until the VMI is gone
+      --image-path FILE     upload dv: the disk image to send
       --socket PATH         gRPC socket (default: $VH_GRPC_SOCKET, else $VH_RUN_DIR/grpc.sock,
                             else /run/virt-handler/grpc.sock if it exists, else the daemon's
                             default for this user: <dev runDir>/grpc.sock when not root)
@@ -80,9 +89,9 @@ Exit codes:
   2  usage error (unknown command or option, option not valid for the command, bad value)
 `;
 
-type Command = 'node' | 'health' | 'create' | 'get' | 'list' | 'delete' | 'console' | 'image' | ActionCommand;
-const COMMANDS: readonly Command[] = ['node', 'health', 'create', 'get', 'list', 'delete', 'console', 'image', ...(Object.keys(ACTIONS) as ActionCommand[])];
-type Flag = 'output' | 'namespace' | 'all-namespaces' | 'file' | 'dry-run' | 'wait' | 'timeout';
+type Command = 'node' | 'health' | 'create' | 'get' | 'list' | 'delete' | 'console' | 'upload' | 'image' | ActionCommand;
+const COMMANDS: readonly Command[] = ['node', 'health', 'create', 'get', 'list', 'delete', 'console', 'upload', 'image', ...(Object.keys(ACTIONS) as ActionCommand[])];
+type Flag = 'output' | 'namespace' | 'all-namespaces' | 'file' | 'dry-run' | 'wait' | 'timeout' | 'image-path';
 
 /** Per command: its options (besides --socket, --timeout, --help), -o formats and positional NAME. */
 const SPEC: Record<Command, { flags: readonly Flag[]; outputs: readonly string[]; name: boolean }> = {
@@ -98,11 +107,22 @@ const SPEC: Record<Command, { flags: readonly Flag[]; outputs: readonly string[]
   'soft-reboot': { flags: ['namespace'], outputs: ['table'], name: true },
   shutdown: { flags: ['namespace'], outputs: ['table'], name: true },
   image: { flags: ['output'], outputs: ['table', 'json'], name: false },
+  upload: { flags: ['namespace', 'image-path'], outputs: ['table'], name: true },
+};
+
+/** The DataVolume forms of get/delete/upload (`<command> dv [NAME]`). */
+const DV_SPEC: Partial<Record<Command, { flags: readonly Flag[]; outputs: readonly string[]; name: 'optional' | 'required' }>> = {
+  get: { flags: ['output', 'namespace', 'all-namespaces'], outputs: ['table', 'json', 'yaml'], name: 'optional' },
+  delete: { flags: ['namespace'], outputs: ['table'], name: 'required' },
+  upload: { flags: ['namespace', 'image-path'], outputs: ['table'], name: 'required' },
 };
 
 const FLAG_SPELLING: Record<Flag, string> = {
   output: '-o/--output', namespace: '-n/--namespace', 'all-namespaces': '-A/--all-namespaces', file: '-f/--file', 'dry-run': '--dry-run', wait: '--wait', timeout: '--timeout',
+  'image-path': '--image-path',
 };
+
+const DNS1123_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
 
 /** Kubernetes' DNS-1123 label, as the daemon and the HTTP API require of namespaces and names. */
 const DNS1123_LABEL = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?$/;
@@ -114,10 +134,12 @@ function checkLabel(what: string, value: string): string {
   return value;
 }
 
-export interface Options extends VmiOptions {
+export interface Options extends DataVolumeOptions {
   command: Command;
   /** `image ...`: the subcommand and its arguments. */
   image?: ImageArgs;
+  /** What get/delete/upload act on: a VMI, or a DataVolume (`dv`). */
+  resource: 'vmi' | 'dv';
 }
 
 /** Options only `image` subcommands take. */
@@ -138,6 +160,7 @@ export function parseCli(argv: readonly string[], env: NodeJS.ProcessEnv = proce
         file: { type: 'string', short: 'f', multiple: true },
         'dry-run': { type: 'boolean' },
         wait: { type: 'boolean' },
+        'image-path': { type: 'string' },
         socket: { type: 'string' },
         timeout: { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -163,19 +186,24 @@ export function parseCli(argv: readonly string[], env: NodeJS.ProcessEnv = proce
   const { values, positionals } = parsed;
   if (values.help) return null;
   const command = positionals[0] as Command | undefined;
-  if (command === undefined) throw new UsageError('missing command (node, health, create, get, list, delete, console, image, pause, unpause, soft-reboot or shutdown)');
+  if (command === undefined) throw new UsageError('missing command (node, health, create, get, list, delete, console, upload, image, pause, unpause, soft-reboot or shutdown)');
   if (!COMMANDS.includes(command)) throw new UsageError(`unknown command '${command}' (expected ${COMMANDS.join(', ')})`);
-  const spec = SPEC[command];
-  for (const flag of ['output', 'namespace', 'all-namespaces', 'file', 'dry-run', 'wait'] as const) {
-    if (values[flag] !== undefined && !spec.flags.includes(flag)) throw new UsageError(`option ${FLAG_SPELLING[flag]} is not valid for '${command}'`);
+  const dvSpec = DV_SPEC[command];
+  const dv = dvSpec !== undefined && DV_WORDS.includes(positionals[1] ?? '');
+  if (command === 'upload' && !dv) throw new UsageError("upload: expected 'upload dv NAME --image-path FILE'");
+  const spec = dv ? { ...dvSpec!, name: true } : SPEC[command];
+  for (const flag of ['output', 'namespace', 'all-namespaces', 'file', 'dry-run', 'wait', 'image-path'] as const) {
+    if (values[flag] !== undefined && !spec.flags.includes(flag)) throw new UsageError(`option ${FLAG_SPELLING[flag]} is not valid for '${command}${dv ? ' dv' : ''}'`);
   }
   if (command !== 'image') {
     for (const flag of IMAGE_FLAGS) if (values[flag] !== undefined) throw new UsageError(`option --${flag} is not valid for '${command}'`);
   }
   const image = command === 'image' ? parseImageArgs(positionals.slice(1), Object.fromEntries(IMAGE_FLAGS.map((f) => [f, values[f]]))) : undefined;
+  const args = dv ? positionals.slice(1) : positionals;
   const want = command === 'image' ? positionals.length : spec.name ? 2 : 1;
-  if (positionals.length < want) throw new UsageError(`${command}: missing NAME (the VMI's name)`);
-  if (positionals.length > want) throw new UsageError(`unexpected argument '${positionals[want]}'`);
+  if (args.length < want && !(dv && dvSpec!.name === 'optional')) throw new UsageError(`${command}: missing NAME (the ${dv ? 'DataVolume' : "VMI"}'s name)`);
+  if (command !== 'image' && args.length > want) throw new UsageError(`unexpected argument '${args[want]}'`);
+  if (command === 'upload' && !values['image-path']) throw new UsageError('upload dv: --image-path FILE is required');
   const output = values.output ?? 'table';
   if (!spec.outputs.includes(output)) throw new UsageError(`-o/--output: expected ${spec.outputs.join(' or ')} for '${command}', got '${output}'`);
   if (values.socket === '') throw new UsageError('--socket: empty path');
@@ -191,12 +219,20 @@ export function parseCli(argv: readonly string[], env: NodeJS.ProcessEnv = proce
     timeoutSet: values.timeout !== undefined,
     namespace: checkLabel('-n/--namespace', values.namespace ?? 'default'),
     allNamespaces: values['all-namespaces'] === true,
-    name: spec.name ? checkLabel('NAME', positionals[1]!) : '',
+    name: dv ? checkSubdomain(args[1]) : spec.name ? checkLabel('NAME', positionals[1]!) : '',
     files: values.file ?? [],
     dryRun: values['dry-run'] === true,
     wait: values.wait === true,
     ...(image ? { image } : {}),
+    resource: dv ? 'dv' : 'vmi',
+    imagePath: values['image-path'] ?? '',
   };
+}
+
+function checkSubdomain(value: string | undefined): string {
+  if (value === undefined) return '';
+  if (value.length > 253 || !DNS1123_SUBDOMAIN.test(value)) throw new UsageError(`NAME: expected a DNS-1123 subdomain (lowercase letters, digits, '-' and '.'), got ${JSON.stringify(value.slice(0, 70))}`);
+  return value;
 }
 
 type NodeOptions = CommonOptions & { output: VmiOutput };
@@ -277,9 +313,10 @@ function dispatch(opts: Options): Promise<number> {
     case 'node': return cmdNode(opts);
     case 'health': return cmdHealth(opts);
     case 'create': return cmdCreate(opts);
-    case 'get': return cmdGet(opts);
+    case 'get': return opts.resource === 'dv' ? cmdGetDataVolumes(opts) : cmdGet(opts);
     case 'list': return cmdList(opts);
-    case 'delete': return cmdDelete(opts);
+    case 'delete': return opts.resource === 'dv' ? cmdDeleteDataVolume(opts) : cmdDelete(opts);
+    case 'upload': return cmdUploadDataVolume(opts);
     case 'console': return cmdConsole(opts);
     case 'image': return cmdImage({ ...opts, image: opts.image as ImageArgs });
     default: return cmdAction(opts.command, opts);

@@ -34,6 +34,7 @@ export const HEALTH_SERVICE = 'grpc.health.v1.Health';
 export const VMI_SERVICE = 'virthandler.v1.VmiService';
 export const LAUNCHER_SERVICE = 'virthandler.v1.Launcher';
 export const IMAGE_SERVICE = 'virthandler.v1.ImageService';
+export const DATA_VOLUME_SERVICE = 'virthandler.v1.DataVolumeService';
 
 /** The .proto files, relative to proto/, that the build compiles. */
 export const PROTO_FILES: readonly string[] = [
@@ -42,6 +43,7 @@ export const PROTO_FILES: readonly string[] = [
   'virthandler/v1/launcher.proto',
   'grpc/health/v1/health.proto',
   'virthandler/v1/image.proto',
+  'virthandler/v1/datavolume.proto',
 ];
 
 /** The compiled contracts (written by scripts/build-protos.ts), next to the compiled proto.js. */
@@ -72,6 +74,8 @@ export interface Protos {
   LauncherClient: grpc.ServiceClientConstructor;
   imageService: grpc.ServiceDefinition;
   ImageClient: grpc.ServiceClientConstructor;
+  dataVolumeService: grpc.ServiceDefinition;
+  DataVolumeClient: grpc.ServiceClientConstructor;
   /** A message type by its fully-qualified name (e.g. for status details in metadata). */
   messageType(fqName: string): protobuf.Type;
 }
@@ -116,6 +120,7 @@ export function loadProtos(): Protos {
   const VmiClient = clientFor(root, VMI_SERVICE);
   const LauncherClient = clientFor(root, LAUNCHER_SERVICE);
   const ImageClient = clientFor(root, IMAGE_SERVICE);
+  const DataVolumeClient = clientFor(root, DATA_VOLUME_SERVICE);
   cached = {
     nodeService: NodeClient.service,
     healthService: HealthClient.service,
@@ -127,6 +132,8 @@ export function loadProtos(): Protos {
     LauncherClient,
     imageService: ImageClient.service,
     ImageClient,
+    dataVolumeService: DataVolumeClient.service,
+    DataVolumeClient,
     messageType: (fqName) => root.lookupType(fqName),
   };
   return cached;

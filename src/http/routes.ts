@@ -15,6 +15,7 @@ import type { Readiness } from '../util/readiness';
 import type { VmiReadModel } from '../vmi/spec/types';
 import type { Metrics } from './metrics';
 import { registerVmiRoutes } from './vmi-routes';
+import { type DataVolumeReadModel, registerDataVolumeRoutes } from './datavolume-routes';
 
 declare module 'fastify' {
   interface FastifyContextConfig {
@@ -76,6 +77,8 @@ export interface RouteDeps {
   maxEventLoopLagMs: number;
   /** The VMIs (GET /v1/vmis...); absent when VMI support is off, and those routes answer 503. */
   vmis?: VmiReadModel;
+  /** The DataVolumes (GET /v1/datavolumes...); absent: those routes are not registered. */
+  dataVolumes?: DataVolumeReadModel;
 }
 
 /** Registers GET /healthz, /readyz, /metrics (also on TCP), /v1/node and the /v1/vmis routes (unix socket only). */
@@ -108,4 +111,5 @@ export function registerRoutes(app: FastifyInstance, deps: RouteDeps): void {
   });
 
   registerVmiRoutes(app, deps.vmis);
+  if (deps.dataVolumes) registerDataVolumeRoutes(app, deps.dataVolumes);
 }

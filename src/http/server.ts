@@ -19,6 +19,7 @@ import type { NodeInfo } from '../node/types';
 import { prepareUnixSocket, restrictSocket } from '../util/unix-socket';
 import type { Readiness } from '../util/readiness';
 import type { VmiReadModel } from '../vmi/spec/types';
+import type { DataVolumeReadModel } from './datavolume-routes';
 import { registerErrorHandling, tcpNotFoundBody, toHttpError } from './errors';
 import type { Metrics } from './metrics';
 import { LagMonitor, registerRoutes } from './routes';
@@ -38,6 +39,8 @@ export interface HttpServerOptions {
   maxEventLoopLagMs?: number;
   /** The VMI read model behind GET /v1/vmis...; absent when VMI support is off (those routes answer 503). */
   vmis?: VmiReadModel;
+  /** The DataVolumes behind GET /v1/datavolumes... (unix socket only). */
+  dataVolumes?: DataVolumeReadModel;
 }
 
 type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
@@ -154,6 +157,7 @@ export class HttpServer {
       lag: this.lag,
       maxEventLoopLagMs: opts.maxEventLoopLagMs ?? 2000,
       ...(opts.vmis ? { vmis: opts.vmis } : {}),
+      ...(opts.dataVolumes ? { dataVolumes: opts.dataVolumes } : {}),
     });
   }
 

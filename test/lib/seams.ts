@@ -15,10 +15,12 @@ export interface Seams {
   launcherCommand?: readonly string[];
   /** Image GC timing, e.g. {minIdleMs: 0}: the GC at start removes every image no record names. */
   imageGc?: Partial<ImageGcTiming>;
+  /** DataVolume imports wait this long (with progress) before the blank importer runs (slow-importer.ts). */
+  slowImportMs?: number;
 }
 
 /** The variable that carries each seam. */
-export const SEAM_ENV = { failpoints: 'VHTEST_FAILPOINTS', vmiTiming: 'VHTEST_VMI_TIMING', launcherCommand: 'VHTEST_LAUNCHER_COMMAND', imageGc: 'VHTEST_IMAGE_GC' } as const satisfies Record<keyof Seams, string>;
+export const SEAM_ENV = { failpoints: 'VHTEST_FAILPOINTS', vmiTiming: 'VHTEST_VMI_TIMING', launcherCommand: 'VHTEST_LAUNCHER_COMMAND', imageGc: 'VHTEST_IMAGE_GC', slowImportMs: 'VHTEST_SLOW_IMPORT_MS' } as const satisfies Record<keyof Seams, string>;
 
 /** The environment the test entry reads `seams` from. */
 export function seamEnv(seams: Seams): Record<string, string> {
@@ -27,5 +29,6 @@ export function seamEnv(seams: Seams): Record<string, string> {
   if (seams.vmiTiming) env[SEAM_ENV.vmiTiming] = JSON.stringify(seams.vmiTiming);
   if (seams.launcherCommand) env[SEAM_ENV.launcherCommand] = JSON.stringify(seams.launcherCommand);
   if (seams.imageGc) env[SEAM_ENV.imageGc] = JSON.stringify(seams.imageGc);
+  if (seams.slowImportMs !== undefined) env[SEAM_ENV.slowImportMs] = String(seams.slowImportMs);
   return env;
 }

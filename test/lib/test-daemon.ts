@@ -10,6 +10,7 @@
  *   VHTEST_VMI_TIMING=JSON           the VMI controller's waits, e.g. {"registerTimeoutMs":3000}
  *   VHTEST_LAUNCHER_COMMAND=JSON     the launcher argv prefix, e.g. ["/bin/bash","fake-launcher.sh"]
  *   VHTEST_IMAGE_GC=JSON             image GC timing, e.g. {"minIdleMs":0}
+ *   VHTEST_SLOW_IMPORT_MS=N          DataVolume imports take N ms (the blank importer after a wait)
  *
  *   VHTEST_FAILPOINTS=teardown-sent node dist/test/lib/test-daemon.js --state-dir ... (virt-handler's flags)
  *
@@ -25,6 +26,7 @@ import { EXIT, exitWhenDone, runDaemon } from '../../src/daemon-process';
 import type { Timing } from '../../src/vmi/control/controller';
 import { armFailpoints } from '../../src/vmi/control/failpoints';
 import { SEAM_ENV } from './seams';
+import { slowBlankImporter } from './slow-importer';
 
 /** Every Timing key (a key added to Timing and not here fails to compile). */
 const TIMING_KEYS = { registerTimeoutMs: true, readoptMs: true, commandTimeoutMs: true, livenessPollMs: true } satisfies Record<keyof Timing, true>;
@@ -75,6 +77,12 @@ export function seamsFromEnv(env: NodeJS.ProcessEnv): AppSeams {
       if (typeof n !== 'number' || !(n >= 0) || (k === 'intervalMs' && n === 0)) throw new SeamError(`${SEAM_ENV.imageGc}: ${k} must be a number of ms (intervalMs > 0)`);
     }
     seams.imageGc = v as AppSeams['imageGc'];
+  }
+  const slow = env[SEAM_ENV.slowImportMs];
+  if (slow) {
+    const ms = Number(slow);
+    if (!Number.isSafeInteger(ms) || ms <= 0) throw new SeamError(`${SEAM_ENV.slowImportMs}: must be a positive integer of ms`);
+    seams.importer = slowBlankImporter(ms);
   }
   return seams;
 }

@@ -10,22 +10,28 @@ import * as fs from 'node:fs';
 import type * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import { compileContracts } from '../../scripts/build-protos';
-import { HEALTH_SERVICE, IMAGE_SERVICE, LAUNCHER_SERVICE, LOADER_OPTIONS, NODE_SERVICE, PROTO_FILES, contractsPath, findProtoDir, loadProtos } from '../../src/grpc/proto';
+import { DATA_VOLUME_SERVICE, HEALTH_SERVICE, IMAGE_SERVICE, LAUNCHER_SERVICE, LOADER_OPTIONS, NODE_SERVICE, PROTO_FILES, contractsPath, findProtoDir, loadProtos } from '../../src/grpc/proto';
 import { sampleNodeInfo, unschedulableNodeInfo } from './grpc-fixture';
 
 type Methods = Record<string, grpc.MethodDefinition<object, object>>;
 
 function protoLoaderServices(): Record<string, Methods> {
   const defs = protoLoader.loadSync(PROTO_FILES.slice(), { ...LOADER_OPTIONS, includeDirs: [findProtoDir()] });
-  return { [NODE_SERVICE]: defs[NODE_SERVICE] as unknown as Methods, [HEALTH_SERVICE]: defs[HEALTH_SERVICE] as unknown as Methods, [LAUNCHER_SERVICE]: defs[LAUNCHER_SERVICE] as unknown as Methods, [IMAGE_SERVICE]: defs[IMAGE_SERVICE] as unknown as Methods };
+  return { [NODE_SERVICE]: defs[NODE_SERVICE] as unknown as Methods, [HEALTH_SERVICE]: defs[HEALTH_SERVICE] as unknown as Methods, [LAUNCHER_SERVICE]: defs[LAUNCHER_SERVICE] as unknown as Methods, [IMAGE_SERVICE]: defs[IMAGE_SERVICE] as unknown as Methods, [DATA_VOLUME_SERVICE]: defs[DATA_VOLUME_SERVICE] as unknown as Methods };
 }
 
 function compiledServices(): Record<string, Methods> {
   const p = loadProtos();
-  return { [NODE_SERVICE]: p.nodeService as unknown as Methods, [HEALTH_SERVICE]: p.healthService as unknown as Methods, [LAUNCHER_SERVICE]: p.launcherService as unknown as Methods, [IMAGE_SERVICE]: p.imageService as unknown as Methods };
+  return { [NODE_SERVICE]: p.nodeService as unknown as Methods, [HEALTH_SERVICE]: p.healthService as unknown as Methods, [LAUNCHER_SERVICE]: p.launcherService as unknown as Methods, [IMAGE_SERVICE]: p.imageService as unknown as Methods, [DATA_VOLUME_SERVICE]: p.dataVolumeService as unknown as Methods };
 }
 
-const SERVICES = [NODE_SERVICE, HEALTH_SERVICE, LAUNCHER_SERVICE, IMAGE_SERVICE];
+const SERVICES = [NODE_SERVICE, HEALTH_SERVICE, LAUNCHER_SERVICE, IMAGE_SERVICE, DATA_VOLUME_SERVICE];
+
+const DV_WIRE = {
+  uid: 'u', namespace: 'ns', name: 'dv', specJson: '{}', createdAt: 't', deleting: false,
+  status: { phase: 'ImportInProgress', progress: '45.00%', restartCount: 1, claimName: 'dv', conditions: [{ type: 'Ready', status: 'False', reason: 'TransferRunning', message: 'm', lastTransitionTime: 't' }] },
+  events: [{ type: 'Normal', reason: 'Bound', message: 'PVC dv Bound', time: 't' }],
+};
 
 /** A message of every shape each method carries, including the empty one. */
 const SAMPLES: Record<string, { request: object[]; response: object[] }> = {
@@ -60,6 +66,11 @@ Object.assign(SAMPLES, {
   [`/${IMAGE_SERVICE}/RemoveImage`]: { request: [{ image: 'r/x:1' }], response: [{ removed: IMAGE }] },
   [`/${IMAGE_SERVICE}/GcImages`]: { request: [{}], response: [{ removed: [IMAGE], freedBytes: 1 }] },
 });
+SAMPLES[`/${DATA_VOLUME_SERVICE}/CreateDataVolume`] = { request: [{ manifest: 'kind: DataVolume' }, {}], response: [{ dataVolume: DV_WIRE, changed: true }, {}] };
+SAMPLES[`/${DATA_VOLUME_SERVICE}/GetDataVolume`] = { request: [{ namespace: 'ns', name: 'dv' }], response: [DV_WIRE, {}] };
+SAMPLES[`/${DATA_VOLUME_SERVICE}/ListDataVolumes`] = { request: [{ namespace: '' }], response: [{ dataVolumes: [DV_WIRE, DV_WIRE] }] };
+SAMPLES[`/${DATA_VOLUME_SERVICE}/DeleteDataVolume`] = { request: [{ name: 'dv' }], response: [DV_WIRE] };
+SAMPLES[`/${DATA_VOLUME_SERVICE}/Upload`] = { request: [{ ref: { namespace: 'ns', name: 'dv' }, data: Buffer.from([1, 2, 3]) }, { data: Buffer.alloc(0) }], response: [{ dataVolume: DV_WIRE, bytes: 1048576 }] };
 
 describe('compiled gRPC contracts', () => {
   it('are current: contracts.json is what the build generates from proto/ today', () => {
@@ -100,6 +111,6 @@ describe('compiled gRPC contracts', () => {
         assert.throws(() => got.requestSerialize([] as unknown as object), /expected object with .* structure, got array instead/);
       }
     }
-    assert.equal(checked, 17 + 13);
+    assert.equal(checked, 17 + 13 + 14);
   });
 });

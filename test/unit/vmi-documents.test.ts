@@ -68,10 +68,11 @@ describe('parseDocuments', () => {
     for (const r of refused.slice(1)) assert.match(r, /: not a node-level object: /);
   });
 
-  it('DataVolume and migrations: not served yet; unknown kinds named with their apiVersion', () => {
-    const d = docs('apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata: {name: dv}\n---\napiVersion: kubevirt.io/v1\nkind: VirtualMachineInstanceMigration\nmetadata: {name: m}\n---\napiVersion: example.com/v2\nkind: Gadget\nmetadata: {name: g}\n');
+  it('DataVolume (v1beta1, v1alpha1) taken; a wrong CDI version and migrations refused; unknown kinds named with their apiVersion', () => {
+    const d = docs('apiVersion: cdi.kubevirt.io/v1beta1\nkind: DataVolume\nmetadata: {name: dv}\n---\napiVersion: kubevirt.io/v1\nkind: VirtualMachineInstanceMigration\nmetadata: {name: m}\n---\napiVersion: example.com/v2\nkind: Gadget\nmetadata: {name: g}\n---\napiVersion: cdi.kubevirt.io/v1alpha1\nkind: DataVolume\nmetadata: {name: old}\n---\napiVersion: cdi.kubevirt.io/v2\nkind: DataVolume\nmetadata: {name: x}\n');
     const msg = d.map((x) => (x.type === 'refused' ? x.message : ''));
-    assert.match(msg[0]!, /^not served by this node yet: DataVolumes/);
+    assert.deepEqual(d.map((x) => x.type), ['dataVolume', 'refused', 'refused', 'dataVolume', 'refused']);
+    assert.equal(msg[4], 'apiVersion "cdi.kubevirt.io/v2" is not served for kind DataVolume (expected cdi.kubevirt.io/v1beta1 or cdi.kubevirt.io/v1alpha1)');
     assert.match(msg[1]!, /^not supported yet/);
     assert.match(msg[2]!, /^unknown kind "Gadget" \(apiVersion "example\.com\/v2"\)/);
   });
@@ -129,7 +130,7 @@ describe('vmToVmi', () => {
     assert.match(strategy({ runStrategy: 'Sometimes' }), /^spec\.runStrategy: must be one of/);
   });
 
-  it('strict: unknown fields, status, a template runStrategy and dataVolumeTemplates each reported with their path', () => {
+  it('strict: unknown fields, status, a template runStrategy and a dataVolumeTemplate without spec each reported with their path', () => {
     const r = vmToVmi({ ...vm({ foo: 1, dataVolumeTemplates: [{ metadata: { name: 'dv' } }] }, { metadata: { bar: 'x' }, spec: { domain: {}, runStrategy: 'Always' } }), status: {} }, NONE);
     assert.equal(r.ok, false);
     const fields = r.ok ? [] : r.violations.map((v) => `${v.field}: ${v.message}`);
@@ -137,7 +138,18 @@ describe('vmToVmi', () => {
     assert.ok(fields.includes('status: server-populated: remove it'), fields.join('\n'));
     assert.ok(fields.includes('spec.template.metadata.bar: unknown field'), fields.join('\n'));
     assert.ok(fields.some((f) => f.startsWith('spec.template.spec.runStrategy: set it on the VirtualMachine')), fields.join('\n'));
-    assert.ok(fields.some((f) => f.startsWith('spec.dataVolumeTemplates: not served by this node yet')), fields.join('\n'));
+    assert.ok(fields.includes('spec.dataVolumeTemplates[0].spec: required: the DataVolume spec'), fields.join('\n'));
+  });
+
+  it('dataVolumeTemplates become DataVolume manifests in the VM\'s namespace (names required and unique)', () => {
+    const spec = { source: { blank: {} }, storage: { resources: { requests: { storage: '1Gi' } } } };
+    const r = vmToVmi({ ...vm({ dataVolumeTemplates: [{ metadata: { name: 'root', labels: { a: 'b' } }, spec }] }, { spec: { domain: {}, volumes: [{ name: 'root', dataVolume: { name: 'root' } }] } }), metadata: { name: 'vm1', namespace: 'vms' } }, NONE);
+    assert.ok(r.ok, JSON.stringify(r));
+    assert.deepEqual(r.dataVolumes, [{ apiVersion: 'cdi.kubevirt.io/v1beta1', kind: 'DataVolume', metadata: { name: 'root', namespace: 'vms', labels: { a: 'b' } }, spec }]);
+    const bad = vmToVmi(vm({ dataVolumeTemplates: [{ metadata: {}, spec }, { metadata: { name: 'x' }, spec }, { metadata: { name: 'x' }, spec }] }), NONE);
+    const fields = bad.ok ? [] : bad.violations.map((v) => `${v.field}: ${v.message}`);
+    assert.ok(fields.some((f) => f.startsWith('spec.dataVolumeTemplates[0].metadata.name: required')), fields.join('\n'));
+    assert.ok(fields.includes('spec.dataVolumeTemplates[2].metadata.name: duplicate DataVolume name "x"'), fields.join('\n'));
   });
 
   it('a volume no disk names gets a disk, as virt-controller\'s SetDefaultVolumeDisk does', () => {

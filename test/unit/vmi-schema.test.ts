@@ -93,7 +93,7 @@ test('fedora: containerDisk image, cloud-init userData, ports on masquerade, rng
   assert.equal(v.rng, true);
 });
 
-test('pvc, dataVolume, ephemeral, configMap, secret, serviceAccount volumes: accepted, each a requirement', () => {
+test('pvc, dataVolume, ephemeral: node-local claims; configMap, secret, serviceAccount volumes: accepted, each a requirement', () => {
   const names = ['pvc', 'dv', 'eph', 'cm', 'sec', 'sa', 'cfgdrive'];
   const v = accept(vmi('vmi-pvc', {
     domain: { resources: { requests: { memory: '64M' } }, devices: { disks: names.map((name) => ({ name, disk: {} })) } },
@@ -108,15 +108,16 @@ test('pvc, dataVolume, ephemeral, configMap, secret, serviceAccount volumes: acc
     ],
   }));
   assert.deepEqual(needs(v), {
-    'spec.volumes[0].persistentVolumeClaim': 'claim disk-alpine (persistent volume claims are not served by this node yet)',
-    'spec.volumes[1].dataVolume': 'data volume alpine-dv (persistent volume claims are not served by this node yet)',
-    'spec.volumes[2].ephemeral': 'ephemeral overlay on claim base (persistent volume claims are not served by this node yet)',
     'spec.volumes[3].configMap': 'ConfigMap app-config (this node reads no Kubernetes objects)',
     'spec.volumes[4].secret': 'Secret app-secret (this node reads no Kubernetes objects)',
     'spec.volumes[5].serviceAccount': 'service account default (this node reads no Kubernetes objects)',
     'spec.volumes[6].cloudInitConfigDrive': 'a cloud-init config drive (this node writes NoCloud seeds only)',
   });
-  assert.deepEqual(v.disks, []);
+  assert.deepEqual(v.disks.map((d) => d.volume), [
+    { kind: 'persistentVolumeClaim', name: 'pvc', claimName: 'disk-alpine', readOnly: false, ephemeral: false },
+    { kind: 'dataVolume', name: 'dv', dataVolumeName: 'alpine-dv' },
+    { kind: 'persistentVolumeClaim', name: 'eph', claimName: 'base', readOnly: false, ephemeral: true },
+  ]);
 });
 
 test('kernel boot from a container image: a requirement; this node\'s host-path kernel still works', () => {
@@ -189,7 +190,6 @@ test('GPUs, host devices, filesystems, launchSecurity, TPM: named with what the 
     'spec.domain.devices.hostDevices[0]': 'host device kubevirt.io/storage (this node exposes no host devices)',
     'spec.domain.devices.filesystems[0]': 'a virtiofs filesystem (this node runs no virtiofsd)',
     'spec.domain.devices.tpm': 'a TPM (this node has no swtpm)',
-    'spec.volumes[0].persistentVolumeClaim': 'claim fs (persistent volume claims are not served by this node yet)',
   });
 });
 

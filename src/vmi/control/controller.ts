@@ -27,6 +27,8 @@ import { defaultVmi } from '../spec/defaults';
 import { validateVmi } from '../spec/validate';
 import { type Failpoints, NO_FAILPOINTS } from './failpoints';
 import { type ImagePuller, gcUnusedImages, imageUsers } from './images';
+import type { ClaimSource } from './claim-source';
+import { claimsOf } from './claims';
 import type { NodeFacts } from './launch-plan';
 import type { LauncherChannel, LauncherRegistry } from './launcher-port';
 import { LauncherStartGate, defaultStartConcurrency, hashToken, scanLauncherProcesses, isSameProcess, newToken, procStartTime, tokenMatches } from './launcher-process';
@@ -69,6 +71,8 @@ export interface ControllerOptions {
   nodeInfo: () => NodeInfo | null;
   /** The node's image store; without one a containerDisk image is a requirement (the VMI waits). */
   images?: ImagePuller;
+  /** Node-local claims and DataVolumes (claims.ts); without it a claim volume waits. */
+  claims?: ClaimSource;
   /** Image GC: at start (after the records load) and every intervalMs, images unused for minIdleMs that no record names go. */
   imageGc?: Partial<ImageGcTiming>;
   /** Test seams (the test entry sets them; the shipped daemon never does). */
@@ -205,6 +209,11 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
   /** The list plus the revision it reflects (for list-then-watch). */
   snapshot(namespace?: string): { vmis: VmiView[]; revision: number } {
     return { vmis: this.list(namespace), revision: this.hub.revision };
+  }
+
+  /** `namespace/name` of the VMIs whose volumes name claim (or DataVolume) `claim` of `namespace`. */
+  claimUsers(namespace: string, claim: string): string[] {
+    return [...this.vmis.values()].filter((s) => s.rec.namespace === namespace && claimsOf(s.vmi).includes(claim)).map((s) => `${s.rec.namespace}/${s.rec.name}`);
   }
 
   /** The VMIs whose launcher is connected, for the stats collector. */
@@ -511,6 +520,7 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
         if (!o.images) return Promise.reject(new VhError(ErrorCodes.FAILED_PRECONDITION, `image ${ref}: this node has no image store`));
         return o.images.ensure(ref, opts);
       },
+      ...(o.claims ? { claims: o.claims } : {}),
       takeLaunchersFoundAtStart: (uid) => {
         const found = this.launchersAtStart.get(uid) ?? [];
         this.launchersAtStart.delete(uid);

@@ -8,7 +8,7 @@ import { ErrorCodes, VhError } from '../../errors';
 import type { StartDomain } from '../../launcher-protocol/messages';
 import type { NodeCapabilities } from '../../libvirt/node-capabilities';
 import type { NodeInfo } from '../../node/types';
-import { planDisks, type ResolvedImages } from '../render/disk-plan';
+import { planDisks, type ResolvedClaims, type ResolvedImages } from '../render/disk-plan';
 import { buildDomainXml } from '../render/domain-xml';
 import type { NormalizedVmi } from '../spec/types';
 
@@ -79,11 +79,13 @@ export interface LaunchTarget {
   resolvedImages?: ResolvedImages;
   /** kernelBoot.container: the store's kernel/initrd files (control/images.ts). */
   resolvedKernelBoot?: { kernel: string | null; initrd: string | null };
+  /** The VMI's claims (persistentVolumeClaim, ephemeral, dataVolume), resolved under volumes.claimRoot (control/claims.ts). */
+  resolvedClaims?: ResolvedClaims;
 }
 
 /** The StartDomain command for a VMI. Throws (VhError) when the spec cannot become a domain. */
 export function buildStartCommand(f: NodeFacts, t: LaunchTarget): StartDomain {
-  const { preps, diskPaths } = planDisks(t.vmi, t.vmiDir, t.resolvedImages);
+  const { preps, diskPaths } = planDisks(t.vmi, t.vmiDir, t.resolvedImages, t.resolvedClaims);
   const domainXml = buildDomainXml(withKernelBoot(t.vmi, t.resolvedKernelBoot), {
     virtType: virtTypeFor(f)?.virtType ?? 'qemu',
     domainName: domainNameOf(t.namespace, t.name),

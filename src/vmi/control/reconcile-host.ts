@@ -6,6 +6,7 @@
 import type { EnsureOptions, EnsuredImage } from '../../images/types';
 import type { Logger } from '../../log';
 import type { Connection } from '../../libvirt/connection';
+import type { ClaimSource } from './claim-source';
 import type { Failpoints } from './failpoints';
 import type { NodeFacts } from './launch-plan';
 import type { LauncherStartGate } from './launcher-process';
@@ -66,6 +67,8 @@ export interface ReconcileHost {
   cpusPinnedElsewhere(s: VmiState): Set<number>;
   /** Finds or pulls a container disk image in the node's image store (images.ts). */
   pullImage(ref: string, o: EnsureOptions): Promise<EnsuredImage>;
+  /** Node-local claims and DataVolumes (claims.ts); absent: claim volumes wait. */
+  readonly claims?: ClaimSource;
   /** Launchers of `uid` found running when this handler started; each uid's list is handed out once. */
   takeLaunchersFoundAtStart(uid: string): Array<{ pid: number; startTime: number }>;
 }

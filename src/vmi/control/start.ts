@@ -7,6 +7,8 @@ import { MAX_UNIX_PATH } from '../../util/unix-socket';
 import type { StartDomain } from '../../launcher-protocol/messages';
 import { EMBED_SOCKET_SUFFIX, buildStartCommand, embedRoot, launcherLibvirtUri, virtTypeFor } from './launch-plan';
 import { defaultLauncherCommand, findLauncherProcesses, hashToken, newToken, spawnLauncher } from './launcher-process';
+import type { ResolvedClaims } from '../render/disk-plan';
+import { resolveClaims } from './claims';
 import { type ImageResolution, hasImageVolumes, imagesConsumed, resolveImages } from './images';
 import type { ReconcileHost } from './reconcile-host';
 import { afterStop, kill, killStrayLaunchers, requestTeardown } from './stop';
@@ -79,10 +81,11 @@ export function preflight(h: ReconcileHost, s: VmiState): Refusal | null {
 }
 
 /** The StartDomain command for the VMI's launcher, which uses `libvirtUri`. */
-function startCommand(h: ReconcileHost, s: VmiState, libvirtUri: string, images: Pick<ImageResolution, 'resolved' | 'kernelBoot'> = { resolved: {} }): StartDomain {
+function startCommand(h: ReconcileHost, s: VmiState, libvirtUri: string, images: Pick<ImageResolution, 'resolved' | 'kernelBoot'> = { resolved: {} }, resolvedClaims: ResolvedClaims = {}): StartDomain {
   return buildStartCommand(h.nodeFacts(), {
     resolvedImages: images.resolved,
     ...(images.kernelBoot ? { resolvedKernelBoot: images.kernelBoot } : {}),
+    resolvedClaims,
     vmi: s.vmi as NonNullable<VmiState['vmi']>,
     namespace: s.rec.namespace,
     name: s.rec.name,
@@ -108,6 +111,8 @@ export async function startLauncher(h: ReconcileHost, s: VmiState): Promise<void
     else if (pf.phase === 'Failed') afterStop(h, s, false);
     return;
   }
+  const claims = resolveClaims(h, s);
+  if (claims === null) return; // waiting (claim not there yet, DataVolume importing or failed), requeued
   const images = await resolveImages(h, s);
   if (images === null) return; // pulling in the background (its end requeues) or waiting (ImagePullBackOff / ErrImageNeverPull, requeued)
   // The pull may have taken minutes: a delete or a stop that came meanwhile wins.
@@ -115,7 +120,7 @@ export async function startLauncher(h: ReconcileHost, s: VmiState): Promise<void
   const libvirtUri = launcherLibvirtUri(h.nodeFacts(), uid);
   let plan: StartDomain;
   try {
-    plan = startCommand(h, s, libvirtUri, images); // spec problems (e.g. an unsupported combination) fail here, before any process exists
+    plan = startCommand(h, s, libvirtUri, images, claims); // spec problems (e.g. an unsupported combination) fail here, before any process exists
   } catch (err) {
     if (s.setPhase('Failed', `cannot build the domain: ${(err as Error).message}`, true)) h.publish(s);
     afterStop(h, s, false);
@@ -172,10 +177,16 @@ export async function startDomain(h: ReconcileHost, s: VmiState): Promise<void> 
     if (images === null) return;
     resolved = images;
   }
+  let claims: ResolvedClaims = {};
+  if (!s.startPlan) {
+    const c = resolveClaims(h, s); // re-adopted: the claims are where they were at spawn
+    if (c === null) return;
+    claims = c;
+  }
   try {
     // Planned once at spawn; a launcher re-adopted after a handler restart gets it rebuilt, with
     // the libvirt recorded at spawn (records older than that field: the node's as configured).
-    start = s.startPlan ?? startCommand(h, s, s.rec.launcher?.libvirtUri || h.settings.libvirtUri || launcherLibvirtUri(h.nodeFacts(), s.uid), resolved);
+    start = s.startPlan ?? startCommand(h, s, s.rec.launcher?.libvirtUri || h.settings.libvirtUri || launcherLibvirtUri(h.nodeFacts(), s.uid), resolved, claims);
   } catch (err) {
     if (s.setPhase('Failed', `cannot build the domain: ${(err as Error).message}`, true)) h.publish(s);
     return requestTeardown(h, s);

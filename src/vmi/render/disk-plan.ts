@@ -11,7 +11,9 @@
  * - hostDisk: the host file itself, raw; created (sparse, capacity bytes) only for
  *   DiskOrCreate when it does not exist yet;
  * - cloudInitNoCloud: NoCloud seed ISO `<disk>-cidata.iso` (raw), meta-data
- *   `instance-id: <uid>\nlocal-hostname: <name>\n`.
+ *   `instance-id: <uid>\nlocal-hostname: <name>\n`;
+ * - persistentVolumeClaim / dataVolume: the resolved claim itself (file or block device), no
+ *   preparation; ephemeral: qcow2 overlay `<disk>.qcow2` backed by the claim.
  * Preps come in disk order. Disk names become file names, so they must be plain
  * ([A-Za-z0-9][A-Za-z0-9._-]*); anything else is INVALID_ARGUMENT.
  */
@@ -30,6 +32,13 @@ const PLAIN_YAML_RE = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
 
 /** Per volume name, the base image the store supplied for a containerDiskImage volume. */
 export type ResolvedImages = Readonly<Record<string, { path: string; format: 'qcow2' | 'raw' }>>;
+
+/**
+ * Per volume name, the claim a persistentVolumeClaim/ephemeral/dataVolume volume resolved to at
+ * start (control/claims.ts): its realpath under volumes.claimRoot, the detected format (a block
+ * device is raw) and whether it is a block device.
+ */
+export type ResolvedClaims = Readonly<Record<string, { path: string; format: 'qcow2' | 'raw'; block: boolean }>>;
 
 export interface DiskPlan {
   preps: DiskPrep[];
@@ -67,12 +76,12 @@ function exists(file: string): boolean {
   }
 }
 
-/** The plan for `vmi`; every containerDiskImage volume must have its base in `resolvedImages`. */
-export function planDisks(vmi: NormalizedVmi, vmiDir: string, resolvedImages: ResolvedImages = {}): DiskPlan {
+/** The plan for `vmi`; every containerDiskImage volume must have its base in `resolvedImages`, every claim volume its claim in `resolvedClaims`. */
+export function planDisks(vmi: NormalizedVmi, vmiDir: string, resolvedImages: ResolvedImages = {}, resolvedClaims: ResolvedClaims = {}): DiskPlan {
   if (!path.isAbsolute(vmiDir)) throw new VhError(ErrorCodes.INVALID_ARGUMENT, `vmiDir must be absolute, got ${JSON.stringify(vmiDir)}`);
   const disksDir = path.join(vmiDir, 'disks');
   const preps: DiskPrep[] = [];
-  const diskPaths: Record<string, { path: string; format: 'qcow2' | 'raw' }> = {};
+  const diskPaths: Record<string, { path: string; format: 'qcow2' | 'raw'; block?: boolean; readonly?: boolean }> = {};
   const usedPaths = new Map<string, string>();
 
   const claim = (disk: string, file: string): void => {
@@ -141,6 +150,23 @@ export function planDisks(vmi: NormalizedVmi, vmiDir: string, resolvedImages: Re
           metaData: noCloudMetaData(vmi.uid, vmi.name),
         });
         diskPaths[d.name] = { path: file, format: 'raw' };
+        break;
+      }
+      case 'persistentVolumeClaim':
+      case 'dataVolume': {
+        const c = Object.prototype.hasOwnProperty.call(resolvedClaims, v.name) ? resolvedClaims[v.name] : undefined;
+        const claimName = v.kind === 'dataVolume' ? v.dataVolumeName : v.claimName;
+        if (c === undefined) throw new VhError(ErrorCodes.INTERNAL, `claim ${claimName} of disk ${d.name} has not been resolved yet`, { disk: d.name });
+        if (v.kind === 'persistentVolumeClaim' && v.ephemeral) {
+          // KubeVirt's ephemeral volume: the claim is the read-only base of a per-VMI overlay.
+          const file = path.join(disksDir, `${d.name}.qcow2`);
+          claim(d.name, file);
+          preps.push({ kind: 'overlay', disk: d.name, path: file, backingFile: c.path, backingFormat: c.format });
+          diskPaths[d.name] = { path: file, format: 'qcow2' };
+          break;
+        }
+        claim(d.name, c.path); // the claim itself: no preparation, and no second disk on it
+        diskPaths[d.name] = { path: c.path, format: c.format, ...(c.block ? { block: true } : {}), ...(v.kind === 'persistentVolumeClaim' && v.readOnly ? { readonly: true } : {}) };
         break;
       }
       default: {

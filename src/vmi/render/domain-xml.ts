@@ -26,7 +26,7 @@
  *   acpi/apic as requested, the rest only when the spec sets it (default `<clock offset=utc/>`);
  *   Hyper-V passthrough under TCG is INVALID_ARGUMENT. poweroff destroy, reboot restart, crash destroy.
  * - Devices (no `<emulator>`: libvirt picks; no graphics: `<graphics type=none/>` is invalid):
- *   * disks in disk order, `type=file`, driver qemu + type from the disk plan; target names per
+ *   * disks in disk order, `type=file` (`type=block` + `<source dev>` for a block-mode claim), driver qemu + type from the disk plan; target names per
  *     prefix (`vd` for virtio, `sd` shared by sata and scsi so they never collide) a..z, aa...;
  *     serials limited to libvirt's [A-Za-z0-9_.+- ] (else INVALID_ARGUMENT); kernel/initrd
  *     must be absolute paths (schema); the spec's cache/io when given, else cache='none' only for kvm non-cdrom disks (TCG guests often live on tmpfs, where O_DIRECT
@@ -71,7 +71,7 @@ export interface DomainXmlContext {
   /** Host bridge for `bridge` interfaces; null when none is configured. */
   bridge: string | null;
   /** Per disk name: the file the domain uses (from the disk plan). */
-  diskPaths: Readonly<Record<string, { path: string; format: 'qcow2' | 'raw' }>>;
+  diskPaths: Readonly<Record<string, { path: string; format: 'qcow2' | 'raw'; /** a block device: `<disk type='block'>` with `<source dev>` */ block?: boolean; /** the volume is read-only (a readOnly claim) */ readonly?: boolean }>>;
 }
 
 import { element, serialize, type XmlElement } from './xml';
@@ -247,6 +247,9 @@ function buildDisks(vmi: NormalizedVmi, ctx: DomainXmlContext, iothreads: Map<st
     if (cdrom && d.bus === 'virtio') {
       throw invalid(`disk ${d.name}: a cdrom cannot use the virtio bus (use sata or scsi)`, { disk: d.name });
     }
+    if (d.device === 'lun' && (planned.block !== true || d.bus !== 'scsi')) {
+      throw invalid(`disk ${d.name}: a lun passes a block device through on the scsi bus; its claim is ${planned.block === true ? 'a block device' : `a file (${planned.path}), not a block device`}${d.bus !== 'scsi' ? ` and its bus is ${d.bus}` : ''}`, { disk: d.name });
+    }
     if (d.serial !== null && d.serial !== '' && !DISK_SERIAL_RE.test(d.serial)) {
       throw invalid(`disk ${d.name}: serial ${JSON.stringify(d.serial)} may only hold letters, digits, space and _ . + - (at most 64)`, { disk: d.name });
     }
@@ -259,14 +262,14 @@ function buildDisks(vmi: NormalizedVmi, ctx: DomainXmlContext, iothreads: Map<st
     }
     return element(
       'disk',
-      { type: 'file', device: d.device },
+      { type: planned.block === true ? 'block' : 'file', device: d.device },
       element('driver', {
         name: 'qemu', type: planned.format, cache, io: d.io ?? undefined,
         error_policy: d.errorPolicy, iothread: iothreads.get(d.name), queues: vmi.blockMultiQueue === true && d.bus === 'virtio' ? vmi.cpu.vcpus : undefined,
       }),
-      element('source', { file: planned.path }),
+      element('source', planned.block === true ? { dev: planned.path } : { file: planned.path }),
       element('target', { dev: devs[i], bus: d.bus, tray: cdrom && d.trayOpen === true ? 'open' : undefined }),
-      (cdrom || d.readonly) && element('readonly'),
+      (cdrom || d.readonly || planned.readonly === true) && element('readonly'),
       d.serial !== null && d.serial !== '' && element('serial', null, d.serial),
       d.bootOrder !== null && element('boot', { order: d.bootOrder }),
       alias(d.name),

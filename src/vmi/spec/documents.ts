@@ -30,7 +30,9 @@ export type Document =
   | { type: 'vm'; index: number; label: string; name: string; value: Record<string, unknown> }
   | { type: 'instancetype'; index: number; label: string; name: string; kind: InstancetypeKind; value: Record<string, unknown> }
   | { type: 'preference'; index: number; label: string; name: string; kind: PreferenceKind; value: Record<string, unknown> }
-  | { type: 'refused'; index: number; label: string; name: string; kind: string; message: string };
+  | { type: 'refused'; index: number; label: string; name: string; kind: string; message: string }
+  /** A CDI DataVolume (cdi.kubevirt.io/v1beta1 or v1alpha1): the daemon's DataVolumeService validates it. */
+  | { type: 'dataVolume'; index: number; label: string; name: string; value: Record<string, unknown> };
 
 /**
  * Parse failures refuse the whole file (positions in it are no longer trustworthy). `whole`:
@@ -39,6 +41,8 @@ export type Document =
 export type DocumentsResult = { ok: true; documents: Document[]; whole: boolean } | { ok: false; violations: FieldViolation[] };
 
 const NOT_NODE = 'not a node-level object';
+/** DataVolume apiVersions (CDI). */
+export const CDI_VERSIONS = ['cdi.kubevirt.io/v1beta1', 'cdi.kubevirt.io/v1alpha1'];
 /** Kinds a node never takes, with the reason an operator needs. */
 const REFUSALS: Record<string, string> = {
   VirtualMachinePool: `${NOT_NODE}: a cluster controller expands pools into VirtualMachines; give this node the VirtualMachine(s) instead`,
@@ -47,10 +51,9 @@ const REFUSALS: Record<string, string> = {
   PriorityClass: `${NOT_NODE}: priorities order the cluster scheduler's work; this node runs what it is given`,
   MigrationPolicy: `${NOT_NODE}: migration policies are cluster configuration for virt-controller`,
   VirtualMachineInstanceMigration: 'not supported yet: live migration between nodes is planned for this node agent; nothing to do for it today',
-  DataVolume: 'not served by this node yet: DataVolumes (CDI) will be handled by this node later; use a containerDisk or hostDisk volume for now',
   Secret: `${NOT_NODE}: the API server stores Secrets and this node reads none yet; put the data into the VMI (cloudInitNoCloud.userData)`,
   ConfigMap: `${NOT_NODE}: the API server stores ConfigMaps and this node reads none yet; put the data into the VMI`,
-  PersistentVolumeClaim: `${NOT_NODE}: storage claims are bound by the cluster; give the VMI a hostDisk or containerDisk`,
+  PersistentVolumeClaim: `${NOT_NODE}: claims on this node are directories under volumes.claimRoot (<namespace>/<name>/disk.img, or a block device node 'disk'); create one there, or use a DataVolume`,
   Service: `${NOT_NODE}: Services are cluster networking`,
   ResourceClaimTemplate: `${NOT_NODE}: dynamic resource allocation is the cluster scheduler's`,
   VirtualMachineSnapshot: `${NOT_NODE}: snapshots are driven by virt-controller`,
@@ -181,8 +184,12 @@ function classify(value: unknown, index: number): Document {
     if (!versionOk(INSTANCETYPE_VERSIONS)) return wrongVersion(INSTANCETYPE_VERSIONS);
     return { type: 'preference', index, label, name, kind: kind as PreferenceKind, value: o };
   }
+  if (kind === 'DataVolume') {
+    if (!versionOk(CDI_VERSIONS)) return wrongVersion(CDI_VERSIONS);
+    return { type: 'dataVolume', index, label, name, value: o };
+  }
   const reason = Object.hasOwn(REFUSALS, kind) ? REFUSALS[kind] : undefined;
   if (reason !== undefined) return refused(reason);
   return refused(`unknown kind ${q(kind)} (apiVersion ${q(apiVersion)}): this node takes VirtualMachineInstance, VirtualMachine, `
-    + 'VirtualMachine(Cluster)Instancetype and VirtualMachine(Cluster)Preference');
+    + 'VirtualMachine(Cluster)Instancetype, VirtualMachine(Cluster)Preference and DataVolume');
 }

@@ -17,3 +17,11 @@ export function isUuid(s: string): boolean {
 export function isDnsLabel(s: string): boolean {
   return s.length > 0 && s.length <= DNS_LABEL_MAX && DNS_LABEL_RE.test(s);
 }
+
+/** Kubernetes' DNS-1123 subdomain (object names such as claims): dot-separated labels, at most 253 characters; never '.', '..' or a '/'. */
+export const DNS_SUBDOMAIN_MAX = 253;
+const DNS_SUBDOMAIN_RE = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+
+export function isDnsSubdomain(s: string): boolean {
+  return s.length > 0 && s.length <= DNS_SUBDOMAIN_MAX && DNS_SUBDOMAIN_RE.test(s);
+}

@@ -179,11 +179,20 @@ export type NormalizedVolume =
   | { kind: 'containerDiskImage'; name: string; /** the reference as written */ image: string; pullPolicy: ImagePullPolicy; /** the disk inside the image; null: its only /disk/ file */ path: string | null }
   | { kind: 'hostDisk'; name: string; path: string; type: 'Disk' | 'DiskOrCreate'; capacityBytes: number | null }
   | { kind: 'emptyDisk'; name: string; capacityBytes: number }
-  | { kind: 'cloudInitNoCloud'; name: string; userData: string; networkData: string | null };
+  | { kind: 'cloudInitNoCloud'; name: string; userData: string; networkData: string | null }
+  /**
+   * A node-local claim `<claimRoot>/<vmi namespace>/<claimName>/` (disk.img or a block node
+   * `disk`), resolved at start; `ephemeral`: a qcow2 overlay in the VMI's directory on top of
+   * it (KubeVirt's ephemeral volume: writes are discarded with the VMI, the claim is read-only).
+   */
+  | { kind: 'persistentVolumeClaim'; name: string; claimName: string; readOnly: boolean; ephemeral: boolean }
+  /** A DataVolume's claim (same name): waits until the DataVolume has Succeeded. */
+  | { kind: 'dataVolume'; name: string; dataVolumeName: string };
 
 export interface NormalizedDisk {
   name: string;
-  device: 'disk' | 'cdrom';
+  /** lun: SCSI passthrough of a block-mode claim (persistentVolumeClaim or DataVolume), bus scsi. */
+  device: 'disk' | 'cdrom' | 'lun';
   bus: DiskBus;
   bootOrder: number | null;
   serial: string | null;

@@ -80,7 +80,7 @@ const DISK_BUSES: readonly DiskBus[] = ['virtio', 'sata', 'scsi', 'usb'];
 /** Volume sources this node serves; the schema accepts every other KubeVirt source as a requirement. */
 const VOLUME_SOURCES = ['containerDisk', 'hostDisk', 'emptyDisk', 'cloudInitNoCloud', 'cloudInitConfigDrive', 'persistentVolumeClaim', 'dataVolume',
   'ephemeral', 'memoryDump', 'configMap', 'secret', 'serviceAccount', 'downwardAPI', 'downwardMetrics', 'sysprep', 'containerPath'];
-const HONOURED_VOLUMES = ['containerDisk', 'hostDisk', 'emptyDisk', 'cloudInitNoCloud'];
+const HONOURED_VOLUMES = ['containerDisk', 'hostDisk', 'emptyDisk', 'cloudInitNoCloud', 'persistentVolumeClaim', 'dataVolume', 'ephemeral'];
 
 /** I/O threads and queues (KubeVirt: a dedicatedIOThread disk turns I/O threads on, shared by default). */
 function ioSettings(policy: unknown, disks: NormalizedDisk[], dev: Fields): Pick<NormalizedVmi, 'ioThreadsShared' | 'blockMultiQueue' | 'graphics'> {
@@ -424,10 +424,9 @@ class Validator extends FieldReader {
       if (d === null) return;
       const name = this.entryName(d, base, names, 'disk');
       const entry = this.refer(name, `${base}.name`, names, volumes, 'volume');
-      let device: 'disk' | 'cdrom' = 'disk';
+      let device: 'disk' | 'cdrom' | 'lun' = 'disk';
       let bus: DiskBus | undefined = 'virtio';
       let readonly = false;
-      let skip = false;
       let trayOpen = false;
       const targets = ['disk', 'cdrom', 'lun'].filter((t) => d.has(t));
       const busOf = (t: Fields | null, field: string, allowed: readonly string[]): DiskBus | undefined => {
@@ -439,7 +438,17 @@ class Validator extends FieldReader {
       if (targets.length > 1) {
         this.v.add(base, 'must set at most one of disk, cdrom, lun');
       } else if (d.has('lun')) {
-        skip = true; // a requirement (schema)
+        // KubeVirt: a lun maps only to a persistentVolumeClaim or DataVolume; here it must also be
+        // a block-mode claim (checked when the claim is resolved) on the scsi bus (libvirt's lun).
+        device = 'lun';
+        bus = 'scsi';
+        const l = this.obj(d.get('lun'), `${base}.lun`, ['bus', 'readonly', 'reservation']);
+        if (l?.has('bus') === true && l.get('bus') !== 'scsi' && typeof l.get('bus') === 'string') this.v.add(`${base}.lun.bus`, `a lun is SCSI passthrough: bus must be scsi (got ${q(String(l.get('bus')))})`);
+        if (l?.has('readonly') === true) readonly = this.bool(l.get('readonly'), `${base}.lun.readonly`) ?? false;
+        const vol = entry?.volume;
+        if (vol && !((vol.kind === 'persistentVolumeClaim' && !vol.ephemeral) || vol.kind === 'dataVolume')) {
+          this.v.add(`${base}.lun`, 'can only be mapped to a DataVolume or PersistentVolumeClaim volume (a block-mode claim; not ephemeral)');
+        }
       } else if (d.has('cdrom')) {
         device = 'cdrom';
         readonly = true;
@@ -473,7 +482,7 @@ class Validator extends FieldReader {
         if (s !== undefined && !SERIAL_RE.test(s)) this.v.add(`${base}.serial`, 'must be 1-20 characters of [A-Za-z0-9_-]');
         else serial = s ?? null;
       }
-      if (!skip && name !== undefined && bus !== undefined && entry?.volume !== null && entry?.volume !== undefined) {
+      if (name !== undefined && bus !== undefined && entry?.volume !== null && entry?.volume !== undefined) {
         const dedicated = d.get('dedicatedIOThread') === true;
         if (dedicated && bus !== 'virtio') this.v.add(`${base}.dedicatedIOThread`, 'needs a virtio disk');
         const errorPolicy = d.get('errorPolicy');

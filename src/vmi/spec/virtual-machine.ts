@@ -13,8 +13,8 @@
  *
  * Strict like the VMI validator: every field not listed here is a violation with its path.
  * The template's spec itself is left to validateVmi (paths mapped back by vmFieldPath).
- * dataVolumeTemplates are refused, not warned about: the template's volumes name those
- * DataVolumes, and a VMI started without them would boot without its disks.
+ * dataVolumeTemplates become DataVolume manifests (VmResult.dataVolumes) that vhctl creates
+ * before the VMI; the VMI waits for them (DataVolumesReady) as KubeVirt's does.
  * Pure and never throws.
  */
 import { child, isPlainObject, q, Violations } from './field-reader';
@@ -34,7 +34,7 @@ export interface ObjectLookup {
 export const OWNER_ANNOTATION = 'virt-handler/owner';
 
 export type VmResult =
-  | { ok: true; vmi: Obj; runStrategy: RunStrategy; instancetype: Instancetype | null; preference: Preference | null }
+  | { ok: true; vmi: Obj; runStrategy: RunStrategy; instancetype: Instancetype | null; preference: Preference | null; /** spec.dataVolumeTemplates as DataVolume manifests (namespace of the VM), to create before the VMI */ dataVolumes: Obj[] }
   | { ok: false; violations: FieldViolation[] };
 
 const TOP = ['apiVersion', 'kind', 'metadata', 'spec'];
@@ -128,9 +128,7 @@ export function vmToVmi(value: Obj, lookup: ObjectLookup): VmResult {
         : `must be one of ${RUN_STRATEGIES.join(', ')} (got ${q(String(spec.runStrategy))})`);
     } else runStrategy = spec.runStrategy as RunStrategy;
   }
-  if (spec.dataVolumeTemplates !== undefined && !(Array.isArray(spec.dataVolumeTemplates) && spec.dataVolumeTemplates.length === 0)) {
-    v.add('spec.dataVolumeTemplates', 'not served by this node yet: DataVolumes (CDI) come later; use a containerDisk or hostDisk volume in the template');
-  }
+  const dataVolumes = dataVolumeTemplates(v, spec.dataVolumeTemplates, namespace ?? 'default');
   if (spec.updateVolumesStrategy !== undefined && spec.updateVolumesStrategy !== 'Replacement' && spec.updateVolumesStrategy !== 'Migration') {
     v.add('spec.updateVolumesStrategy', 'must be Replacement or Migration');
   }
@@ -182,8 +180,34 @@ export function vmToVmi(value: Obj, lookup: ObjectLookup): VmResult {
   return {
     ok: true,
     vmi: { apiVersion: 'kubevirt.io/v1', kind: 'VirtualMachineInstance', metadata: vmiMeta, spec: vmiSpec },
-    runStrategy, instancetype, preference,
+    runStrategy, instancetype, preference, dataVolumes,
   };
+}
+
+/**
+ * spec.dataVolumeTemplates: each becomes a DataVolume named by its metadata.name in the VM's
+ * namespace (virt-controller creates them before the VMI); the daemon validates the spec.
+ */
+function dataVolumeTemplates(v: Violations, value: unknown, namespace: string): Obj[] {
+  if (value === undefined || value === null) return [];
+  if (!Array.isArray(value)) return void v.add('spec.dataVolumeTemplates', 'must be a list'), [];
+  const seen = new Set<string>();
+  return value.flatMap((t: unknown, i: number) => {
+    const f = `spec.dataVolumeTemplates[${i}]`;
+    const o = obj(t);
+    if (o === undefined) return void v.add(f, 'must be an object'), [];
+    keys(v, o, f, ['apiVersion', 'kind', 'metadata', 'spec', 'status']);
+    const m = obj(o.metadata);
+    const name = typeof m?.name === 'string' ? m.name : '';
+    if (name === '') return void v.add(`${f}.metadata.name`, 'required: the DataVolume (and claim) name the template volumes refer to'), [];
+    if (seen.has(name)) return void v.add(`${f}.metadata.name`, `duplicate DataVolume name ${q(name)}`), [];
+    seen.add(name);
+    if (obj(o.spec) === undefined) return void v.add(`${f}.spec`, 'required: the DataVolume spec'), [];
+    const meta: Obj = { name, namespace };
+    if (m?.labels !== undefined) meta.labels = m.labels;
+    if (m?.annotations !== undefined) meta.annotations = m.annotations;
+    return [{ apiVersion: typeof o.apiVersion === 'string' ? o.apiVersion : 'cdi.kubevirt.io/v1beta1', kind: 'DataVolume', metadata: meta, spec: structuredClone(o.spec) }];
+  });
 }
 
 /**

@@ -2,11 +2,13 @@
  * The volume sources this node serves (validate.ts's part): containerDisk by host path, or by
  * image when the node pulls images (else the image is a requirement), hostDisk (Disk | DiskOrCreate, confined host
  * paths), emptyDisk (a capacity), cloudInitNoCloud (user/network data as text or base64, bounded,
- * never a redaction marker; from a Secret it is a requirement). Returns null when the source is
+ * never a redaction marker; from a Secret it is a requirement), persistentVolumeClaim,
+ * ephemeral and dataVolume (node-local claims, resolved at start). Returns null when the source is
  * unusable (each reason a violation) or served elsewhere.
  */
 import { CONTROL_MULTILINE_RE, FieldReader, type Fields, type Violations } from './field-reader';
 import type { HostPaths } from './host-paths';
+import { isDnsSubdomain } from './ids';
 import { isRedactionMarker } from './redact';
 import { parseReference } from '../../images/reference';
 import type { ImagePullPolicy, NormalizedVmi, NormalizedVolume, VmiLimits, VmiRequirement } from './types';
@@ -28,6 +30,7 @@ export class VolumeSourceReader extends FieldReader {
 
   read(kind: string, value: unknown, base: string, name: string): NormalizedVolume | null {
     const maxDisk = this.limits.maxDiskBytes;
+    if (kind === 'persistentVolumeClaim' || kind === 'dataVolume' || kind === 'ephemeral') return this.claim(kind, value, base, name);
     if (kind === 'containerDisk') {
       const s = this.obj(value, base, ['path', 'image', 'imagePullPolicy']);
       if (s === null) return null;
@@ -89,6 +92,33 @@ export class VolumeSourceReader extends FieldReader {
     const networkData = s.has('networkData') ? text('networkData') : s.has('networkDataBase64') ? decoded('networkDataBase64') : null;
     if (userData === undefined || networkData === undefined) return null;
     return { kind: 'cloudInitNoCloud', name, userData, networkData };
+  }
+  /**
+   * persistentVolumeClaim / ephemeral.persistentVolumeClaim / dataVolume: a node-local claim in
+   * the VMI's namespace. The name becomes a path component under volumes.claimRoot, so it must be
+   * a DNS-1123 subdomain (no '/', never '.' or '..'); hotpluggable is a requirement (schema).
+   */
+  private claim(kind: 'persistentVolumeClaim' | 'dataVolume' | 'ephemeral', value: unknown, base: string, name: string): NormalizedVolume | null {
+    const s = this.obj(value, base, kind === 'dataVolume' ? ['name', 'hotpluggable'] : kind === 'ephemeral' ? ['persistentVolumeClaim'] : ['claimName', 'readOnly', 'hotpluggable']);
+    if (s === null) return null;
+    let fields = s;
+    let field = base;
+    if (kind === 'ephemeral') {
+      if (!s.has('persistentVolumeClaim')) return this.refuse(`${base}.persistentVolumeClaim`, 'required') ?? null;
+      field = `${base}.persistentVolumeClaim`;
+      const inner = this.obj(s.get('persistentVolumeClaim'), field, ['claimName', 'readOnly']);
+      if (inner === null) return null;
+      fields = inner;
+    }
+    const key = kind === 'dataVolume' ? 'name' : 'claimName';
+    if (!fields.has(key)) return this.refuse(`${field}.${key}`, 'required') ?? null;
+    const claim = this.str(fields.get(key), `${field}.${key}`, { max: 253 });
+    if (claim === undefined) return null;
+    if (!isDnsSubdomain(claim)) return this.refuse(`${field}.${key}`, `${JSON.stringify(claim)} must be a DNS-1123 subdomain (lower-case alphanumerics, '-' and '.', at most 253 characters)`) ?? null;
+    if (kind === 'dataVolume') return { kind, name, dataVolumeName: claim };
+    const readOnly = fields.has('readOnly') ? this.bool(fields.get('readOnly'), `${field}.readOnly`) : false;
+    if (readOnly === undefined) return null;
+    return { kind: 'persistentVolumeClaim', name, claimName: claim, readOnly, ephemeral: kind === 'ephemeral' };
   }
   /** containerDisk.image: a volume the store fills at start, or (no image store) a requirement. */
   private image(s: Fields, base: string, name: string): NormalizedVolume | null {

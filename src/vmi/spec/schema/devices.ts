@@ -14,7 +14,8 @@ export const DISK = obj({
   name: str(),
   disk: obj({ bus: oneOf(DISK_BUSES), readonly: bool(), pciAddress: needs(str(), 'a fixed PCI address (not rendered by this node yet)') }),
   cdrom: obj({ bus: oneOf(DISK_BUSES), readonly: bool(), tray: oneOf(['open', 'closed']) }),
-  lun: needs(obj({ bus: oneOf(DISK_BUSES), readonly: bool(), reservation: bool() }), 'a SCSI LUN passthrough (needs a block device; this node serves disks as files)'),
+  // SCSI passthrough of a block-mode claim (validate.ts, domain-xml.ts); reservations need qemu-pr-helper.
+  lun: obj({ bus: oneOf(DISK_BUSES), readonly: bool(), reservation: needs(bool(), (v) => (v === true ? 'SCSI persistent reservations (this node runs no qemu-pr-helper)' : null)) }),
   bootOrder: int(),
   serial: str(),
   cache: oneOf(['none', 'writethrough', 'writeback']),

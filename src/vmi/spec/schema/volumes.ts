@@ -9,7 +9,7 @@ const ref = (v: unknown, key: string): string => {
   return typeof s === 'string' ? s : '(unnamed)';
 };
 const NO_K8S = '(this node reads no Kubernetes objects)';
-const NO_PVC = '(persistent volume claims are not served by this node yet)';
+const NO_PVC = '(memory dumps are not taken by this node)';
 
 const cloudInit = () => obj({
   userData: str(), userDataBase64: str(), networkData: str(), networkDataBase64: str(),
@@ -17,7 +17,8 @@ const cloudInit = () => obj({
   networkDataSecretRef: needs(localRef(), (v) => `cloud-init network data from Secret ${ref(v, 'name')} ${NO_K8S}`),
 });
 
-const pvc = () => obj({ claimName: str(), readOnly: bool(), hotpluggable: bool() });
+const HOTPLUG = (v: unknown): string | null => (v === true ? 'a hotpluggable volume (this node attaches volumes at start only)' : null);
+const pvc = () => obj({ claimName: str(), readOnly: bool(), hotpluggable: needs(bool(), HOTPLUG) });
 
 export const VOLUME = obj({
   name: str(),
@@ -34,10 +35,10 @@ export const VOLUME = obj({
   emptyDisk: obj({ capacity: qty() }),
   cloudInitNoCloud: cloudInit(),
   cloudInitConfigDrive: needs(cloudInit(), 'a cloud-init config drive (this node writes NoCloud seeds only)'),
-  persistentVolumeClaim: needs(pvc(), (v) => `claim ${ref(v, 'claimName')} ${NO_PVC}`),
-  dataVolume: needs(obj({ name: str(), hotpluggable: bool() }), (v) => `data volume ${ref(v, 'name')} ${NO_PVC}`),
-  ephemeral: needs(obj({ persistentVolumeClaim: obj({ claimName: str(), readOnly: bool() }) }),
-    (v) => `ephemeral overlay on claim ${ref((v as Record<string, unknown> | null)?.persistentVolumeClaim, 'claimName')} ${NO_PVC}`),
+  // Node-local claims under volumes.claimRoot (volume-sources.ts); hotplug stays a requirement.
+  persistentVolumeClaim: pvc(),
+  dataVolume: obj({ name: str(), hotpluggable: needs(bool(), HOTPLUG) }),
+  ephemeral: obj({ persistentVolumeClaim: obj({ claimName: str(), readOnly: bool() }) }),
   memoryDump: needs(pvc(), (v) => `memory dump claim ${ref(v, 'claimName')} ${NO_PVC}`),
   configMap: needs(obj({ name: str(), optional: bool(), volumeLabel: str() }), (v) => `ConfigMap ${ref(v, 'name')} ${NO_K8S}`),
   secret: needs(obj({ secretName: str(), optional: bool(), volumeLabel: str() }), (v) => `Secret ${ref(v, 'secretName')} ${NO_K8S}`),
