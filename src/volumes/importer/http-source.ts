@@ -1,6 +1,6 @@
 /**
- * spec.source.http: one streaming pass from the socket into the scratch file (hashing and
- * decompressing on the way, see sink.ts) with Node's own http/https client. Redirects are
+ * spec.source.http: one streaming pass from the socket into the scratch file (decompressing, and
+ * hashing compressed bytes, on the way, see sink.ts) with Node's own http/https client. Redirects are
  * followed (bounded; extra headers are not sent to another origin, as curl drops credentials);
  * 404/410 and 401/403 are final, 5xx/408/429, resets and stalls are retried with jittered
  * exponential backoff. A retry resumes with Range + If-Range when the server named a validator
@@ -28,13 +28,14 @@ export interface DownloadOptions {
   maxRedirects: number;
   xzBinary: string;
   childTimeoutMs: number;
+  hashInStream: boolean;
   onProgress(bytesDone: number, bytesTotal: number | null, attempt: number): void;
   random: () => number;
 }
 
 export interface Downloaded {
-  sha256: string;
-  extraDigest: string | null;
+  /** Digests of the bytes as received when they were compressed; null when the scratch file holds them as received (hash it). */
+  digests: { sha256: string; extra: string | null } | null;
   /** Bytes as received (compressed). */
   bytes: number;
   compression: Compression;
@@ -71,13 +72,12 @@ const RETRYABLE_STATUS = new Set([408, 425, 429, 500, 502, 503, 504]);
 
 /** Downloads with retries; resolves when the scratch file is complete and closed. */
 export async function download(o: DownloadOptions): Promise<Downloaded> {
-  const newSink = (): Sink => new Sink({ file: o.file, extraAlgorithm: o.extraAlgorithm, xzBinary: o.xzBinary, childTimeoutMs: o.childTimeoutMs, signal: o.signal });
+  const newSink = (): Sink => new Sink({ file: o.file, extraAlgorithm: o.extraAlgorithm, xzBinary: o.xzBinary, childTimeoutMs: o.childTimeoutMs, signal: o.signal, hashAlways: o.hashInStream });
   const state: AttemptState = { sink: newSink(), newSink, validator: null, total: null };
   for (let attempt = 1; ; attempt++) {
     try {
       await fetchOnce(o, state, attempt);
-      const d = state.sink.digests();
-      return { sha256: d.sha256, extraDigest: d.extra, bytes: state.sink.received, compression: state.sink.compression, attempts: attempt };
+      return { digests: await state.sink.digests(), bytes: state.sink.received, compression: state.sink.compression, attempts: attempt };
     } catch (e) {
       const err = classify(e, o.signal);
       if (!err.retryable || attempt >= o.retry.attempts) {

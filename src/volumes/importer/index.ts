@@ -10,13 +10,14 @@
  */
 import * as fs from 'node:fs';
 import * as path from 'node:path';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { ImportError, type ImportRequest, type ImportResult, type ImportStage, type Importer, type ImporterDeps } from './types';
 import { canceled } from './exec';
 import { checkHttpSource, download, parseChecksum } from './http-source';
 import { inspectImage, type ImageInfo } from './probe';
 import { convertInto, createSparse, finalize, localFailure, TEMP_PREFIX, tempPath } from './convert';
 import { ProgressReporter } from './progress';
+import { hashFile } from './hasher';
 
 export * from './types';
 export { checkHttpSource, parseChecksum } from './http-source';
@@ -36,6 +37,11 @@ export interface ImporterOptions {
   /** Used when the request has no `retry`. */
   retry?: { attempts: number; baseDelayMs: number; maxDelayMs: number };
   random?: () => number;
+  /**
+   * Hash an uncompressed download as it streams (on a worker) rather than from the scratch file
+   * beside qemu-img convert. Compressed downloads are always hashed in the stream.
+   */
+  hashInStream?: boolean;
 }
 
 const SCRATCH_PREFIX = 'import-';
@@ -52,6 +58,7 @@ export function createImporter(deps: ImporterDeps, opts: ImporterOptions = {}): 
     progressIntervalMs: opts.progressIntervalMs ?? 250,
     retry: opts.retry ?? { attempts: 5, baseDelayMs: 1_000, maxDelayMs: 30_000 },
     random: opts.random ?? Math.random,
+    hashInStream: opts.hashInStream ?? false,
   };
   return { run: (req) => runImport(deps, o, req) };
 }
@@ -161,20 +168,50 @@ async function importHttp(ctx: Ctx, url: string, extraHeaders: readonly string[]
     xzBinary: o.xz,
     childTimeoutMs: o.convertTimeoutMs,
     random: o.random,
+    hashInStream: o.hashInStream,
     onProgress: (done, total, attempt) => {
       ctx.attempt = attempt;
       ctx.step('Downloading', [0, 90], total === null || total === 0 ? 0 : done / total, done, total);
     },
   });
   ctx.step('Verifying', [90, 90], 1, dl.bytes, dl.bytes);
+  // An uncompressed download is hashed from the scratch file beside the conversion; the
+  // checksum is still checked before anything is called disk.img.
+  const algorithms = want === null || want.algorithm === 'sha256' ? ['sha256'] : ['sha256', want.algorithm];
+  const { sha256, extra, info } = await besideHash(ctx, ctx.scratch, algorithms, dl.digests, async () => {
+    const info = await inspect(ctx, ctx.scratch, 'the downloaded image');
+    await convert(ctx, ctx.scratch, info, [91, 99]);
+    return info;
+  });
   if (want !== null) {
-    const got = want.algorithm === 'sha256' ? dl.sha256 : (dl.extraDigest as string);
+    const got = want.algorithm === 'sha256' ? sha256 : (extra as string);
     if (got !== want.hex) throw new ImportError('ChecksumMismatch', `source.http.checksum: the download's ${want.algorithm} is ${got}, ${want.hex} was expected`, false);
   }
-  const info = await inspect(ctx, ctx.scratch, 'the downloaded image');
-  await convert(ctx, ctx.scratch, info, [91, 99]);
   fs.rmSync(ctx.scratch, { force: true });
-  return { virtualSizeBytes: info.virtualSizeBytes, sourceFormat: info.format, sourceSha256: dl.sha256, attempts: dl.attempts };
+  return { virtualSizeBytes: info.virtualSizeBytes, sourceFormat: info.format, sourceSha256: sha256, attempts: dl.attempts };
+}
+
+/** Runs `work` while a worker hashes `file` (unless `known` digests are given); stops the worker if `work` fails. */
+async function besideHash<T>(ctx: Ctx, file: string, algorithms: string[], known: { sha256: string; extra: string | null } | null, work: () => Promise<T>): Promise<{ sha256: string; extra: string | null; info: T }> {
+  const stop = new AbortController();
+  const onAbort = (): void => stop.abort();
+  ctx.req.signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    const hashing = known !== null ? Promise.resolve(known.extra === null ? [known.sha256] : [known.sha256, known.extra]) : hashFile(file, algorithms, stop.signal);
+    hashing.catch(() => undefined); // awaited below unless work fails first
+    const info = await work();
+    let digests: string[];
+    try {
+      digests = await hashing;
+    } catch (e) {
+      if (ctx.req.signal.aborted) throw canceled();
+      throw localFailure(e, 'hashing the image');
+    }
+    return { sha256: digests[0] as string, extra: digests[1] ?? null, info };
+  } finally {
+    stop.abort();
+    ctx.req.signal.removeEventListener('abort', onAbort);
+  }
 }
 
 /** A local image file (upload, claim clone, pulled base): must be a regular file or a block device, not a symlink. */
@@ -186,8 +223,8 @@ async function importFile(ctx: Ctx, file: string, what: string, band: readonly [
   const info = await inspect(ctx, file, what);
   if (expected !== null && info.format !== expected) throw new ImportError('InvalidImage', `${what} is ${info.format}, the image store said ${expected}`, false);
   // The source's sha256 is read alongside the conversion: both read the same pages.
-  const [sha] = await Promise.all([hashFile(file, ctx.req.signal), convert(ctx, file, info, band)]);
-  return { virtualSizeBytes: info.virtualSizeBytes, sourceFormat: info.format, sourceSha256: sha, attempts: 1 };
+  const { sha256 } = await besideHash(ctx, file, ['sha256'], null, () => convert(ctx, file, info, band));
+  return { virtualSizeBytes: info.virtualSizeBytes, sourceFormat: info.format, sourceSha256: sha256, attempts: 1 };
 }
 
 async function inspect(ctx: Ctx, file: string, what: string): Promise<ImageInfo> {
@@ -211,13 +248,6 @@ async function convert(ctx: Ctx, src: string, info: ImageInfo, band: readonly [n
     timeoutMs: ctx.o.convertTimeoutMs,
     onPercent: (p) => ctx.step('Converting', band, p / 100),
   });
-}
-
-async function hashFile(file: string, signal: AbortSignal): Promise<string> {
-  const h = createHash('sha256');
-  const s = fs.createReadStream(file, { highWaterMark: 1 << 20, signal });
-  for await (const chunk of s) h.update(chunk as Buffer);
-  return h.digest('hex');
 }
 
 /** Removes files a crashed import left (by prefix); never descends into directories. */
