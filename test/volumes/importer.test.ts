@@ -268,6 +268,35 @@ describe('image checks', () => {
   });
 });
 
+describe('no space', () => {
+  // A 3 MiB tmpfs (the tests run as root, like the libvirt suites) for an image of 6 MiB (4 MiB of it non-zero).
+  const withTmpfs = async (fn: (mnt: string) => Promise<void>): Promise<void> => {
+    const mnt = fs.mkdtempSync(path.join(ROOT, 'tmpfs-'));
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=3m,mode=0700', 'vh-importer-test', mnt]);
+    try {
+      await fn(mnt);
+    } finally {
+      execFileSync('umount', [mnt]);
+      fs.rmdirSync(mnt);
+    }
+  };
+
+  test('the download does not fit the scratch space: NoSpace, nothing left', async () => {
+    await withTmpfs(async (mnt) => {
+      const r = newRun(http('files/disk.raw'), { scratchDir: mnt });
+      const err = await expectFailure({ ...r, scratch: mnt }, 'NoSpace', false);
+      assert.match(err.message, /no space/);
+    });
+  });
+
+  test('the converted disk does not fit the claim: NoSpace, nothing left', async () => {
+    await withTmpfs(async (mnt) => {
+      const r = newRun(http('files/disk.qcow2'), { targetDir: mnt });
+      await expectFailure({ ...r, target: mnt }, 'NoSpace', false);
+    });
+  });
+});
+
 describe('other sources', () => {
   test('blank: a sparse zero disk of the claim size', async () => {
     const r = newRun({ kind: 'blank' }, { sizeBytes: 64 * MIB });

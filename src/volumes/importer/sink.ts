@@ -83,7 +83,8 @@ export class Sink {
       if (rest.length > 0) await this.push(rest);
     }
     const out = this.out as fs.WriteStream;
-    const closed = once(out, 'close').catch(() => undefined);
+    // A failure after the last write may have closed the file already; 'close' will not come again.
+    const closed = out.closed ? Promise.resolve() : once(out, 'close').catch(() => undefined);
     (this.input as Writable).end();
     await closed;
     if (this.xzExit !== null) {
