@@ -25,6 +25,7 @@ apt_packages=(
   genisoimage                      # virt-launcher builds cloud-init NoCloud seed ISOs
   skopeo                           # the image store's registry client (src/images/)
   docker-registry                  # a loopback registry for the image tests and bench:images
+  curl                             # bench:images' curl + qemu-img baseline for the DataVolume importer
 )
 
 want_apt=1

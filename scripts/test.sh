@@ -30,6 +30,9 @@ node --test --test-concurrency=1 dist/test/integration/
 section "image store tests (loopback docker-registry + skopeo)"
 node --test --test-concurrency=1 dist/test/images/
 
+section "volume importer tests (loopback HTTP server + qemu-img)"
+node --test --test-concurrency=1 dist/test/volumes/
+
 section "systemd unit verification"
 bash scripts/verify-systemd.sh
 

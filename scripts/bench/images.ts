@@ -8,6 +8,9 @@
  *      alternating, VHDEV_BENCH_ROUNDS (default 3) each; medians and the ratio vs the 1.2x target.
  *   3. 20 VMIs asking for the same image at once: skopeo runs (counted by a wrapper), then the
  *      store's size and 20 per-VMI overlays made as the launcher makes them (qemu-img create -b).
+ *   4. DataVolume import of a 1 GiB qcow2 over loopback HTTP vs curl + qemu-img convert
+ *      (scripts/bench/datavolume.ts).
+ * `--only=store` or `--only=datavolume` runs one part.
  * Figures only; the exit code is non-zero when something broke (a pull failed, more than one
  * skopeo run for the 20).
  */
@@ -22,6 +25,7 @@ import { ImageStore } from '../../src/images/image-store';
 import { treeSize } from '../../src/images/store-files';
 import { buildImage, push } from '../../test/images/oci-build';
 import { TestRegistry } from '../../test/images/registry';
+import { benchDataVolume } from './datavolume';
 
 const execFileP = promisify(execFile);
 
@@ -37,6 +41,8 @@ const MIB = intEnv('VHDEV_BENCH_IMAGE_MIB', 200);
 const ROUNDS = intEnv('VHDEV_BENCH_ROUNDS', 3);
 const VMIS = intEnv('VHDEV_BENCH_VMIS', 20);
 const TARGET = 1.2;
+const ONLY = process.argv.find((a) => a.startsWith('--only='))?.slice('--only='.length) ?? null;
+if (ONLY !== null && ONLY !== 'store' && ONLY !== 'datavolume') throw new Error(`--only=${ONLY}: store or datavolume`);
 
 const median = (xs: number[]): number => {
   const s = [...xs].sort((a, b) => a - b);
@@ -45,6 +51,14 @@ const median = (xs: number[]): number => {
 const mib = (b: number): string => `${(b / 2 ** 20).toFixed(1)} MiB`;
 
 async function main(): Promise<void> {
+  let ok = true;
+  if (ONLY !== 'datavolume') ok = (await benchStore()) && ok;
+  if (ONLY !== 'store') ok = (await benchDataVolume(ROUNDS, intEnv('VHDEV_BENCH_DV_MIB', 1024))) && ok;
+  process.exitCode = ok ? 0 : 1;
+}
+
+/** Parts 1-3; resolves false when something broke. */
+async function benchStore(): Promise<boolean> {
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'vh-bench-images-'));
   const reg = await TestRegistry.start(tmp);
   const log = pino({ level: 'silent' });
@@ -143,7 +157,7 @@ async function main(): Promise<void> {
     await reg.stop();
     fs.rmSync(tmp, { recursive: true, force: true });
   }
-  process.exitCode = broken ? 1 : 0;
+  return !broken;
 }
 
 void main();
