@@ -197,6 +197,7 @@ export class App {
       launcherCommand: this.opts.seams?.launcherCommand,
       images,
       imageGc: this.opts.seams?.imageGc,
+      objectRoot: config.volumes.objectRoot,
     });
     fs.mkdirSync(config.vmi.imageRoot, { recursive: true, mode: 0o750 });
     vmis.start();

@@ -7,7 +7,7 @@ import * as path from 'node:path';
 import type { StartDomain } from '../../launcher-protocol/messages';
 import type { NodeCapabilities } from '../../libvirt/node-capabilities';
 import type { NodeInfo } from '../../node/types';
-import { planDisks, type ResolvedImages } from '../render/disk-plan';
+import { planDisks, type ResolvedImages, type ResolvedObjects } from '../render/disk-plan';
 import { buildDomainXml } from '../render/domain-xml';
 import type { NormalizedVmi } from '../spec/types';
 
@@ -76,11 +76,13 @@ export interface LaunchTarget {
   libvirtUri: string;
   /** Bases of the VMI's containerDiskImage volumes, from the image store (control/images.ts). */
   resolvedImages?: ResolvedImages;
+  /** Objects the VMI's config volumes read (control/objects.ts); held in memory only (may be secret). */
+  resolvedObjects?: ResolvedObjects;
 }
 
 /** The StartDomain command for a VMI. Throws (VhError) when the spec cannot become a domain. */
 export function buildStartCommand(f: NodeFacts, t: LaunchTarget): StartDomain {
-  const { preps, diskPaths } = planDisks(t.vmi, t.vmiDir, t.resolvedImages);
+  const { preps, diskPaths } = planDisks(t.vmi, t.vmiDir, t.resolvedImages, t.resolvedObjects);
   const domainXml = buildDomainXml(t.vmi, {
     virtType: virtTypeFor(f)?.virtType ?? 'qemu',
     domainName: domainNameOf(t.namespace, t.name),

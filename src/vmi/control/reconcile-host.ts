@@ -5,6 +5,7 @@
  */
 import type { EnsureOptions, EnsuredImage } from '../../images/types';
 import type { Logger } from '../../log';
+import type { ObjectRead, ObjectRef } from '../../volumes/objects';
 import type { Connection } from '../../libvirt/connection';
 import type { Failpoints } from './failpoints';
 import type { NodeFacts } from './launch-plan';
@@ -66,6 +67,8 @@ export interface ReconcileHost {
   cpusPinnedElsewhere(s: VmiState): Set<number>;
   /** Finds or pulls a container disk image in the node's image store (images.ts). */
   pullImage(ref: string, o: EnsureOptions): Promise<EnsuredImage>;
+  /** Reads a ConfigMap, Secret or service account from the node's object root (objects.ts); throws ObjectError when unusable. */
+  readObject(ref: ObjectRef): Promise<ObjectRead>;
   /** Launchers of `uid` found running when this handler started; each uid's list is handed out once. */
   takeLaunchersFoundAtStart(uid: string): Array<{ pid: number; startTime: number }>;
 }

@@ -9,6 +9,8 @@ import { EMBED_SOCKET_SUFFIX, buildStartCommand, embedRoot, launcherLibvirtUri, 
 import { defaultLauncherCommand, findLauncherProcesses, hashToken, newToken, spawnLauncher } from './launcher-process';
 import type { ResolvedImages } from '../render/disk-plan';
 import { hasImageVolumes, resolveImages } from './images';
+import type { ResolvedObjects } from '../render/disk-plan';
+import { hasObjectVolumes, resolveObjects } from './objects';
 import type { ReconcileHost } from './reconcile-host';
 import { afterStop, kill, killStrayLaunchers, requestTeardown } from './stop';
 import type { VmiState } from './vmi-state';
@@ -80,9 +82,10 @@ export function preflight(h: ReconcileHost, s: VmiState): Refusal | null {
 }
 
 /** The StartDomain command for the VMI's launcher, which uses `libvirtUri`. */
-function startCommand(h: ReconcileHost, s: VmiState, libvirtUri: string, resolvedImages: ResolvedImages = {}): StartDomain {
+function startCommand(h: ReconcileHost, s: VmiState, libvirtUri: string, resolvedImages: ResolvedImages = {}, resolvedObjects: ResolvedObjects = {}): StartDomain {
   return buildStartCommand(h.nodeFacts(), {
     resolvedImages,
+    resolvedObjects,
     vmi: s.vmi as NonNullable<VmiState['vmi']>,
     namespace: s.rec.namespace,
     name: s.rec.name,
@@ -112,10 +115,13 @@ export async function startLauncher(h: ReconcileHost, s: VmiState): Promise<void
   if (images === null) return; // waiting (ImagePullBackOff / ErrImageNeverPull), requeued
   // The pull may have taken minutes: a delete or a stop that came meanwhile wins.
   if (s.rec.deleting || !s.shouldRun) return h.requeue(uid, 0);
+  const objects = await resolveObjects(h, s);
+  if (objects === null) return; // waiting for a ConfigMap/Secret/service account, requeued
+  if (s.rec.deleting || !s.shouldRun) return h.requeue(uid, 0);
   const libvirtUri = launcherLibvirtUri(h.nodeFacts(), uid);
   let plan: StartDomain;
   try {
-    plan = startCommand(h, s, libvirtUri, images.resolved); // spec problems (e.g. an unsupported combination) fail here, before any process exists
+    plan = startCommand(h, s, libvirtUri, images.resolved, objects); // spec problems (e.g. an unsupported combination) fail here, before any process exists
   } catch (err) {
     if (s.setPhase('Failed', `cannot build the domain: ${(err as Error).message}`, true)) h.publish(s);
     afterStop(h, s, false);
@@ -170,10 +176,17 @@ export async function startDomain(h: ReconcileHost, s: VmiState): Promise<void> 
     if (images === null) return;
     resolved = images.resolved;
   }
+  let objects: ResolvedObjects = {};
+  if (!s.startPlan && hasObjectVolumes(s)) {
+    // Re-adopted before its domain started: the objects are read again (never recorded: they may be secret).
+    const read = await resolveObjects(h, s);
+    if (read === null) return;
+    objects = read;
+  }
   try {
     // Planned once at spawn; a launcher re-adopted after a handler restart gets it rebuilt, with
     // the libvirt recorded at spawn (records older than that field: the node's as configured).
-    start = s.startPlan ?? startCommand(h, s, s.rec.launcher?.libvirtUri || h.settings.libvirtUri || launcherLibvirtUri(h.nodeFacts(), s.uid), resolved);
+    start = s.startPlan ?? startCommand(h, s, s.rec.launcher?.libvirtUri || h.settings.libvirtUri || launcherLibvirtUri(h.nodeFacts(), s.uid), resolved, objects);
   } catch (err) {
     if (s.setPhase('Failed', `cannot build the domain: ${(err as Error).message}`, true)) h.publish(s);
     return requestTeardown(h, s);
