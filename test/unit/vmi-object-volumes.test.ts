@@ -248,6 +248,12 @@ describe('the disk plan of ISO volumes', () => {
   it('nothing read from an object is in the normalized VMI; an unresolved volume or an oversized plan is refused', () => {
     assert.doesNotMatch(JSON.stringify(vmi), /secret: 1|tok|a=1/);
     assert.throws(() => planDisks(vmi, VMI_DIR, {}, { ...resolved, cm: undefined as never }), (e: unknown) => e instanceof VhError && /disk cm: the object of volume cm has not been read/.test(e.message));
+    // The launcher's checks run on the handler's side too: a bad key name never reaches a launcher.
+    assert.throws(() => planDisks(vmi, VMI_DIR, {}, { ...resolved, cm: { kind: 'files', files: [{ key: '../x', data: Buffer.from('') }] } }), (e: unknown) => e instanceof VhError && /^disk cm: disks\[0\]\.iso\.files\[0\]\.path: "\.\.\/x" has a '\.\.' component/.test(e.message));
+    // An inline config drive reads no object.
+    const inline = accept([{ name: 'cd', cloudInitConfigDrive: { userDataBase64: Buffer.from('#!/bin/sh\n').toString('base64') } }]);
+    const p = planDisks(inline, VMI_DIR).preps[0];
+    assert.deepEqual(p?.kind === 'iso' ? p.files.map((f) => [f.path, Buffer.from(f.data).toString()]) : [], [['openstack/latest/meta_data.json', JSON.stringify({ instance_id: 'web.apps', hostname: 'web', uuid: UID })], ['openstack/latest/user_data', '#!/bin/sh\n']]);
     const huge = { kind: 'files' as const, files: [{ key: 'k', data: Buffer.alloc(2 * 1024 * 1024) }] };
     assert.throws(() => planDisks(vmi, VMI_DIR, {}, { ...resolved, cm: huge, opt: huge }), (e: unknown) => e instanceof VhError && /hold more than 3145728 bytes together \(reached at disk opt\)/.test(e.message));
   });

@@ -24,7 +24,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ErrorCodes, VhError } from '../../errors';
 import { MAX_PLAN_ISO_BYTES } from '../../launcher-protocol/limits';
-import type { DiskPrep } from '../../launcher-protocol/messages';
+import { type DiskPrep, diskPrepToWire } from '../../launcher-protocol/messages';
+import { checkDiskPlan } from '../../launcher-protocol/validate';
 import type { NormalizedVmi } from '../spec/types';
 import type { DomainXmlContext } from './domain-xml';
 import { type ResolvedObjects, isIsoVolume, isoImage } from './iso-volumes';
@@ -116,7 +117,13 @@ export function planDisks(vmi: NormalizedVmi, vmiDir: string, resolvedImages: Re
       if (isoBytes > MAX_PLAN_ISO_BYTES) {
         throw new VhError(ErrorCodes.INVALID_ARGUMENT, `the VMI's config disks (ConfigMaps, Secrets, cloud-init) hold more than ${MAX_PLAN_ISO_BYTES} bytes together (reached at disk ${d.name})`, { disk: d.name });
       }
-      preps.push({ kind: 'iso', disk: d.name, path: file, volumeLabel: img.volumeLabel, files: img.files });
+      const prep: DiskPrep = { kind: 'iso', disk: d.name, path: file, volumeLabel: img.volumeLabel, files: img.files };
+      try {
+        checkDiskPlan([diskPrepToWire(prep)], vmiDir); // the launcher's own checks, so a refusal is the handler's, with the disk named
+      } catch (e) {
+        throw new VhError(ErrorCodes.INVALID_ARGUMENT, `disk ${d.name}: ${(e as Error).message}`, { disk: d.name }, { cause: e });
+      }
+      preps.push(prep);
       diskPaths[d.name] = { path: file, format: 'raw' };
       continue;
     }
