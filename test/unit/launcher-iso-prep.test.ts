@@ -12,7 +12,7 @@ import * as os from 'node:os';
 import * as path from 'node:path';
 import { DiskPrepError, prepareDisks, removePreparedDisks } from '../../src/launcher/disk-prep';
 import { createLauncherLogger } from '../../src/launcher/log';
-import { decodeHandlerMessage, encodeHandlerMessage } from '../../src/launcher-protocol/codec';
+import { type MessageSpec, SCHEMA, decode, decodeHandlerMessage, encode, encodeHandlerMessage } from '../../src/launcher-protocol/codec';
 import * as L from '../../src/launcher-protocol/limits';
 import { type DiskPrep, commandToWire, diskPrepToWire } from '../../src/launcher-protocol/messages';
 import { ProtocolViolation, checkDiskPlan, checkStartDomain } from '../../src/launcher-protocol/validate';
@@ -70,6 +70,16 @@ describe('IsoDisk prep', () => {
     const wire = encodeHandlerMessage({ command: commandToWire('c1', { start: { domainXml: '<domain/>', libvirtUri: 'test:///default', disks: [d] } }) });
     const back = decodeHandlerMessage(wire).command?.start;
     assert.deepEqual(checkStartDomain(back, '/v').disks, [d]);
+  });
+
+  it('a launcher from before IsoDisk (no field 7) refuses such a plan instead of building a wrong disk', () => {
+    const d: DiskPrep = { kind: 'iso', disk: 'cfg', path: '/v/cfg.iso', volumeLabel: 'cfgdata', files: [{ path: 'k', data: Buffer.from('v'), mode: null }] };
+    const bytes = encode(SCHEMA.get('StartDomain') as MessageSpec, { domainXml: '<domain/>', libvirtUri: 'test:///default', disks: [diskPrepToWire(d)] });
+    const cur = SCHEMA.get('DiskPrep') as MessageSpec;
+    const oldDiskPrep: MessageSpec = { ...cur, fields: cur.fields.filter((f) => f.no !== 7) };
+    const start = SCHEMA.get('StartDomain') as MessageSpec;
+    const oldStart: MessageSpec = { ...start, fields: start.fields.map((f) => (f.name === 'disks' ? { ...f, type: oldDiskPrep } : f)) };
+    assert.throws(() => checkStartDomain(decode(oldStart, bytes), '/v'), (e: unknown) => e instanceof ProtocolViolation && /disks\[0\]: must have exactly one kind of .* \(has 0\)/.test(e.message));
   });
 
   it('builds the image with genisoimage: label, tree, bytes and modes exact; a rerun takes the new content', async () => {
