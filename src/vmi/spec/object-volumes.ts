@@ -92,6 +92,30 @@ export class ObjectVolumeReader extends FieldReader {
     return l;
   }
 
+  /** One downwardAPI item: the field, null when unusable (violations added), 'pod' for a resourceFieldRef (a requirement). */
+  private downwardField(item: unknown, at: string, paths: Set<string>): DownwardApiField | 'pod' | null {
+    const f = this.obj(item, at, ['path', 'mode', 'fieldRef', 'resourceFieldRef']);
+    if (f === null) return null;
+    const p = f.has('path') ? this.str(f.get('path'), `${at}.path`, { max: 1024 }) : this.refuse(`${at}.path`, 'required');
+    const problem = p === undefined ? null : downwardPathProblem(p);
+    if (problem !== null) this.v.add(`${at}.path`, problem);
+    else if (p !== undefined && paths.has(p)) this.v.add(`${at}.path`, `duplicate path ${JSON.stringify(p)}`);
+    else if (p !== undefined) paths.add(p);
+    const mode = f.has('mode') ? this.int(f.get('mode'), `${at}.mode`, 0, 0o777) : null;
+    if (['fieldRef', 'resourceFieldRef'].filter((k) => f.has(k)).length !== 1) return this.refuse(at, 'must set exactly one of fieldRef, resourceFieldRef') ?? null;
+    if (f.has('resourceFieldRef')) return 'pod'; // the schema lists the requirement
+    const ref = this.obj(f.get('fieldRef'), `${at}.fieldRef`, ['apiVersion', 'fieldPath']);
+    if (ref === null) return null;
+    const apiVersion = ref.get('apiVersion');
+    if (apiVersion !== undefined && apiVersion !== 'v1' && apiVersion !== '') this.v.add(`${at}.fieldRef.apiVersion`, 'must be v1');
+    const fp = ref.has('fieldPath') ? this.str(ref.get('fieldPath'), `${at}.fieldRef.fieldPath`, { max: 400 }) : this.refuse(`${at}.fieldRef.fieldPath`, 'required');
+    if (fp !== undefined && !DOWNWARD_FIELD_RE.test(fp)) {
+      return this.refuse(`${at}.fieldRef.fieldPath`, `${JSON.stringify(fp)} is not supported in a downward API volume (metadata.name, metadata.namespace, metadata.uid, metadata.labels, metadata.annotations, or metadata.labels['key'] / metadata.annotations['key'])`) ?? null;
+    }
+    if (p === undefined || problem !== null || fp === undefined || mode === undefined) return null;
+    return { path: p, fieldPath: fp, mode };
+  }
+
   private downwardApi(value: unknown, base: string, name: string): NormalizedVolume | null {
     const s = this.obj(value, base, ['volumeLabel', 'fields']);
     if (s === null) return null;
@@ -102,27 +126,10 @@ export class ObjectVolumeReader extends FieldReader {
     let ok = volumeLabel !== undefined;
     let needsPod = false;
     items.forEach((item, i) => {
-      const at = `${base}.fields[${i}]`;
-      const f = this.obj(item, at, ['path', 'mode', 'fieldRef', 'resourceFieldRef']);
-      if (f === null) return void (ok = false);
-      const p = f.has('path') ? this.str(f.get('path'), `${at}.path`, { max: 1024 }) : this.refuse(`${at}.path`, 'required');
-      const problem = p === undefined ? null : downwardPathProblem(p);
-      if (problem !== null) this.v.add(`${at}.path`, problem);
-      else if (p !== undefined && paths.has(p)) this.v.add(`${at}.path`, `duplicate path ${JSON.stringify(p)}`);
-      else if (p !== undefined) paths.add(p);
-      const mode = f.has('mode') ? this.int(f.get('mode'), `${at}.mode`, 0, 0o777) : null;
-      const refs = ['fieldRef', 'resourceFieldRef'].filter((k) => f.has(k));
-      if (refs.length !== 1) return void (ok = false, this.v.add(at, 'must set exactly one of fieldRef, resourceFieldRef'));
-      if (f.has('resourceFieldRef')) return void (needsPod = true); // a requirement (schema)
-      const ref = this.obj(f.get('fieldRef'), `${at}.fieldRef`, ['apiVersion', 'fieldPath']);
-      if (ref?.has('apiVersion') === true && ref.get('apiVersion') !== 'v1' && ref.get('apiVersion') !== '') this.v.add(`${at}.fieldRef.apiVersion`, 'must be v1');
-      const fp = ref === null ? undefined : ref.has('fieldPath') ? this.str(ref.get('fieldPath'), `${at}.fieldRef.fieldPath`, { max: 400 }) : this.refuse(`${at}.fieldRef.fieldPath`, 'required');
-      if (fp !== undefined && !DOWNWARD_FIELD_RE.test(fp)) {
-        this.v.add(`${at}.fieldRef.fieldPath`, `${JSON.stringify(fp)} is not supported in a downward API volume (metadata.name, metadata.namespace, metadata.uid, metadata.labels, metadata.annotations, or metadata.labels['key'] / metadata.annotations['key'])`);
-        return void (ok = false);
-      }
-      if (p === undefined || problem !== null || fp === undefined || mode === undefined) return void (ok = false);
-      fields.push({ path: p, fieldPath: fp, mode });
+      const field = this.downwardField(item, `${base}.fields[${i}]`, paths);
+      if (field === 'pod') needsPod = true;
+      else if (field === null) ok = false;
+      else fields.push(field);
     });
     if (!ok || needsPod || volumeLabel === undefined) return null;
     return { kind: 'downwardAPI', name, volumeLabel, fields };
