@@ -22,7 +22,8 @@ apt_packages=(
                                    # real libvirtd + virsh for scripts/test-libvirt.sh
   libxml2-utils                    # xmllint, used by virt-xml-validate in the domain XML tests
   procps                           # ps/pgrep used by tests
-  genisoimage                      # virt-launcher builds cloud-init NoCloud seed ISOs
+  genisoimage                      # virt-launcher builds cloud-init NoCloud seed ISOs, config drives and
+                                   # config-volume ISOs; its isoinfo reads them back in the tests
   skopeo                           # the image store's registry client (src/images/)
   docker-registry                  # a loopback registry for the image tests and bench:images
   curl                             # bench:images' curl + qemu-img baseline for the DataVolume importer

@@ -224,6 +224,7 @@ export class App {
       images,
       imageGc: this.opts.seams?.imageGc,
       claims: { root: config.volumes.claimRoot, dataVolume: (ns, name) => dataVolumes.readiness(ns, name) },
+      objectRoot: config.volumes.objectRoot,
     });
     fs.mkdirSync(config.vmi.imageRoot, { recursive: true, mode: 0o750 });
     vmis.start();

@@ -17,7 +17,7 @@ import { MAX_MESSAGE_BYTES } from './limits';
 import type { HandlerMessage, LauncherMessage } from './messages';
 import { Reader, WIRE, WireError, Writer } from './wire';
 
-type Scalar = 'string' | 'bool' | 'int32' | 'uint32' | 'int64' | 'uint64' | 'enum';
+type Scalar = 'string' | 'bytes' | 'bool' | 'int32' | 'uint32' | 'int64' | 'uint64' | 'enum';
 
 export interface FieldSpec {
   no: number;
@@ -78,6 +78,8 @@ const OverlayDisk = msg('OverlayDisk', [f(1, 'backingFile', 'string'), f(2, 'bac
 const SparseDisk = msg('SparseDisk', [f(1, 'sizeBytes', 'uint64')]);
 const HostDisk = msg('HostDisk', [f(1, 'sizeBytes', 'uint64', opt), f(2, 'create', 'bool')]);
 const CloudInitDisk = msg('CloudInitDisk', [f(1, 'userData', 'string'), f(2, 'metaData', 'string'), f(3, 'networkData', 'string', opt)]);
+const IsoFile = msg('IsoFile', [f(1, 'path', 'string'), f(2, 'data', 'bytes'), f(3, 'mode', 'uint32', opt)]);
+const IsoDisk = msg('IsoDisk', [f(1, 'volumeLabel', 'string'), f(2, 'files', IsoFile, list)]);
 const DiskPrep = msg('DiskPrep', [
   f(1, 'disk', 'string'),
   f(2, 'path', 'string'),
@@ -85,6 +87,7 @@ const DiskPrep = msg('DiskPrep', [
   f(4, 'sparse', SparseDisk, one('kind')),
   f(5, 'hostDisk', HostDisk, one('kind')),
   f(6, 'cloudInit', CloudInitDisk, one('kind')),
+  f(7, 'iso', IsoDisk, one('kind')),
 ]);
 const StartDomain = msg('StartDomain', [f(1, 'domainXml', 'string'), f(3, 'libvirtUri', 'string'), f(4, 'disks', DiskPrep, list)]);
 const Command = msg('Command', [
@@ -98,7 +101,7 @@ const HandlerMessageSpec = msg('HandlerMessage', [f(1, 'registered', Registered,
 
 /** Every message of launcher.proto this codec knows, by name (for the schema test). */
 export const SCHEMA: ReadonlyMap<string, MessageSpec> = new Map(
-  [Empty, Register, Heartbeat, DomainStatus, DomainStateStats, CpuStats, BalloonStats, VcpuStats, NetStats, BlockStats, DomainStats, CommandResult, LauncherMessageSpec, Registered, Shutdown, OverlayDisk, SparseDisk, HostDisk, CloudInitDisk, DiskPrep, StartDomain, Command, HandlerMessageSpec].map((m) => [m.name, m]),
+  [Empty, Register, Heartbeat, DomainStatus, DomainStateStats, CpuStats, BalloonStats, VcpuStats, NetStats, BlockStats, DomainStats, CommandResult, LauncherMessageSpec, Registered, Shutdown, OverlayDisk, SparseDisk, HostDisk, CloudInitDisk, IsoFile, IsoDisk, DiskPrep, StartDomain, Command, HandlerMessageSpec].map((m) => [m.name, m]),
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -112,7 +115,7 @@ function fieldsByNumber(spec: MessageSpec): Map<number, FieldSpec> {
 }
 
 function scalarDefault(t: Scalar): unknown {
-  return t === 'string' ? '' : t === 'bool' ? false : 0;
+  return t === 'string' ? '' : t === 'bytes' ? Buffer.alloc(0) : t === 'bool' ? false : 0;
 }
 
 function decodeMessage(spec: MessageSpec, r: Reader, end: number): Record<string, unknown> {
@@ -134,7 +137,7 @@ function decodeMessage(spec: MessageSpec, r: Reader, end: number): Record<string
       r.skip(wt, no);
       continue;
     }
-    const want = typeof x.type === 'string' && x.type !== 'string' ? WIRE.VARINT : WIRE.LEN;
+    const want = typeof x.type === 'string' && x.type !== 'string' && x.type !== 'bytes' ? WIRE.VARINT : WIRE.LEN;
     if (wt !== want) throw new WireError(`${spec.name}.${x.name}: wire type ${wt}, expected ${want} (at byte ${at})`, at, true);
     let v: unknown;
     try {
@@ -157,6 +160,8 @@ function readScalar(r: Reader, t: Scalar): unknown {
   switch (t) {
     case 'string':
       return r.string();
+    case 'bytes':
+      return r.bytes();
     case 'bool':
       return r.uint32() !== 0;
     case 'int32':
@@ -224,6 +229,12 @@ function writeField(spec: MessageSpec, x: FieldSpec, v: unknown, w: Writer, pres
       if (v === '' && !present) return;
       w.tag(x.no, WIRE.LEN);
       w.string(v);
+      return;
+    case 'bytes':
+      if (!(v instanceof Uint8Array)) throw new TypeError(`${where}: not bytes (a Uint8Array)`);
+      if (v.length === 0 && !present) return;
+      w.tag(x.no, WIRE.LEN);
+      w.bytes(v);
       return;
     case 'bool':
       if (typeof v !== 'boolean') throw new TypeError(`${where}: not a boolean`);

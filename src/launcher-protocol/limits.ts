@@ -48,3 +48,18 @@ export const MAX_DISK_NAME = 253;
 export const MAX_CLOUD_INIT_DATA = 1024 * 1024;
 /** libvirt URIs (qemu:///embed?root=<short path>). */
 export const MAX_LIBVIRT_URI = 4096;
+
+/** An IsoDisk: files per image (a ConfigMap has at most a few hundred keys in practice). */
+export const MAX_ISO_FILES = 1024;
+/**
+ * An IsoDisk: the sum of its files' bytes. Kubernetes caps a ConfigMap or Secret at 1 MiB; a
+ * config drive is bounded by the cloud-init limits. The handler also keeps a whole plan's ISO
+ * data under MAX_PLAN_ISO_BYTES, so StartDomain stays inside MAX_MESSAGE_BYTES.
+ */
+export const MAX_ISO_BYTES = 2 * 1024 * 1024;
+/** All IsoDisks of one plan together. */
+export const MAX_PLAN_ISO_BYTES = 3 * 1024 * 1024;
+/** An IsoFile path, in bytes (and each component at most 255: NAME_MAX). */
+export const MAX_ISO_PATH = 1024;
+/** genisoimage -volid: ISO 9660 allows 32 characters. */
+export const ISO_VOLUME_LABEL = /^[A-Za-z0-9 _.:-]{1,32}$/;

@@ -15,7 +15,17 @@ export type DiskPrep =
   | { kind: 'overlay'; disk: string; path: string; backingFile: string; backingFormat: 'qcow2' | 'raw' }
   | { kind: 'sparse'; disk: string; path: string; sizeBytes: number }
   | { kind: 'hostDisk'; disk: string; path: string; sizeBytes: number | null; create: boolean }
-  | { kind: 'cloudInit'; disk: string; path: string; userData: string; networkData: string | null; metaData: string };
+  | { kind: 'cloudInit'; disk: string; path: string; userData: string; networkData: string | null; metaData: string }
+  /** A read-only ISO of `files` (config drive, object volumes); rebuilt on every run, since its source may change. */
+  | { kind: 'iso'; disk: string; path: string; volumeLabel: string; files: IsoFile[] };
+
+/** One file of an IsoDisk: `path` relative to the image's root; `data` may be secret (never logged). */
+export interface IsoFile {
+  path: string;
+  data: Uint8Array;
+  /** Permission bits; null: 0644. */
+  mode: number | null;
+}
 
 /** OverlayDisk.Format. */
 export const BACKING_FORMAT = { qcow2: 1, raw: 2 } as const;
@@ -28,6 +38,7 @@ export interface DiskPrepMsg {
   sparse?: { sizeBytes: number };
   hostDisk?: { sizeBytes?: number; create: boolean };
   cloudInit?: { userData: string; metaData: string; networkData?: string };
+  iso?: { volumeLabel: string; files: Array<{ path: string; data: Uint8Array; mode?: number }> };
 }
 
 /** The wire form of a planned disk. */
@@ -42,6 +53,8 @@ export function diskPrepToWire(d: DiskPrep): DiskPrepMsg {
       return { ...base, hostDisk: { ...(d.sizeBytes === null ? {} : { sizeBytes: d.sizeBytes }), create: d.create } };
     case 'cloudInit':
       return { ...base, cloudInit: { userData: d.userData, metaData: d.metaData, ...(d.networkData === null ? {} : { networkData: d.networkData }) } };
+    case 'iso':
+      return { ...base, iso: { volumeLabel: d.volumeLabel, files: d.files.map((f) => ({ path: f.path, data: f.data, ...(f.mode === null ? {} : { mode: f.mode }) })) } };
   }
 }
 

@@ -14,7 +14,7 @@
 import * as path from 'node:path';
 import { isUuid } from '../vmi/spec/ids';
 import * as L from './limits';
-import type { DiskPrep, DomainStatus, Register, StartDomain, StatsReport, VcpuSample } from './messages';
+import type { DiskPrep, DomainStatus, IsoFile, Register, StartDomain, StatsReport, VcpuSample } from './messages';
 
 /** A message that breaks the contract; `field` is its proto path, e.g. `register.token`. */
 export class ProtocolViolation extends Error {
@@ -216,7 +216,60 @@ const KINDS = [
   ['sparse', 'sparse'],
   ['hostDisk', 'host_disk'],
   ['cloudInit', 'cloud_init'],
+  ['iso', 'iso'],
 ] as const;
+
+/**
+ * An IsoFile path: relative, '/'-separated, every component a plain name (not empty, '.' or
+ * '..', no NUL, at most 255 bytes), so it can only name a file below the image's root.
+ * Returns a reason, or null when it is fine.
+ */
+export function isoPathProblem(p: string): string | null {
+  if (p === '') return 'is empty';
+  if (Buffer.byteLength(p) > L.MAX_ISO_PATH) return `is longer than ${L.MAX_ISO_PATH} bytes`;
+  if (p.includes('\0')) return 'contains NUL';
+  if (p.startsWith('/')) return 'must be relative';
+  for (const c of p.split('/')) {
+    if (c === '' || c === '.' || c === '..') return `has a ${c === '' ? 'empty' : `'${c}'`} component`;
+    if (Buffer.byteLength(c) > 255) return 'has a component longer than 255 bytes';
+  }
+  return null;
+}
+
+/** IsoDisk.files: bounded, paths plain, no path twice and none both a file and a directory. */
+function checkIsoFiles(raw: unknown, f: string): IsoFile[] {
+  if (!Array.isArray(raw)) throw new ProtocolViolation(`${f}.files`, 'must be a list of IsoFile');
+  if (raw.length > L.MAX_ISO_FILES) throw new ProtocolViolation(`${f}.files`, `more than ${L.MAX_ISO_FILES} entries`);
+  const files = new Set<string>();
+  const dirs = new Set<string>();
+  let total = 0;
+  return raw.map((item: unknown, j): IsoFile => {
+    const at = `${f}.files[${j}]`;
+    const o = object(item, at);
+    const p = o.path;
+    if (typeof p !== 'string') throw new ProtocolViolation(`${at}.path`, 'must be a string');
+    const problem = isoPathProblem(p);
+    if (problem) throw new ProtocolViolation(`${at}.path`, `${JSON.stringify(p)} ${problem}`);
+    if (files.has(p) || dirs.has(p)) throw new ProtocolViolation(`${at}.path`, `${JSON.stringify(p)} appears twice (or is also a directory)`);
+    const parts = p.split('/');
+    for (let k = 1; k < parts.length; k++) {
+      const dir = parts.slice(0, k).join('/');
+      if (files.has(dir)) throw new ProtocolViolation(`${at}.path`, `${JSON.stringify(p)} lies below the file ${JSON.stringify(dir)}`);
+      dirs.add(dir);
+    }
+    files.add(p);
+    const data = o.data ?? Buffer.alloc(0);
+    if (!(data instanceof Uint8Array)) throw new ProtocolViolation(`${at}.data`, 'must be bytes');
+    total += data.length;
+    if (total > L.MAX_ISO_BYTES) throw new ProtocolViolation(`${f}.files`, `more than ${L.MAX_ISO_BYTES} bytes of data`);
+    let mode: number | null = null;
+    if (o.mode !== undefined && o.mode !== null) {
+      if (typeof o.mode !== 'number' || !Number.isInteger(o.mode) || o.mode < 0 || o.mode > 0o777) throw new ProtocolViolation(`${at}.mode`, 'must be permission bits 0-0777');
+      mode = o.mode;
+    }
+    return { path: p, data, mode };
+  });
+}
 
 /**
  * StartDomain.disks as a DiskPrep[]: every path absolute and normalised, inside `vmiDir` (except
@@ -227,6 +280,7 @@ export function checkDiskPlan(raw: unknown, vmiDir: string): DiskPrep[] {
   if (!Array.isArray(raw)) throw new ProtocolViolation('disks', 'must be a list of DiskPrep');
   if (raw.length > L.MAX_DISKS) throw new ProtocolViolation('disks', `more than ${L.MAX_DISKS} entries`);
   const seen = new Set<string>();
+  let isoBytes = 0;
   return raw.map((item: unknown, i): DiskPrep => {
     const at = `disks[${i}]`;
     const d = object(item, at);
@@ -260,6 +314,14 @@ export function checkDiskPlan(raw: unknown, vmiDir: string): DiskPrep[] {
       case 'cloudInit': {
         const networkData = k.networkData === undefined || k.networkData === null ? null : str(k, 'networkData', `${f}.network_data`, L.MAX_CLOUD_INIT_DATA);
         return { kind, disk, path: p, userData: str(k, 'userData', `${f}.user_data`, L.MAX_CLOUD_INIT_DATA), metaData: str(k, 'metaData', `${f}.meta_data`, L.MAX_CLOUD_INIT_DATA), networkData };
+      }
+      case 'iso': {
+        const volumeLabel = k.volumeLabel;
+        if (typeof volumeLabel !== 'string' || !L.ISO_VOLUME_LABEL.test(volumeLabel)) throw new ProtocolViolation(`${f}.volume_label`, 'must be 1-32 characters of [A-Za-z0-9 _.:-]');
+        const files = checkIsoFiles(k.files ?? [], f);
+        isoBytes += files.reduce((n, x) => n + x.data.length, 0);
+        if (isoBytes > L.MAX_PLAN_ISO_BYTES) throw new ProtocolViolation(at, `the plan's ISO files exceed ${L.MAX_PLAN_ISO_BYTES} bytes together`);
+        return { kind, disk, path: p, volumeLabel, files };
       }
     }
   });

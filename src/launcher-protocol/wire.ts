@@ -196,6 +196,14 @@ export class Reader {
     return s;
   }
 
+  /** Length-prefixed bytes, copied (the decoded message must not pin the whole input buffer). */
+  bytes(): Buffer {
+    const end = this.lengthDelimited();
+    const b = Buffer.from(this.buf.subarray(this.pos, end));
+    this.pos = end;
+    return b;
+  }
+
   /** Skips one field's value of `wireType` (its tag already read); `field` names a group's end. */
   skip(wireType: number, field: number, depth = 0): void {
     const at = this.pos;

@@ -4,7 +4,9 @@
  *
  * Idempotent by design: a launcher restarted after a crash runs the same plan again, and a disk
  * that already exists with the right kind is kept as it is (it holds the guest's writes). A file
- * of the wrong kind is an error, never overwritten. New files are written to `<path>.tmp` and
+ * of the wrong kind is an error, never overwritten. The exception is an IsoDisk (config drive,
+ * object volumes): read-only data from objects that may have changed, rebuilt on every run and
+ * renamed over the previous image (QEMU keeps the old inode it has open). New files are written to `<path>.tmp` and
  * renamed into place, so a crash mid-way leaves no half-made disk under the final name.
  *
  * External tools run through execFile with argument arrays (no shell) and a timeout; failures
@@ -16,7 +18,7 @@ import * as fs from 'node:fs/promises';
 import * as path from 'node:path';
 import type { LauncherLogger as Logger } from './log';
 import type { DiskPrep } from '../launcher-protocol/messages';
-import { isInside } from '../launcher-protocol/validate';
+import { isInside, isoPathProblem } from '../launcher-protocol/validate';
 
 /** Per external command. qemu-img create and genisoimage take milliseconds; this only bounds a hang. */
 export const TOOL_TIMEOUT_MS = 60_000;
@@ -67,8 +69,11 @@ async function prepareOne(d: DiskPrep, realVmiDir: string, opts: PrepareOptions)
     throw new DiskPrepError(d.disk, `directory ${dir} resolves to ${realDir}, outside the VMI directory`);
   }
   const existing = await kindOf(d.path);
-  if (existing !== 'missing') {
-    const want = d.kind === 'cloudInit' ? 'iso' : 'qcow2';
+  // An IsoDisk is rebuilt every time: its objects may have changed since the last run, and
+  // the guest cannot have written anything worth keeping to it.
+  const rebuild = d.kind === 'iso' && existing === 'iso';
+  if (existing !== 'missing' && !rebuild) {
+    const want = d.kind === 'cloudInit' || d.kind === 'iso' ? 'iso' : 'qcow2';
     if (existing !== want) throw new DiskPrepError(d.disk, `${d.path} exists but is not a ${want} image (found ${existing}); refusing to overwrite it`);
     return false;
   }
@@ -79,6 +84,8 @@ async function prepareOne(d: DiskPrep, realVmiDir: string, opts: PrepareOptions)
       await tool(d.disk, 'qemu-img', ['create', '-q', '-f', 'qcow2', '-F', d.backingFormat, '-b', d.backingFile, tmp], opts);
     } else if (d.kind === 'sparse') {
       await tool(d.disk, 'qemu-img', ['create', '-q', '-f', 'qcow2', tmp, String(d.sizeBytes)], opts);
+    } else if (d.kind === 'iso') {
+      await buildIso(d, tmp, opts);
     } else {
       await buildSeedIso(d, tmp, opts);
     }
@@ -125,6 +132,35 @@ async function buildSeedIso(d: Extract<DiskPrep, { kind: 'cloudInit' }>, out: st
     for (const [name, body] of files) await fs.writeFile(path.join(work, name), body, { mode: 0o600 });
     await tool(d.disk, 'genisoimage', ['-quiet', '-output', out, '-volid', 'cidata', '-joliet', '-rock', ...files.map(([n]) => n)], opts, work);
     // The seed may carry passwords and keys.
+    await fs.chmod(out, 0o600);
+  } finally {
+    await fs.rm(work, { recursive: true, force: true });
+  }
+}
+
+/**
+ * An IsoDisk: its files written below a private work directory (mkdtemp: 0700, so secret
+ * files are never readable by others, whatever their mode in the image), then one
+ * genisoimage over that tree. Paths were checked when the plan was parsed; they are checked
+ * again here against the tree they land in.
+ */
+async function buildIso(d: Extract<DiskPrep, { kind: 'iso' }>, out: string, opts: PrepareOptions): Promise<void> {
+  const work = await fs.mkdtemp(path.join(path.dirname(d.path), '.iso-'));
+  try {
+    const tree = path.join(work, 'root');
+    await fs.mkdir(tree, { mode: 0o755 });
+    for (const f of d.files) {
+      const problem = isoPathProblem(f.path);
+      const target = path.join(tree, ...f.path.split('/'));
+      if (problem !== null || !isInside(tree, target)) throw new DiskPrepError(d.disk, `ISO file path ${JSON.stringify(f.path)} leaves the image (${problem ?? 'outside the tree'})`);
+      await fs.mkdir(path.dirname(target), { recursive: true, mode: 0o755 });
+      const mode = f.mode ?? 0o644;
+      // 'wx': the tree is new and private; never follow anything already there.
+      await fs.writeFile(target, f.data, { mode, flag: 'wx' });
+      await fs.chmod(target, mode); // the umask must not change what the guest sees
+    }
+    await tool(d.disk, 'genisoimage', ['-quiet', '-output', out, '-volid', d.volumeLabel, '-joliet', '-joliet-long', '-rock', tree], opts);
+    // Secrets and tokens may be inside.
     await fs.chmod(out, 0o600);
   } finally {
     await fs.rm(work, { recursive: true, force: true });

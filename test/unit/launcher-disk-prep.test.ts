@@ -47,7 +47,7 @@ describe('launcher disk preparation', () => {
       [[sparse({ path: `${vmiDir}/../x.qcow2` })], /must be absolute and normalised/],
       [[sparse({ path: path.join(vmiDir, 'x\0y') })], /must be absolute and normalised/],
       [[sparse({ path: '/' + 'a'.repeat(5000) })], /longer than 4096 bytes/],
-      [[{ disk: 'a', path: path.join(vmiDir, 'a') }], /disks\[0\]: must have exactly one kind of overlay, sparse, host_disk, cloud_init \(has 0\)/],
+      [[{ disk: 'a', path: path.join(vmiDir, 'a') }], /disks\[0\]: must have exactly one kind of overlay, sparse, host_disk, cloud_init, iso \(has 0\)/],
       [[sparse({ hostDisk: { create: false } })], /\(has 2\)/],
       [[sparse({ cloudInit: { userData: 'x'.repeat((1 << 20) + 1), metaData: '' }, sparse: undefined })], /cloud_init\.user_data: longer than/],
       [Array.from({ length: 257 }, (_, i) => sparse({ path: path.join(vmiDir, `d${i}`) })), /^disks: more than 256 entries/],

@@ -23,7 +23,10 @@ const PB_OPTS: protobuf.IConversionOptions = { longs: Number, enums: Number, def
 const pbType = (name: string): protobuf.Type => root.lookupType(`virthandler.v1.${name}`);
 const spec = (name: string): MessageSpec => SCHEMA.get(name) as MessageSpec;
 /** protobufjs takes 64-bit values as numbers or decimal strings, not bigints. */
-const forPb = (o: unknown): Record<string, unknown> => JSON.parse(JSON.stringify(o, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v))) as Record<string, unknown>;
+const isJsonBuffer = (v: unknown): v is { type: 'Buffer'; data: number[] } => typeof v === 'object' && v !== null && (v as { type?: unknown }).type === 'Buffer' && Array.isArray((v as { data?: unknown }).data);
+/** ... and bytes as base64 (JSON turns a Buffer into {type, data}). */
+const forPb = (o: unknown): Record<string, unknown> =>
+  JSON.parse(JSON.stringify(o, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : isJsonBuffer(v) ? Buffer.from(v.data).toString('base64') : v))) as Record<string, unknown>;
 const pbEncode = (name: string, o: unknown): Buffer => Buffer.from(pbType(name).encode(pbType(name).fromObject(forPb(o))).finish());
 const pbDecode = (name: string, b: Uint8Array): unknown => pbType(name).toObject(pbType(name).decode(b), PB_OPTS);
 
@@ -36,7 +39,7 @@ function canonical(m: MessageSpec, o: Record<string, unknown>): Record<string, u
     if (typeof fd.type !== 'string') {
       const sub = fd.type;
       out[fd.name] = fd.repeated ? (v as Record<string, unknown>[]).map((x) => canonical(sub, x)) : canonical(sub, v as Record<string, unknown>);
-    } else if (fd.optional || fd.oneof || fd.repeated || !(v === '' || v === 0 || v === 0n || v === false)) out[fd.name] = v;
+    } else if (fd.optional || fd.oneof || fd.repeated || !(v === '' || v === 0 || v === 0n || v === false || (v instanceof Uint8Array && v.length === 0))) out[fd.name] = v;
   }
   return out;
 }
@@ -50,6 +53,15 @@ const disks: DiskPrep[] = [
   { kind: 'hostDisk', disk: 'h2', path: '/srv/h2.img', sizeBytes: 1 << 30, create: true },
   { kind: 'cloudInit', disk: 'ci', path: '/v/ci/seed.iso', userData: '#cloud-config\npassword: é€😀\n', metaData: 'instance-id: x\n', networkData: null },
   { kind: 'cloudInit', disk: 'ci2', path: '/v/ci/seed2.iso', userData: '', metaData: '', networkData: '' },
+  {
+    kind: 'iso', disk: 'cfg', path: '/v/d/cfg.iso', volumeLabel: 'config-2',
+    files: [
+      { path: 'openstack/latest/user_data', data: Buffer.from([0, 0xff, 0x80, 0x0a]), mode: 0o600 },
+      { path: 'empty', data: Buffer.alloc(0), mode: null },
+      { path: 'mode0', data: Buffer.from('é'), mode: 0 },
+    ],
+  },
+  { kind: 'iso', disk: 'none', path: '/v/d/none.iso', volumeLabel: 'cfgdata', files: [] },
 ];
 
 /** Every message the launcher sends (some with explicit defaults). */

@@ -93,25 +93,17 @@ test('fedora: containerDisk image, cloud-init userData, ports on masquerade, rng
   assert.equal(v.rng, true);
 });
 
-test('pvc, dataVolume, ephemeral: node-local claims; configMap, secret, serviceAccount volumes: accepted, each a requirement', () => {
-  const names = ['pvc', 'dv', 'eph', 'cm', 'sec', 'sa', 'cfgdrive'];
+test('pvc, dataVolume, ephemeral volumes: node-local claims, honoured (no requirement)', () => {
+  const names = ['pvc', 'dv', 'eph'];
   const v = accept(vmi('vmi-pvc', {
     domain: { resources: { requests: { memory: '64M' } }, devices: { disks: names.map((name) => ({ name, disk: {} })) } },
     volumes: [
       { name: 'pvc', persistentVolumeClaim: { claimName: 'disk-alpine' } },
       { name: 'dv', dataVolume: { name: 'alpine-dv' } },
       { name: 'eph', ephemeral: { persistentVolumeClaim: { claimName: 'base' } } },
-      { name: 'cm', configMap: { name: 'app-config' } },
-      { name: 'sec', secret: { secretName: 'app-secret' } },
-      { name: 'sa', serviceAccount: { serviceAccountName: 'default' } },
-      { name: 'cfgdrive', cloudInitConfigDrive: { userData: '#cloud-config\n', secretRef: { name: 'x' } } },
     ],
   }));
   assert.deepEqual(needs(v), {
-    'spec.volumes[3].configMap': 'ConfigMap app-config (this node reads no Kubernetes objects)',
-    'spec.volumes[4].secret': 'Secret app-secret (this node reads no Kubernetes objects)',
-    'spec.volumes[5].serviceAccount': 'service account default (this node reads no Kubernetes objects)',
-    'spec.volumes[6].cloudInitConfigDrive': 'a cloud-init config drive (this node writes NoCloud seeds only)',
   });
   assert.deepEqual(v.disks.map((d) => d.volume), [
     { kind: 'persistentVolumeClaim', name: 'pvc', claimName: 'disk-alpine', readOnly: false, ephemeral: false },
@@ -119,6 +111,7 @@ test('pvc, dataVolume, ephemeral: node-local claims; configMap, secret, serviceA
     { kind: 'persistentVolumeClaim', name: 'eph', claimName: 'base', readOnly: false, ephemeral: true },
   ]);
 });
+// configMap, secret, serviceAccount, downwardAPI, sysprep and cloudInitConfigDrive: vmi-object-volumes.test.ts.
 
 test('kernel boot from a container image: a requirement; this node\'s host-path kernel still works', () => {
   const v = accept(vmi('vmi-kernel-boot', {
@@ -443,5 +436,5 @@ test('containerDisk image with imagePulls: a containerDiskImage volume, not a re
   assert.match(refused({ image: CIRROS_IMAGE, path: '/disk/../etc/shadow' }).join('\n'), /containerDisk\.path: must be an absolute path inside the image without '\.\.'/);
   // A pull Secret is a Kubernetes object: a requirement (credentials are the node's images.authFile).
   const secret = accept(spec({ image: CIRROS_IMAGE, imagePullSecret: 'regcred' }), pulls);
-  assert.match(needs(secret)['spec.volumes[0].containerDisk.imagePullSecret'] ?? '', /^image pull Secret regcred \(this node reads no Kubernetes objects\); registry credentials come from the node's images\.authFile$/);
+  assert.match(needs(secret)['spec.volumes[0].containerDisk.imagePullSecret'] ?? '', /^image pull Secret regcred \(this node does not read pull Secrets\); registry credentials come from the node's images\.authFile$/);
 });

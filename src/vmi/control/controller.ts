@@ -14,12 +14,14 @@
  *   handler is away; stop() never touches them.
  */
 import { randomUUID } from 'node:crypto';
+import * as path from 'node:path';
 import { isDeepStrictEqual } from 'node:util';
 import { ErrorCodes, VhError } from '../../errors';
 import type { Logger } from '../../log';
 import type { Connection } from '../../libvirt/connection';
 import type { NodeCapabilities } from '../../libvirt/node-capabilities';
 import type { NodeInfo } from '../../node/types';
+import { readObject } from '../../volumes/objects';
 import type { CommandBody, DomainStatus } from '../../launcher-protocol/messages';
 import { parseManifest } from '../spec/manifest';
 import type { NormalizedVmi, ValidationContext, VirtualMachineInstance, VmiReadModel, VmiView } from '../spec/types';
@@ -75,6 +77,8 @@ export interface ControllerOptions {
   claims?: ClaimSource;
   /** Image GC: at start (after the records load) and every intervalMs, images unused for minIdleMs that no record names go. */
   imageGc?: Partial<ImageGcTiming>;
+  /** ConfigMaps, Secrets and service accounts served as volumes (volumes.objectRoot); default <stateDir>/objects. */
+  objectRoot?: string;
   /** Test seams (the test entry sets them; the shipped daemon never does). */
   launcherCommand?: readonly string[];
   timing?: Partial<Timing>;
@@ -521,6 +525,7 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
         return o.images.ensure(ref, opts);
       },
       ...(o.claims ? { claims: o.claims } : {}),
+      readObject: (ref) => readObject(o.objectRoot ?? path.join(o.stateDir, 'objects'), ref),
       takeLaunchersFoundAtStart: (uid) => {
         const found = this.launchersAtStart.get(uid) ?? [];
         this.launchersAtStart.delete(uid);

@@ -8,7 +8,7 @@ import { ErrorCodes, VhError } from '../../errors';
 import type { StartDomain } from '../../launcher-protocol/messages';
 import type { NodeCapabilities } from '../../libvirt/node-capabilities';
 import type { NodeInfo } from '../../node/types';
-import { planDisks, type ResolvedClaims, type ResolvedImages } from '../render/disk-plan';
+import { planDisks, type ResolvedClaims, type ResolvedImages, type ResolvedObjects } from '../render/disk-plan';
 import { buildDomainXml } from '../render/domain-xml';
 import type { NormalizedVmi } from '../spec/types';
 
@@ -81,11 +81,13 @@ export interface LaunchTarget {
   resolvedKernelBoot?: { kernel: string | null; initrd: string | null };
   /** The VMI's claims (persistentVolumeClaim, ephemeral, dataVolume), resolved under volumes.claimRoot (control/claims.ts). */
   resolvedClaims?: ResolvedClaims;
+  /** Objects the VMI's config volumes read (control/objects.ts); held in memory only (may be secret). */
+  resolvedObjects?: ResolvedObjects;
 }
 
 /** The StartDomain command for a VMI. Throws (VhError) when the spec cannot become a domain. */
 export function buildStartCommand(f: NodeFacts, t: LaunchTarget): StartDomain {
-  const { preps, diskPaths } = planDisks(t.vmi, t.vmiDir, t.resolvedImages, t.resolvedClaims);
+  const { preps, diskPaths } = planDisks(t.vmi, t.vmiDir, t.resolvedImages, t.resolvedClaims, t.resolvedObjects);
   const domainXml = buildDomainXml(withKernelBoot(t.vmi, t.resolvedKernelBoot), {
     virtType: virtTypeFor(f)?.virtType ?? 'qemu',
     domainName: domainNameOf(t.namespace, t.name),

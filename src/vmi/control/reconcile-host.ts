@@ -5,6 +5,7 @@
  */
 import type { EnsureOptions, EnsuredImage } from '../../images/types';
 import type { Logger } from '../../log';
+import type { ObjectRead, ObjectRef } from '../../volumes/objects';
 import type { Connection } from '../../libvirt/connection';
 import type { ClaimSource } from './claim-source';
 import type { Failpoints } from './failpoints';
@@ -69,6 +70,8 @@ export interface ReconcileHost {
   pullImage(ref: string, o: EnsureOptions): Promise<EnsuredImage>;
   /** Node-local claims and DataVolumes (claims.ts); absent: claim volumes wait. */
   readonly claims?: ClaimSource;
+  /** Reads a ConfigMap, Secret or service account from the node's object root (objects.ts); throws ObjectError when unusable. */
+  readObject(ref: ObjectRef): Promise<ObjectRead>;
   /** Launchers of `uid` found running when this handler started; each uid's list is handed out once. */
   takeLaunchersFoundAtStart(uid: string): Array<{ pid: number; startTime: number }>;
 }

@@ -7,9 +7,10 @@ import { MAX_UNIX_PATH } from '../../util/unix-socket';
 import type { StartDomain } from '../../launcher-protocol/messages';
 import { EMBED_SOCKET_SUFFIX, buildStartCommand, embedRoot, launcherLibvirtUri, virtTypeFor } from './launch-plan';
 import { defaultLauncherCommand, findLauncherProcesses, hashToken, newToken, spawnLauncher } from './launcher-process';
-import type { ResolvedClaims } from '../render/disk-plan';
+import type { ResolvedClaims, ResolvedObjects } from '../render/disk-plan';
 import { resolveClaims } from './claims';
 import { type ImageResolution, hasImageVolumes, imagesConsumed, resolveImages } from './images';
+import { hasObjectVolumes, resolveObjects } from './objects';
 import type { ReconcileHost } from './reconcile-host';
 import { afterStop, kill, killStrayLaunchers, requestTeardown } from './stop';
 import type { VmiState } from './vmi-state';
@@ -81,11 +82,12 @@ export function preflight(h: ReconcileHost, s: VmiState): Refusal | null {
 }
 
 /** The StartDomain command for the VMI's launcher, which uses `libvirtUri`. */
-function startCommand(h: ReconcileHost, s: VmiState, libvirtUri: string, images: Pick<ImageResolution, 'resolved' | 'kernelBoot'> = { resolved: {} }, resolvedClaims: ResolvedClaims = {}): StartDomain {
+function startCommand(h: ReconcileHost, s: VmiState, libvirtUri: string, images: Pick<ImageResolution, 'resolved' | 'kernelBoot'> = { resolved: {} }, resolvedClaims: ResolvedClaims = {}, resolvedObjects: ResolvedObjects = {}): StartDomain {
   return buildStartCommand(h.nodeFacts(), {
     resolvedImages: images.resolved,
     ...(images.kernelBoot ? { resolvedKernelBoot: images.kernelBoot } : {}),
     resolvedClaims,
+    resolvedObjects,
     vmi: s.vmi as NonNullable<VmiState['vmi']>,
     namespace: s.rec.namespace,
     name: s.rec.name,
@@ -117,10 +119,13 @@ export async function startLauncher(h: ReconcileHost, s: VmiState): Promise<void
   if (images === null) return; // pulling in the background (its end requeues) or waiting (ImagePullBackOff / ErrImageNeverPull, requeued)
   // The pull may have taken minutes: a delete or a stop that came meanwhile wins.
   if (s.rec.deleting || !s.shouldRun) return h.requeue(uid, 0);
+  const objects = await resolveObjects(h, s);
+  if (objects === null) return; // waiting for a ConfigMap/Secret/service account, requeued
+  if (s.rec.deleting || !s.shouldRun) return h.requeue(uid, 0);
   const libvirtUri = launcherLibvirtUri(h.nodeFacts(), uid);
   let plan: StartDomain;
   try {
-    plan = startCommand(h, s, libvirtUri, images, claims); // spec problems (e.g. an unsupported combination) fail here, before any process exists
+    plan = startCommand(h, s, libvirtUri, images, claims, objects); // spec problems (e.g. an unsupported combination) fail here, before any process exists
   } catch (err) {
     if (s.setPhase('Failed', `cannot build the domain: ${(err as Error).message}`, true)) h.publish(s);
     afterStop(h, s, false);
@@ -183,10 +188,17 @@ export async function startDomain(h: ReconcileHost, s: VmiState): Promise<void> 
     if (c === null) return;
     claims = c;
   }
+  let objects: ResolvedObjects = {};
+  if (!s.startPlan && hasObjectVolumes(s)) {
+    // Re-adopted before its domain started: the objects are read again (never recorded: they may be secret).
+    const read = await resolveObjects(h, s);
+    if (read === null) return;
+    objects = read;
+  }
   try {
     // Planned once at spawn; a launcher re-adopted after a handler restart gets it rebuilt, with
     // the libvirt recorded at spawn (records older than that field: the node's as configured).
-    start = s.startPlan ?? startCommand(h, s, s.rec.launcher?.libvirtUri || h.settings.libvirtUri || launcherLibvirtUri(h.nodeFacts(), s.uid), resolved, claims);
+    start = s.startPlan ?? startCommand(h, s, s.rec.launcher?.libvirtUri || h.settings.libvirtUri || launcherLibvirtUri(h.nodeFacts(), s.uid), resolved, claims, objects);
   } catch (err) {
     if (s.setPhase('Failed', `cannot build the domain: ${(err as Error).message}`, true)) h.publish(s);
     return requestTeardown(h, s);

@@ -14,6 +14,10 @@
  *   `instance-id: <uid>\nlocal-hostname: <name>\n`;
  * - persistentVolumeClaim / dataVolume: the resolved claim itself (file or block device), no
  *   preparation; ephemeral: qcow2 overlay `<disk>.qcow2` backed by the claim.
+ * - cloudInitConfigDrive, a NoCloud seed from a Secret, configMap, secret, serviceAccount,
+ *   downwardAPI, sysprep: an IsoDisk (iso-volumes.ts says what is on each), raw, from the
+ *   objects read at start (ResolvedObjects); all of a plan's ISO data together stays under
+ *   MAX_PLAN_ISO_BYTES so StartDomain fits one launcher message.
  * Preps come in disk order. Disk names become file names, so they must be plain
  * ([A-Za-z0-9][A-Za-z0-9._-]*); anything else is INVALID_ARGUMENT.
  */
@@ -21,9 +25,14 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ErrorCodes, VhError } from '../../errors';
-import type { DiskPrep } from '../../launcher-protocol/messages';
+import { MAX_PLAN_ISO_BYTES } from '../../launcher-protocol/limits';
+import { type DiskPrep, diskPrepToWire } from '../../launcher-protocol/messages';
+import { checkDiskPlan } from '../../launcher-protocol/validate';
 import type { NormalizedVmi } from '../spec/types';
 import type { DomainXmlContext } from './domain-xml';
+import { type ResolvedObjects, isIsoVolume, isoImage } from './iso-volumes';
+
+export type { ResolvedObject, ResolvedObjects } from './iso-volumes';
 
 const QCOW2_MAGIC = Buffer.from([0x51, 0x46, 0x49, 0xfb]); // 'QFI\xfb'
 const FILE_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -76,13 +85,18 @@ function exists(file: string): boolean {
   }
 }
 
-/** The plan for `vmi`; every containerDiskImage volume must have its base in `resolvedImages`, every claim volume its claim in `resolvedClaims`. */
-export function planDisks(vmi: NormalizedVmi, vmiDir: string, resolvedImages: ResolvedImages = {}, resolvedClaims: ResolvedClaims = {}): DiskPlan {
+/**
+ * The plan for `vmi`; every containerDiskImage volume must have its base in `resolvedImages`,
+ * every claim volume its claim in `resolvedClaims`, every volume that reads objects
+ * (iso-volumes.ts needsObjects) its data in `resolvedObjects`.
+ */
+export function planDisks(vmi: NormalizedVmi, vmiDir: string, resolvedImages: ResolvedImages = {}, resolvedClaims: ResolvedClaims = {}, resolvedObjects: ResolvedObjects = {}): DiskPlan {
   if (!path.isAbsolute(vmiDir)) throw new VhError(ErrorCodes.INVALID_ARGUMENT, `vmiDir must be absolute, got ${JSON.stringify(vmiDir)}`);
   const disksDir = path.join(vmiDir, 'disks');
   const preps: DiskPrep[] = [];
   const diskPaths: Record<string, { path: string; format: 'qcow2' | 'raw'; block?: boolean; readonly?: boolean }> = {};
   const usedPaths = new Map<string, string>();
+  let isoBytes = 0;
 
   const claim = (disk: string, file: string): void => {
     const other = usedPaths.get(file);
@@ -100,6 +114,29 @@ export function planDisks(vmi: NormalizedVmi, vmiDir: string, resolvedImages: Re
       throw new VhError(ErrorCodes.INVALID_ARGUMENT, `duplicate disk name ${d.name}`, { disk: d.name });
     }
     const v = d.volume;
+    if (isIsoVolume(v)) {
+      let img;
+      try {
+        img = isoImage(vmi, d.name, v, resolvedObjects);
+      } catch (e) {
+        throw new VhError(ErrorCodes.INTERNAL, `disk ${d.name}: ${(e as Error).message}`, { disk: d.name }, { cause: e });
+      }
+      const file = path.join(disksDir, img.fileName);
+      claim(d.name, file);
+      isoBytes += img.files.reduce((n, f) => n + f.data.length, 0);
+      if (isoBytes > MAX_PLAN_ISO_BYTES) {
+        throw new VhError(ErrorCodes.INVALID_ARGUMENT, `the VMI's config disks (ConfigMaps, Secrets, cloud-init) hold more than ${MAX_PLAN_ISO_BYTES} bytes together (reached at disk ${d.name})`, { disk: d.name });
+      }
+      const prep: DiskPrep = { kind: 'iso', disk: d.name, path: file, volumeLabel: img.volumeLabel, files: img.files };
+      try {
+        checkDiskPlan([diskPrepToWire(prep)], vmiDir); // the launcher's own checks, so a refusal is the handler's, with the disk named
+      } catch (e) {
+        throw new VhError(ErrorCodes.INVALID_ARGUMENT, `disk ${d.name}: ${(e as Error).message}`, { disk: d.name }, { cause: e });
+      }
+      preps.push(prep);
+      diskPaths[d.name] = { path: file, format: 'raw' };
+      continue;
+    }
     switch (v.kind) {
       case 'containerDisk': {
         const file = path.join(disksDir, `${d.name}.qcow2`);
@@ -169,6 +206,13 @@ export function planDisks(vmi: NormalizedVmi, vmiDir: string, resolvedImages: Re
         diskPaths[d.name] = { path: c.path, format: c.format, ...(c.block ? { block: true } : {}), ...(v.kind === 'persistentVolumeClaim' && v.readOnly ? { readonly: true } : {}) };
         break;
       }
+      case 'cloudInitConfigDrive':
+      case 'configMap':
+      case 'secret':
+      case 'serviceAccount':
+      case 'downwardAPI':
+      case 'sysprep':
+        throw new VhError(ErrorCodes.INTERNAL, `volume ${v.name} (${v.kind}) is an ISO volume`); // planned above
       default: {
         const never: never = v;
         throw new VhError(ErrorCodes.INTERNAL, `unknown volume kind ${JSON.stringify(never)}`);

@@ -179,7 +179,7 @@ export type NormalizedVolume =
   | { kind: 'containerDiskImage'; name: string; /** the reference as written */ image: string; pullPolicy: ImagePullPolicy; /** the disk inside the image; null: its only /disk/ file */ path: string | null }
   | { kind: 'hostDisk'; name: string; path: string; type: 'Disk' | 'DiskOrCreate'; capacityBytes: number | null }
   | { kind: 'emptyDisk'; name: string; capacityBytes: number }
-  | { kind: 'cloudInitNoCloud'; name: string; userData: string; networkData: string | null }
+  | { kind: 'cloudInitNoCloud'; name: string; userData: string; networkData: string | null; /** secretRef: user data from this Secret (userData is then '') */ userDataSecret?: string; /** networkDataSecretRef */ networkDataSecret?: string }
   /**
    * A node-local claim `<claimRoot>/<vmi namespace>/<claimName>/` (disk.img or a block node
    * `disk`), resolved at start; `ephemeral`: a qcow2 overlay in the VMI's directory on top of
@@ -187,7 +187,26 @@ export type NormalizedVolume =
    */
   | { kind: 'persistentVolumeClaim'; name: string; claimName: string; readOnly: boolean; ephemeral: boolean }
   /** A DataVolume's claim (same name): waits until the DataVolume has Succeeded. */
-  | { kind: 'dataVolume'; name: string; dataVolumeName: string };
+  | { kind: 'dataVolume'; name: string; dataVolumeName: string }
+  /** An OpenStack config drive (volume id config-2); the same sources as cloudInitNoCloud. */
+  | { kind: 'cloudInitConfigDrive'; name: string; userData: string; networkData: string | null; userDataSecret?: string; networkDataSecret?: string }
+  /** A ConfigMap's keys as the files of an ISO (KubeVirt's config disks); read from the node's object root at start. */
+  | { kind: 'configMap'; name: string; object: string; optional: boolean; volumeLabel: string | null }
+  | { kind: 'secret'; name: string; object: string; optional: boolean; volumeLabel: string | null }
+  /** token, ca.crt and namespace of a service account, as an ISO. */
+  | { kind: 'serviceAccount'; name: string; object: string }
+  /** The VMI's own metadata as files (kubelet's downward API volume format), as an ISO. */
+  | { kind: 'downwardAPI'; name: string; volumeLabel: string | null; fields: DownwardApiField[] }
+  /** A Windows answer file (autounattend.xml / unattend.xml) from a ConfigMap or Secret, as a CD. */
+  | { kind: 'sysprep'; name: string; source: 'configMap' | 'secret'; object: string };
+
+/** One downwardAPI volume file: `path` (relative) gets the value of `fieldPath` (metadata.* only). */
+export interface DownwardApiField {
+  path: string;
+  fieldPath: string;
+  /** Permission bits; null: 0644. */
+  mode: number | null;
+}
 
 export interface NormalizedDisk {
   name: string;

@@ -80,7 +80,7 @@ const DISK_BUSES: readonly DiskBus[] = ['virtio', 'sata', 'scsi', 'usb'];
 /** Volume sources this node serves; the schema accepts every other KubeVirt source as a requirement. */
 const VOLUME_SOURCES = ['containerDisk', 'hostDisk', 'emptyDisk', 'cloudInitNoCloud', 'cloudInitConfigDrive', 'persistentVolumeClaim', 'dataVolume',
   'ephemeral', 'memoryDump', 'configMap', 'secret', 'serviceAccount', 'downwardAPI', 'downwardMetrics', 'sysprep', 'containerPath'];
-const HONOURED_VOLUMES = ['containerDisk', 'hostDisk', 'emptyDisk', 'cloudInitNoCloud', 'persistentVolumeClaim', 'dataVolume', 'ephemeral'];
+const HONOURED_VOLUMES = ['containerDisk', 'hostDisk', 'emptyDisk', 'cloudInitNoCloud', 'persistentVolumeClaim', 'dataVolume', 'ephemeral', 'cloudInitConfigDrive', 'configMap', 'secret', 'serviceAccount', 'downwardAPI', 'sysprep'];
 
 /** I/O threads and queues (KubeVirt: a dedicatedIOThread disk turns I/O threads on, shared by default). */
 function ioSettings(policy: unknown, disks: NormalizedDisk[], dev: Fields): Pick<NormalizedVmi, 'ioThreadsShared' | 'blockMultiQueue' | 'graphics'> {

@@ -1,14 +1,16 @@
 /**
  * The volume sources this node serves (validate.ts's part): containerDisk by host path, or by
  * image when the node pulls images (else the image is a requirement), hostDisk (Disk | DiskOrCreate, confined host
- * paths), emptyDisk (a capacity), cloudInitNoCloud (user/network data as text or base64, bounded,
- * never a redaction marker; from a Secret it is a requirement), persistentVolumeClaim,
- * ephemeral and dataVolume (node-local claims, resolved at start). Returns null when the source is
- * unusable (each reason a violation) or served elsewhere.
+ * paths), emptyDisk (a capacity), cloudInitNoCloud and cloudInitConfigDrive (user/network data
+ * as text or base64, bounded, never a redaction marker, or from a Secret read at start),
+ * persistentVolumeClaim, ephemeral and dataVolume (node-local claims, resolved at start), and
+ * the Kubernetes-object volumes (object-volumes.ts). Returns null when the source is unusable
+ * (each reason a violation) or served elsewhere.
  */
 import { CONTROL_MULTILINE_RE, FieldReader, type Fields, type Violations } from './field-reader';
 import type { HostPaths } from './host-paths';
 import { isDnsSubdomain } from './ids';
+import { ObjectVolumeReader } from './object-volumes';
 import { isRedactionMarker } from './redact';
 import { parseReference } from '../../images/reference';
 import type { ImagePullPolicy, NormalizedVmi, NormalizedVolume, VmiLimits, VmiRequirement } from './types';
@@ -26,7 +28,10 @@ export class VolumeSourceReader extends FieldReader {
   ) {
     super(v);
     this.strict = false; // the schema walker reports unknown fields
+    this.objects = new ObjectVolumeReader(v);
   }
+
+  private readonly objects: ObjectVolumeReader;
 
   read(kind: string, value: unknown, base: string, name: string): NormalizedVolume | null {
     const maxDisk = this.limits.maxDiskBytes;
@@ -57,6 +62,17 @@ export class VolumeSourceReader extends FieldReader {
       const capacity = this.bytes(s.get('capacity'), `${base}.capacity`, MIN_DISK_BYTES, maxDisk);
       return capacity === undefined ? null : { kind, name, capacityBytes: capacity };
     }
+    if (kind === 'cloudInitNoCloud' || kind === 'cloudInitConfigDrive') return this.cloudInit(kind, value, base, name);
+    return this.objects.read(kind, value, base, name);
+  }
+
+  /**
+   * cloudInitNoCloud / cloudInitConfigDrive: user data from userData, userDataBase64 or a Secret
+   * (secretRef), network data from networkData, networkDataBase64 or a Secret
+   * (networkDataSecretRef); at most one source each, and user or network data given. A Secret
+   * is only named here: its keys are read when the VMI starts.
+   */
+  private cloudInit(kind: 'cloudInitNoCloud' | 'cloudInitConfigDrive', value: unknown, base: string, name: string): NormalizedVolume | null {
     const s = this.obj(value, base, ['userData', 'networkData', 'userDataBase64', 'networkDataBase64', 'secretRef', 'networkDataSecretRef']);
     if (s === null) return null;
     const max = this.limits.maxUserDataBytes;
@@ -77,21 +93,31 @@ export class VolumeSourceReader extends FieldReader {
       if (CONTROL_MULTILINE_RE.test(t)) return this.refuse(`${base}.${key}`, 'decodes to text with control characters');
       return t;
     };
-    const both = (plain: string, b64: string): void => {
-      if (s.has(plain) && s.has(b64)) this.v.add(base, `must set at most one of ${plain}, ${b64}`);
+    const atMostOne = (...keys: string[]): void => {
+      if (keys.filter((k) => s.has(k)).length > 1) this.v.add(base, `must set at most one of ${keys.join(', ')}`);
     };
-    both('userData', 'userDataBase64');
-    both('networkData', 'networkDataBase64');
+    atMostOne('userData', 'userDataBase64', 'secretRef');
+    atMostOne('networkData', 'networkDataBase64', 'networkDataSecretRef');
+    const secret = (key: string): string | undefined | null => {
+      if (!s.has(key)) return null;
+      const ref = this.obj(s.get(key), `${base}.${key}`, ['name']);
+      return ref === null ? undefined : this.objects.objectName(ref.get('name'), `${base}.${key}.name`);
+    };
+    const userDataSecret = secret('secretRef');
+    const networkDataSecret = secret('networkDataSecretRef');
     let userData: string | undefined;
     if (s.has('userData')) userData = text('userData');
     else if (s.has('userDataBase64')) userData = decoded('userDataBase64');
-    else if (s.has('secretRef')) return null; // user data from a Secret: a requirement (schema)
+    else if (s.has('secretRef')) userData = ''; // from the Secret, at start
     else if (s.has('networkData') || s.has('networkDataBase64') || s.has('networkDataSecretRef')) userData = '';
     else userData = this.refuse(`${base}.userData`, 'required (or userDataBase64, secretRef)');
-    if (s.has('networkDataSecretRef')) return null;
     const networkData = s.has('networkData') ? text('networkData') : s.has('networkDataBase64') ? decoded('networkDataBase64') : null;
-    if (userData === undefined || networkData === undefined) return null;
-    return { kind: 'cloudInitNoCloud', name, userData, networkData };
+    if (userData === undefined || networkData === undefined || userDataSecret === undefined || networkDataSecret === undefined) return null;
+    return {
+      kind, name, userData, networkData,
+      ...(userDataSecret !== null ? { userDataSecret } : {}),
+      ...(networkDataSecret !== null ? { networkDataSecret } : {}),
+    };
   }
   /**
    * persistentVolumeClaim / ephemeral.persistentVolumeClaim / dataVolume: a node-local claim in

@@ -1,6 +1,7 @@
 /**
  * Schema: spec.volumes and spec.networks. Every KubeVirt volume source is accepted; the ones this
- * node cannot serve (cluster storage, Kubernetes objects, image pulls) are requirements.
+ * node cannot serve (cluster storage, image pulls) are requirements. Kubernetes objects
+ * (ConfigMap, Secret, service account) come from the node's object root.
  */
 import { arr, bool, int, localRef, needs, obj, oneOf, qty, str } from './node';
 
@@ -8,13 +9,13 @@ const ref = (v: unknown, key: string): string => {
   const s = typeof v === 'object' && v !== null ? (v as Record<string, unknown>)[key] : undefined;
   return typeof s === 'string' ? s : '(unnamed)';
 };
-const NO_K8S = '(this node reads no Kubernetes objects)';
 const NO_PVC = '(memory dumps are not taken by this node)';
 
 const cloudInit = () => obj({
   userData: str(), userDataBase64: str(), networkData: str(), networkDataBase64: str(),
-  secretRef: needs(localRef(), (v) => `cloud-init user data from Secret ${ref(v, 'name')} ${NO_K8S}`),
-  networkDataSecretRef: needs(localRef(), (v) => `cloud-init network data from Secret ${ref(v, 'name')} ${NO_K8S}`),
+  // Read from the node's object root at start (volume-sources.ts, control/objects.ts).
+  secretRef: localRef(),
+  networkDataSecretRef: localRef(),
 });
 
 const HOTPLUG = (v: unknown): string | null => (v === true ? 'a hotpluggable volume (this node attaches volumes at start only)' : null);
@@ -28,31 +29,34 @@ export const VOLUME = obj({
     // the node (ValidationContext.imagePulls), so volume-sources.ts decides it, not the schema.
     image: str(),
     imagePullPolicy: oneOf(['Always', 'IfNotPresent', 'Never']),
-    imagePullSecret: needs(str(), (v) => `image pull Secret ${String(v)} ${NO_K8S}; registry credentials come from the node's images.authFile`),
+    imagePullSecret: needs(str(), (v) => `image pull Secret ${String(v)} (this node does not read pull Secrets); registry credentials come from the node's images.authFile`),
     path: str(),
   }),
   hostDisk: obj({ path: str(), type: str(), capacity: qty(), shared: needs(bool(), (v) => (v === true ? 'a shared host disk (this node has no shared storage)' : null)) }),
   emptyDisk: obj({ capacity: qty() }),
   cloudInitNoCloud: cloudInit(),
-  cloudInitConfigDrive: needs(cloudInit(), 'a cloud-init config drive (this node writes NoCloud seeds only)'),
+  cloudInitConfigDrive: cloudInit(),
   // Node-local claims under volumes.claimRoot (volume-sources.ts); hotplug stays a requirement.
   persistentVolumeClaim: pvc(),
   dataVolume: obj({ name: str(), hotpluggable: needs(bool(), HOTPLUG) }),
   ephemeral: obj({ persistentVolumeClaim: obj({ claimName: str(), readOnly: bool() }) }),
   memoryDump: needs(pvc(), (v) => `memory dump claim ${ref(v, 'claimName')} ${NO_PVC}`),
-  configMap: needs(obj({ name: str(), optional: bool(), volumeLabel: str() }), (v) => `ConfigMap ${ref(v, 'name')} ${NO_K8S}`),
-  secret: needs(obj({ secretName: str(), optional: bool(), volumeLabel: str() }), (v) => `Secret ${ref(v, 'secretName')} ${NO_K8S}`),
-  serviceAccount: needs(obj({ serviceAccountName: str() }), (v) => `service account ${ref(v, 'serviceAccountName')} ${NO_K8S}`),
-  downwardAPI: needs(obj({
+  // Kubernetes objects served as ISO disks from the node's object root (volumes.objectRoot).
+  configMap: obj({ name: str(), optional: bool(), volumeLabel: str() }),
+  secret: obj({ secretName: str(), optional: bool(), volumeLabel: str() }),
+  serviceAccount: obj({ serviceAccountName: str() }),
+  downwardAPI: obj({
     volumeLabel: str(),
     fields: arr(obj({
       path: str(), mode: int(),
       fieldRef: obj({ apiVersion: str(), fieldPath: str() }),
-      resourceFieldRef: obj({ containerName: str(), resource: str(), divisor: qty() }),
+      // kubelet resolves it against a container of the virt-launcher pod; there is none here.
+      resourceFieldRef: needs(obj({ containerName: str(), resource: str(), divisor: qty() }),
+        (v) => `a container resource (${ref(v, 'resource')}) in the downward API: KubeVirt reads the virt-launcher pod's container, and this node runs no pod`),
     })),
-  }), `the downward API ${NO_K8S}`),
+  }),
   downwardMetrics: needs(obj({}), 'the downward metrics volume (not served by this node)'),
-  sysprep: needs(obj({ configMap: localRef(), secret: localRef() }), `a sysprep volume ${NO_K8S}`),
+  sysprep: obj({ configMap: localRef(), secret: localRef() }),
   containerPath: needs(obj({ path: str(), readOnly: bool() }), 'a container path volume (there is no container on this node)'),
 });
 
