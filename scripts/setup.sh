@@ -25,6 +25,8 @@ apt_packages=(
   genisoimage                      # virt-launcher builds cloud-init NoCloud seed ISOs
   skopeo                           # the image store's registry client (src/images/)
   docker-registry                  # a loopback registry for the image tests and bench:images
+  ovmf                             # UEFI firmware for EFI and secure-boot guests (node probe: host-software.ts)
+  swtpm swtpm-tools                # the emulated TPM libvirt starts for devices.tpm
 )
 
 want_apt=1
