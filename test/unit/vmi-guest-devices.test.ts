@@ -257,3 +257,29 @@ describe('host software probe', () => {
     assert.equal(sw.virtiofsd.path, '/usr/lib/qemu/virtiofsd');
   });
 });
+
+describe('preflight: host software as node facts', () => {
+  it('a VMI needing what the node lacks gets a reason naming each missing piece; nothing needed or all present: null', async () => {
+    const { missingHostSoftware } = await import('../../src/vmi/control/launch-plan');
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'vh-hostsw-'));
+    try {
+      const facts = (software: unknown, vsock = false): Parameters<typeof missingHostSoftware>[0] => ({
+        libvirtUri: null, nodeLibvirtConnected: false, capabilities: null, handlerSocket: '/run/vh.sock', bridge: null,
+        nodeInfo: { software, devices: { vhostVsock: { path: '/dev/vhost-vsock', present: vsock } } } as never,
+      });
+      const needy = vmi({ firmware: { bootloader: 'efi', secureBoot: true, kernelBoot: null, uuid: null }, tpm: true, filesystems: [{ name: 'f' }], vsock: true });
+      const none = facts(await probeHostSoftware(root));
+      const reason = missingHostSoftware(none, needy) ?? '';
+      assert.match(reason, /^this node cannot run it: spec\.domain\.firmware\.bootloader\.efi needs OVMF is not installed on this node/);
+      assert.match(reason, /spec\.domain\.devices\.tpm needs swtpm is not installed/);
+      assert.match(reason, /spec\.domain\.devices\.filesystems needs virtiofsd is not installed/);
+      assert.match(reason, /spec\.domain\.devices\.autoattachVSOCK needs \/dev\/vhost-vsock, which this node does not have/);
+      assert.equal(missingHostSoftware(none, vmi()), null, 'a BIOS VMI without those devices needs none of it');
+      assert.match(missingHostSoftware(facts(undefined), needy) ?? '', /^waiting for the node probe/);
+      const host = facts(await probeHostSoftware('/'), true);
+      assert.equal(missingHostSoftware(host, needy), null);
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
+  });
+});

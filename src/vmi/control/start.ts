@@ -77,6 +77,9 @@ export function preflight(h: ReconcileHost, s: VmiState): Refusal | null {
   // Host software is a node fact (the probe): a VMI needing what is missing waits, and names it.
   const software = missingHostSoftware(facts, vmi);
   if (software !== null) return { phase: 'Pending', reason: software, retryMs: 60_000 };
+  const uuid = vmi.firmware.uuid ?? s.uid;
+  const holder = h.domainUuidInUse?.(s, uuid) ?? null;
+  if (holder !== null) return { phase: 'Pending', reason: `firmware UUID ${uuid} is in use by VMI ${holder} on this node (libvirt allows one domain per UUID)`, retryMs: 10_000 };
   const sock = `${h.vmiDir(s.uid)}/serial.sock`;
   if (Buffer.byteLength(sock) > MAX_UNIX_PATH) return { phase: 'Failed', reason: `console socket path ${sock} is longer than ${MAX_UNIX_PATH} bytes; use a shorter stateDir`, retryMs: -1 };
   return null;
