@@ -27,6 +27,8 @@ apt_packages=(
   skopeo                           # the image store's registry client (src/images/)
   docker-registry                  # a loopback registry for the image tests and bench:images
   curl                             # bench:images' curl + qemu-img baseline for the DataVolume importer
+  ovmf                             # UEFI firmware for EFI and secure-boot guests (node probe: host-software.ts)
+  swtpm swtpm-tools                # the emulated TPM libvirt starts for devices.tpm
 )
 
 want_apt=1

@@ -14,6 +14,7 @@ import type { LauncherLogger as Logger } from './log';
 import type { Connection } from '../libvirt/connection';
 import type { Domain } from '../libvirt/domain';
 import { LibvirtError } from '../libvirt/errors';
+import { undefineDomain } from '../libvirt/undefine';
 import type { LifecycleEvent } from '../libvirt/events';
 import { LibvirtSupervisor, type LibvirtState, type LibvirtStatus, type SupervisorOptions } from '../libvirt/supervisor';
 import type { Backoff } from '../util/backoff';
@@ -186,13 +187,16 @@ export class DomainRunner extends EventEmitter {
     if (existing) {
       try {
         // Same name is not enough: a domain left by an earlier VMI of the same namespace/name
-        // (another uid) must never be adopted. The domain UUID is the VMI uid (domain-xml.ts).
-        const wanted = /<uuid>([0-9a-f-]{36})<\/uuid>/.exec(xml)?.[1];
-        if (wanted && existing.uuid !== wanted) {
-          this.log.warn({ domain: this.name, uuid: existing.uuid, wanted }, 'a stale domain with this name belongs to another VMI; destroying it');
+        // (another uid) must never be adopted. The VMI uid is in the domain's <vh:uid> metadata
+        // (its UUID is the firmware UUID, which successive VMIs of one VM share).
+        const uidOf = (x: string): string | undefined => /<vh:uid>([0-9a-f-]{36})<\/vh:uid>/.exec(x)?.[1];
+        const wanted = uidOf(xml);
+        const has = wanted ? uidOf(await existing.getXMLDesc()) : undefined;
+        if (wanted && has !== wanted) {
+          this.log.warn({ domain: this.name, uid: has ?? null, wanted }, 'a stale domain with this name belongs to another VMI; destroying it');
           const st = await existing.getState();
           if (st.state !== 'shutoff') await existing.destroy();
-          await existing.undefine();
+          await undefineDomain(existing);
         } else {
           const st = await existing.getState();
           if (ACTIVE_STATES.has(st.state)) return true;
@@ -363,7 +367,7 @@ export class DomainRunner extends EventEmitter {
           try {
             const st = await dom.getState();
             if (ACTIVE_STATES.has(st.state)) await dom.destroy();
-            await dom.undefine().catch((e: unknown) => {
+            await undefineDomain(dom).catch((e: unknown) => {
               if (!isNoDomain(e)) throw e;
             });
           } finally {

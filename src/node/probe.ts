@@ -14,6 +14,7 @@ import { performance } from 'node:perf_hooks';
 import { errnoFacts, errorMessage } from '../errors';
 import { type KvmInfo, probeKvm } from '../kvm/probe';
 import { DEVICE_PATHS, probeDevices, type DeviceSet } from './devices';
+import { probeHostSoftware } from './host-software';
 import { assessSchedulable, buildNodeLabels, SCHEDULABLE_LABEL } from './labels';
 import {
   memorySummary, parseBracketChoice, parseCpuList, parseCpuinfo, parseHugepageDirName, parseKsmRun,
@@ -128,7 +129,7 @@ async function gather(opts: ProbeOptions, r: Reader, probedAt: string, started: 
   const proc = (p: string): string => path.join(opts.procRoot, p);
   const sys = (p: string): string => path.join(opts.sysRoot, p);
 
-  const [cpuinfo, meminfo, release, version, uffdSysctl, thpEnabled, thpDefrag, ksmRun, numa, hugepages, devs] =
+  const [cpuinfo, meminfo, release, version, uffdSysctl, thpEnabled, thpDefrag, ksmRun, numa, hugepages, devs, software] =
     await Promise.all([
       r.text(proc('cpuinfo')),
       r.text(proc('meminfo')),
@@ -141,6 +142,7 @@ async function gather(opts: ProbeOptions, r: Reader, probedAt: string, started: 
       probeNuma(r, opts.sysRoot),
       probeHugepages(r, opts.sysRoot),
       probeDevices(opts.devRoot),
+      probeHostSoftware(opts.softwareRoot ?? '/'),
     ]);
 
   const cpu = parseCpuinfo(cpuinfo ?? '');
@@ -178,6 +180,7 @@ async function gather(opts: ProbeOptions, r: Reader, probedAt: string, started: 
     reasons,
     labels,
     warnings: r.warnings,
+    software,
   };
 }
 

@@ -65,6 +65,8 @@ export interface NodeInfo {
   labels: Record<string, string>;
   /** Parts of the probe that degraded without blocking scheduling (e.g. an unreadable THP file). */
   warnings: string[];
+  /** OVMF, swtpm and virtiofsd (host-software.ts); absent when the probe itself failed. */
+  software?: import('./host-software').HostSoftware;
   /** Added by the daemon when libvirt.uri is set: connection state and capability summary. */
   libvirt?: { uri: string; state: string; lastError: string | null; capabilities: Record<string, unknown> | null };
 }
@@ -79,4 +81,6 @@ export interface ProbeOptions {
   /** The loaded addon, or null when it failed to load (then nativeError says why). */
   native: import('../native/binding').NativeBinding | null;
   nativeError?: string;
+  /** Where host software (OVMF, swtpm, virtiofsd) is looked for; default '/'. */
+  softwareRoot?: string;
 }

@@ -130,3 +130,33 @@ test('defaulting is idempotent (a stored, defaulted manifest re-submitted is unc
   const once = defaultVmi(input);
   assert.deepEqual(defaultVmi(once), once);
 });
+
+test('efi without secureBoot means secure boot (KubeVirt reads nil as on), and secure boot turns an unset SMM on', () => {
+  const base = (firmware: unknown, features?: unknown): Spec => defaultVmi({ metadata: { name: 'e', uid: UID }, spec: { domain: { firmware, ...(features === undefined ? {} : { features }), devices: {} } } });
+  let d = base({ bootloader: { efi: {} } }).spec.domain;
+  assert.deepEqual(d.firmware, { bootloader: { efi: { secureBoot: true } }, uuid: UID });
+  assert.deepEqual(d.features.smm, { enabled: true });
+  d = base({ bootloader: { efi: { secureBoot: false } } }).spec.domain;
+  assert.equal(d.features.smm, undefined, 'no secure boot: SMM stays as given (unset)');
+  d = base({ bootloader: { efi: {} } }, { smm: { enabled: false } }).spec.domain;
+  assert.deepEqual(d.features.smm, { enabled: false }, 'an explicit SMM off is kept for validation to refuse');
+  d = base({ bootloader: { bios: {} } }).spec.domain;
+  assert.equal(d.features.smm, undefined);
+});
+
+test('a VirtualMachine\'s VMI gets the stable, name-derived firmware UUID (virt-controller setupStableFirmwareUUID); an explicit one is kept', async () => {
+  const { vmToVmi } = await import('../../src/vmi/spec/virtual-machine');
+  const lookup = { instancetype: () => null, preference: () => null };
+  const vm = (firmware?: unknown): Spec => ({
+    apiVersion: 'kubevirt.io/v1', kind: 'VirtualMachine', metadata: { name: 'testvm' },
+    spec: { runStrategy: 'Always', template: { spec: { domain: { ...(firmware === undefined ? {} : { firmware }), devices: {} } } } },
+  });
+  const r = vmToVmi(vm(), lookup);
+  assert.ok(r.ok);
+  assert.equal((r.vmi.spec as Spec).domain.firmware.uuid, '5a9fc181-957e-5c32-9e5a-2de5e9673531');
+  // defaultVmi with the record's uid does not replace it.
+  assert.equal((defaultVmi(r.vmi, { uid: UID }) as Spec).spec.domain.firmware.uuid, '5a9fc181-957e-5c32-9e5a-2de5e9673531');
+  const own = vmToVmi(vm({ uuid: '11111111-2222-4333-8444-555555555555' }), lookup);
+  assert.ok(own.ok);
+  assert.equal((own.vmi.spec as Spec).domain.firmware.uuid, '11111111-2222-4333-8444-555555555555');
+});

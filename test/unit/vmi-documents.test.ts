@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { parseDocuments, type Document } from '../../src/vmi/spec/documents';
 import { vmToVmi, vmFieldPath, OWNER_ANNOTATION, type ObjectLookup } from '../../src/vmi/spec/virtual-machine';
+import { legacyFirmwareUuid } from '../../src/vmi/spec/defaults';
 
 const NONE: ObjectLookup = { instancetype: () => null, preference: () => null };
 
@@ -113,7 +114,8 @@ describe('vmToVmi', () => {
       apiVersion: 'kubevirt.io/v1',
       kind: 'VirtualMachineInstance',
       metadata: { name: 'vm-small', labels: { 'kubevirt.io/vm': 'vm-small' }, annotations: { team: 'blue', [OWNER_ANNOTATION]: 'VirtualMachine/vm-small' } },
-      spec: { domain: { cpu: { cores: 2 }, memory: { guest: '128Mi' }, devices: {} }, terminationGracePeriodSeconds: 0, runStrategy: 'Always' },
+      // firmware.uuid: virt-controller's stable UUID of a VM's VMI (SHA-1 of the VM name).
+      spec: { domain: { cpu: { cores: 2 }, memory: { guest: '128Mi' }, devices: {}, firmware: { uuid: legacyFirmwareUuid('vm-small') } }, terminationGracePeriodSeconds: 0, runStrategy: 'Always' },
     });
   });
 

@@ -70,6 +70,10 @@ function ctx(v: NormalizedVmi, over: Partial<DomainXmlContext> = {}): DomainXmlC
     pinnedCpus: [],
     bridge: null,
     diskPaths,
+    // Debian's ovmf package, as the node probe finds it (src/node/host-software.ts).
+    efi: v.firmware.bootloader !== 'efi' ? null
+      : v.firmware.secureBoot ? { code: '/usr/share/OVMF/OVMF_CODE_4M.secboot.fd', varsTemplate: '/usr/share/OVMF/OVMF_VARS_4M.ms.fd' }
+        : { code: '/usr/share/OVMF/OVMF_CODE_4M.fd', varsTemplate: '/usr/share/OVMF/OVMF_VARS_4M.fd' },
     ...over,
   };
 }

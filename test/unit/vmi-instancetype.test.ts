@@ -6,6 +6,7 @@ import { describe, it } from 'node:test';
 import * as assert from 'node:assert/strict';
 import { readInstancetype, readPreference, type Instancetype, type Preference } from '../../src/vmi/spec/instancetype';
 import { vmToVmi, type ObjectLookup } from '../../src/vmi/spec/virtual-machine';
+import { legacyFirmwareUuid } from '../../src/vmi/spec/defaults';
 
 const CSMALL = { apiVersion: 'instancetype.kubevirt.io/v1beta1', kind: 'VirtualMachineInstancetype', metadata: { name: 'csmall' }, spec: { cpu: { guest: 1 }, memory: { guest: '128Mi' } } };
 const CLARGE = { apiVersion: 'instancetype.kubevirt.io/v1beta1', kind: 'VirtualMachineClusterInstancetype', metadata: { name: 'clarge' }, spec: { cpu: { guest: 4 }, memory: { guest: '2Gi' } } };
@@ -73,7 +74,8 @@ describe('instancetype expansion', () => {
     assert.equal(spec.domain.devices.interfaces[0].model, 'virtio');
     assert.equal(spec.domain.devices.autoattachSerialConsole, true);
     assert.deepEqual(spec.domain.machine, { type: 'pc' }, 'the VM set it: the preference does not override');
-    assert.deepEqual(spec.domain.firmware, { bootloader: { efi: { secureBoot: false } } });
+    // uuid: virt-controller's stable firmware UUID of a VM (SHA-1 of the VM name).
+    assert.deepEqual(spec.domain.firmware, { bootloader: { efi: { secureBoot: false } }, uuid: legacyFirmwareUuid('vm') });
     assert.deepEqual(spec.domain.features, { apic: { enabled: true } });
     assert.equal(spec.terminationGracePeriodSeconds, 15);
     const ann = (r.vmi.metadata as { annotations: Record<string, string> }).annotations;

@@ -163,7 +163,7 @@ test('multus and SR-IOV: secondary networks and the sriov binding are requiremen
   });
 });
 
-test('GPUs, host devices, filesystems, launchSecurity, TPM: named with what the node lacks', () => {
+test('GPUs, host devices, launchSecurity, a persistent TPM, a filesystem\'s PVC: named with what the node lacks', () => {
   const v = accept(vmi('vmi-gpu', {
     domain: {
       resources: { requests: { memory: '1Gi' } },
@@ -172,7 +172,7 @@ test('GPUs, host devices, filesystems, launchSecurity, TPM: named with what the 
         gpus: [{ name: 'gpu1', deviceName: 'nvidia.com/GA102' }],
         hostDevices: [{ name: 'usb', deviceName: 'kubevirt.io/storage' }],
         filesystems: [{ name: 'shared', virtiofs: {} }],
-        tpm: {},
+        tpm: { persistent: true },
       },
     },
     volumes: [{ name: 'shared', persistentVolumeClaim: { claimName: 'fs' } }],
@@ -181,8 +181,8 @@ test('GPUs, host devices, filesystems, launchSecurity, TPM: named with what the 
     'spec.domain.launchSecurity.sev': 'AMD SEV (not available on this node)',
     'spec.domain.devices.gpus[0]': 'GPU device nvidia.com/GA102 (this node exposes no GPUs)',
     'spec.domain.devices.hostDevices[0]': 'host device kubevirt.io/storage (this node exposes no host devices)',
-    'spec.domain.devices.filesystems[0]': 'a virtiofs filesystem (this node runs no virtiofsd)',
-    'spec.domain.devices.tpm': 'a TPM (this node has no swtpm)',
+    'spec.domain.devices.filesystems[0]': 'a virtiofs share of the persistentVolumeClaim volume "shared" (this node serves that volume kind as a disk image, not as a directory)',
+    'spec.domain.devices.tpm': 'persistent TPM state (KubeVirt keeps it on backend storage, a PVC that follows the VM; this node has no backend storage)',
   });
 });
 
@@ -218,9 +218,10 @@ test('extended resources are requirements; cpu and memory are honoured', () => {
   assert.equal(v.cpu.sockets, 2, 'sockets from the CPU request, as KubeVirt does');
 });
 
-test('an explicit firmware UUID other than the uid is a requirement; the default (the uid) is honoured', () => {
-  const fw = accept(vmi('fw', { domain: { resources: { requests: { memory: '64M' } }, firmware: { uuid: '5d307ca9-b3ef-428c-8861-06e72d69f223' } } }));
-  assert.match(needs(fw)['spec.domain.firmware.uuid'] ?? '', /^firmware UUID 5d307ca9-b3ef-428c-8861-06e72d69f223 \(this node gives a guest its VMI uid/);
+test('an explicit firmware UUID is honoured (the guest\'s SMBIOS and domain UUID); the default is the uid', () => {
+  const fw = accept(vmi('fw', { domain: { resources: { requests: { memory: '64M' } }, firmware: { uuid: '5D307CA9-b3ef-428c-8861-06e72d69f223' } } }));
+  assert.deepEqual(fw.requirements, []);
+  assert.equal(fw.firmware.uuid, '5d307ca9-b3ef-428c-8861-06e72d69f223');
   const plain = accept(vmi('fw', { domain: { resources: { requests: { memory: '64M' } } } }));
   assert.equal(plain.firmware.uuid, UID);
   assert.deepEqual(plain.requirements, []);

@@ -520,6 +520,10 @@ export class VmiController implements VmiReadModel, LauncherRegistry {
       libvirtSettled: () => o.libvirtSettled?.() ?? true,
       libvirt: () => o.libvirt(),
       cpusPinnedElsewhere: (self) => new Set([...this.vmis.values()].filter((x) => x !== self).flatMap((x) => x.pinnedCpus)),
+      domainUuidInUse: (self, uuid) => {
+        const other = [...this.vmis.values()].find((x) => x !== self && x.rec.launcher && x.vmi && (x.vmi.firmware.uuid ?? x.uid) === uuid);
+        return other ? `${other.rec.namespace}/${other.rec.name}` : null;
+      },
       pullImage: (ref, opts) => {
         if (!o.images) return Promise.reject(new VhError(ErrorCodes.FAILED_PRECONDITION, `image ${ref}: this node has no image store`));
         return o.images.ensure(ref, opts);

@@ -10,6 +10,8 @@ import type { NodeCapabilities } from '../../libvirt/node-capabilities';
 import type { NodeInfo } from '../../node/types';
 import { planDisks, type ResolvedClaims, type ResolvedImages, type ResolvedObjects } from '../render/disk-plan';
 import { buildDomainXml } from '../render/domain-xml';
+import type { EfiFirmware } from '../render/guest-devices';
+import { ovmfMissingFor } from '../../node/host-software';
 import type { NormalizedVmi } from '../spec/types';
 
 /** What the node offers a new launcher. */
@@ -66,6 +68,36 @@ export function domainNameOf(namespace: string, name: string): string {
   return `${namespace}_${name}`;
 }
 
+/**
+ * The host software an EFI or virtiofs VMI uses, from the node probe (preflight has already
+ * made a VMI that lacks it wait). filesystemSources stays empty: no volume this node serves yet is
+ * a directory (PVC/configMap volumes are a follow-up that fills it), so a VMI with a filesystem
+ * waits on its volume's requirement before it gets here.
+ */
+function guestSoftware(f: NodeFacts, vmi: NormalizedVmi): { efi: EfiFirmware | null; virtiofsd: string | null; filesystemSources: Record<string, string> } {
+  const sw = f.nodeInfo?.software;
+  const efi = vmi.firmware.bootloader !== 'efi' ? null : (vmi.firmware.secureBoot ? sw?.ovmf.secureBoot : sw?.ovmf.plain) ?? null;
+  return { efi, virtiofsd: sw?.virtiofsd.path ?? null, filesystemSources: {} };
+}
+
+/** What the VMI needs from the node's host software and the node lacks (null: nothing). */
+export function missingHostSoftware(f: NodeFacts, vmi: NormalizedVmi): string | null {
+  const wants = vmi.firmware.bootloader === 'efi' || vmi.tpm === true || (vmi.filesystems ?? []).length > 0 || vmi.vsock === true;
+  if (!wants) return null;
+  const node = f.nodeInfo;
+  const sw = node?.software;
+  if (!node || !sw) return 'waiting for the node probe (host software: OVMF, swtpm, virtiofsd)';
+  const lacks: string[] = [];
+  if (vmi.firmware.bootloader === 'efi') {
+    const m = ovmfMissingFor(sw, vmi.firmware.secureBoot);
+    if (m !== null) lacks.push(`spec.domain.firmware.bootloader.efi needs ${m}`);
+  }
+  if (vmi.tpm === true && sw.swtpm.missing !== null) lacks.push(`spec.domain.devices.tpm needs ${sw.swtpm.missing}`);
+  if ((vmi.filesystems ?? []).length > 0 && sw.virtiofsd.missing !== null) lacks.push(`spec.domain.devices.filesystems needs ${sw.virtiofsd.missing}`);
+  if (vmi.vsock === true && !node.devices.vhostVsock.present) lacks.push(`spec.domain.devices.autoattachVSOCK needs ${node.devices.vhostVsock.path}, which this node does not have (load the vhost_vsock kernel module)`);
+  return lacks.length === 0 ? null : `this node cannot run it: ${lacks.join('; ')}`;
+}
+
 /** Per-VMI inputs of the StartDomain command. */
 export interface LaunchTarget {
   vmi: NormalizedVmi;
@@ -97,6 +129,7 @@ export function buildStartCommand(f: NodeFacts, t: LaunchTarget): StartDomain {
     pinnedCpus: t.pinnedCpus,
     bridge: f.bridge,
     diskPaths,
+    ...guestSoftware(f, t.vmi),
   });
   return { domainXml, disks: preps, libvirtUri: t.libvirtUri };
 }

@@ -66,6 +66,8 @@ export interface ReconcileHost {
   libvirt(): Connection | null;
   /** Host CPUs pinned by other VMIs. */
   cpusPinnedElsewhere(s: VmiState): Set<number>;
+  /** Another VMI with a launcher whose domain has this UUID (`namespace/name`), else null; libvirt refuses a second. */
+  domainUuidInUse?(s: VmiState, uuid: string): string | null;
   /** Finds or pulls a container disk image in the node's image store (images.ts). */
   pullImage(ref: string, o: EnsureOptions): Promise<EnsuredImage>;
   /** Node-local claims and DataVolumes (claims.ts); absent: claim volumes wait. */

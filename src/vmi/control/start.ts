@@ -5,7 +5,7 @@
  */
 import { MAX_UNIX_PATH } from '../../util/unix-socket';
 import type { StartDomain } from '../../launcher-protocol/messages';
-import { EMBED_SOCKET_SUFFIX, buildStartCommand, embedRoot, launcherLibvirtUri, virtTypeFor } from './launch-plan';
+import { EMBED_SOCKET_SUFFIX, buildStartCommand, embedRoot, launcherLibvirtUri, missingHostSoftware, virtTypeFor } from './launch-plan';
 import { defaultLauncherCommand, findLauncherProcesses, hashToken, newToken, spawnLauncher } from './launcher-process';
 import type { ResolvedClaims, ResolvedObjects } from '../render/disk-plan';
 import { resolveClaims } from './claims';
@@ -76,6 +76,12 @@ export function preflight(h: ReconcileHost, s: VmiState): Refusal | null {
     const freeBytes = pool ? pool.free * hp : 0;
     if (freeBytes < vmi.memory.guestBytes) return { phase: 'Pending', reason: `needs ${vmi.memory.guestBytes / 2 ** 20} MiB of ${hp / 2 ** 20} MiB hugepages; ${freeBytes / 2 ** 20} MiB free`, retryMs: 30_000 };
   }
+  // Host software is a node fact (the probe): a VMI needing what is missing waits, and names it.
+  const software = missingHostSoftware(facts, vmi);
+  if (software !== null) return { phase: 'Pending', reason: software, retryMs: 60_000 };
+  const uuid = vmi.firmware.uuid ?? s.uid;
+  const holder = h.domainUuidInUse?.(s, uuid) ?? null;
+  if (holder !== null) return { phase: 'Pending', reason: `firmware UUID ${uuid} is in use by VMI ${holder} on this node (libvirt allows one domain per UUID)`, retryMs: 10_000 };
   const sock = `${h.vmiDir(s.uid)}/serial.sock`;
   if (Buffer.byteLength(sock) > MAX_UNIX_PATH) return { phase: 'Failed', reason: `console socket path ${sock} is longer than ${MAX_UNIX_PATH} bytes; use a shorter stateDir`, retryMs: -1 };
   return null;

@@ -6,6 +6,7 @@
  */
 import * as fs from 'node:fs';
 import { LibvirtError } from '../../libvirt/errors';
+import { undefineDomain } from '../../libvirt/undefine';
 import { backoffDelay } from '../../util/backoff';
 import { domainNameOf, embedRoot } from './launch-plan';
 import { isSameProcess, lastLogLine } from './launcher-process';
@@ -141,7 +142,7 @@ async function destroyLeftoverDomain(h: ReconcileHost, s: VmiState): Promise<boo
   try {
     const st = await dom.getState();
     if (st.state !== 'shutoff') await dom.destroy();
-    await dom.undefine().catch((err: unknown) => {
+    await undefineDomain(dom).catch((err: unknown) => {
       if (!(err instanceof LibvirtError && err.codeName === 'VIR_ERR_NO_DOMAIN')) throw err;
     });
     s.addEvent('Normal', 'LeftoverCleaned', `destroyed leftover domain ${name}`);

@@ -5,8 +5,8 @@
  * meant for a VMI's Pending/Failed reason; inconsistent inputs from our own code throw INTERNAL.
  *
  * Decisions (libvirt 9 / QEMU 7.2, see shared/recipes/libvirt.md):
- * - `<domain type=ctx.virtType>` (kvm, or qemu = TCG); name ctx.domainName; uuid = vmi.uid (must
- *   be a UUID); `<metadata><vh:vmi xmlns:vh="https://virt-handler.dev/xmlns/vmi/v1">` carrying
+ * - `<domain type=ctx.virtType>` (kvm, or qemu = TCG); name ctx.domainName; uuid = the firmware
+ *   UUID, else vmi.uid (domainUuid); `<metadata><vh:vmi xmlns:vh="https://virt-handler.dev/xmlns/vmi/v1">` carrying
  *   namespace, name, uid and generation as child elements (libvirt keeps namespaced metadata).
  * - Memory in KiB (bytes rounded up to a KiB), currentMemory = memory; `<vcpu placement=static>`.
  * - dedicated CPUs: `<cputune><vcpupin vcpu=i cpuset=ctx.pinnedCpus[i]/>`, one host CPU per vCPU
@@ -16,10 +16,8 @@
  *   match exact (TCG: check none + fallback allow, as the recipe requires; kvm: check partial +
  *   fallback forbid so an unsupported model fails loudly). Always `<topology sockets dies=1 cores threads>`.
  * - Hugepages: `<memoryBacking><hugepages><page size unit=KiB/>`.
- * - `<os>`: type hvm arch x86_64 machine=vmi.machineType. EFI: `firmware='efi'` (libvirt
- *   autoselects the firmware); secure boot adds `<loader secure=yes/>`, plain EFI adds
- *   `<firmware><feature enabled=no name=secure-boot/>` (libvirt 9.0 refuses `<loader secure=no/>`
- *   under autoselection: checked with a real define); secure boot requires a q35 machine
+ * - `<os>`: type hvm arch x86_64 machine=vmi.machineType. EFI: an explicit OVMF loader and a
+ *   per-VMI NVRAM in the VMI's directory (guest-devices.ts); secure boot requires a q35 machine
  *   and adds `<features><smm state=on/>`. kernelBoot: kernel / initrd / cmdline, `console=ttyS0`
  *   appended when the serial console is attached and the args name no ttyS0 console.
  * - `<features>`, `<clock>` and `<sysinfo>` (+ `<os><smbios mode=sysinfo/>`) in domain-features.ts:
@@ -72,10 +70,17 @@ export interface DomainXmlContext {
   bridge: string | null;
   /** Per disk name: the file the domain uses (from the disk plan). */
   diskPaths: Readonly<Record<string, { path: string; format: 'qcow2' | 'raw'; /** a block device: `<disk type='block'>` with `<source dev>` */ block?: boolean; /** the volume is read-only (a readOnly claim) */ readonly?: boolean }>>;
+  /** The OVMF build an EFI VMI boots (from the node probe); absent/null: EFI is INVALID_ARGUMENT. */
+  efi?: EfiFirmware | null;
+  /** Per filesystem name: the host directory it shares (from its volume). */
+  filesystemSources?: Readonly<Record<string, string>>;
+  /** The node's virtiofsd (from the node probe); absent: libvirt's own lookup. */
+  virtiofsd?: string | null;
 }
 
 import { element, serialize, type XmlElement } from './xml';
 import { buildClock, buildFeatures, buildSysinfo } from './domain-features';
+import { buildEfiLoader, buildGuestDevices, sharedMemory, type EfiFirmware } from './guest-devices';
 
 /** Namespace of the `<metadata>` element this daemon owns. */
 export const VMI_METADATA_NS = 'https://virt-handler.dev/xmlns/vmi/v1';
@@ -192,7 +197,7 @@ export function kernelCmdline(kernelArgs: string, serialConsole: boolean): strin
   return args === '' ? 'console=ttyS0' : `${args} console=ttyS0`;
 }
 
-function buildOs(vmi: NormalizedVmi): XmlElement {
+function buildOs(vmi: NormalizedVmi, ctx: DomainXmlContext): XmlElement {
   const fw = vmi.firmware;
   const efi = fw.bootloader === 'efi';
   if (fw.secureBoot && !efi) throw invalid('secure boot needs the EFI bootloader', { field: 'spec.domain.firmware.bootloader' });
@@ -210,13 +215,9 @@ function buildOs(vmi: NormalizedVmi): XmlElement {
   const cmdline = kb ? kernelCmdline(kb.kernelArgs, vmi.autoattachSerialConsole) : '';
   return element(
     'os',
-    { firmware: efi ? 'efi' : undefined },
+    null,
     element('type', { arch: 'x86_64', machine: vmi.machineType }, 'hvm'),
-    // secure boot: the loader asks for a secure firmware (libvirt 9 accepts secure='yes' with
-    // autoselection); plain EFI: a firmware feature excludes secure-boot builds, because
-    // libvirt 9.0 rejects <loader secure='no'/> when firmware autoselection is on.
-    efi && !fw.secureBoot && element('firmware', null, element('feature', { enabled: 'no', name: 'secure-boot' })),
-    efi && fw.secureBoot && element('loader', { secure: 'yes' }),
+    buildEfiLoader(vmi, ctx),
     vmi.sysinfo !== undefined && element('smbios', { mode: 'sysinfo' }),
     !efi && fw.biosUseSerial !== undefined && element('bios', { useserial: fw.biosUseSerial ? 'yes' : 'no' }),
     kb && element('kernel', null, kb.kernel),
@@ -327,6 +328,16 @@ function buildSerial(ctx: DomainXmlContext): XmlElement[] {
   ];
 }
 
+/**
+ * The domain's UUID: the firmware UUID (the guest's SMBIOS system UUID, which libvirt requires to
+ * be the domain's), else the VMI uid. The VMI's identity is its uid, kept in `<vh:uid>`.
+ */
+export function domainUuid(vmi: NormalizedVmi): string {
+  const u = vmi.firmware.uuid ?? vmi.uid;
+  if (!UUID_RE.test(u)) throw invalid(`firmware uuid ${JSON.stringify(u)} is not a UUID`, { field: 'spec.domain.firmware.uuid' });
+  return u.toLowerCase();
+}
+
 /** The domain XML of a VMI on this node. Throws VhError (INVALID_ARGUMENT / INTERNAL) as documented above. */
 export function buildDomainXml(vmi: NormalizedVmi, ctx: DomainXmlContext): string {
   if (ctx.virtType !== 'kvm' && ctx.virtType !== 'qemu') throw internal(`unknown virtType ${JSON.stringify(ctx.virtType)}`);
@@ -349,7 +360,7 @@ export function buildDomainXml(vmi: NormalizedVmi, ctx: DomainXmlContext): strin
     'domain',
     { type: ctx.virtType },
     element('name', null, ctx.domainName),
-    element('uuid', null, vmi.uid.toLowerCase()),
+    element('uuid', null, domainUuid(vmi)),
     element(
       'metadata',
       null,
@@ -364,12 +375,17 @@ export function buildDomainXml(vmi: NormalizedVmi, ctx: DomainXmlContext): strin
     ),
     element('memory', { unit: 'KiB' }, memKib),
     element('currentMemory', { unit: 'KiB' }, memKib),
-    hp !== null && element('memoryBacking', null, element('hugepages', null, element('page', { size: kib(hp, 'memory.hugepageSizeBytes'), unit: 'KiB' }))),
+    (hp !== null || sharedMemory(vmi).length > 0) && element(
+      'memoryBacking',
+      null,
+      hp !== null && element('hugepages', null, element('page', { size: kib(hp, 'memory.hugepageSizeBytes'), unit: 'KiB' })),
+      sharedMemory(vmi),
+    ),
     element('vcpu', { placement: 'static' }, vcpus),
     io.count > 0 && element('iothreads', null, io.count),
     buildCputune(vmi, ctx),
     buildSysinfo(vmi),
-    buildOs(vmi),
+    buildOs(vmi, ctx),
     buildFeatures(vmi, secureBoot),
     buildCpu(vmi, ctx),
     buildClock(vmi),
@@ -386,8 +402,9 @@ export function buildDomainXml(vmi: NormalizedVmi, ctx: DomainXmlContext): strin
       (vmi.inputs ?? []).map((i) => element('input', { type: i.type, bus: i.bus }, alias(i.name))),
       vmi.graphics === true && [
         element('graphics', { type: 'vnc' }, element('listen', { type: 'socket', socket: `${ctx.vmiDir}/vnc.sock` })),
-        element('video', null, element('model', { type: 'vga', heads: 1 })),
+        element('video', null, element('model', { type: vmi.video ?? 'vga', heads: 1 })),
       ],
+      buildGuestDevices(vmi, ctx),
       vmi.watchdog !== undefined && element('watchdog', { model: 'i6300esb', action: vmi.watchdog.action }, alias(vmi.watchdog.name)),
       vmi.rng && element('rng', { model: 'virtio' }, element('backend', { model: 'random' }, '/dev/urandom')),
       vmi.memBalloon === false ? element('memballoon', { model: 'none' }) : element('memballoon', { model: 'virtio' }, element('stats', { period: 10 })),

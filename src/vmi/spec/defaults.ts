@@ -10,10 +10,15 @@
  * copied, as validation reads them).
  *
  * Differences from KubeVirt, on purpose:
- * - firmware.uuid: KubeVirt gives a bare VMI a fresh random UUID (SetDefaults_Firmware; a
- *   VirtualMachine's VMI gets legacyFirmwareUuid(name)). This node gives its guest the VMI uid as
- *   UUID (the domain's identity), so the default is the uid, when known (`opts.uid`, else
- *   metadata.uid): also fresh and random, and honoured.
+ * - firmware.uuid: KubeVirt gives a bare VMI a fresh random UUID (SetDefaults_Firmware); a
+ *   VirtualMachine's VMI without one gets legacyFirmwareUuid(name) (virtual-machine.ts does that
+ *   here). The default here is the VMI uid, when known (`opts.uid`, else metadata.uid): also
+ *   fresh and random, and reproducible from the record. It is the guest's SMBIOS UUID and the
+ *   libvirt domain's UUID (render/domain-xml.ts).
+ * - efi.secureBoot: KubeVirt treats an unset secureBoot as true (its admitter and converter read
+ *   nil as enabled); it is written here so the stored VMI says what runs. Secure boot needs SMM:
+ *   KubeVirt's admitter refuses it without features.smm, this node turns SMM on instead (an unset
+ *   features.smm becomes enabled; an explicit `smm.enabled: false` is still refused).
  * - Cluster-config defaults (CPU model, eviction strategy, default CPU request, hotplug maximums)
  *   have no cluster here: they are left unset, as with KubeVirt's stock configuration.
  * - Hyper-V feature dependencies (SetHypervFeatureDependencies) are not added.
@@ -60,6 +65,7 @@ export function defaultVmi(manifest: unknown, opts: { uid?: string } = {}): unkn
   }
   const firmware = objAt(d, 'firmware');
   if (firmware !== null && firmware.uuid === undefined && uid !== undefined && uid !== '') firmware.uuid = uid;
+  if (firmware !== null) defaultSecureBoot(firmware, d);
   const features = objAt(d, 'features');
   if (features !== null) defaultFeatures(features);
   const clock = d.clock;
@@ -78,6 +84,19 @@ export function legacyFirmwareUuid(name: string): string {
   h[8] = (h[8]! & 0x3f) | 0x80;
   const x = h.subarray(0, 16).toString('hex');
   return `${x.slice(0, 8)}-${x.slice(8, 12)}-${x.slice(12, 16)}-${x.slice(16, 20)}-${x.slice(20)}`;
+}
+
+/** efi without secureBoot means secure boot (KubeVirt); secure boot turns an unset SMM on. */
+function defaultSecureBoot(firmware: Obj, d: Obj): void {
+  const bootloader = firmware.bootloader;
+  if (!isPlainObject(bootloader)) return;
+  const efi = (bootloader as Obj).efi;
+  if (!isPlainObject(efi)) return;
+  const e = efi as Obj;
+  if (e.secureBoot === undefined) e.secureBoot = true;
+  if (e.secureBoot !== true) return;
+  const features = objAt(d, 'features');
+  if (features !== null && features.smm === undefined) features.smm = { enabled: true };
 }
 
 function cloneData(v: unknown, depth: number): unknown {

@@ -295,7 +295,12 @@ export interface NormalizedVmi {
     kernelBoot: { kernel: string; initrd: string | null; kernelArgs: string } | null;
     /** kernelBoot.container (ValidationContext.imagePulls): the image store supplies kernelBoot's files at start. */
     kernelBootContainer?: { image: string; pullPolicy: ImagePullPolicy; kernelPath: string | null; initrdPath: string | null; kernelArgs: string } | null;
-    /** spec.domain.firmware.uuid: the guest's SMBIOS UUID. Honoured only when it is the VMI uid (the domain's UUID). */
+    /**
+     * spec.domain.firmware.uuid: the guest's SMBIOS system UUID and the libvirt domain's UUID
+     * (libvirt requires the two to match); null = the VMI uid. The VMI's identity stays its uid
+     * (the domain's `<vh:uid>` metadata), so two VMIs may carry the same firmware UUID, though
+     * not run on one node at the same time (control/start.ts preflight).
+     */
     uuid: string | null;
     /** bios.useSerial: SeaBIOS output on the serial console. */
     biosUseSerial?: boolean;
@@ -334,6 +339,18 @@ export interface NormalizedVmi {
   autoattachSerialConsole: boolean;
   runStrategy: RunStrategy;
   terminationGracePeriodSeconds: number;
+  /** devices.tpm (not disabled, not persistent): an emulated TPM 2.0 (swtpm), tpm-tis as KubeVirt renders it. */
+  tpm?: boolean;
+  /** devices.filesystems: virtiofs shares, each named after its volume (the host directory comes with the render context). */
+  filesystems?: Array<{ name: string }>;
+  /** devices.video.type: the model of the video device graphics get. */
+  video?: 'vga' | 'virtio' | 'bochs' | 'ramfb' | 'cirrus';
+  /** devices.panicDevices (isa, hyperv). */
+  panicDevices?: Array<'isa' | 'hyperv'>;
+  /** devices.sound. */
+  sound?: { name: string; model: 'ich9' | 'ac97' };
+  /** devices.autoattachVSOCK: a virtio vsock with a libvirt-assigned CID (needs /dev/vhost-vsock). */
+  vsock?: boolean;
   /**
    * Accepted fields this node cannot honour (empty: the VMI can run here). Render ignores these
    * fields; a VMI with requirements must wait (Pending, condition Schedulable=False/Unschedulable).

@@ -23,8 +23,9 @@
  *   limits: cpu (millicores) and memory are read, any other resource is a requirement; a request above its limit is a violation, and
  *   so is memory.guest above limits.memory (KubeVirt rejects the same).
  * - firmware.bootloader, when given, must name exactly one of bios/efi. efi.secureBoot defaults
- *   to false (KubeVirt defaults true, but that needs SMM and secboot OVMF; opting in is explicit).
- *   secureBoot lives inside efi, so "secureBoot needs efi" holds by construction.
+ *   to true, as in KubeVirt; with features.smm disabled that is a violation (defaultVmi turns an
+ *   unset SMM on). secureBoot lives inside efi, so "secureBoot needs efi" holds by construction.
+ * - firmware.uuid (any UUID) is the guest's SMBIOS UUID and the domain's UUID.
  * - A cdrom is always read-only (readonly: false is refused), cannot use bus virtio (QEMU has no
  *   virtio cdrom), and cannot be backed by an emptyDisk (a blank read-only medium is a mistake).
  * - bootOrder: 1..65535, unique across disks and interfaces. MAC addresses: unique across interfaces.
@@ -57,6 +58,7 @@ import { nodeAffinityNeeds } from './node-match';
 import { NetworkReader } from './networks';
 import { VolumeSourceReader } from './volume-sources';
 import { readClock, readCpuFeatures, readDeviceExtras, readFeatures, readSysinfo } from './domain-extras';
+import { readGuestDevices } from './guest-devices';
 import type { VmiRequirement } from './types';
 
 /** Node limits used when ValidationContext.limits leaves one out. */
@@ -189,7 +191,7 @@ class Validator extends FieldReader {
     if (cpuFeatures !== undefined) cpu.features = cpuFeatures;
     const useSerial = isPlainObject(firmwareBios(d.get('firmware'))) ? (firmwareBios(d.get('firmware')) as { useSerial?: unknown }).useSerial : undefined;
     if (typeof useSerial === 'boolean') firmware.biosUseSerial = useSerial;
-    if (firmware.secureBoot && features.smm === false) this.v.add('spec.domain.features.smm.enabled', 'secure boot needs SMM');
+    if (firmware.secureBoot && features.smm === false) this.v.add('spec.domain.features.smm.enabled', 'secure boot needs SMM (EFI secureBoot is on; an unset secureBoot means on, as in KubeVirt: set efi.secureBoot: false or enable SMM)');
     const dev = (d.has('devices')
       ? this.obj(d.get('devices'), 'spec.domain.devices', ['disks', 'interfaces', 'rng', 'autoattachSerialConsole', 'filesystems', 'blockMultiQueue', 'autoattachGraphicsDevice'])
       : null) ?? new Map<string, unknown>();
@@ -199,13 +201,14 @@ class Validator extends FieldReader {
     const rng = dev.has('rng') ? this.empty(dev.get('rng'), 'spec.domain.devices.rng') : false;
     const serial = dev.has('autoattachSerialConsole') ? this.bool(dev.get('autoattachSerialConsole'), 'spec.domain.devices.autoattachSerialConsole') : true;
 
-    if (firmware.uuid !== null && meta !== null && firmware.uuid !== meta.uid) {
-      this.reqs.push({ field: 'spec.domain.firmware.uuid', needs: `firmware UUID ${firmware.uuid} (this node gives a guest its VMI uid${meta.uid === '' ? '' : ` ${meta.uid}`} as its UUID)` });
-    }
+    const diskNames = new Set((Array.isArray(dev.get('disks')) ? (dev.get('disks') as unknown[]) : []).map((x) => (isPlainObject(x) ? (x as { name?: unknown }).name : undefined)).filter((n): n is string => typeof n === 'string'));
+    const guestDevices = readGuestDevices(d.get('devices'), volumes, diskNames, this.v, this.reqs);
     if (this.v.count > 0 || meta === null) return null;
     return {
       ...meta, cpu, memory, firmware, machineType, features, ...(clock === undefined ? {} : { clock }), ...(sysinfo === undefined ? {} : { sysinfo }),
-      ...readDeviceExtras(d.get('devices'), this.v), ...ioSettings(d.get('ioThreadsPolicy'), disks, dev), disks, interfaces, rng,
+      ...readDeviceExtras(d.get('devices'), this.v), ...guestDevices, ...ioSettings(d.get('ioThreadsPolicy'), disks, dev),
+      // KubeVirt attaches graphics unless told not to; this node only on request, and a video type is one.
+      ...(guestDevices.video !== undefined && dev.get('autoattachGraphicsDevice') !== false ? { graphics: true } : {}), disks, interfaces, rng,
       autoattachSerialConsole: serial ?? true, runStrategy: runStrategy ?? 'Always', terminationGracePeriodSeconds: grace ?? 30,
       requirements: [...this.reqs],
     };
@@ -348,9 +351,8 @@ class Validator extends FieldReader {
       } else if (b !== null) {
         result.bootloader = 'efi';
         const efi = this.obj(b.get('efi'), 'spec.domain.firmware.bootloader.efi', ['secureBoot']);
-        if (efi?.has('secureBoot') === true) {
-          result.secureBoot = this.bool(efi.get('secureBoot'), 'spec.domain.firmware.bootloader.efi.secureBoot') ?? false;
-        }
+        // KubeVirt: an unset secureBoot is secure boot.
+        result.secureBoot = efi?.has('secureBoot') === true ? this.bool(efi.get('secureBoot'), 'spec.domain.firmware.bootloader.efi.secureBoot') ?? false : true;
       }
     }
     if (f.has('kernelBoot')) {
@@ -407,7 +409,7 @@ class Validator extends FieldReader {
   }
 
   private disks(value: unknown, volumes: ReturnType<Validator['volumes']>, filesystems: unknown): NormalizedDisk[] {
-    // A filesystem uses its volume too (filesystems are requirements, listed by the schema).
+    // A filesystem uses its volume too (guest-devices.ts checks the pairing).
     if (Array.isArray(filesystems)) {
       for (const f of filesystems) {
         const entry = isPlainObject(f) && typeof (f as { name?: unknown }).name === 'string' ? volumes.get((f as { name: string }).name) : undefined;

@@ -21,6 +21,7 @@ import { child, isPlainObject, q, Violations } from './field-reader';
 import { RUN_STRATEGIES, type FieldViolation, type RunStrategy } from './types';
 import { INSTANCETYPE_KINDS, PREFERENCE_KINDS, type InstancetypeKind, type PreferenceKind } from './documents';
 import { applyInstancetype, type Instancetype, type Preference } from './instancetype';
+import { legacyFirmwareUuid } from './defaults';
 
 type Obj = Record<string, unknown>;
 
@@ -176,6 +177,7 @@ export function vmToVmi(value: Obj, lookup: ObjectLookup): VmResult {
   addVolumeDisks(vmiSpec);
   const conflicts = applyInstancetype(vmiSpec, vmiMeta, instancetype, preference, 'spec.template.spec');
   if (conflicts.length > 0) return { ok: false, violations: conflicts };
+  setupStableFirmwareUuid(vmiSpec, name);
   vmiSpec.runStrategy = runStrategy;
   return {
     ok: true,
@@ -208,6 +210,21 @@ function dataVolumeTemplates(v: Violations, value: unknown, namespace: string): 
     if (m?.annotations !== undefined) meta.annotations = m.annotations;
     return [{ apiVersion: typeof o.apiVersion === 'string' ? o.apiVersion : 'cdi.kubevirt.io/v1beta1', kind: 'DataVolume', metadata: meta, spec: structuredClone(o.spec) }];
   });
+}
+
+/**
+ * virt-controller's setupStableFirmwareUUID: a VM's VMI without firmware.uuid gets
+ * CalculateLegacyUUID(vmi name), a SHA-1 UUID of the name, so the guest sees the same SMBIOS UUID
+ * on every start (and the same one KubeVirt would give it). KubeVirt's VM webhook gives a VM
+ * created through the API a random one stored in the VM; this node keeps no VM object to store
+ * it in, so the name-derived one is the stable choice.
+ */
+function setupStableFirmwareUuid(spec: Obj, name: string): void {
+  const domain = obj(spec.domain);
+  if (domain === undefined) return;
+  if (domain.firmware === undefined) domain.firmware = {};
+  const firmware = obj(domain.firmware);
+  if (firmware !== undefined && (firmware.uuid === undefined || firmware.uuid === '')) firmware.uuid = legacyFirmwareUuid(name);
 }
 
 /**

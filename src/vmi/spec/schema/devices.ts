@@ -63,9 +63,9 @@ export const DEVICES = obj({
   autoattachGraphicsDevice: bool(), // true: VNC on a unix socket in the VMI's directory (not proxied to clients yet)
   autoattachInputDevice: needs(bool(), (v) => (v === true ? 'an input device (not rendered by this node yet)' : null)),
   autoattachMemBalloon: bool(),
-  autoattachVSOCK: needs(bool(), (v) => (v === true ? 'a VSOCK device (not rendered by this node yet)' : null)),
+  autoattachVSOCK: bool(), // true: a virtio vsock; needs /dev/vhost-vsock (a node fact, checked before start)
   blockMultiQueue: bool(),
-  networkInterfaceMultiqueue: needs(bool(), (v) => (v === true ? 'network interface multi-queue (not rendered by this node yet)' : null)),
+  networkInterfaceMultiqueue: needs(bool(), (v) => (v === true ? 'network interface multi-queue (masquerade here is QEMU user-mode networking, which has a single queue; multi-queue bridge interfaces are not rendered yet)' : null)),
   useVirtioTransitional: needs(bool(), (v) => (v === true ? 'virtio-transitional devices (not rendered by this node yet)' : null)),
   inputs: arr(obj({ name: str(), type: oneOf(['tablet', 'keyboard']), bus: oneOf(['usb', 'virtio']) })),
   watchdog: obj({
@@ -77,11 +77,16 @@ export const DEVICES = obj({
     (v) => `GPU device ${nameOf(v)} (this node exposes no GPUs)`)),
   hostDevices: arr(needs(obj({ name: str(), deviceName: str(), claimName: str(), requestName: str(), tag: str() }),
     (v) => `host device ${nameOf(v)} (this node exposes no host devices)`)),
-  filesystems: arr(needs(obj({ name: str(), virtiofs: empty() }), 'a virtiofs filesystem (this node runs no virtiofsd)')),
-  sound: needs(obj({ name: str(), model: oneOf(['ich9', 'ac97']) }), 'a sound device (not rendered by this node yet)'),
-  tpm: needs(obj({ enabled: bool(), persistent: bool() }), (v) => ((v as { enabled?: unknown } | null)?.enabled === false ? null : 'a TPM (this node has no swtpm)')),
-  video: needs(obj({ type: str() }), 'a video device (not rendered by this node yet)'),
-  panicDevices: needs(arr(obj({ model: oneOf(['hyperv', 'isa', 'pvpanic']) })), 'panic devices (not rendered by this node yet)'),
+  // virtiofs (needs virtiofsd: a node fact, checked before start); the share is the volume of the same name.
+  filesystems: arr(obj({ name: str(), virtiofs: empty() })),
+  sound: obj({ name: str(), model: oneOf(['ich9', 'ac97']) }),
+  // An emulated TPM 2.0 (needs swtpm: a node fact, checked before start).
+  tpm: needs(obj({ enabled: bool(), persistent: bool() }), (v) => {
+    const t = v as { enabled?: unknown; persistent?: unknown } | null;
+    return t?.enabled !== false && t?.persistent === true ? 'persistent TPM state (KubeVirt keeps it on backend storage, a PVC that follows the VM; this node has no backend storage)' : null;
+  }),
+  video: obj({ type: oneOf(['vga', 'virtio', 'bochs', 'ramfb', 'cirrus']) }),
+  panicDevices: arr(obj({ model: needs(oneOf(['hyperv', 'isa', 'pvpanic']), (v) => (v === 'pvpanic' ? 'the pvpanic panic model (libvirt 9.0 on this node does not know it; isa and hyperv it does)' : null)) })),
   clientPassthrough: needs(empty(), 'USB client passthrough (not supported by this node)'),
   downwardMetrics: needs(empty(), 'the downward metrics device (not served by this node)'),
 });
