@@ -45,6 +45,7 @@ import { launcherServiceImplementation } from './grpc/launcher-service';
 import { dataVolumeServiceImplementation } from './grpc/datavolume-service';
 import { loadProtos } from './grpc/proto';
 import { DataVolumeController } from './volumes/datavolume-controller';
+import { createImporter } from './volumes/importer';
 import type { Importer } from './volumes/importer/types';
 
 /** Inputs of startApp() besides the config. */
@@ -65,7 +66,7 @@ export interface AppSeams {
   launcherCommand?: readonly string[];
   /** Image GC timing (e.g. minIdleMs 0 so a restart collects what no VMI uses). */
   imageGc?: Partial<ImageGcTiming>;
-  /** The DataVolume importer (until the full importer is wired here: the blank-only one). */
+  /** The DataVolume importer (a test seam; the daemon otherwise uses createImporter). */
   importer?: Importer;
 }
 
@@ -189,7 +190,15 @@ export class App {
       claimRoot: config.volumes.claimRoot,
       logger: component(logger, 'datavolumes'),
       claimUsers: (ns, name) => this.vmis?.claimUsers(ns, name) ?? [],
-      ...(this.opts.seams?.importer ? { importer: this.opts.seams.importer } : {}),
+      // The CDI-style importer (http(s), registry through this node's image store, blank, upload,
+      // pvc clone); tests may inject a slow one.
+      importer: this.opts.seams?.importer ?? createImporter({
+        pullImage: async (ref) => {
+          const got = await images.ensure(ref, { pullPolicy: 'IfNotPresent' });
+          if (got.diskPath === undefined || got.format === undefined) throw new Error(`image ${ref} holds no /disk/ image`);
+          return { path: got.diskPath, format: got.format };
+        },
+      }),
     });
     dataVolumes.start();
     this.dataVolumes = dataVolumes;
