@@ -10,7 +10,7 @@ import type { Logger } from '../log';
 import { isDnsLabel, isDnsSubdomain } from '../vmi/spec/ids';
 import type { DataVolumeController } from '../volumes/datavolume-controller';
 import type { DataVolumeView } from '../volumes/datavolume-types';
-import { MalformedRequest, toGrpcStatus } from './errors';
+import { MalformedRequest, toGrpcStatus, unaryHandler } from './errors';
 
 const MAX_MANIFEST = 1024 * 1024;
 
@@ -38,20 +38,8 @@ export function checkDataVolumeRef(raw: unknown): { namespace: string; name: str
   return { namespace, name };
 }
 
-type Unary = (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => void;
-
 export function dataVolumeServiceImplementation(c: DataVolumeController, log: Logger): grpc.UntypedServiceImplementation {
-  const unary = (fn: (req: Record<string, unknown>) => unknown): Unary => (call, cb) => {
-    Promise.resolve()
-      .then(() => fn((call.request ?? {}) as Record<string, unknown>))
-      .then(
-        (res) => cb(null, res),
-        (e: unknown) => {
-          if (!(e instanceof VhError)) log.error({ err: e, method: call.getPath() }, 'DataVolumeService handler failed');
-          cb(toGrpcStatus(e));
-        },
-      );
-  };
+  const unary = unaryHandler(log, 'DataVolumeService');
   return {
     CreateDataVolume: unary((req) => {
       const manifest = req.manifest;

@@ -73,3 +73,25 @@ export function toGrpcStatus(err: unknown): grpc.ServerErrorResponse {
 export class MalformedRequest {
   constructor(readonly reason: string) {}
 }
+
+/** A grpc-js unary handler. */
+export type UnaryHandler = (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => void;
+
+/**
+ * Wraps `fn` (the request object -> the response, or a promise of it) as a unary handler: a
+ * thrown VhError becomes its status here; anything else is also logged, as `<service> handler
+ * failed`, since it is a bug rather than a caller's mistake.
+ */
+export function unaryHandler(log: { error(o: object, msg: string): void }, service: string): (fn: (req: Record<string, unknown>) => unknown) => UnaryHandler {
+  return (fn) => (call, cb) => {
+    Promise.resolve()
+      .then(() => fn((call.request ?? {}) as Record<string, unknown>))
+      .then(
+        (res) => cb(null, res),
+        (e: unknown) => {
+          if (!isVhError(e)) log.error({ err: e, method: call.getPath() }, `${service} handler failed`);
+          cb(toGrpcStatus(e));
+        },
+      );
+  };
+}

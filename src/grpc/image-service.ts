@@ -9,7 +9,7 @@ import type { ImageStore } from '../images/image-store';
 import { formatReference, parseReference } from '../images/reference';
 import type { ImageSelection, PullPolicy, StoredImage } from '../images/types';
 import type { Logger } from '../log';
-import { MalformedRequest, toGrpcStatus } from './errors';
+import { MalformedRequest, toGrpcStatus, unaryHandler } from './errors';
 
 const POLICIES: readonly PullPolicy[] = ['Always', 'IfNotPresent', 'Never'];
 const FORMATS = ['oci-archive', 'docker-archive'] as const;
@@ -64,21 +64,9 @@ function reference(raw: unknown, field: string): string {
   return raw;
 }
 
-type Unary = (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => void;
-
 export function imageServiceImplementation(d: ImageServiceDeps): grpc.UntypedServiceImplementation {
   const { store, log } = d;
-  const unary = (fn: (req: Record<string, unknown>) => unknown | Promise<unknown>): Unary => (call, cb) => {
-    Promise.resolve()
-      .then(() => fn((call.request ?? {}) as Record<string, unknown>))
-      .then(
-        (res) => cb(null, res),
-        (e: unknown) => {
-          if (!(e instanceof VhError)) log.error({ err: e, method: call.getPath() }, 'ImageService handler failed');
-          cb(toGrpcStatus(e));
-        },
-      );
-  };
+  const unary = unaryHandler(log, 'ImageService');
   const wire = (digest: string): Record<string, unknown> | null => {
     const img = store.list().find((i) => i.digest === digest);
     return img ? imageToWire(img, d.users()) : null;

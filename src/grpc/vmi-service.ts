@@ -11,7 +11,7 @@ import { ErrorCodes, VhError } from '../errors';
 import type { Logger } from '../log';
 import type { VmiController, VmiRefIn, WatchEventOut } from '../vmi/control/controller';
 import type { VmiView } from '../vmi/spec/types';
-import { MalformedRequest, toGrpcStatus } from './errors';
+import { MalformedRequest, toGrpcStatus, unaryHandler } from './errors';
 import { isDnsLabel, isUuid } from '../vmi/spec/ids';
 import { redactSecrets } from '../vmi/spec/redact';
 
@@ -61,20 +61,8 @@ function checkNamespace(raw: unknown): string {
   return ns;
 }
 
-type Unary = (call: grpc.ServerUnaryCall<unknown, unknown>, cb: grpc.sendUnaryData<unknown>) => void;
-
 export function vmiServiceImplementation(m: VmiController, log: Logger): grpc.UntypedServiceImplementation {
-  const unary = (fn: (req: Record<string, unknown>) => unknown | Promise<unknown>): Unary => (call, cb) => {
-    Promise.resolve()
-      .then(() => fn((call.request ?? {}) as Record<string, unknown>))
-      .then(
-        (res) => cb(null, res),
-        (e: unknown) => {
-          if (!(e instanceof VhError)) log.error({ err: e, method: call.getPath() }, 'VmiService handler failed');
-          cb(toGrpcStatus(e));
-        },
-      );
-  };
+  const unary = unaryHandler(log, 'VmiService');
   return {
     SyncVMI: unary((req) => {
       const manifest = req.manifest;

@@ -23,6 +23,8 @@ import * as fs from 'node:fs';
 import * as http from 'node:http';
 import * as path from 'node:path';
 import type * as grpc from '@grpc/grpc-js';
+import { credentials } from '@grpc/grpc-js';
+import { loadProtos } from '../../src/grpc/proto';
 import { REPO, SHIPPED_DAEMON, type Client, call, httpGet, killEverything, makeRoot, recordUids, testDriverVmi, vmiClient, waitFor } from '../lib/daemon';
 
 const NOBODY = 65534;
@@ -101,7 +103,9 @@ function concreteRequests(routes: readonly string[]): Array<{ method: string; ur
   for (const route of routes) {
     const [method, pattern] = route.split(' ') as [string, string];
     const filled = pattern.replace(':namespace', NS).replace(':name', NAME).replace(/:[A-Za-z]+/g, 'x');
-    const urls = filled.includes('*') ? [filled.replace('*', `${NS}/${NAME}`), filled.replace('*', `${NS}/${NAME}/events`)] : [filled];
+    // VMI views have an events sub-path; DataVolume views do not.
+    const sub = pattern.startsWith('/v1/datavolumes') ? [] : [filled.replace('*', `${NS}/${NAME}/events`)];
+    const urls = filled.includes('*') ? [filled.replace('*', `${NS}/${NAME}`), ...sub] : [filled];
     for (const url of urls) out.push({ method, url });
   }
   return out;
@@ -163,6 +167,14 @@ describe('unprivileged access and secret redaction (real daemon, test:///default
     manifestText = JSON.stringify(m);
     created = await call<{ vmi: WireVmi; changed: boolean }>(client, 'SyncVMI', { manifest: manifestText });
     uid = created.vmi.uid;
+    // A DataVolume of the same name, so the DataVolume views name something that exists too.
+    const { DataVolumeClient } = loadProtos();
+    const dvClient = new DataVolumeClient(`unix:${grpcSock}`, credentials.createInsecure()) as unknown as Client;
+    try {
+      await call(dvClient, 'CreateDataVolume', { manifest: JSON.stringify({ apiVersion: 'cdi.kubevirt.io/v1beta1', kind: 'DataVolume', metadata: { name: NAME, namespace: NS }, spec: { source: { blank: {} }, storage: { resources: { requests: { storage: '16Mi' } } } } }) });
+    } finally {
+      dvClient.close();
+    }
     await waitFor(`${NS}/${NAME} Running\n${out.slice(-3000)}`, async () => ((await call<WireVmi>(client, 'GetVMI', { namespace: NS, name: NAME })).status.phase === 'Running' ? true : undefined), 30_000, 100);
   });
 
