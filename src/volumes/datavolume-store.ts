@@ -9,6 +9,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ErrorCodes, VhError, errnoFacts } from '../errors';
+import { fsyncDir, moveAside, writeFileAtomic } from '../util/atomic-file';
 import type { DataVolumeRecord } from './datavolume-types';
 
 const FILE_RE = /^([a-z0-9-]+)_([a-z0-9.-]+)\.json$/;
@@ -29,19 +30,9 @@ export class DataVolumeStore {
     const sync = opts.sync !== false;
     fs.mkdirSync(this.dir, { recursive: true, mode: 0o700 });
     const file = this.file(rec.namespace, rec.name);
-    const tmp = `${file}.tmp-${process.pid}`;
-    let fd = -1;
     try {
-      fd = fs.openSync(tmp, 'w', 0o600);
-      fs.writeFileSync(fd, `${JSON.stringify(rec, null, 1)}\n`);
-      if (sync) fs.fsyncSync(fd);
-      fs.closeSync(fd);
-      fd = -1;
-      fs.renameSync(tmp, file);
-      if (sync) fsyncDir(this.dir);
+      writeFileAtomic(file, `${JSON.stringify(rec, null, 1)}\n`, { sync });
     } catch (e) {
-      if (fd >= 0) fs.closeSync(fd);
-      fs.rmSync(tmp, { force: true });
       const code = errnoFacts(e)?.code ?? 'error';
       throw new VhError(ErrorCodes.STATE_WRITE_FAILED, `cannot write DataVolume record ${file}: ${code}`, { path: file, code }, { cause: e });
     }
@@ -72,23 +63,12 @@ export class DataVolumeStore {
       if (!m) continue;
       const rec = parse(fs.readFileSync(file, 'utf8'), m[1]!, m[2]!);
       if (typeof rec === 'string') {
-        const aside = `${file}.corrupt-${Date.now()}`;
-        fs.renameSync(file, aside);
-        problems.push(`${file}: ${rec}; moved to ${aside}`);
+        moveAside(file, rec, problems);
         continue;
       }
       records.push(rec);
     }
     return { records, problems };
-  }
-}
-
-function fsyncDir(dir: string): void {
-  const fd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
   }
 }
 

@@ -18,6 +18,7 @@
 import * as fs from 'node:fs';
 import * as path from 'node:path';
 import { ErrorCodes, VhError, errnoFacts } from '../../errors';
+import { fsyncDir, moveAside, writeFileAtomic } from '../../util/atomic-file';
 import type { VirtualMachineInstance, VmiPhase } from '../spec/types';
 import { isUuid } from '../spec/ids';
 
@@ -99,20 +100,10 @@ export class RecordStore {
     const sync = opts.sync !== false;
     const dir = this.ensureDir(rec.uid);
     const file = path.join(dir, 'record.json');
-    const tmp = `${file}.tmp-${process.pid}`;
     const data = `${JSON.stringify({ ...rec, version: RECORD_VERSION, updatedAt: new Date().toISOString() }, null, 1)}\n`;
-    let fd = -1;
     try {
-      fd = fs.openSync(tmp, 'w', 0o600);
-      writeAll(fd, Buffer.from(data, 'utf8'));
-      if (sync) fs.fsyncSync(fd);
-      fs.closeSync(fd);
-      fd = -1;
-      fs.renameSync(tmp, file);
-      if (sync) fsyncDir(dir);
+      writeFileAtomic(file, data, { sync });
     } catch (e) {
-      if (fd >= 0) fs.closeSync(fd);
-      fs.rmSync(tmp, { force: true });
       const code = errnoFacts(e)?.code ?? 'error';
       throw new VhError(ErrorCodes.STATE_WRITE_FAILED, `cannot write VMI record ${file}: ${code}${code === 'ENOSPC' ? ' (disk full; the previous record is kept)' : ''}`, { path: file, code }, { cause: e });
     }
@@ -154,7 +145,7 @@ export class RecordStore {
     fs.mkdirSync(this.root, { recursive: true, mode: 0o700 });
     const file = path.join(this.root, 'revision');
     try {
-      atomicWrite(file, `${revision}\n`);
+      writeFileAtomic(file, `${revision}\n`);
     } catch (e) {
       const code = errnoFacts(e)?.code ?? 'error';
       throw new VhError(ErrorCodes.STATE_WRITE_FAILED, `cannot write ${file}: ${code}`, { path: file, code }, { cause: e });
@@ -201,9 +192,7 @@ export class RecordStore {
       }
       const rec = parseRecord(text, uid);
       if (typeof rec === 'string') {
-        const aside = `${file}.corrupt-${Date.now()}`;
-        fs.renameSync(file, aside);
-        problems.push(`${file}: ${rec}; moved to ${aside}`);
+        moveAside(file, rec, problems);
         continue;
       }
       records.push(rec);
@@ -212,15 +201,6 @@ export class RecordStore {
   }
 }
 
-/** write(2) may write less than asked (a nearly full disk): loop, and fail rather than publish a torn file. */
-function writeAll(fd: number, buf: Buffer): void {
-  let off = 0;
-  while (off < buf.length) {
-    const n = fs.writeSync(fd, buf, off, buf.length - off);
-    if (n <= 0) throw Object.assign(new Error('short write'), { code: 'ENOSPC' });
-    off += n;
-  }
-}
 
 /** Narrows an existing directory's mode (never widens it); best effort: a failure only leaves the old mode. */
 function narrow(dir: string, mode: number): void {
@@ -232,22 +212,6 @@ function narrow(dir: string, mode: number): void {
   }
 }
 
-/** Atomically replaces `file` with `text` (tmp + fsync + rename + dir fsync). */
-function atomicWrite(file: string, text: string): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fd = fs.openSync(tmp, 'w', 0o600);
-  try {
-    writeAll(fd, Buffer.from(text, 'utf8'));
-    fs.fsyncSync(fd);
-  } catch (e) {
-    fs.closeSync(fd);
-    fs.rmSync(tmp, { force: true });
-    throw e;
-  }
-  fs.closeSync(fd);
-  fs.renameSync(tmp, file);
-  fsyncDir(path.dirname(file));
-}
 
 function safeReaddir(dir: string): string[] {
   try {
@@ -257,14 +221,6 @@ function safeReaddir(dir: string): string[] {
   }
 }
 
-function fsyncDir(dir: string): void {
-  const fd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
 
 /** Checks the shape of a stored record; returns it, or why it is unusable. */
 export function parseRecord(text: string, uid: string): VmiRecord | string {
